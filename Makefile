@@ -1,0 +1,46 @@
+# synthnb: `make run` installs everything and runs the healthcare experiment; `make test` installs and runs the tests.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+PROFILE ?= smoke
+
+.PHONY: install run run-defect data test lint-notebooks clean
+
+$(VENV)/.installed: requirements.txt settings.ini setup.py
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+install: $(VENV)/.installed
+
+# Real data: $SYNTHNB_DATA if set, else the checkout's data/ folder (downloaded on first use).
+data: install
+	@if [ -z "$$SYNTHNB_DATA" ] && [ ! -f data/pneumoniamnist/pneumoniamnist.npz ]; then $(BIN)/synthnb download pneumoniamnist; fi
+
+run: data
+	$(BIN)/synthnb run experiments/healthcare.yaml -p profile=$(PROFILE)
+
+run-defect: install
+	@if [ -z "$$SYNTHNB_DATA" ] && [ ! -d data/magnetic-tile-defects/MT_Free ]; then $(BIN)/synthnb download magnetic-tiles; fi
+	$(BIN)/synthnb run experiments/defect.yaml -p profile=$(PROFILE)
+
+# Notebooks must be clean and the package in sync with them (CI fails on any diff).
+lint-notebooks: install
+	$(BIN)/nbdev_clean
+	git diff --exit-code --stat -- nbs
+	$(BIN)/nbdev_export
+	git diff --exit-code --stat -- synthnb
+
+test: install lint-notebooks
+	$(PY) tools/readme.py --check
+	$(BIN)/nbdev_test --n_workers 2
+	$(BIN)/pytest -m "not gpu and not slow" tests
+
+clean:
+	rm -rf runs _proc _docs
+
+readme: install
+	$(PY) tools/readme.py

@@ -1,0 +1,93 @@
+"""Real data: verification errors, offline downloads through file:// URLs, group-aware splits."""
+import hashlib
+import os
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+
+from synthnb.data import (DataError, download_dataset, group_split, load_magnetic_tiles, load_pneumoniamnist, mt_manifest,
+                          pneumonia_path, verify_magnetic_tiles)
+
+
+def _pneumonia_copy(data_dir, dest, mutate=None):
+    target = dest / 'pneumoniamnist' / 'pneumoniamnist.npz'
+    target.parent.mkdir(parents=True)
+    data = (data_dir / 'pneumoniamnist' / 'pneumoniamnist.npz').read_bytes()
+    target.write_bytes(mutate(data) if mutate else data)
+    return target
+
+
+def test_loads_real_pneumoniamnist(data_dir):
+    d = load_pneumoniamnist(data_dir)
+    assert d['train'][0].shape == (4708, 28, 28) and np.bincount(d['test'][1]).tolist() == [234, 390]
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match=r'Missing data file .*pneumoniamnist.npz.*Expected .*4,171,018 bytes.*SYNTHNB_DATA'):
+        load_pneumoniamnist(tmp_path)
+
+
+def test_truncated_file(data_dir, tmp_path):
+    _pneumonia_copy(data_dir, tmp_path, lambda b: b[:1000])
+    with pytest.raises(DataError, match=r'1,000 bytes, truncated .*Delete it and download it again'):
+        load_pneumoniamnist(tmp_path)
+
+
+def test_wrong_checksum(data_dir, tmp_path):
+    _pneumonia_copy(data_dir, tmp_path, lambda b: b[:-1] + bytes([b[-1] ^ 1]))
+    with pytest.raises(DataError, match='none of the known versions'):
+        load_pneumoniamnist(tmp_path)
+
+
+def test_download_pneumoniamnist_offline(data_dir, tmp_path):
+    src = (data_dir / 'pneumoniamnist' / 'pneumoniamnist.npz').resolve().as_uri()
+    download_dataset('pneumoniamnist', tmp_path, url=src)
+    assert load_pneumoniamnist(tmp_path)['test'][0].shape == (624, 28, 28)
+
+
+def test_download_rejects_bad_file_and_leaves_nothing(tmp_path):
+    bad = tmp_path / 'bad.npz'; bad.write_bytes(b'\0' * 4171018)
+    with pytest.raises(DataError, match='none of the known versions'):
+        download_dataset('pneumoniamnist', tmp_path / 'd', url=bad.as_uri())
+    assert not pneumonia_path(tmp_path / 'd').exists()
+
+
+def test_download_unreachable_url_is_clear(tmp_path):
+    with pytest.raises(DataError, match='Could not download'):
+        download_dataset('pneumoniamnist', tmp_path, url=(tmp_path / 'nowhere.npz').as_uri())
+
+
+@pytest.fixture(scope='module')
+def mt_zip(data_dir, tmp_path_factory):
+    "A GitHub-style archive of the magnetic-tile repository (top folder + class folders), built from the local copy."
+    root = data_dir / 'magnetic-tile-defects'
+    path = tmp_path_factory.mktemp('mtzip') / 'mt.zip'
+    with zipfile.ZipFile(path, 'w', zipfile.ZIP_STORED) as z:
+        for r in mt_manifest(data_dir):
+            for col in ('image', 'mask'): z.write(root / r[col], f'Magnetic-tile-defect-datasets.-cc4eb53/{r[col]}')
+    return path
+
+
+def test_download_magnetic_tiles_offline(mt_zip, tmp_path):
+    folder = download_dataset('magnetic-tiles', tmp_path, url=mt_zip.as_uri())
+    assert len(list(folder.glob('MT_*/Imgs/*.jpg'))) == 1344
+    verify_magnetic_tiles(tmp_path)
+
+
+def test_altered_tile_is_named(data_dir, tmp_path):
+    src = data_dir / 'magnetic-tile-defects'
+    dst = tmp_path / 'magnetic-tile-defects'
+    shutil.copytree(src, dst, symlinks=False)
+    victim = dst / 'MT_Crack' / 'Imgs' / sorted(os.listdir(dst / 'MT_Crack' / 'Imgs'))[0]
+    victim.write_bytes(victim.read_bytes()[:-10])
+    with pytest.raises(DataError, match=rf'(?s)1 of 2688 magnetic-tile files .*{victim.name}'):
+        load_magnetic_tiles(tmp_path, 32)
+
+
+def test_group_split_on_real_tiles(data_dir):
+    mt = load_magnetic_tiles(data_dir, 32, verify=False)
+    test = group_split(mt['seq_group'], mt['labels'], 0.3, seed=0)
+    assert not set(mt['seq_group'][test]) & set(mt['seq_group'][~test])
+    assert 0.2 < test.mean() < 0.4 and mt['labels'][test].sum() > 50

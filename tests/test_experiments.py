@@ -1,0 +1,113 @@
+"""End-to-end: both experiments through the CLI, skipping, resuming, overrides and failures."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import nbformat
+import numpy as np
+import pytest
+
+from conftest import ROOT, synthnb
+from synthnb.core import STAGES, stage_folder
+
+pytestmark = pytest.mark.notebooks
+
+
+def _check_complete_run(run_dir):
+    for s in STAGES:
+        d = run_dir / stage_folder(s)
+        m = json.loads((d / 'manifest.json').read_text())
+        assert m['status'] == 'complete' and m['runner']['key']
+        assert (d / 'report.ipynb').exists()
+        for k in ('packages', 'git', 'device', 'python'): assert k in m['provenance']
+    table = json.loads((run_dir / '06_training' / 'results_table.json').read_text())
+    assert {r['arm'] for r in table} == {'real_only', 'integrated'}
+    metrics = json.loads((run_dir / '06_training' / 'metrics.json').read_text())
+    for arm in ('real_only', 'integrated'):
+        s = metrics[arm]['summary']
+        for k in ('accuracy', 'f1', 'roc_auc'): assert 0 <= s[k]['mean'] <= 1
+        assert s['accuracy']['mean'] > 0.5, f'{arm} is no better than chance: {s}'
+    # the executed stage-6 report shows the table of real-test metrics
+    nb = nbformat.read(run_dir / '06_training' / 'report.ipynb', as_version=4)
+    html = ''.join(o.get('data', {}).get('text/html', '') for c in nb.cells if c.cell_type == 'code' for o in c.outputs)
+    assert 'real_only' in html and 'roc_auc' in html
+    return metrics
+
+
+def test_healthcare_smoke(healthcare_run):
+    run_dir, proc = healthcare_run
+    _check_complete_run(run_dir)
+    m = json.loads((run_dir / '01_domain' / 'manifest.json').read_text())
+    assert m['data']['checksums'] == {'pneumoniamnist.npz': '194a7199bf9cbb2dd7f140ebd73fc4c2fa71f44049d84a8b5269dbbcf648ad48'}
+
+
+def test_defect_smoke(defect_run):
+    run_dir, _ = defect_run
+    _check_complete_run(run_dir)
+    syn = np.load(run_dir / '02_generation' / 'synthetic.npz')
+    assert syn['masks'][syn['labels'] == 1].reshape((syn['labels'] == 1).sum(), -1).any(1).all(), 'every simulated defect has a mask'
+
+
+def test_second_run_skips_everything(healthcare_run, runs_dir, data_dir):
+    t0 = time.time()
+    proc = synthnb('run', 'experiments/healthcare.yaml', '--runs-dir', runs_dir, env={'SYNTHNB_DATA': str(data_dir)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count('up to date, skipped') == 6, proc.stderr
+
+
+def test_test_split_never_reaches_stages_2_to_5(healthcare_run):
+    run_dir, _ = healthcare_run
+    test_hashes = set(np.load(run_dir / '01_domain' / 'test.npz')['hashes'])
+    train = np.load(run_dir / '01_domain' / 'train.npz')
+    assert not test_hashes & set(train['hashes'])
+    from synthnb.domain import image_hashes
+    for stage, art in [('02_generation', 'synthetic'), ('03_augmentation', 'synthetic_aug'), ('03_augmentation', 'real_aug'), ('05_integration', 'train_mix')]:
+        assert not test_hashes & set(image_hashes(np.load(run_dir / stage / f'{art}.npz')['images'])), f'{art} holds a test image'
+    for s in STAGES[1:5]:
+        inputs = json.loads((run_dir / stage_folder(s) / 'manifest.json').read_text())['inputs']
+        assert not {'test', 'pool'} & set(inputs), f'{s} read held-out data: {inputs}'
+    assert 'test' in json.loads((run_dir / '06_training' / 'manifest.json').read_text())['inputs']
+
+
+def test_override_reruns_only_downstream(healthcare_run, runs_dir, data_dir):
+    proc = synthnb('run', 'experiments/healthcare.yaml', '--runs-dir', runs_dir, '-p', 'training.steps=30', '-p', 'exp_id=healthcare',
+                   env={'SYNTHNB_DATA': str(data_dir)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count('up to date, skipped') == 5 and '06_training: done' in proc.stderr
+    m = json.loads((runs_dir / 'healthcare' / '06_training' / 'manifest.json').read_text())
+    assert m['parameters']['steps'] == 30
+
+
+def test_run_killed_mid_stage_resumes(runs_dir, data_dir):
+    args = [sys.executable, '-m', 'synthnb', 'run', 'experiments/healthcare.yaml', '-p', 'exp_id=killed', '--runs-dir', str(runs_dir)]
+    env = {**os.environ, 'SYNTHNB_DATA': str(data_dir)}
+    p = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    target = runs_dir / 'killed' / '03_augmentation' / 'report.ipynb'
+    deadline = time.time() + 300
+    while not target.exists() and time.time() < deadline and p.poll() is None: time.sleep(0.2)
+    assert target.exists(), 'the run never reached stage 3'
+    os.killpg(p.pid, signal.SIGKILL); p.wait()
+    assert not (runs_dir / 'killed' / '06_training' / 'manifest.json').exists()
+    proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=killed', '--runs-dir', runs_dir, env={'SYNTHNB_DATA': str(data_dir)})
+    assert proc.returncode == 0, proc.stderr
+    assert '01_domain: up to date, skipped' in proc.stderr and '02_generation: up to date, skipped' in proc.stderr
+    assert '03_augmentation: running' in proc.stderr and '06_training: done' in proc.stderr
+
+
+def test_failing_stage_keeps_report_and_exits_nonzero(runs_dir, data_dir):
+    proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=fails', '-p', 'domain.n_per_class=100000', '--runs-dir', runs_dir,
+                   env={'SYNTHNB_DATA': str(data_dir)})
+    assert proc.returncode == 1
+    assert 'stage 01_domain failed' in proc.stderr and 'fewer than n_per_class' in proc.stderr
+    nb = nbformat.read(runs_dir / 'fails' / '01_domain' / 'report.ipynb', as_version=4)
+    assert any(o.output_type == 'error' for c in nb.cells if c.cell_type == 'code' for o in c.outputs)
+    assert not (runs_dir / 'fails' / '02_generation').exists()
+
+
+def test_missing_data_is_a_clear_error(runs_dir, tmp_path):
+    proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=nodata', '--runs-dir', runs_dir, env={'SYNTHNB_DATA': str(tmp_path)})
+    assert proc.returncode == 1
+    assert 'Missing data file' in proc.stderr and 'SYNTHNB_DATA' in proc.stderr

@@ -1,0 +1,52 @@
+"""The runner never mistakes a dead kernel or an unfinished stage for a finished one."""
+import json
+
+import nbformat
+import pytest
+
+from synthnb.core import StageRun, read_manifest
+from synthnb.runner import StageFailed, execute_notebook, is_up_to_date, mark_complete
+
+
+def _notebook(path, *sources):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+    nb.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'python3', 'language': 'python'}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_killed_kernel_is_a_failure(tmp_path):
+    nb = _notebook(tmp_path / 'dies.ipynb', 'x = 1', 'import os, signal; os.kill(os.getpid(), signal.SIGKILL)', 'y = 2')
+    with pytest.raises(StageFailed) as e: execute_notebook(nb, tmp_path / 'out', {}, progress_bar=False)
+    assert (tmp_path / 'out' / 'report.ipynb').exists() and 'failed' in str(e.value)
+
+
+def test_kernel_exit_138_is_a_failure(tmp_path):
+    nb = _notebook(tmp_path / 'exit138.ipynb', 'import os; os._exit(138)')
+    with pytest.raises(StageFailed): execute_notebook(nb, tmp_path / 'out', {}, progress_bar=False)
+
+
+def test_clean_exit_without_manifest_is_a_failure(tmp_path):
+    "papermill exits 0 and every cell looks completed, but the stage never wrote its manifest."
+    nb = _notebook(tmp_path / 'nomanifest.ipynb', 'x = 1')
+    with pytest.raises(StageFailed) as e: execute_notebook(nb, tmp_path / 'out', {}, progress_bar=False)
+    assert 'did not complete' in str(e.value)
+
+
+def test_error_output_is_a_failure_with_the_message(tmp_path):
+    nb = _notebook(tmp_path / 'raises.ipynb', 'raise ValueError("boom 42")')
+    with pytest.raises(StageFailed) as e: execute_notebook(nb, tmp_path / 'out', {}, progress_bar=False)
+    assert 'boom 42' in str(e.value)
+
+
+def test_up_to_date_needs_key_and_intact_artifacts(tmp_path):
+    import dataclasses, numpy as np
+    @dataclasses.dataclass
+    class C: seed: int = 0; device: str = 'cpu'
+    d = tmp_path / '01_domain'
+    with StageRun('domain', C(), None, d) as r: r.save_arrays('train', x=np.arange(3))
+    assert not is_up_to_date(d, 'k1')           # never marked by the runner
+    mark_complete(d, 'k1')
+    assert is_up_to_date(d, 'k1') and not is_up_to_date(d, 'k2')
+    (d / 'train.npz').write_bytes(b'tampered')
+    assert not is_up_to_date(d, 'k1')           # an altered artifact forces a re-run
