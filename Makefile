@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PROFILE ?= smoke
 
-.PHONY: install run run-defect data test lint-notebooks clean
+.PHONY: install run run-defect data test lint-notebooks clean docs readme bench
 
 $(VENV)/.installed: requirements.txt settings.ini setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -37,10 +37,18 @@ lint-notebooks: install
 test: install lint-notebooks
 	$(PY) tools/readme.py --check
 	$(BIN)/nbdev_test --n_workers 2
+	$(PY) docs/build.py
 	$(BIN)/pytest -m "not gpu and not slow" tests
 
+# Docs site without Quarto: nbdev-processed notebooks, executed, rendered by Sphinx + myst-nb into _site/
+docs: install
+	$(PY) docs/build.py
+
+bench: install
+	$(PY) bench/augmentation.py
+
 clean:
-	rm -rf runs _proc _docs
+	rm -rf runs _proc _docs _site
 
 readme: install
 	$(PY) tools/readme.py

@@ -5,8 +5,9 @@
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/07a_main.ipynb #df89bae3
+# %% ../nbs/07a_main.ipynb #ec37cb96
 from .runner import main
 
-# %% ../nbs/07a_main.ipynb #eb31708b
+# %% ../nbs/07a_main.ipynb #29950a8d
+#| eval: false
 if __name__ == '__main__': main()

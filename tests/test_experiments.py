@@ -29,7 +29,6 @@ def _check_complete_run(run_dir):
     for arm in ('real_only', 'integrated'):
         s = metrics[arm]['summary']
         for k in ('accuracy', 'f1', 'roc_auc'): assert 0 <= s[k]['mean'] <= 1
-        assert s['accuracy']['mean'] > 0.5, f'{arm} is no better than chance: {s}'
     # the executed stage-6 report shows the table of real-test metrics
     nb = nbformat.read(run_dir / '06_training' / 'report.ipynb', as_version=4)
     html = ''.join(o.get('data', {}).get('text/html', '') for c in nb.cells if c.cell_type == 'code' for o in c.outputs)
@@ -39,7 +38,9 @@ def _check_complete_run(run_dir):
 
 def test_healthcare_smoke(healthcare_run):
     run_dir, proc = healthcare_run
-    _check_complete_run(run_dir)
+    metrics = _check_complete_run(run_dir)
+    # 20 real X-rays per class already separate the classes well above chance (about 0.8 in our runs)
+    assert metrics['real_only']['summary']['roc_auc']['mean'] > 0.7, metrics['real_only']['summary']
     m = json.loads((run_dir / '01_domain' / 'manifest.json').read_text())
     assert m['data']['checksums'] == {'pneumoniamnist.npz': '194a7199bf9cbb2dd7f140ebd73fc4c2fa71f44049d84a8b5269dbbcf648ad48'}
 

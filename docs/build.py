@@ -1,0 +1,193 @@
+"""Build the docs site into `_site/` offline, without Quarto: `python docs/build.py`.
+
+1. `nbdev.serve.proc_nbs` processes `nbs/` into `_proc/` (what `nbdev_proc_nbs` does, minus its Quarto install
+   check): hidden and exported cells go, `show_doc` cells are inserted and rendered.
+2. The notebooks in `nbs/` are executed as committed (smoke defaults, cwd `nbs/`, cells flagged `#| slow`/`#| gpu`
+   or `#| eval: false` skipped, as `nbdev_test` does) and their outputs copied into the processed notebooks by cell id.
+   The processed notebooks cannot run on their own: nbdev drops the `#| hide` dev-import cells.
+3. The pages are staged in `_proc/_sphinx/` (Quarto ignores `_` folders): one page per notebook, named like Quarto's
+   `output-file` (`core.html`, `generation.html`, ...) so nbdev's doc links resolve; `docs/*.md`; and a Reports section
+   with the executed notebooks under `reports/` rendered as they are.
+4. Sphinx + myst-nb (execution off) renders them with `docs/conf.py`.
+"""
+import argparse, hashlib, json, os, re, shutil, subprocess, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import nbformat
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS, NBS, PROC = ROOT / 'docs', ROOT / 'nbs', ROOT / '_proc'
+STAGE, EXEC_CACHE = PROC / '_sphinx', PROC / '_executed'
+SKIP_FLAGS = {'slow', 'gpu'}  # settings.ini tst_flags: the docs run what nbdev_test runs
+DOC_HOST = 'https://synthnb.github.io/synthnb/'  # settings.ini doc_host + doc_baseurl, used by nbdev's doc links
+
+
+def log(*a): print('[docs]', *a, flush=True)
+
+
+def notebooks(): return sorted(p for p in NBS.glob('*.ipynb') if not p.name.startswith(('_', '.')))
+
+
+def directives(src):
+    "The `#| ...` lines at the top of a cell, as a dict."
+    d = {}
+    for line in src.splitlines():
+        if not line.startswith('#|'): break
+        k, *v = line[2:].strip().split(None, 1)
+        d[k.rstrip(':')] = v[0].strip() if v else ''
+    return d
+
+
+def skip_cell(cell):
+    d = directives(cell.source)
+    return cell.cell_type == 'code' and (bool(SKIP_FLAGS & set(d)) or d.get('eval', '').lower() == 'false')
+
+
+def _lib_hash():
+    h = hashlib.sha256()
+    for p in sorted((ROOT / 'synthnb').rglob('*.py')): h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def execute(path, timeout=900):
+    "Execute one notebook from nbs/ (cwd nbs/) like nbdev_test; return the executed notebook's path (cached by content)."
+    from nbclient import NotebookClient
+    key = hashlib.sha256(path.read_bytes() + _lib_hash().encode() + os.environ.get('SYNTHNB_DATA', '').encode()).hexdigest()[:16]
+    out = EXEC_CACHE / f'{path.stem}-{key}.ipynb'
+    if out.exists(): return out, 0.0
+    nb = nbformat.read(path, as_version=4)
+    skipped = {}
+    for c in nb.cells:
+        if skip_cell(c): skipped[c.id], c.source = c.source, 'pass'
+    t = time.time()
+    NotebookClient(nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(NBS)}}).execute()
+    for c in nb.cells:
+        if c.id in skipped: c.source, c.outputs = skipped[c.id], []
+    EXEC_CACHE.mkdir(parents=True, exist_ok=True)
+    for old in EXEC_CACHE.glob(f'{path.stem}-*.ipynb'): old.unlink()
+    nbformat.write(nb, out)
+    return out, time.time() - t
+
+
+def _local_links(text):
+    "nbdev's absolute doc links -> links relative to the site root (all notebook pages live there)."
+    text = re.sub(r'\[([^\]]*)\]\(' + re.escape(DOC_HOST) + r'([\w.-]+\.html)(#[\w.-]*)?\)',
+                  lambda m: f'<a href="{m[2]}{(m[3] or "")}">{_md_code(m[1])}</a>', text)
+    return text.replace(DOC_HOST, '')
+
+
+def _md_code(s): return re.sub(r'`([^`]*)`', r'<code>\1</code>', s)
+
+
+def stage_notebook(proc_path, executed_path, dest_dir, toctree=None):
+    "Turn one processed notebook into a myst-nb page with the executed outputs; return its page name."
+    nb = nbformat.read(proc_path, as_version=4)
+    ran = {c.id: c for c in nbformat.read(executed_path, as_version=4).cells} if executed_path else {}
+    front, cells = {}, []
+    for c in nb.cells:
+        if c.cell_type == 'raw' and c.source.startswith('---'):
+            front = yaml.safe_load(c.source.strip().strip('-')) or {}
+            head = f"# {front.get('title', proc_path.stem)}"
+            if front.get('description'): head += f"\n\n> {front['description']}"
+            cells.append(nbformat.v4.new_markdown_cell(head))
+            continue
+        if c.cell_type == 'markdown': c.source = _local_links(c.source)
+        if c.cell_type == 'code':
+            c.pop('has_sd', None)  # nbdev's marker for inserted show_doc cells: not valid nbformat
+            d = directives(c.source)
+            tags = set(c.metadata.get('tags', []))
+            if d.get('echo') == 'false': tags.add('remove-input')
+            if d.get('output') == 'false': tags.add('remove-output')
+            if d.get('include') == 'false': tags.add('remove-cell')
+            c.source = '\n'.join(l for l in c.source.splitlines() if not l.startswith('#|'))
+            if c.id in ran and not c.get('outputs'):
+                c.outputs, c.execution_count = ran[c.id].outputs, ran[c.id].execution_count
+            for o in c.get('outputs', []):
+                if 'text/markdown' in o.get('data', {}):  # show_doc opens with a Quarto rule: not valid inside a cell
+                    o.data['text/markdown'] = _local_links(re.sub(r'^\s*---\s*\n', '', o.data['text/markdown']))
+            if tags: c.metadata['tags'] = sorted(tags)
+        cells.append(c)
+    if toctree: cells.append(nbformat.v4.new_markdown_cell(toctree))
+    nb.cells = cells
+    nb.metadata.setdefault('kernelspec', {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'})
+    name = 'index' if proc_path.stem == 'index' else Path(front.get('output-file', proc_path.stem + '.html')).stem
+    nbformat.write(nb, dest_dir / f'{name}.ipynb')
+    return name
+
+
+def stage_reports(reports_dir, dest):
+    "Copy executed report notebooks (reports/<case>/<NN_stage>.ipynb) as they are; write the Reports index."
+    groups = {}
+    for p in sorted(reports_dir.rglob('*.ipynb')) if reports_dir.exists() else []:
+        if '.ipynb_checkpoints' in p.parts: continue
+        rel = p.relative_to(reports_dir)
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(p, dest / rel)
+        groups.setdefault(rel.parts[0] if len(rel.parts) > 1 else 'other', []).append(rel.with_suffix('').as_posix())
+    lines = ['# Reports', '',
+             'Executed experiment notebooks committed under `reports/`, rendered as they were run (not re-executed). '
+             'Each stage report ends with its manifest: parameters, device, package versions, git commit and data checksums.', '']
+    if not groups:
+        lines += ['No reports are committed yet. Run an experiment with `synthnb run experiments/healthcare.yaml -p profile=full` '
+                  'and copy `runs/<exp_id>/<NN_stage>/report.ipynb` to `reports/<case>/<NN_stage>.ipynb`.', '']
+    for case, pages in groups.items():
+        lines += ['```{toctree}', f':caption: {case}', ':maxdepth: 1', '']
+        lines += [f'{case} · {Path(pg).name} <{pg}>' for pg in pages] + ['```', '']
+    (dest / 'index.md').write_text('\n'.join(lines))
+    return sum(len(v) for v in groups.values())
+
+
+HOME_FALLBACK = '# synthnb\n\n> Notebook-first toolkit for synthetic training data from scarce real images.\n'
+
+
+def main(reports='reports', out='_site', workers=2, clean=False):
+    t0 = time.time()
+    os.chdir(ROOT)
+    sys.path.insert(0, str(ROOT))
+    if clean: shutil.rmtree(PROC, ignore_errors=True)
+    from nbdev.serve import proc_nbs  # the processing step of nbdev_proc_nbs, without its Quarto check
+    try: proc_nbs(n_workers=workers)
+    except Exception as e:  # nbdev runs imports, exported cells and show_doc cells of every notebook; Quarto's nbdev_docs fails alike
+        sys.exit(f'[docs] nbdev could not process the notebooks (nbdev_docs would fail too):\n{e}\n'
+                 'Usual causes: a cell mixing imports with code that needs earlier results (move the imports to the import cell); '
+                 'a @patch on a tuple of classes (annotate with A|B); an exported cell that must not run (add #| eval: false).')
+    log(f'nbdev processed {len(list(PROC.glob("*.ipynb")))} notebooks into _proc/ ({time.time()-t0:.0f} s)')
+
+    srcs = notebooks()
+    with ProcessPoolExecutor(max(1, workers)) as ex:
+        executed = dict(zip([p.stem for p in srcs], ex.map(execute, srcs)))
+    for k, (_, dt) in executed.items(): log(f'executed {k}' + (f' in {dt:.0f} s' if dt else ' (cached)'))
+
+    shutil.rmtree(STAGE, ignore_errors=True); STAGE.mkdir(parents=True)
+    pages = [stage_notebook(PROC / f'{p.stem}.ipynb', executed[p.stem][0], STAGE) for p in srcs if p.stem != 'index']
+    n_reports = stage_reports(ROOT / reports, STAGE / 'reports')
+    for md in DOCS.glob('*.md'): shutil.copy2(md, STAGE / md.name)
+    guides = sorted(md.stem for md in DOCS.glob('*.md'))
+    toctree = '\n'.join(['```{toctree}', ':hidden:', ':caption: Guide', '', *guides, '```', '',
+                         '```{toctree}', ':hidden:', ':caption: Notebooks', '', *pages, '```', '',
+                         '```{toctree}', ':hidden:', ':caption: Results', '', 'reports/index', '```'])
+    if (PROC / 'index.ipynb').exists(): stage_notebook(PROC / 'index.ipynb', executed.get('index', (None,))[0], STAGE, toctree)
+    else: (STAGE / 'index.md').write_text(HOME_FALLBACK + '\n' + toctree)
+    log(f'staged {len(pages)} notebook pages, {len(guides)} guides, {n_reports} reports in {STAGE.relative_to(ROOT)}')
+
+    out = ROOT / out
+    shutil.rmtree(out, ignore_errors=True)
+    subprocess.run([sys.executable, '-m', 'sphinx', '-b', 'html', '-q', '-j', str(workers), '-c', str(DOCS),
+                    '-d', str(PROC / '_doctrees'), str(STAGE), str(out)], check=True)
+    (out / '.nojekyll').touch()
+    if not (out / 'favicon.ico').exists():  # browsers ask for it; a 404 is a console error
+        from PIL import Image
+        Image.new('RGB', (16, 16), (47, 111, 176)).save(out / 'favicon.ico')
+    log(f'site written to {out.relative_to(ROOT)}/ in {time.time()-t0:.0f} s')
+
+
+if __name__ == '__main__':
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--reports', default='reports', help='folder of executed report notebooks to publish')
+    ap.add_argument('--out', default='_site', help='output folder')
+    ap.add_argument('--workers', type=int, default=int(os.environ.get('SYNTHNB_DOCS_WORKERS', 2)))
+    ap.add_argument('--clean', action='store_true', help='rebuild _proc/ and re-execute every notebook')
+    a = ap.parse_args()
+    main(a.reports, a.out, a.workers, a.clean)
