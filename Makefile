@@ -36,8 +36,8 @@ lint-notebooks: install
 
 test: install lint-notebooks
 	$(PY) tools/readme.py --check
-	$(BIN)/nbdev_test --n_workers 2
-	$(PY) docs/build.py
+	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2
+	OMP_NUM_THREADS=1 $(PY) docs/build.py
 	$(BIN)/pytest -m "not gpu and not slow" tests
 
 # Docs site without Quarto: nbdev-processed notebooks, executed, rendered by Sphinx + myst-nb into _site/

@@ -236,6 +236,8 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser('download', help='download and verify a dataset into the data directory')
     d.add_argument('dataset', choices=('pneumoniamnist', 'magnetic-tiles')); d.add_argument('--data-dir', default=None); d.add_argument('--url', default=None, help='mirror URL')
     d.set_defaults(func=cmd_download)
+    from synthnb.sweep import add_sweep_parser  # lazy: synthnb.sweep imports runner; dask is imported only when a sweep runs
+    add_sweep_parser(sub)
     return p
 
 def main(argv=None) -> int:

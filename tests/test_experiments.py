@@ -24,15 +24,17 @@ def _check_complete_run(run_dir):
         assert (d / 'report.ipynb').exists()
         for k in ('packages', 'git', 'device', 'python'): assert k in m['provenance']
     table = json.loads((run_dir / '06_training' / 'results_table.json').read_text())
-    assert {r['arm'] for r in table} == {'real_only', 'integrated'}
+    assert {'real_only', 'real_aug', 'synthetic:all', 'ceiling'} <= {r['arm'] for r in table}
     metrics = json.loads((run_dir / '06_training' / 'metrics.json').read_text())
-    for arm in ('real_only', 'integrated'):
+    for arm in ('real_only', 'real_aug', 'synthetic:all', 'ceiling'):
         s = metrics[arm]['summary']
         for k in ('accuracy', 'f1', 'roc_auc'): assert 0 <= s[k]['mean'] <= 1
     # the executed stage-6 report shows the table of real-test metrics
     nb = nbformat.read(run_dir / '06_training' / 'report.ipynb', as_version=4)
     html = ''.join(o.get('data', {}).get('text/html', '') for c in nb.cells if c.cell_type == 'code' for o in c.outputs)
-    assert 'real_only' in html and 'roc_auc' in html
+    assert 'real_only' in html and 'roc_auc' in html and 'gap closed' in ''.join(
+        o.get('data', {}).get('text/markdown', '') for c in nb.cells if c.cell_type == 'code' for o in c.outputs)
+    assert json.loads((run_dir / '06_training' / 'recommendations.json').read_text()), 'stage 6 recommends at least one change'
     return metrics
 
 

@@ -1,0 +1,122 @@
+"""Stage 4 correctness: our metrics against torchmetrics and the `prdc` package, known cases, the review round trip, the filter, and one stage run."""
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from synthnb.evaluation import EvaluationConfig, FeatureSpaceUnavailable, inception_network, run_evaluation
+from synthnb.filtering import filter_reasons
+from synthnb.metrics import frechet_distance, kernel_distance, poly_mmd2, prdc, projected_wasserstein
+from synthnb.review import REVIEW_COLUMNS, export_review_pack, import_review, review_widget
+
+
+class Identity(torch.nn.Module):
+    "A torchmetrics 'feature extractor' that passes precomputed features through."
+    def __init__(self, d):
+        super().__init__(); self.num_features = d
+    def forward(self, x): return x
+
+
+def features(n=300, d=16, shift=0.0, scale=1.0, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)) * scale + shift
+
+
+def rel(a, b): return abs(a - b) / max(abs(b), 1e-12)
+
+
+def test_frechet_matches_torchmetrics():
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    a, b = features(seed=0), features(seed=1, shift=0.3, scale=np.linspace(0.5, 1.5, 16))
+    fid = FrechetInceptionDistance(feature=Identity(16))
+    fid.update(torch.from_numpy(a), real=True); fid.update(torch.from_numpy(b), real=False)
+    assert rel(frechet_distance(a, b), fid.compute().item()) < 1e-3
+
+
+def test_kid_matches_torchmetrics():
+    from torchmetrics.image.kid import KernelInceptionDistance, poly_mmd
+    a, b = features(200, seed=0), features(200, seed=1, shift=0.5)
+    kid = KernelInceptionDistance(feature=Identity(16), subsets=1, subset_size=200)
+    kid.update(torch.from_numpy(a), real=True); kid.update(torch.from_numpy(b), real=False)
+    ours = kernel_distance(a, b, n_subsets=1, subset_size=200)
+    assert rel(ours['mean'], kid.compute()[0].item()) < 1e-3
+    assert rel(poly_mmd2(a, b), poly_mmd(torch.from_numpy(a), torch.from_numpy(b)).item()) < 1e-3
+
+
+def test_prdc_matches_package():
+    prdc_pkg = pytest.importorskip('prdc')
+    real, fake = features(200, 8, seed=0), features(150, 8, seed=1, shift=0.4, scale=0.8)
+    theirs, ours = prdc_pkg.compute_prdc(real, fake, nearest_k=5), prdc(real, fake, k=5)
+    for k in ('precision', 'recall', 'density', 'coverage'): assert rel(ours[k], theirs[k]) < 1e-3, k
+
+
+def test_known_cases():
+    x = features(4000, 3, seed=0)
+    assert abs(frechet_distance(x, x)) < 1e-6
+    y = features(4000, 3, seed=1, shift=np.array([1, 2, 0]), scale=np.array([1, 2, 1]))
+    assert abs(frechet_distance(x, y) - 6.0) < 0.25  # ‖μ‖² + Σ(σ1-σ2)² = 5 + 1
+    same, moved = (kernel_distance(x[:1000], z, n_subsets=5)['mean'] for z in (x[1000:2000], y[1000:2000]))
+    assert abs(same) < 0.01 * moved  # unbiased: ≈ 0 for two samples of one distribution
+    assert prdc(x[:200], x[:200]) == {'precision': 1.0, 'recall': 1.0, 'density': 1.0, 'coverage': 1.0}
+    assert abs(projected_wasserstein(x[:, :1], x[:, :1] + 3.0) - 3.0) < 1e-9
+    with pytest.raises(ValueError, match='at least 2'): frechet_distance(x[:1], y)
+
+
+def test_inception_skips_cleanly_without_weights(tmp_path):
+    with pytest.raises(FeatureSpaceUnavailable, match='skipped'): inception_network(str(tmp_path / 'missing.pth'))
+
+
+def test_review_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    real, syn = rng.integers(0, 255, (10, 8, 8), dtype=np.uint8), rng.integers(0, 255, (30, 8, 8), dtype=np.uint8)
+    gens = np.repeat(['diffusion', 'gan', 'simulation'], 10)
+    key = export_review_pack(tmp_path / 'review_pack', real, syn, gens, n_real=6, n_per_generator=4)
+    assert len(key) == 18 and not any('key' in p.name for p in (tmp_path / 'review_pack').rglob('*'))
+    assert len(list((tmp_path / 'review_pack' / 'images').glob('*.png'))) == 18 and (tmp_path / 'review_pack' / 'index.html').exists()
+    # a reviewer who calls everything real, rates real images 5 and synthetic ones 3, and skips one row
+    with open(tmp_path / 'filled.csv', 'w', newline='') as f:
+        w = csv.writer(f); w.writerow(REVIEW_COLUMNS)
+        for n, (rid, k) in enumerate(key.items()): w.writerow([rid, 'real', 5 if k['source'] == 'real' else 3, 'ok'] if n else [rid, '', '', ''])
+    out = import_review(tmp_path / 'filled.csv', key)
+    n_real = sum(k['source'] == 'real' for rid, k in list(key.items())[1:])
+    assert out['n_rated'] == 17 and abs(out['accuracy'] - n_real / 17) < 1e-9
+    assert out['per_source']['gan']['guessed_real'] == 1.0 and out['per_source']['gan']['accuracy'] == 0.0
+    assert out['per_source']['real']['plausibility'] == 5.0 and out['per_source']['simulation']['plausibility'] == 3.0
+
+
+def test_review_widget_writes_csv(tmp_path):
+    pytest.importorskip('ipywidgets')
+    rng = np.random.default_rng(0)
+    key = export_review_pack(tmp_path / 'pack', rng.integers(0, 255, (4, 8, 8), dtype=np.uint8), rng.integers(0, 255, (4, 8, 8), dtype=np.uint8), np.array(['gan'] * 4), 2, 2)
+    box = review_widget(tmp_path / 'pack')
+    box.children[-1].children[1].click()  # 'synthetic' for the first image
+    out = import_review(tmp_path / 'pack' / 'review.csv', key)
+    assert out['n_rated'] == 1
+
+
+def test_filter_reasons_priority():
+    r = filter_reasons(np.array([0, 0, 1, 1]), np.array([[.95, .05], [.05, .95], [.02, .98], [.01, .99]]),
+                       np.array([9, 9, 9, 0.1]), 1.0, np.array([1, 1, 7, 7]), 5.0, confidence=0.9)
+    assert list(r) == ['', 'label contradicted', 'off-manifold', 'near-duplicate']
+
+
+@pytest.fixture(scope='module')
+def stage(tmp_path_factory, data_dir):
+    from synthnb.runner import smoke_upstream
+    return run_evaluation(EvaluationConfig(), smoke_upstream('evaluation'), tmp_path_factory.mktemp('eval') / '04_evaluation')
+
+
+def test_stage_outputs(stage):
+    m, keep = stage.metrics, np.load(stage.path('synthetic_keep'))
+    syn = np.load(stage.path('synthetic'))
+    assert keep['keep'].shape == syn['labels'].shape and keep['keep'].dtype == bool
+    assert set(np.unique(keep['reason'])) <= {'', 'near-duplicate', 'label contradicted', 'off-manifold'}
+    assert (keep['reason'] == '').tolist() == keep['keep'].tolist()
+    assert {'domain', 'random', 'pixel'} <= set(m['feature_spaces']) and 'inception' in m['feature_spaces']
+    for g, gm in m['generators'].items():
+        for space in ('domain', 'random'):
+            assert {'fd', 'kid', 'kid_std', 'w1_projected', 'precision', 'recall', 'density', 'coverage'} <= set(gm['overall'][space])
+        assert 0 <= gm['proxy_on_real_train']['accuracy'] <= 1 and gm['per_class']
+    assert not set(stage.manifest['inputs']) & {'test', 'pool'}  # the held-out splits are never read
+    assert (stage.out_dir / 'review_key.json').exists() and not (stage.out_dir / 'review_pack' / 'review_key.json').exists()
