@@ -200,7 +200,12 @@ def cmd_run(args) -> int:
         print(f"error: {e}", file=sys.stderr); return 2
     print(f"experiment {exp.exp_id} (profile {exp.profile}, seed {exp.seed}, device {exp.device}) → {Path(args.runs_dir)/exp.exp_id}", file=sys.stderr)
     t0 = time.time()
-    try: run_experiment(exp, args.runs_dir, args.force, args.until, log=lambda m: print(m, file=sys.stderr, flush=True))
+    log = lambda m: print(m, file=sys.stderr, flush=True)
+    try:
+        if args.iterations > 1:
+            from synthnb.feedback import run_feedback_loop
+            run_feedback_loop(exp, args.runs_dir, args.iterations, args.force, log=log)
+        else: run_experiment(exp, args.runs_dir, args.force, args.until, log=log)
     except StageFailed as e:
         print(f"error: {e}", file=sys.stderr); return 1
     print(f"finished in {time.time() - t0:.1f}s; reports in {Path(args.runs_dir)/exp.exp_id}/*/report.ipynb", file=sys.stderr)
@@ -231,6 +236,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument('--runs-dir', default='runs', help='parent of run folders (default: runs)')
     r.add_argument('--force', action='store_true', help='re-run stages even if up to date')
     r.add_argument('--until', choices=STAGES, help='stop after this stage')
+    r.add_argument('--iterations', type=int, default=1, help="feedback loop: apply stage 6's recommendations and re-run stages 2-6 this many times in all")
     r.set_defaults(func=cmd_run)
     q = sub.add_parser('params', help="list the parameters of the stage notebooks"); q.add_argument('stage', nargs='?', choices=STAGES); q.set_defaults(func=cmd_params)
     d = sub.add_parser('download', help='download and verify a dataset into the data directory')

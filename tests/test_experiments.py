@@ -114,3 +114,34 @@ def test_missing_data_is_a_clear_error(runs_dir, tmp_path):
     proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=nodata', '--runs-dir', runs_dir, env={'SYNTHNB_DATA': str(tmp_path)})
     assert proc.returncode == 1
     assert 'Missing data file' in proc.stderr and 'SYNTHNB_DATA' in proc.stderr
+
+
+FAST_TRAINING = ['-p', 'training.steps=15', '-p', 'training.seeds=[0]', '-p', 'training.robustness=false',
+                 '-p', 'training.detector_steps=0', '-p', 'training.arms=[real_only, synthetic]']
+
+
+def test_ratio_zero_reproduces_real_only(runs_dir, data_dir):
+    proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=ratio0', '-p', 'integration.ratio=0', *FAST_TRAINING,
+                   '--runs-dir', runs_dir, env={'SYNTHNB_DATA': str(data_dir)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((runs_dir / 'ratio0' / '06_training' / 'metrics.json').read_text())
+    assert m['synthetic:all']['n_train'] == m['real_only']['n_train']
+    assert m['synthetic:all']['per_seed'] == m['real_only']['per_seed']  # same data, same seed: the same model, exactly
+
+
+def test_feedback_loop_changes_next_iteration(runs_dir, data_dir):
+    proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=loop', '--iterations', '2', *FAST_TRAINING,
+                   '--runs-dir', runs_dir, env={'SYNTHNB_DATA': str(data_dir)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    hist = json.loads((runs_dir / 'loop' / 'feedback.json').read_text())
+    assert [h['iteration'] for h in hist] == [1, 2] and hist[0]['applied'] == []
+    change = next(a for a in hist[1]['applied'] if a['key'].startswith('generation.class_counts.'))
+    cls = change['key'].rsplit('.', 1)[1]
+    gen1 = json.loads((runs_dir / 'loop' / '02_generation' / 'manifest.json').read_text())['parameters']
+    gen2 = json.loads((runs_dir / 'loop-iter2' / '02_generation' / 'manifest.json').read_text())['parameters']
+    assert gen1['class_counts'].get(cls, gen1['n_per_class']) * 2 == gen2['class_counts'][cls]
+    # stage 1 (the scarce set and the test split) is shared, not re-drawn
+    assert proc.stderr.count('01_domain: up to date, skipped') == 1
+    d1, d2 = (json.loads((runs_dir / e / '01_domain' / 'manifest.json').read_text()) for e in ('loop', 'loop-iter2'))
+    assert d1['artifacts']['test']['sha256'] == d2['artifacts']['test']['sha256']
+    assert (runs_dir / 'loop' / 'feedback.md').read_text().count('\n') >= 4
