@@ -16,7 +16,7 @@ from .core import StageResult, StageRun, image_grid, stage_result
 from .models import SmallResNet, fit_classifier, predict_proba, to_tensor
 from .metrics import (frechet_distance, kernel_distance, memorisation, nearest, pixel_wasserstein, prdc,
                              projected_wasserstein, real_hit_fraction)
-from .filtering import proxy_scores, select_synthetic
+from .filtering import proxy_scores, select_synthetic, shrink
 from .review import export_review_pack
 
 # %% auto #0
@@ -32,8 +32,9 @@ class EvaluationConfig:
     domain_steps: int = 60  # training steps of the domain classifier (real train + real_aug only): features and label checks
     proxy_steps: int = 60  # training steps of each train-on-synthetic proxy classifier
     classifier_width: int = 8  # channel width of the domain and proxy SmallResNets
+    classifier_size: int = 32  # the domain and proxy classifiers see images average-pooled to about this side
     batch_size: int = 32  # batch size of the domain and proxy classifiers
-    inception_weights: str = ''  # local Inception-v3 FID weights file ('' = torch hub cache); the space is skipped when absent
+    inception_weights: str = ''  # local Inception-v3 FID weights file, empty for the torch hub cache; the space is skipped when absent
     kid_subsets: int = 20  # random subsets for KID mean ± std
     kid_subset_size: int = 1000  # samples per KID subset, capped by the smaller set
     n_projections: int = 64  # random 1-D projections for the sliced feature Wasserstein distance
@@ -90,12 +91,13 @@ def inception_features(net: torch.nn.Module, images: np.ndarray, device='cpu', b
 # %% ../nbs/04_evaluation.ipynb #9f2e6476
 def feature_spaces(train: dict, real_aug: dict|None, n_classes: int, cfg: EvaluationConfig, device='cpu') -> tuple:
     "The domain classifier, {space: (description, images → features)} with features standardised by `train`, and {skipped space: reason}."
-    x, y = train['images'], train['labels']
-    if real_aug is not None: x, y = np.concatenate([x, real_aug['images']]), np.concatenate([y, real_aug['labels']])
+    small = lambda im: shrink(im, cfg.classifier_size)
+    x, y = small(train['images']), train['labels']
+    if real_aug is not None: x, y = np.concatenate([x, small(real_aug['images'])]), np.concatenate([y, real_aug['labels']])
     clf = fit_classifier(x, y, n_classes, steps=cfg.domain_steps, batch_size=cfg.batch_size, width=cfg.classifier_width, seed=cfg.seed, device=device, desc='domain')
-    ref = {'domain': network_features(clf, train['images'], device), 'random': random_features(train['images'], cfg.feature_seed, device)}
+    ref = {'domain': network_features(clf, x[:len(train['images'])], device), 'random': random_features(train['images'], cfg.feature_seed, device)}
     spaces = {'domain': (f"SmallResNet classifier (width {cfg.classifier_width}, {cfg.domain_steps} steps) trained on real train + real_aug only; "
-                         f"penultimate {4*cfg.classifier_width}-d, standardised by real train", lambda im: standardise(network_features(clf, im, device), ref['domain'])),
+                         f"images pooled to ≤{cfg.classifier_size}px; penultimate {4*cfg.classifier_width}-d, standardised by real train", lambda im: standardise(network_features(clf, small(im), device), ref['domain'])),
               'random': (f"fixed random SmallResNet (seed {cfg.feature_seed}), 64-d, standardised by real train",
                          lambda im: standardise(random_features(im, cfg.feature_seed, device), ref['random']))}
     skipped = {}
@@ -150,7 +152,8 @@ def run_evaluation(cfg: EvaluationConfig, upstream_dir=None, out_dir=None) -> St
         run.metrics['generators'] = {g: generator_metrics(feats, syn, train, syn['generator'] == g, classes, cfg) for g in gens}
         for g in gens:
             k = syn['generator'] == g
-            run.metrics['generators'][g]['proxy_on_real_train'] = proxy_scores(syn['images'][k], syn['labels'][k], train['images'], train['labels'], len(classes),
+            run.metrics['generators'][g]['proxy_on_real_train'] = proxy_scores(shrink(syn['images'][k], cfg.classifier_size), syn['labels'][k],
+                                                                                shrink(train['images'], cfg.classifier_size), train['labels'], len(classes),
                                                                                 cfg.proxy_steps, cfg.batch_size, cfg.classifier_width, cfg.seed, run.device)
         _filter(run, cfg, clf, syn, train, feats['domain'])
         key = export_review_pack(run.out_dir/'review_pack', train['images'], syn['images'], syn['generator'], cfg.review_real, cfg.review_per_generator, seed=cfg.seed)
@@ -161,7 +164,7 @@ def run_evaluation(cfg: EvaluationConfig, upstream_dir=None, out_dir=None) -> St
 
 # %% ../nbs/04_evaluation.ipynb #36b442da
 def _filter(run, cfg, clf, syn, train, domain_feats):
-    sel = select_synthetic(syn['images'], syn['labels'], train['images'], predict_proba(clf, syn['images'], device=run.device), *domain_feats,
+    sel = select_synthetic(syn['images'], syn['labels'], train['images'], predict_proba(clf, shrink(syn['images'], cfg.classifier_size), device=run.device), *domain_feats,
                            cfg.copy_quantile, cfg.copy_factor, cfg.contradiction_confidence, cfg.realism_quantile, cfg.prdc_k)
     run.save_arrays('synthetic_keep', keep=sel['keep'], reason=sel['reason'], generator=syn['generator'],
                     copy_distance=sel['copy_distance'], realism_distance=sel['realism_distance'])

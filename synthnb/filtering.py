@@ -11,9 +11,19 @@ from .metrics import nearest
 from .models import classification_metrics, fit_classifier, predict_proba
 
 # %% auto #0
-__all__ = ['proxy_scores', 'knn_realism', 'filter_reasons', 'select_synthetic']
+__all__ = ['shrink', 'proxy_scores', 'knn_realism', 'filter_reasons', 'select_synthetic']
 
-# %% ../nbs/04c_filtering.ipynb #686f05bb
+# %% ../nbs/04c_filtering.ipynb #1454f2fe
+def shrink(images: np.ndarray, # uint8 (N, H, W)
+           size: int = 32, # target side: images are average-pooled by the integer factor H // size (never upscaled)
+          ) -> np.ndarray:
+    "Average-pool uint8 images by an integer factor so their side is about `size`."
+    f = max(1, images.shape[1] // size)
+    if f == 1: return images
+    x = torch.nn.functional.avg_pool2d(torch.from_numpy(images).float()[:, None], f)
+    return x[:, 0].round().clamp(0, 255).to(torch.uint8).numpy()
+
+# %% ../nbs/04c_filtering.ipynb #fcebf913
 def proxy_scores(syn_images: np.ndarray, syn_labels: np.ndarray, # one generator's images and labels
                  real_images: np.ndarray, real_labels: np.ndarray, # real images to score on (here: the scarce training set)
                  n_classes: int = 2, steps: int = 60, batch_size: int = 32, width: int = 8, seed: int = 0, device='cpu') -> dict:
@@ -22,7 +32,7 @@ def proxy_scores(syn_images: np.ndarray, syn_labels: np.ndarray, # one generator
     model = fit_classifier(syn_images, syn_labels, n_classes, steps=steps, batch_size=batch_size, width=width, seed=seed, device=device, desc='proxy')
     return classification_metrics(real_labels, predict_proba(model, real_images, device=device))
 
-# %% ../nbs/04c_filtering.ipynb #d1ebbdee
+# %% ../nbs/04c_filtering.ipynb #f9549f96
 def knn_realism(f_syn: np.ndarray, f_real: np.ndarray, # features in one space
                 k: int = 5) -> tuple:
     "Distance of each synthetic sample to its k-th nearest real sample, and each real sample's k-th nearest other real distance."
@@ -42,7 +52,7 @@ def filter_reasons(labels: np.ndarray, # synthetic labels (N,)
     reason[copy_distance < copy_threshold] = 'near-duplicate'
     return reason
 
-# %% ../nbs/04c_filtering.ipynb #bd19d183
+# %% ../nbs/04c_filtering.ipynb #9f22da89
 def select_synthetic(syn_images, syn_labels, train_images, # uint8 images, labels
                      proba: np.ndarray, # domain classifier probabilities for the synthetic images
                      f_syn: np.ndarray, f_real: np.ndarray, # domain features of synthetic and real training images

@@ -103,7 +103,9 @@ def test_filter_reasons_priority():
 
 @pytest.fixture(scope='module')
 def stage(tmp_path_factory, data_dir):
+    import os
     from synthnb.runner import smoke_upstream
+    os.environ.setdefault('SYNTHNB_DATA', str(data_dir))
     return run_evaluation(EvaluationConfig(), smoke_upstream('evaluation'), tmp_path_factory.mktemp('eval') / '04_evaluation')
 
 

@@ -1,0 +1,91 @@
+"""Stage-2 generators at tiny sizes: the generator contract, exact save/load round trips, and clear errors for bad requests."""
+import numpy as np
+import pytest
+import torch
+
+from synthnb.core import StageRun
+from synthnb.diffusion import DiffusionGenerator, unet_config
+from synthnb.gan import GANGenerator
+from synthnb.generation import GENERATORS, GenerationConfig, check_samples, load_generator, sample_counts, save_generator
+
+NAMES = ['simulation', 'diffusion', 'gan', 'hybrid']
+PROFILE = {'classes': ['normal', 'pneumonia']}
+TINY = dict(batch_size=8, diffusion_train_steps=3, diffusion_channels=[8, 16, 16], ddim_steps=2, gan_train_steps=3, gan_width=8, device='cpu')
+
+
+def toy_data(n=16, size=28, seed=0):
+    "Dark noisy images for class 0, a bright square added for class 1."
+    rng = np.random.default_rng(seed)
+    images = rng.integers(60, 100, (n, size, size)).astype(np.uint8)
+    images[n // 2:, size // 4:size // 2, size // 4:size // 2] = 220
+    return images, np.repeat([0, 1], n // 2).astype(np.int64)
+
+
+@pytest.fixture(scope='module')
+def fitted():
+    torch.manual_seed(0)
+    images, labels = toy_data()
+    cfg, out = GenerationConfig(**TINY), {}
+    for name in NAMES:  # hybrid last: it reuses the fitted diffusion model, as run_generation does
+        out[name] = GENERATORS[name](PROFILE, cfg, out).fit(images, labels, np.zeros_like(images), PROFILE)
+    return out
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_samples_follow_the_request(fitted, name):
+    labels = np.array([0, 1, 1, 0, 1], dtype=np.int64)
+    out = check_samples(fitted[name].sample(labels, torch.Generator().manual_seed(0)), labels, (28, 28), name)
+    assert out['images'].dtype == np.uint8 and out['images'].shape == (5, 28, 28)
+    assert out['masks'].dtype == np.uint8 and set(np.unique(out['masks'])) <= {0, 1}
+    assert out['images'].std() > 0  # not a constant image
+    np.testing.assert_array_equal(out['labels'], labels)
+    empty = fitted[name].sample(np.zeros(0, np.int64), torch.Generator().manual_seed(0))
+    assert empty['images'].shape == (0, 28, 28)
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_save_load_round_trip_gives_identical_samples(fitted, name, tmp_path):
+    run = StageRun('domain', GenerationConfig(**TINY), None, tmp_path / '01_domain')
+    loaded = load_generator(save_generator(run, fitted[name]))
+    assert type(loaded) is type(fitted[name])
+    labels = np.array([0, 1, 1])
+    a = fitted[name].sample(labels, torch.Generator().manual_seed(3))
+    b = loaded.sample(labels, torch.Generator().manual_seed(3))
+    for k in ('images', 'masks', 'labels'): np.testing.assert_array_equal(a[k], b[k])
+
+
+@pytest.mark.parametrize('name', ['diffusion', 'gan', 'hybrid'])
+def test_unknown_class_is_an_error(fitted, name):
+    with pytest.raises(ValueError, match=r'knows classes 0\.\.1; requested \[2\]'):
+        fitted[name].sample(np.array([0, 2]), torch.Generator())
+    with pytest.raises(ValueError, match='1-D integer label array'):
+        fitted[name].sample(np.array([0.5]), torch.Generator())
+
+
+def test_bad_counts_and_class_names():
+    with pytest.raises(ValueError, match='n_per_class must be ≥ 0'): GenerationConfig(n_per_class=-1)
+    with pytest.raises(ValueError, match=r"class_counts\['pneumonia'\] must be ≥ 0"): GenerationConfig(class_counts={'pneumonia': -5})
+    with pytest.raises(ValueError, match="unknown class 'pneumonai'"):
+        sample_counts(GenerationConfig(class_counts={'pneumonai': 3}), PROFILE['classes'])
+    with pytest.raises(ValueError, match="did you mean 'diffusion'"): GenerationConfig(generators=['difusion'])
+    with pytest.raises(ValueError, match=r'hybrid_strength must be in \(0, 1\]'): GenerationConfig(hybrid_strength=1.5)
+
+
+def test_wrong_image_size_is_an_error():
+    images, labels = toy_data(size=30)
+    with pytest.raises(ValueError, match='image size 30 does not fit'):
+        DiffusionGenerator([8, 16, 16], train_steps=1, device='cpu').fit(images, labels, None, PROFILE)
+    with pytest.raises(ValueError, match='must be a power-of-two multiple'):
+        GANGenerator(train_steps=1, width=8, device='cpu').fit(images, labels, None, PROFILE)
+    ok = {'images': np.zeros((2, 28, 28), np.uint8), 'masks': np.zeros((2, 28, 28), np.uint8), 'labels': np.array([0, 1])}
+    with pytest.raises(ValueError, match=r'returned shape \(2, 28, 28\); expected \(2, 64, 64\)'):
+        check_samples(ok, np.array([0, 1]), (64, 64), 'gan')
+
+
+def test_64px_models_fold_pixels_and_sample_the_right_size():
+    assert unet_config(64, 2, (8, 16, 16))['in_channels'] == 4  # 64×64 → 4 channels of 32×32
+    images, labels = toy_data(8, size=64)
+    for gen in (DiffusionGenerator([8, 16, 16], train_steps=2, batch_size=4, ddim_steps=2, device='cpu'),
+                GANGenerator(train_steps=2, batch_size=4, width=8, device='cpu')):
+        out = gen.fit(images, labels, None, PROFILE).sample(np.array([1, 0]), torch.Generator().manual_seed(0))
+        assert out['images'].shape == (2, 64, 64) and out['images'].dtype == np.uint8
