@@ -15,6 +15,11 @@ from synthnb.core import STAGES, stage_folder
 
 pytestmark = pytest.mark.notebooks
 
+# Tests that only exercise the runner's plumbing use the cheap generator and a tiny stage 6;
+# the two smoke tests above them run every generator and every arm.
+LIGHT = ['-p', 'generation.generators=[simulation]', '-p', 'training.steps=15', '-p', 'training.seeds=[0]',
+         '-p', 'training.robustness=false', '-p', 'training.detector_steps=0', '-p', 'training.arms=[real_only, synthetic]']
+
 
 def _check_complete_run(run_dir):
     for s in STAGES:
@@ -77,7 +82,7 @@ def test_test_split_never_reaches_stages_2_to_5(healthcare_run):
 
 def test_override_reruns_only_downstream(healthcare_run, runs_dir, data_dir):
     proc = synthnb('run', 'experiments/healthcare.yaml', '--runs-dir', runs_dir, '-p', 'training.steps=30', '-p', 'exp_id=healthcare',
-                   env={'SYNTHNB_DATA': str(data_dir)})
+                   '-p', 'training.seeds=[0]', '-p', 'training.robustness=false', env={'SYNTHNB_DATA': str(data_dir)})
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count('up to date, skipped') == 5 and '06_training: done' in proc.stderr
     m = json.loads((runs_dir / 'healthcare' / '06_training' / 'manifest.json').read_text())
@@ -85,7 +90,7 @@ def test_override_reruns_only_downstream(healthcare_run, runs_dir, data_dir):
 
 
 def test_run_killed_mid_stage_resumes(runs_dir, data_dir):
-    args = [sys.executable, '-m', 'synthnb', 'run', 'experiments/healthcare.yaml', '-p', 'exp_id=killed', '--runs-dir', str(runs_dir)]
+    args = [sys.executable, '-m', 'synthnb', 'run', 'experiments/healthcare.yaml', '-p', 'exp_id=killed', *LIGHT, '--runs-dir', str(runs_dir)]
     env = {**os.environ, 'SYNTHNB_DATA': str(data_dir)}
     p = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     target = runs_dir / 'killed' / '03_augmentation' / 'report.ipynb'
@@ -94,7 +99,7 @@ def test_run_killed_mid_stage_resumes(runs_dir, data_dir):
     assert target.exists(), 'the run never reached stage 3'
     os.killpg(p.pid, signal.SIGKILL); p.wait()
     assert not (runs_dir / 'killed' / '06_training' / 'manifest.json').exists()
-    proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=killed', '--runs-dir', runs_dir, env={'SYNTHNB_DATA': str(data_dir)})
+    proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=killed', *LIGHT, '--runs-dir', runs_dir, env={'SYNTHNB_DATA': str(data_dir)})
     assert proc.returncode == 0, proc.stderr
     assert '01_domain: up to date, skipped' in proc.stderr and '02_generation: up to date, skipped' in proc.stderr
     assert '03_augmentation: running' in proc.stderr and '06_training: done' in proc.stderr
@@ -116,12 +121,9 @@ def test_missing_data_is_a_clear_error(runs_dir, tmp_path):
     assert 'Missing data file' in proc.stderr and 'SYNTHNB_DATA' in proc.stderr
 
 
-FAST_TRAINING = ['-p', 'training.steps=15', '-p', 'training.seeds=[0]', '-p', 'training.robustness=false',
-                 '-p', 'training.detector_steps=0', '-p', 'training.arms=[real_only, synthetic]']
-
 
 def test_ratio_zero_reproduces_real_only(runs_dir, data_dir):
-    proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=ratio0', '-p', 'integration.ratio=0', *FAST_TRAINING,
+    proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=ratio0', '-p', 'integration.ratio=0', *LIGHT,
                    '--runs-dir', runs_dir, env={'SYNTHNB_DATA': str(data_dir)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((runs_dir / 'ratio0' / '06_training' / 'metrics.json').read_text())
@@ -130,7 +132,7 @@ def test_ratio_zero_reproduces_real_only(runs_dir, data_dir):
 
 
 def test_feedback_loop_changes_next_iteration(runs_dir, data_dir):
-    proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=loop', '--iterations', '2', *FAST_TRAINING,
+    proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=loop', '--iterations', '2', *LIGHT,
                    '--runs-dir', runs_dir, env={'SYNTHNB_DATA': str(data_dir)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     hist = json.loads((runs_dir / 'loop' / 'feedback.json').read_text())
