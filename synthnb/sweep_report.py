@@ -15,12 +15,10 @@ from scipy import stats
 from .core import load_json, save_json, stage_folder
 
 # %% auto #0
-__all__ = ['ARMS', 't_interval', 'config_columns', 'load_sweep_metrics', 'demo_sweep', 'summarize', 'summary_table', 'plot_ratio',
+__all__ = ['t_interval', 'config_columns', 'load_sweep_metrics', 'demo_sweep', 'summarize', 'summary_table', 'plot_ratio',
            'failures']
 
 # %% ../nbs/09_sweep_report.ipynb #a24abfd3
-ARMS = ('real_only', 'integrated')
-
 def t_interval(values, # one sample per seed
                confidence: float = 0.95, # level of the interval
               ) -> tuple:
@@ -47,7 +45,7 @@ def load_sweep_metrics(sweep_dir) -> pd.DataFrame:
         path = Path(sweep_dir)/exp_id/stage_folder('training')/'metrics.json'
         if (e or {}).get('status') != 'complete' or not path.exists(): continue
         m, point = load_json(path), {k: _hashable(v) for k, v in e['point'].items() if k not in ('seed', 'integration.ratio', 'generation.generators')}
-        for arm in ARMS:
+        for arm in (a for a, v in m.items() if isinstance(v, dict) and 'per_seed' in v):
             for i, s in enumerate(m[arm]['per_seed']):
                 rows.append({'exp_id': exp_id, 'case': e['case'], 'generators': _hashable(e['generators']), 'ratio': e['ratio'], **point,
                              'seed': e['seed'], 'arm': arm, 'model_seed': i, **{k: v for k, v in s.items() if isinstance(v, (int, float))}})
@@ -63,8 +61,10 @@ def demo_sweep(sweep_dir, # folder to write into
     for case, gen, ratio, seed in ((c, g, r, s) for c in cases for g in generators for r in ratios for s in seeds):
         exp_id = f"demo-{case}-{gen}-r{ratio:g}-s{seed}"
         lift = 0.06 * ratio * math.exp(-ratio / 1.5) * (1.5 if gen == 'simulation' else 1.0)
-        arms = {arm: {'per_seed': [{'balanced_accuracy': float(np.clip(0.72 + (lift if arm == 'integrated' else 0) + rng.normal(0, 0.02), 0, 1)),
-                                    'roc_auc': float(np.clip(0.8 + lift + rng.normal(0, 0.02), 0, 1))}]} for arm in ARMS}
+        base = {'real_only': 0.72, 'real_aug': 0.74, 'synthetic:all': 0.72 + lift, 'ceiling': 0.9}
+        arms = {arm: {'per_seed': [{'balanced_accuracy': float(np.clip(b + rng.normal(0, 0.02), 0, 1)),
+                                    'roc_auc': float(np.clip(b + 0.08 + rng.normal(0, 0.02), 0, 1))}]} for arm, b in base.items()}
+        arms['test'] = {'n': 100}
         save_json(Path(sweep_dir)/exp_id/stage_folder('training')/'metrics.json', arms)
         experiments[exp_id] = {'status': 'complete', 'case': case, 'generators': [gen], 'ratio': ratio, 'seed': seed,
                                'point': {'generation.generators': [gen], 'integration.ratio': ratio, 'seed': seed}}
@@ -92,15 +92,18 @@ def summary_table(summary: pd.DataFrame, metric: str = 'balanced_accuracy') -> p
     return summary.pivot(index=[c for c in summary.columns if c not in ('arm', 'n', 'mean', 'ci', metric)], columns='arm', values=metric)
 
 # %% ../nbs/09_sweep_report.ipynb #ebdfdab4
+_REF = {'real_only': '--', 'real_aug': '-.', 'ceiling': ':'}
+
 def plot_ratio(summary: pd.DataFrame, metric: str = 'balanced_accuracy', confidence: float = 0.95):
-    "Integrated-arm `metric` against ratio, one line per generator, one panel per case."
+    "`metric` of the synthetic arms against ratio, one line per generator, one panel per case; other arms in grey."
     cases = sorted(summary.case.unique()) or ['no complete experiment']
     fig, axes = plt.subplots(1, len(cases), figsize=(4.5 * len(cases), 3.4), squeeze=False, sharey=True)
     for ax, case in zip(axes[0], cases):
         s = summary[summary.case == case]
         for (gen, arm), g in s.groupby(['generators', 'arm']):
             g = g.groupby('ratio', as_index=False)[['mean', 'ci']].mean()
-            style = dict(color='grey', ls='--', alpha=0.6, label=f'real only ({gen})') if arm == 'real_only' else dict(marker='o', label=gen)
+            synthetic = arm == 'integrated' or arm.startswith('synthetic')
+            style = dict(marker='o', label=f'{gen} · {arm}') if synthetic else dict(color='grey', ls=_REF.get(arm, ':'), alpha=0.6, label=f'{arm} ({gen})')
             ax.errorbar(g.ratio, g['mean'], yerr=g.ci.fillna(0), capsize=3, **style)
         ax.set(title=case, xlabel='synthetic : real ratio', ylabel=f'test {metric}'); ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=8)

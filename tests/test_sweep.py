@@ -51,7 +51,7 @@ def test_smoke_sweep_on_local_cluster(smoke_sweep):
         assert (sweep_dir / exp_id / '06_training' / 'metrics.json').exists()
     assert rec['report']['status'] == 'complete' and not _errors(sweep_dir / 'report.ipynb')
     summary = pd.read_csv(sweep_dir / 'summary.csv')
-    assert len(summary) == 2 * 2 and set(summary.n) == {2} and set(summary.ratio) == {0.0, 1.0}  # 2 ratios × 2 arms, 2 seeds each
+    assert 'real_only' in set(summary.arm) and set(summary.n) == {2} and set(summary.ratio) == {0.0, 1.0}  # 2 seeds per configuration and arm
     assert summary['mean'].between(0, 1).all() and summary.ci.notna().all()
     assert (sweep_dir / 'ratio.png').exists()
 
@@ -68,7 +68,7 @@ def test_rerun_skips_finished_experiments(smoke_sweep, data_dir):
 
 def test_changed_config_never_reuses_a_folder(smoke_sweep, data_dir):
     sweep_dir, _ = smoke_sweep
-    proc, _ = _sweep('sweeps/smoke.yaml', '-p', 'training.steps=21', '-p', 'generation.n_per_class=24', '--runs-dir', sweep_dir.parent, data_dir=data_dir)
+    proc, _ = _sweep('sweeps/smoke.yaml', '-p', 'training.steps=21', '--runs-dir', sweep_dir.parent, data_dir=data_dir)
     assert proc.returncode == 2 and 'refusing to reuse run folders' in proc.stderr and '20 → 21' in proc.stderr, proc.stderr[-3000:]
 
 
@@ -112,7 +112,9 @@ def scheduler_sweep(dask_scheduler, tmp_path_factory, data_dir):
     address, _ = dask_scheduler
     tmp = tmp_path_factory.mktemp('ext')
     (tmp / 'ext.yaml').write_text(yaml.safe_dump({'cases': [str(ROOT / 'experiments' / 'healthcare.yaml')],
-                                                  'overrides': {'training.steps': 20, 'generation.n_per_class': 24},
+                                                  'overrides': {'generation.generators': ['simulation'], 'training.steps': 20, 'training.seeds': [0],
+                                                                'training.arms': ['real_only', 'synthetic'], 'training.robustness': False,
+                                                                'training.detector_steps': 0},
                                                   'grid': {'domain.n_per_class': [20, 100000]}}))
     proc, secs = _sweep(tmp / 'ext.yaml', '--scheduler', address, '--runs-dir', tmp / 'runs', data_dir=data_dir)
     print(f'2-experiment sweep on an external scheduler: {secs:.1f}s')

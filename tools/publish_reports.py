@@ -1,0 +1,35 @@
+"""Copy the executed stage reports of a finished run into reports/<case>/ for the docs site.
+
+Usage: python tools/publish_reports.py RUN_DIR CASE      e.g. runs/healthcare-full healthcare
+Refuses a run whose stages are not all complete; also writes reports/<case>/summary.json (headline, device, commit).
+"""
+import json
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ('01_domain', '02_generation', '03_augmentation', '04_evaluation', '05_integration', '06_training')
+
+
+def publish(run_dir, case):
+    run_dir, dest = Path(run_dir), ROOT / 'reports' / case
+    manifests = {}
+    for s in STAGES:
+        m = json.loads((run_dir / s / 'manifest.json').read_text())
+        if m.get('status') != 'complete' or 'runner' not in m:
+            sys.exit(f'{run_dir / s} did not complete: not publishing')
+        manifests[s] = m
+    dest.mkdir(parents=True, exist_ok=True)
+    for s in STAGES: shutil.copy(run_dir / s / 'report.ipynb', dest / f'{s}.ipynb')
+    m6, prov = manifests['06_training'], manifests['06_training']['provenance']
+    summary = {'case': case, 'run': run_dir.name, 'experiment': json.loads((run_dir / 'experiment.json').read_text()),
+               'device': prov['device'], 'device_name': prov['device_name'], 'git': prov['git'],
+               'wall_seconds': {s: manifests[s]['runner'].get('wall_seconds') for s in STAGES},
+               'headline': m6['metrics'].get('headline'), 'results_table': json.loads((run_dir / '06_training' / 'results_table.json').read_text())}
+    (dest / 'summary.json').write_text(json.dumps(summary, indent=1) + '\n')
+    print(f'published {run_dir} -> {dest}')
+
+
+if __name__ == '__main__':
+    publish(*sys.argv[1:3])
