@@ -125,9 +125,13 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; artifacts get the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.unlink(tmp)
+
+def _umask() -> int:
+    mask = os.umask(0); os.umask(mask); return mask
 
 def save_json(path, obj) -> Path:
     "Write `obj` as indented JSON, atomically."
