@@ -1,7 +1,8 @@
 """Copy the executed stage reports of a finished run into reports/<case>/ for the docs site.
 
-Usage: python tools/publish_reports.py RUN_DIR CASE      e.g. runs/healthcare-full healthcare
-Refuses a run whose stages are not all complete; also writes reports/<case>/summary.json (headline, device, commit).
+Usage: python tools/publish_reports.py RUN_DIR CASE [--partial]      e.g. runs/healthcare-full healthcare
+Refuses a run whose stages are not all complete unless --partial (then only completed stages are copied);
+also writes reports/<case>/summary.json (headline, device, commit, wall time per stage).
 """
 import json
 import shutil
@@ -12,24 +13,28 @@ ROOT = Path(__file__).resolve().parent.parent
 STAGES = ('01_domain', '02_generation', '03_augmentation', '04_evaluation', '05_integration', '06_training')
 
 
-def publish(run_dir, case):
+def publish(run_dir, case, partial=False):
     run_dir, dest = Path(run_dir), ROOT / 'reports' / case
     manifests = {}
     for s in STAGES:
-        m = json.loads((run_dir / s / 'manifest.json').read_text())
+        f = run_dir / s / 'manifest.json'
+        m = json.loads(f.read_text()) if f.exists() else {}
         if m.get('status') != 'complete' or 'runner' not in m:
+            if partial: break
             sys.exit(f'{run_dir / s} did not complete: not publishing')
         manifests[s] = m
+    if not manifests: sys.exit(f'no completed stage in {run_dir}')
     dest.mkdir(parents=True, exist_ok=True)
-    for s in STAGES: shutil.copy(run_dir / s / 'report.ipynb', dest / f'{s}.ipynb')
-    m6, prov = manifests['06_training'], manifests['06_training']['provenance']
+    for s in manifests: shutil.copy(run_dir / s / 'report.ipynb', dest / f'{s}.ipynb')
+    last = manifests[list(manifests)[-1]]; prov = last['provenance']; m6 = manifests.get('06_training', {'metrics': {}})
     summary = {'case': case, 'run': run_dir.name, 'experiment': json.loads((run_dir / 'experiment.json').read_text()),
                'device': prov['device'], 'device_name': prov['device_name'], 'git': prov['git'],
-               'wall_seconds': {s: manifests[s]['runner'].get('wall_seconds') for s in STAGES},
-               'headline': m6['metrics'].get('headline'), 'results_table': json.loads((run_dir / '06_training' / 'results_table.json').read_text())}
+               'wall_seconds': {s: manifests[s]['runner'].get('wall_seconds') for s in manifests},
+               'stages_published': list(manifests), 'headline': m6['metrics'].get('headline'),
+               'results_table': json.loads((run_dir / '06_training' / 'results_table.json').read_text()) if '06_training' in manifests else None}
     (dest / 'summary.json').write_text(json.dumps(summary, indent=1) + '\n')
     print(f'published {run_dir} -> {dest}')
 
 
 if __name__ == '__main__':
-    publish(*sys.argv[1:3])
+    publish(*sys.argv[1:3], partial='--partial' in sys.argv)
