@@ -20,8 +20,8 @@ from .simulation import ChestOpacitySimulator, SurfaceDefectSimulator
 
 # %% auto #0
 __all__ = ['GENERATORS', 'GENERATOR_CLASSES', 'GenerationConfig', 'make_simulator', 'make_diffusion', 'make_gan', 'make_hybrid',
-           'sample_counts', 'request_labels', 'check_samples', 'save_generator', 'load_generator', 'smooth',
-           'plot_losses', 'run_generation']
+           'CopyGenerator', 'NoiseGenerator', 'sample_counts', 'request_labels', 'check_samples', 'save_generator',
+           'load_generator', 'smooth', 'plot_losses', 'run_generation']
 
 # %% ../nbs/02_generation.ipynb #9e1ccf28
 @dataclass
@@ -80,6 +80,33 @@ def make_hybrid(profile: dict, cfg=None, fitted=None):
 
 GENERATORS = {'simulation': make_simulator, 'diffusion': make_diffusion, 'gan': make_gan, 'hybrid': make_hybrid}
 GENERATOR_CLASSES = {c.__name__: c for c in (ChestOpacitySimulator, SurfaceDefectSimulator, DiffusionGenerator, GANGenerator, HybridGenerator)}
+
+# %% ../nbs/02_generation.ipynb #9aa0e6ae
+class CopyGenerator:
+    "Control: samples are copies of real training images of the requested class."
+    name = 'copy'
+    def fit(self, images, labels, masks=None, profile=None): self.images, self.labels = images, np.asarray(labels); return self
+    def sample(self, labels, generator: torch.Generator) -> dict:
+        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+        idx = np.array([rng.choice(np.flatnonzero(self.labels == l)) for l in labels], dtype=np.int64)
+        return {'images': self.images[idx] if len(idx) else self.images[:0], 'labels': np.asarray(labels, dtype=np.int64), 'masks': np.zeros((len(idx), *self.images.shape[1:]), np.uint8)}
+    def state(self): return {'images': torch.from_numpy(np.ascontiguousarray(self.images)), 'labels': torch.from_numpy(self.labels)}, {}
+    @classmethod
+    def from_state(cls, tensors, config): return cls().fit(tensors['images'].numpy(), tensors['labels'].numpy())
+
+class NoiseGenerator:
+    "Control: uniform noise images with the requested labels."
+    name = 'noise'
+    def fit(self, images, labels, masks=None, profile=None): self.shape = tuple(int(s) for s in images.shape[1:]); return self
+    def sample(self, labels, generator: torch.Generator) -> dict:
+        x = torch.randint(0, 256, (len(labels), *self.shape), generator=generator, dtype=torch.int64).to(torch.uint8).numpy()
+        return {'images': x, 'labels': np.asarray(labels, dtype=np.int64), 'masks': np.zeros_like(x)}
+    def state(self): return {}, {'shape': list(self.shape)}
+    @classmethod
+    def from_state(cls, tensors, config): self = cls(); self.shape = tuple(config['shape']); return self
+
+GENERATORS.update({'copy': lambda profile, cfg=None, fitted=None: CopyGenerator(), 'noise': lambda profile, cfg=None, fitted=None: NoiseGenerator()})
+GENERATOR_CLASSES.update({'CopyGenerator': CopyGenerator, 'NoiseGenerator': NoiseGenerator})
 
 # %% ../nbs/02_generation.ipynb #260e0f6d
 def sample_counts(cfg: GenerationConfig, classes: list) -> dict:
