@@ -135,6 +135,7 @@ def stage_reports(reports_dir, dest):
     for case, pages in groups.items():
         lines += ['```{toctree}', f':caption: {case}', ':maxdepth: 1', '']
         lines += [f'{case} · {Path(pg).name} <{pg}>' for pg in pages] + ['```', '']
+    dest.mkdir(parents=True, exist_ok=True)
     (dest / 'index.md').write_text('\n'.join(lines))
     return sum(len(v) for v in groups.values())
 
