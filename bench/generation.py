@@ -48,15 +48,19 @@ def main(size=28, channels='32,64,64', batch=32, steps=8, ddim=20, n=64, threads
     print(f"diffusion throughput: {size}x{size}, UNet {chans} (patch {int(config['in_channels'] ** 0.5)}), batch {batch}, {steps} timed steps; "
           f"DDIM {ddim} steps, guidance 2.0, {n} images; torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     for device in ['cpu'] + (['cuda'] if torch.cuda.is_available() else []):
-        train_ddpm(UNet2DModel.from_config(config), images, labels, steps=1, batch_size=batch, device=device)  # warm-up
-        sync(device); t0 = time.perf_counter()
-        unet, _ = train_ddpm(UNet2DModel.from_config(config), images, labels, steps=steps, batch_size=batch, device=device)
-        sync(device); ours = time.perf_counter() - t0
+        def timed(k):  # seconds of a whole train_ddpm call of k steps (set-up included)
+            sync(device); t0 = time.perf_counter()
+            out = train_ddpm(UNet2DModel.from_config(config), images, labels, steps=k, batch_size=batch, device=device)
+            sync(device); return time.perf_counter() - t0, out
+        timed(1)  # warm-up
+        setup, _ = timed(1)
+        total, (unet, _) = timed(steps + 1)
+        ours = total - setup  # `steps` training steps, without accelerate/EMA/data-loader set-up (the plain loop's timing has none either)
         plain = plain_loop(config, images, labels, steps, batch, device)
         t0 = time.perf_counter(); ddim_sample(unet, np.arange(n) % 2, torch.Generator().manual_seed(0), ddim, 2.0); sync(device)
         sample = time.perf_counter() - t0
         print(f"{device:>4}: train (accelerate+EMA) {steps * batch / ours:8.1f} img/s | plain diffusers loop {steps * batch / plain:8.1f} img/s"
-              f" | ratio {plain / ours:.2f} | DDIM sampling {n / sample:7.1f} img/s")
+              f" | ratio {plain / ours:.2f} | set-up + 1 step {setup:.2f} s | DDIM sampling {n / sample:7.1f} img/s")
 
 
 if __name__ == '__main__':

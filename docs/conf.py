@@ -1,5 +1,5 @@
 "Sphinx + myst-nb configuration for the offline docs site; `python docs/build.py` stages the pages and calls Sphinx."
-import configparser
+import configparser, importlib.util, shutil
 from pathlib import Path
 
 _ini = configparser.ConfigParser()
@@ -26,3 +26,30 @@ html_theme = 'furo'
 html_title = f'{project} {version}'
 html_show_sourcelink = False
 html_copy_source = False
+
+
+def local_mathjax(dest: Path):
+    "Copy MathJax 3 (CommonHTML output) from the django-static-mathjax wheel into `dest`; None when it is not installed."
+    spec = importlib.util.find_spec('mathjax')
+    if spec is None or not spec.submodule_search_locations: return None
+    es5 = Path(list(spec.submodule_search_locations)[0]) / 'static' / 'mathjax' / 'es5'
+    if not (es5 / 'tex-mml-chtml.js').exists(): return None
+    target = dest / 'mathjax'
+    if not (target / 'tex-mml-chtml.js').exists():
+        shutil.rmtree(target, ignore_errors=True)
+        # the combined TeX+MathML/CommonHTML build, its fonts, and what its menu and TeX extensions load on demand
+        keep = ['tex-mml-chtml.js', 'output/chtml', 'input', 'ui', 'a11y', 'sre/mathmaps/base.json', 'sre/mathmaps/en.json']
+        for rel in keep:
+            src, out = es5 / rel, target / rel
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(src, out) if src.is_dir() else shutil.copy2(src, out)
+    return dest
+
+
+# Math is rendered by a MathJax copy inside the site, never a CDN: the site works offline (and the browser test checks it).
+_static = local_mathjax(Path(__file__).resolve().parent.parent / '_proc' / '_static_mathjax')
+if _static is not None:
+    html_static_path = [str(_static)]
+    mathjax_path = 'mathjax/tex-mml-chtml.js'
+else:
+    print('[docs] warning: django-static-mathjax is not installed; pages with math load MathJax from its CDN (needs internet)')

@@ -40,7 +40,7 @@ class EvaluationConfig:
     n_projections: int = 64  # random 1-D projections for the sliced feature Wasserstein distance
     prdc_k: int = 5  # nearest neighbours for precision/recall/density/coverage and the realism filter
     max_pixels: int = 200_000  # pixel values sampled per set for the pixel Wasserstein distance
-    copy_quantile: float = 0.05  # memorisation flag: closer to a training image than this quantile of real-to-real NN distances
+    copy_quantile: float = 0.05  # memorisation flag: closer to a training image than this quantile of held-out real (val) → training NN distances
     copy_factor: float = 0.5  # filter: drop as near-duplicate below copy_factor × that quantile
     contradiction_confidence: float = 0.9  # drop when the domain classifier gives another class at least this probability
     realism_quantile: float = 0.95  # off-manifold: k-NN distance to the real set beyond this quantile of real k-NN radii
@@ -120,11 +120,11 @@ def compare(feats: dict, s, t, syn_images, real_images, cfg) -> dict:
     return {**out, 'pixel': {'w1': pixel_wasserstein(syn_images[s], real_images[t], cfg.max_pixels, cfg.seed)}}
 
 # %% ../nbs/04_evaluation.ipynb #3e2dccc5
-def generator_metrics(feats: dict, syn: dict, train: dict, rows: np.ndarray, classes: list, cfg: EvaluationConfig) -> dict:
-    "Metrics of the synthetic `rows` of one generator, overall and per class, with memorisation."
+def generator_metrics(feats: dict, syn: dict, train: dict, val: dict, rows: np.ndarray, classes: list, cfg: EvaluationConfig) -> dict:
+    "Metrics of the synthetic `rows` of one generator against `train`, overall and per class, with memorisation (threshold from `val`)."
     everything = np.ones(len(train['labels']), bool)
     out = {'n': int(rows.sum()), 'overall': compare(feats, rows, everything, syn['images'], train['images'], cfg), 'per_class': {}}
-    out['overall']['memorisation'] = memorisation(syn['images'][rows], train['images'], cfg.copy_quantile)
+    out['overall']['memorisation'] = memorisation(syn['images'][rows], train['images'], val['images'], cfg.copy_quantile)
     for c, name in enumerate(classes):
         s, t = rows & (syn['labels'] == c), train['labels'] == c
         if s.sum() > cfg.prdc_k and t.sum() > cfg.prdc_k: out['per_class'][name] = compare(feats, s, t, syn['images'], train['images'], cfg)
@@ -139,9 +139,9 @@ def real_reference(feats_real: dict, train: dict, cfg: EvaluationConfig) -> dict
 
 # %% ../nbs/04_evaluation.ipynb #aedf5157
 def run_evaluation(cfg: EvaluationConfig, upstream_dir=None, out_dir=None) -> StageResult:
-    "Stage 4: quality metrics, proxy scores, review pack and filter of every generator's output against the scarce real set."
+    "Stage 4: quality metrics, proxy scores, review pack and filter of every generator's output against the scarce real set (and the real validation set)."
     with StageRun('evaluation', cfg, upstream_dir, out_dir) as run:
-        train, syn = run.load_arrays('train'), run.load_arrays('synthetic')
+        train, val, syn = run.load_arrays('train'), run.load_arrays('val'), run.load_arrays('synthetic')
         real_aug = run.load_arrays('real_aug') if run.has_artifact('real_aug') else None
         classes = json.loads(run.artifact_path('profile').read_text())['classes']
         clf, spaces, skipped = feature_spaces(train, real_aug, len(classes), cfg, run.device)
@@ -149,22 +149,22 @@ def run_evaluation(cfg: EvaluationConfig, upstream_dir=None, out_dir=None) -> St
         run.metrics['feature_spaces'] = {**{k: v[0] for k, v in spaces.items()}, **skipped, 'pixel': 'raw intensities 0-255'}
         run.metrics['reference_real_halves'] = real_reference({k: v[1] for k, v in feats.items()}, train, cfg)
         gens = [str(g) for g in np.unique(syn['generator'])]
-        run.metrics['generators'] = {g: generator_metrics(feats, syn, train, syn['generator'] == g, classes, cfg) for g in gens}
+        run.metrics['generators'] = {g: generator_metrics(feats, syn, train, val, syn['generator'] == g, classes, cfg) for g in gens}
         for g in gens:
             k = syn['generator'] == g
-            run.metrics['generators'][g]['proxy_on_real_train'] = proxy_scores(shrink(syn['images'][k], cfg.classifier_size), syn['labels'][k],
-                                                                                shrink(train['images'], cfg.classifier_size), train['labels'], len(classes),
-                                                                                cfg.proxy_steps, cfg.batch_size, cfg.classifier_width, cfg.seed, run.device)
-        _filter(run, cfg, clf, syn, train, feats['domain'])
+            run.metrics['generators'][g]['proxy_on_real_val'] = proxy_scores(shrink(syn['images'][k], cfg.classifier_size), syn['labels'][k],
+                                                                              shrink(val['images'], cfg.classifier_size), val['labels'], len(classes),
+                                                                              cfg.proxy_steps, cfg.batch_size, cfg.classifier_width, cfg.seed, run.device)
+        _filter(run, cfg, clf, syn, train, val, feats['domain'])
         key = export_review_pack(run.out_dir/'review_pack', train['images'], syn['images'], syn['generator'], cfg.review_real, cfg.review_per_generator, seed=cfg.seed)
         run.write_json('review_key', key)
         run.metrics['review'] = {'pack': 'review_pack/', 'key': 'review_key.json (outside the pack)', 'n_images': len(key)}
-        _save_figures(run, cfg, syn, train)
+        _save_figures(run, cfg, syn, train, val)
     return stage_result('evaluation', run.out_dir)
 
 # %% ../nbs/04_evaluation.ipynb #36b442da
-def _filter(run, cfg, clf, syn, train, domain_feats):
-    sel = select_synthetic(syn['images'], syn['labels'], train['images'], predict_proba(clf, shrink(syn['images'], cfg.classifier_size), device=run.device), *domain_feats,
+def _filter(run, cfg, clf, syn, train, val, domain_feats):
+    sel = select_synthetic(syn['images'], syn['labels'], train['images'], val['images'], predict_proba(clf, shrink(syn['images'], cfg.classifier_size), device=run.device), *domain_feats,
                            cfg.copy_quantile, cfg.copy_factor, cfg.contradiction_confidence, cfg.realism_quantile, cfg.prdc_k)
     run.save_arrays('synthetic_keep', keep=sel['keep'], reason=sel['reason'], generator=syn['generator'],
                     copy_distance=sel['copy_distance'], realism_distance=sel['realism_distance'])
@@ -179,7 +179,7 @@ def _filter(run, cfg, clf, syn, train, domain_feats):
     fig = image_grid(rows, ncols=cfg.n_pairs, title='dropped synthetic samples, by reason (generator)'); run.save_figure('dropped', fig); plt.close(fig)
 
 # %% ../nbs/04_evaluation.ipynb #4b52e89b
-def _save_figures(run, cfg, syn, train):
+def _save_figures(run, cfg, syn, train, val):
     gens, ref = list(run.metrics['generators']), run.metrics['reference_real_halves']
     spaces = [s for s in ref if s != 'pixel']; keys = ('fd', 'kid', 'precision', 'coverage')
     fig, ax = plt.subplots(len(spaces), len(keys), figsize=(2.6 * len(keys), 2.1 * len(spaces)), squeeze=False)
@@ -188,14 +188,14 @@ def _save_figures(run, cfg, syn, train):
             ax[i, j].bar(['real halves'] + gens, [ref[s].get(k, np.nan)] + [run.metrics['generators'][g]['overall'][s].get(k, np.nan) for g in gens],
                          color=['grey'] + [f'C{n}' for n in range(len(gens))]); ax[i, j].set_title(f'{k} · {s}', fontsize=9); ax[i, j].tick_params(labelsize=7)
     fig.tight_layout(); run.save_figure('distances', fig); plt.close(fig)
-    d_real, _ = nearest(train['images'], train['images'], exclude_self=True)
-    fig, ax = plt.subplots(figsize=(5, 2.4)); ax.hist(d_real, bins=20, alpha=.5, color='grey', label='real → other real (leave-one-out)', density=True)
+    d_real, _ = nearest(val['images'], train['images'])
+    fig, ax = plt.subplots(figsize=(5, 2.4)); ax.hist(d_real, bins=20, alpha=.5, color='grey', label='held-out real (val) → nearest real', density=True)
     pairs = {}
     for n, g in enumerate(gens):
         im = syn['images'][syn['generator'] == g]; d, j = nearest(im, train['images']); o = np.argsort(d)[:cfg.n_pairs]
         ax.hist(d, bins=20, alpha=.5, color=f'C{n}', label=f'{g} → nearest real', density=True)
         pairs[f'{g}'], pairs['nearest real' + ' ' * n] = im[o], train['images'][j[o]]
-    for n, (thr, lab) in enumerate(((run.metrics['filtering']['copy_threshold'], 'filter: near-duplicate'), (run.metrics['filtering']['copy_threshold'] / cfg.copy_factor, f'memorisation flag ({cfg.copy_quantile:.0%} real)'))):
+    for n, (thr, lab) in enumerate(((run.metrics['filtering']['copy_threshold'], 'filter: near-duplicate'), (run.metrics['filtering']['copy_threshold'] / cfg.copy_factor, f'memorisation flag ({cfg.copy_quantile:.0%} of val)'))):
         ax.axvline(thr, color='k', ls=('--', ':')[n], lw=1, label=lab)
     ax.set_xlabel('nearest training image distance (pixel RMS)'); ax.legend(fontsize=7); fig.tight_layout(); run.save_figure('memorisation', fig); plt.close(fig)
     fig = image_grid(pairs, ncols=cfg.n_pairs, title='closest synthetic / real training pairs'); run.save_figure('closest_pairs', fig); plt.close(fig)

@@ -25,7 +25,7 @@ def shrink(images: np.ndarray, # uint8 (N, H, W)
 
 # %% ../nbs/04c_filtering.ipynb #fcebf913
 def proxy_scores(syn_images: np.ndarray, syn_labels: np.ndarray, # one generator's images and labels
-                 real_images: np.ndarray, real_labels: np.ndarray, # real images to score on (here: the scarce training set)
+                 real_images: np.ndarray, real_labels: np.ndarray, # real images to score on (stage 4: the held-out validation set)
                  n_classes: int = 2, steps: int = 60, batch_size: int = 32, width: int = 8, seed: int = 0, device='cpu') -> dict:
     "Accuracy, AUC, ... on real images of a SmallResNet trained on synthetic images only."
     if len(np.unique(syn_labels)) < 2: return {'skipped': 'synthetic set holds a single class'}
@@ -54,11 +54,12 @@ def filter_reasons(labels: np.ndarray, # synthetic labels (N,)
 
 # %% ../nbs/04c_filtering.ipynb #9f22da89
 def select_synthetic(syn_images, syn_labels, train_images, # uint8 images, labels
+                     reference_images: np.ndarray, # uint8 held-out real images: their nearest-training distances set the copy threshold
                      proba: np.ndarray, # domain classifier probabilities for the synthetic images
                      f_syn: np.ndarray, f_real: np.ndarray, # domain features of synthetic and real training images
                      copy_quantile: float = 0.05, copy_factor: float = 0.5, confidence: float = 0.9, realism_quantile: float = 0.95, k: int = 5) -> dict:
     "The `synthetic_keep` arrays (`keep`, `reason`) and the thresholds used."
-    d_copy, _ = nearest(syn_images, train_images); d_real, _ = nearest(train_images, train_images, exclude_self=True)
+    d_copy, _ = nearest(syn_images, train_images); d_real, _ = nearest(reference_images, train_images)
     d_syn, r_real = knn_realism(f_syn, f_real, k)
     thr = {'copy_threshold': copy_factor * float(np.quantile(d_real, copy_quantile)), 'realism_threshold': float(np.quantile(r_real, realism_quantile))}
     reason = filter_reasons(syn_labels, proba, d_copy, thr['copy_threshold'], d_syn, thr['realism_threshold'], confidence)

@@ -5,7 +5,7 @@
 # %% ../nbs/05_integration.ipynb #3bf6e9ed
 from __future__ import annotations
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import matplotlib.pyplot as plt
@@ -24,7 +24,7 @@ STRATEGIES = ('mix', 'curriculum', 'pretrain_finetune')
 @dataclass
 class IntegrationConfig:
     "Parameters of stage 5."
-    strategy: str = 'mix'  # 'mix', 'curriculum' or 'pretrain_finetune' (applied by stage 6)
+    strategies: list = field(default_factory=lambda: list(STRATEGIES))  # training strategies stage 6 compares: 'mix', 'curriculum', 'pretrain_finetune'
     ratio: float = 1.0  # synthetic images per real image in the training set
     source: str = 'synthetic_aug'  # 'synthetic_aug' (after stage 3) or 'synthetic' (raw stage-2 output)
     class_balance: bool = True  # draw synthetic images so the mixed set is as class-balanced as possible
@@ -35,7 +35,9 @@ class IntegrationConfig:
     def __post_init__(self):
         if self.ratio < 0: raise ValueError(f"ratio must be ≥ 0, got {self.ratio}")
         if self.source not in SOURCES: raise ValueError(f"source {self.source!r}{did_you_mean(self.source, SOURCES)}; choose from {SOURCES}")
-        if self.strategy not in STRATEGIES: raise ValueError(f"strategy {self.strategy!r}{did_you_mean(self.strategy, STRATEGIES)}; choose from {STRATEGIES}")
+        if not self.strategies: raise ValueError(f"strategies must name at least one of {STRATEGIES}")
+        for s in self.strategies:
+            if s not in STRATEGIES: raise ValueError(f"strategy {s!r}{did_you_mean(s, STRATEGIES)}; choose from {STRATEGIES}")
 
 # %% ../nbs/05_integration.ipynb #c3914939
 def check_consistency(real: dict, syn: dict, n_classes: int) -> None:
@@ -111,7 +113,7 @@ def run_integration(cfg: IntegrationConfig, upstream_dir=None, out_dir=None) -> 
                 sub = {k: v[syn['generator'] == g] for k, v in syn.items()}
                 mixes[f'train_mix__{g}'] = integrate(real, sub, cfg.ratio, len(classes), cfg.class_balance, cfg.seed)
         for name, mix in mixes.items(): run.save_arrays(name, **mix)
-        run.metrics.update({'strategy': cfg.strategy, 'mixes': list(mixes), 'counts': {}})
+        run.metrics.update({'strategies': list(cfg.strategies), 'mixes': list(mixes), 'counts': {}})
         for name, mix in mixes.items():
             run.metrics['counts'][name] = {kind: {classes[c]: int(((mix['labels'] == c) & (mix['is_synthetic'] == s)).sum()) for c in range(len(classes))}
                                           for kind, s in (('real', False), ('synthetic', True))}
@@ -124,5 +126,5 @@ def _composition_figure(run, counts, classes, cfg):
         real = [counts[m]['real'][c] for m in counts]; syn = [counts[m]['synthetic'][c] for m in counts]
         ax.bar(x + i*w, real, w, color=f'C{i}', label=f'real {c}'); ax.bar(x + i*w, syn, w, bottom=real, color=f'C{i}', alpha=0.45, label=f'synthetic {c}')
     ax.set_xticks(x + w*(len(classes)-1)/2, [m.replace('train_mix__', '') .replace('train_mix', 'all') for m in counts], fontsize=8)
-    ax.set_title(f'training sets ({cfg.strategy}, ratio {cfg.ratio:g})'); ax.legend(fontsize=6); fig.tight_layout()
+    ax.set_title(f'training sets (ratio {cfg.ratio:g})'); ax.legend(fontsize=6); fig.tight_layout()
     run.save_figure('composition', fig); plt.close(fig)

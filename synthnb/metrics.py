@@ -90,11 +90,12 @@ def nearest(query: np.ndarray, ref: np.ndarray, # images (N, H, W) or features (
     v, i = d.min(1)
     return v.numpy(), i.numpy()
 
-def memorisation(syn: np.ndarray, train: np.ndarray, # uint8 images
-                 quantile: float = 0.05, # real-to-real NN distance quantile below which a synthetic image is a near-copy
+def memorisation(syn: np.ndarray, train: np.ndarray, # uint8 images: synthetic, and the real images the generators were fitted on
+                 reference: np.ndarray, # uint8 held-out real images (never seen by a generator)
+                 quantile: float = 0.05, # quantile of held-out → training NN distances below which a synthetic image is a near-copy
                 ) -> dict:
-    "Nearest-training-image distances of synthetic images against real leave-one-out ones."
-    d_syn, _ = nearest(syn, train); d_real, _ = nearest(train, train, exclude_self=True)
+    "Nearest-training-image distances of synthetic images against those of held-out real images."
+    d_syn, _ = nearest(syn, train); d_real, _ = nearest(reference, train)
     thr = float(np.quantile(d_real, quantile))
     return {'syn_nn_median': float(np.median(d_syn)), 'real_nn_median': float(np.median(d_real)),
             'ratio': float(np.median(d_syn) / max(np.median(d_real), 1e-9)), 'threshold': thr,

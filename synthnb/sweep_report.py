@@ -102,7 +102,7 @@ def plot_ratio(summary: pd.DataFrame, metric: str = 'balanced_accuracy', confide
         s = summary[summary.case == case]
         for (gen, arm), g in s.groupby(['generators', 'arm']):
             g = g.groupby('ratio', as_index=False)[['mean', 'ci']].mean()
-            synthetic = arm == 'integrated' or arm.startswith('synthetic')
+            synthetic = arm == 'integrated' or arm.split(':')[0] in ('synthetic', 'curriculum', 'pretrain_finetune')
             style = dict(marker='o', label=f'{gen} · {arm}') if synthetic else dict(color='grey', ls=_REF.get(arm, ':'), alpha=0.6, label=f'{arm} ({gen})')
             ax.errorbar(g.ratio, g['mean'], yerr=g.ci.fillna(0), capsize=3, **style)
         ax.set(title=case, xlabel='synthetic : real ratio', ylabel=f'test {metric}'); ax.grid(alpha=0.3)

@@ -16,8 +16,9 @@ from .models import classification_metrics, fit_classifier, predict_proba
 from .robustness import SEVERITIES, artefact_detector, mean_ci, robustness_metrics
 
 # %% auto #0
-__all__ = ['ARMS', 'SCALARS', 'TrainingConfig', 'train_model', 'load_arms', 'summarise', 'headline', 'results_table', 'recommend',
-           'apply_recommendations', 'evaluate_arm', 'run_training']
+__all__ = ['ARMS', 'STRATEGY_PREFIX', 'SCALARS', 'TrainingConfig', 'train_model', 'arm_strategy', 'load_arms', 'summarise',
+           'synthetic_arms', 'headline', 'results_table', 'recommend', 'apply_recommendations', 'evaluate_arm',
+           'run_training']
 
 # %% ../nbs/06_training.ipynb #e5aa9080
 ARMS = ('real_only', 'real_aug', 'synthetic', 'ceiling')
@@ -63,16 +64,26 @@ def train_model(data: dict, strategy: str, n_classes: int, cfg: TrainingConfig, 
     raise ValueError(f"unknown strategy {strategy!r}")
 
 # %% ../nbs/06_training.ipynb #fed71135
+STRATEGY_PREFIX = {'mix': 'synthetic', 'curriculum': 'curriculum', 'pretrain_finetune': 'pretrain_finetune'}
+
+def arm_strategy(arm: str) -> str:
+    "The training strategy of an arm: the one its name starts with (`curriculum:all`), else `mix`."
+    return {v: k for k, v in STRATEGY_PREFIX.items()}.get(arm.split(':')[0], 'mix')
+
 def load_arms(run: StageRun, cfg: TrainingConfig) -> dict:
-    "arm name -> training arrays, as requested by `cfg.arms`."
+    "arm name -> training arrays, as requested by `cfg.arms` and stage 5's strategies."
     train = run.load_arrays('train'); out = {}
     if 'real_only' in cfg.arms: out['real_only'] = train
     if 'real_aug' in cfg.arms:
         aug = run.load_arrays('real_aug')
         out['real_aug'] = {'images': np.concatenate([train['images'], aug['images']]), 'labels': np.concatenate([train['labels'], aug['labels']])}
     if 'synthetic' in cfg.arms:
+        strategies = run.upstream['parameters'].get('strategies', ['mix'])
         for name in run.upstream['metrics']['mixes']:
-            out['synthetic:' + (name.split('__', 1)[1] if '__' in name else 'all')] = run.load_arrays(name)
+            gen = name.split('__', 1)[1] if '__' in name else 'all'
+            if 'mix' in strategies: out[f'synthetic:{gen}'] = run.load_arrays(name)
+            if gen == 'all':  # the other strategies are compared on the all-generators set
+                out.update({f'{STRATEGY_PREFIX[s]}:all': run.load_arrays(name) for s in strategies if s != 'mix'})
     if 'ceiling' in cfg.arms: out['ceiling'] = run.load_arrays('pool')
     return out
 
@@ -83,16 +94,24 @@ def summarise(per_seed: list) -> dict:
     "Mean, std and 95 % CI half-width over seeds of each scalar metric."
     return {k: mean_ci([m[k] for m in per_seed]) for k in SCALARS}
 
-def headline(metrics: dict, key: str = 'balanced_accuracy') -> dict:
-    "Real-only vs best synthetic arm vs ceiling on `key`, with the fraction of the gap closed."
-    syn = {a: m for a, m in metrics.items() if a.startswith('synthetic:')}
+def synthetic_arms(metrics: dict) -> dict:
+    "The arms trained on synthetic data (any strategy)."
+    return {a: m for a, m in metrics.items() if a.split(':')[0] in STRATEGY_PREFIX.values() and ':' in a}
+
+def headline(metrics: dict, key: str = 'balanced_accuracy', select_on: str = 'val') -> dict:
+    "Real-only vs best synthetic arm (chosen on `select_on`: 'val' or 'test') vs ceiling on the test `key`, with the fraction of the gap closed."
+    syn = synthetic_arms(metrics)
     if 'real_only' not in metrics or not syn: return {}
-    best = max(syn, key=lambda a: syn[a]['summary'][key]['mean'])
+    pick = 'val_summary' if select_on == 'val' and all('val_summary' in m for m in syn.values()) else 'summary'
+    best = max(syn, key=lambda a: syn[a][pick][key]['mean'])
     base, top = metrics['real_only']['summary'][key]['mean'], syn[best]['summary'][key]['mean']
-    out = {'metric': key, 'real_only': metrics['real_only']['summary'][key], 'best_synthetic_arm': best, 'best_synthetic': syn[best]['summary'][key]}
+    out = {'metric': key, 'selected_on': 'val' if pick == 'val_summary' else 'test',
+           'real_only': metrics['real_only']['summary'][key], 'best_synthetic_arm': best, 'best_synthetic': syn[best]['summary'][key]}
     if 'ceiling' in metrics:
         ceil = metrics['ceiling']['summary'][key]['mean']; out['ceiling'] = metrics['ceiling']['summary'][key]
-        out['gap_closed'] = float((top - base) / (ceil - base)) if ceil - base > 1e-9 else float('nan')
+        out['gap_closed'] = float((top - base) / (ceil - base)) if ceil - base > 1e-9 else None
+        if out['gap_closed'] is None:
+            out['gap_note'] = f"the full-data ceiling ({ceil:.3f}) is not above real-only ({base:.3f}) on test {key}: no gap to close"
     return out
 
 def results_table(metrics: dict) -> pd.DataFrame:
@@ -104,19 +123,20 @@ def results_table(metrics: dict) -> pd.DataFrame:
 # %% ../nbs/06_training.ipynb #8e8c1c5e
 def recommend(metrics: dict, classes: list, detector: dict) -> list:
     "Changes to the experiment suggested by this stage's results."
-    recs, h = [], headline(metrics)
+    recs, h = [], headline(metrics, select_on='val')
     arm = h.get('best_synthetic_arm', 'real_only')
+    val = lambda a, k='balanced_accuracy': metrics[a].get('val_summary', metrics[a]['summary'])[k]['mean']
     if arm in metrics:
-        worst = int(np.argmin(metrics[arm]['per_class_recall']))
+        recall = metrics[arm].get('val_per_class_recall', metrics[arm]['per_class_recall']); worst = int(np.argmin(recall))
         recs.append({'key': f'generation.class_counts.{classes[worst]}', 'op': 'scale', 'factor': 2.0,
-                     'reason': f"class {classes[worst]!r} has the lowest recall ({metrics[arm]['per_class_recall'][worst]:.3f}) in {arm}"})
+                     'reason': f"class {classes[worst]!r} has the lowest validation recall ({recall[worst]:.3f}) in {arm}"})
     easy = {g: d['roc_auc'] for g, d in detector.items() if d['roc_auc'] == d['roc_auc'] and d['roc_auc'] > 0.85}
     if easy:
         recs.append({'key': 'augmentation.policy.noise', 'op': 'set', 'value': {'p': 0.5, 'std': 0.03},
                      'reason': f"a CNN tells synthetic from real easily (ROC-AUC {easy}); add noise to hide generator artefacts"})
-    if h and h['best_synthetic']['mean'] < h['real_only']['mean']:
+    if h and val(arm) < val('real_only'):
         recs.append({'key': 'integration.ratio', 'op': 'scale', 'factor': 0.5,
-                     'reason': f"the best synthetic arm ({h['best_synthetic']['mean']:.3f}) is below real-only ({h['real_only']['mean']:.3f})"})
+                     'reason': f"the best synthetic arm ({arm}, validation {val(arm):.3f}) is below real-only ({val('real_only'):.3f})"})
     return recs
 
 # %% ../nbs/06_training.ipynb #65c7a2b4
@@ -138,16 +158,20 @@ def apply_recommendations(stages: dict, recs: list, defaults: dict) -> tuple:
     return stages, applied
 
 # %% ../nbs/06_training.ipynb #c43389b4
-def evaluate_arm(data, test, strategy, n_classes, cfg, device, arm) -> dict:
-    "Train one model per seed on `data`; test metrics, robustness and summaries."
-    per_seed, robust = [], []
+def evaluate_arm(data, test, val, strategy, n_classes, cfg, device, arm) -> dict:
+    "Train one model per seed on `data`; test and validation metrics, robustness and summaries."
+    per_seed, per_seed_val, robust = [], [], []
     for s in cfg.seeds:
         model = train_model(data, strategy, n_classes, cfg, int(s), device, f'{arm} seed {s}')
         per_seed.append(classification_metrics(test['labels'], predict_proba(model, test['images'], device=device)))
+        per_seed_val.append(classification_metrics(val['labels'], predict_proba(model, val['images'], device=device)))
         if cfg.robustness: robust.append(robustness_metrics(model, test, device, int(s)))
     recall = np.mean([m['per_class_recall'] for m in per_seed], 0)
-    out = {'n_train': int(len(data['labels'])), 'summary': summarise(per_seed), 'per_seed': per_seed,
-           'per_class_recall': recall.tolist(), 'recall_gap': float(recall.max() - recall.min()), 'model': model}
+    out = {'n_train': int(len(data['labels'])), 'strategy': strategy, 'summary': summarise(per_seed), 'per_seed': per_seed,
+           'per_class_recall': recall.tolist(), 'recall_gap': float(recall.max() - recall.min()),
+           'confusion': np.sum([m['confusion'] for m in per_seed], 0).tolist(),  # summed over seeds
+           'val_summary': summarise(per_seed_val), 'val_per_class_recall': np.mean([m['per_class_recall'] for m in per_seed_val], 0).tolist(),
+           'model': model}
     if robust: out['robustness'] = {k: {m: mean_ci([r[k][m] for r in robust]) for m in robust[0][k]} for k in robust[0]}
     return out
 
@@ -155,16 +179,16 @@ def run_training(cfg: TrainingConfig, upstream_dir=None, out_dir=None) -> StageR
     "Stage 6: train every arm, evaluate on the real test split, recommend changes."
     with StageRun('training', cfg, upstream_dir, out_dir) as run:
         classes = json.loads(run.artifact_path('profile').read_text())['classes']
-        test, strategy = run.load_arrays('test'), run.upstream['parameters']['strategy']
+        test, val = run.load_arrays('test'), run.load_arrays('val')
         for arm, data in load_arms(run, cfg).items():
-            res = evaluate_arm(data, test, strategy if arm.startswith('synthetic:') else 'mix', len(classes), cfg, run.device, arm)
+            res = evaluate_arm(data, test, val, arm_strategy(arm), len(classes), cfg, run.device, arm)
             run.save_model(f"classifier_{arm.replace(':', '_')}", res.pop('model').state_dict(), {'class': 'SmallResNet', 'n_classes': len(classes), 'width': cfg.width, 'seed': int(cfg.seeds[-1])})
             run.metrics[arm] = res
         syn, train = run.load_arrays('synthetic'), run.load_arrays('train')
         detector = {str(g): artefact_detector(train['images'], syn['images'][syn['generator'] == g], cfg.detector_steps, cfg.seed, run.device)
                     for g in np.unique(syn['generator'])} if cfg.detector_steps else {}
         arms_metrics = {a: m for a, m in run.metrics.items()}
-        run.metrics.update({'strategy': strategy, 'test': {'n': int(len(test['labels'])), 'per_class': {c: int((test['labels'] == i).sum()) for i, c in enumerate(classes)}},
+        run.metrics.update({'strategies': run.upstream['parameters'].get('strategies', ['mix']), 'val': {'n': int(len(val['labels']))}, 'test': {'n': int(len(test['labels'])), 'per_class': {c: int((test['labels'] == i).sum()) for i, c in enumerate(classes)}},
                             'detector': detector, 'headline': headline(arms_metrics)})
         run.write_json('results_table', results_table(arms_metrics).reset_index().to_dict(orient='records'))
         run.write_json('recommendations', recommend(arms_metrics, classes, detector))

@@ -1,4 +1,4 @@
-"""Real data: verification errors, offline downloads through file:// URLs, group-aware splits."""
+"""Real data: verification errors, offline downloads through file:// URLs, group-aware splits, stage 1's train/val carving."""
 import hashlib
 import os
 import shutil
@@ -9,6 +9,7 @@ import pytest
 
 from synthnb.data import (DataError, download_dataset, group_split, load_magnetic_tiles, load_pneumoniamnist, mt_manifest,
                           pneumonia_path, verify_magnetic_tiles)
+from synthnb.domain import DomainConfig, carve_scarce, carve_validation, run_domain
 
 
 def _pneumonia_copy(data_dir, dest, mutate=None):
@@ -91,3 +92,30 @@ def test_group_split_on_real_tiles(data_dir):
     test = group_split(mt['seq_group'], mt['labels'], 0.3, seed=0)
     assert not set(mt['seq_group'][test]) & set(mt['seq_group'][~test])
     assert 0.2 < test.mean() < 0.4 and mt['labels'][test].sum() > 50
+
+
+def test_validation_split_on_real_tiles(data_dir):
+    mt = load_magnetic_tiles(data_dir, 32, verify=False)
+    pool = ~group_split(mt['seq_group'], mt['labels'], 0.3, seed=0)
+    labels, groups = mt['labels'][pool], mt['seq_group'][pool]
+    train = carve_scarce(labels, 20, 0, groups); val = carve_validation(labels, 20, 0, train, groups)
+    assert np.bincount(labels[val]).tolist() == [20, 20] and not set(train) & set(val)
+    assert not set(groups[val]) & set(groups[train])  # no tile under another lighting
+    assert not set(groups[val]) & set(mt['seq_group'][~pool])  # nor a test tile
+    with pytest.raises(ValueError, match='fewer than n_val_per_class=1000'): carve_validation(labels, 1000, 0, train, groups)
+
+
+def test_stage1_writes_val(data_dir, tmp_path):
+    cfg = DomainConfig(data_dir=str(data_dir), n_per_class=10, n_val_per_class=15, seed=3)
+    res = run_domain(cfg, None, tmp_path / '01_domain')
+    train, val, test = (np.load(res.path(a)) for a in ('train', 'val', 'test'))
+    assert set(val.files) == set(train.files) == {'images', 'labels', 'pool_index', 'hashes'}
+    assert np.bincount(val['labels']).tolist() == [15, 15] and res.metrics['n_val'] == 30
+    assert not set(val['pool_index']) & set(train['pool_index'])
+    assert not set(val['hashes']) & (set(train['hashes']) | set(test['hashes']))  # not even a duplicate of a training image
+    assert not res.manifest['artifacts']['val']['held_out'] and res.manifest['artifacts']['test']['held_out']
+    again = run_domain(cfg, None, tmp_path / 'again' / '01_domain')
+    assert np.load(again.path('val'))['pool_index'].tolist() == val['pool_index'].tolist()  # seeded
+    with pytest.raises(ValueError, match='n_val_per_class must be'): DomainConfig(n_val_per_class=0)
+    with pytest.raises(ValueError, match='fewer than n_val_per_class'):
+        run_domain(DomainConfig(data_dir=str(data_dir), n_val_per_class=100000), None, tmp_path / 'big' / '01_domain')

@@ -150,3 +150,19 @@ def test_navigation_between_stages(site, browser):
     assert page.url.endswith('/domain.html')
     assert not problems, problems
     page.close()
+
+
+def test_math_renders_offline(site, browser, crawl, shots):
+    "Pages with TeX load MathJax from the site itself (no CDN) and it typesets them."
+    page, problems = open_page(browser, urljoin(site, 'sweep_report.html'))
+    scripts = page.eval_on_selector_all('script[src]', 'els => els.map(e => e.src)')
+    mathjax = [s for s in scripts if 'mathjax' in s.lower()]
+    assert mathjax and all(s.startswith(site) for s in mathjax), mathjax
+    page.wait_for_selector('mjx-container', timeout=20_000)
+    formula = page.locator('mjx-container').first
+    formula.scroll_into_view_if_needed()
+    png = formula.screenshot()
+    (shots / 'sweep_report-math.png').write_bytes(png)
+    assert formula.bounding_box()['width'] > 50 and not blank(png, min_colours=3)
+    assert not problems, problems
+    page.close()

@@ -7,7 +7,7 @@ import torch
 
 from synthnb.evaluation import EvaluationConfig, FeatureSpaceUnavailable, inception_network, run_evaluation
 from synthnb.filtering import filter_reasons
-from synthnb.metrics import frechet_distance, kernel_distance, poly_mmd2, prdc, projected_wasserstein
+from synthnb.metrics import frechet_distance, kernel_distance, memorisation, nearest, poly_mmd2, prdc, projected_wasserstein
 from synthnb.review import REVIEW_COLUMNS, export_review_pack, import_review, review_widget
 
 
@@ -95,6 +95,18 @@ def test_review_widget_writes_csv(tmp_path):
     assert out['n_rated'] == 1
 
 
+def test_memorisation_uses_held_out_reference():
+    rng = np.random.default_rng(0)
+    draw = lambda n: rng.integers(0, 255, (n, 8, 8)).astype(np.uint8)  # one 'real' distribution
+    train, held_out = draw(300), draw(1000)
+    copies = memorisation(train.copy(), train, held_out, quantile=0.05)
+    assert copies['flagged_fraction'] == 1.0 and copies['syn_nn_median'] == 0 and copies['closer_than_real']
+    fresh = memorisation(draw(1000), train, held_out, quantile=0.05)
+    assert abs(fresh['flagged_fraction'] - 0.05) < 0.025 and abs(fresh['ratio'] - 1) < 0.05
+    d, _ = nearest(held_out, train)  # the threshold and the real median are held-out → train distances
+    assert fresh['threshold'] == pytest.approx(np.quantile(d, 0.05)) and fresh['real_nn_median'] == pytest.approx(np.median(d))
+
+
 def test_filter_reasons_priority():
     r = filter_reasons(np.array([0, 0, 1, 1]), np.array([[.95, .05], [.05, .95], [.02, .98], [.01, .99]]),
                        np.array([9, 9, 9, 0.1]), 1.0, np.array([1, 1, 7, 7]), 5.0, confidence=0.9)
@@ -119,6 +131,12 @@ def test_stage_outputs(stage):
     for g, gm in m['generators'].items():
         for space in ('domain', 'random'):
             assert {'fd', 'kid', 'kid_std', 'w1_projected', 'precision', 'recall', 'density', 'coverage'} <= set(gm['overall'][space])
-        assert 0 <= gm['proxy_on_real_train']['accuracy'] <= 1 and gm['per_class']
+        assert 0 <= gm['proxy_on_real_val']['accuracy'] <= 1 and gm['per_class']
     assert not set(stage.manifest['inputs']) & {'test', 'pool'}  # the held-out splits are never read
+    assert {'train', 'val'} <= set(stage.manifest['inputs'])
+    load = lambda a: np.load(stage.out_dir.parent / stage.manifest['inputs'][a]['path'])
+    train, val = load('train'), load('val')
+    d, _ = nearest(val['images'], train['images'])  # the memorisation and near-duplicate thresholds come from val → train
+    for gm in m['generators'].values(): assert gm['overall']['memorisation']['threshold'] == pytest.approx(np.quantile(d, 0.05))
+    assert m['filtering']['copy_threshold'] == pytest.approx(0.5 * np.quantile(d, 0.05))
     assert (stage.out_dir / 'review_key.json').exists() and not (stage.out_dir / 'review_pack' / 'review_key.json').exists()

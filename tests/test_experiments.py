@@ -17,7 +17,7 @@ pytestmark = pytest.mark.notebooks
 
 # Tests that only exercise the runner's plumbing use the cheap generator and a tiny stage 6;
 # the two smoke tests above them run every generator and every arm.
-LIGHT = ['-p', 'generation.generators=[simulation]', '-p', 'training.steps=15', '-p', 'training.seeds=[0]',
+LIGHT = ['-p', 'generation.generators=[simulation]', '-p', 'integration.strategies=[mix]', '-p', 'training.steps=15', '-p', 'training.seeds=[0]',
          '-p', 'training.robustness=false', '-p', 'training.detector_steps=0', '-p', 'training.arms=[real_only, synthetic]']
 
 
@@ -29,11 +29,16 @@ def _check_complete_run(run_dir):
         assert (d / 'report.ipynb').exists()
         for k in ('packages', 'git', 'device', 'python'): assert k in m['provenance']
     table = json.loads((run_dir / '06_training' / 'results_table.json').read_text())
-    assert {'real_only', 'real_aug', 'synthetic:all', 'ceiling'} <= {r['arm'] for r in table}
+    assert {'real_only', 'real_aug', 'synthetic:all', 'curriculum:all', 'pretrain_finetune:all', 'ceiling'} <= {r['arm'] for r in table}
     metrics = json.loads((run_dir / '06_training' / 'metrics.json').read_text())
-    for arm in ('real_only', 'real_aug', 'synthetic:all', 'ceiling'):
-        s = metrics[arm]['summary']
-        for k in ('accuracy', 'f1', 'roc_auc'): assert 0 <= s[k]['mean'] <= 1
+    for arm in ('real_only', 'real_aug', 'synthetic:all', 'curriculum:all', 'pretrain_finetune:all', 'ceiling'):
+        for summary in ('summary', 'val_summary'):  # test split, and the validation split that choices are made on
+            s = metrics[arm][summary]
+            for k in ('accuracy', 'f1', 'roc_auc'): assert 0 <= s[k]['mean'] <= 1
+    assert metrics['curriculum:all']['strategy'] == 'curriculum' and metrics['pretrain_finetune:all']['strategy'] == 'pretrain_finetune'
+    # every strategy trains its own models: same data as synthetic:all, different training, different predictions
+    assert metrics['curriculum:all']['per_seed'] != metrics['synthetic:all']['per_seed']
+    assert metrics['headline']['selected_on'] == 'val'
     # the executed stage-6 report shows the table of real-test metrics
     nb = nbformat.read(run_dir / '06_training' / 'report.ipynb', as_version=4)
     html = ''.join(o.get('data', {}).get('text/html', '') for c in nb.cells if c.cell_type == 'code' for o in c.outputs)
@@ -43,13 +48,17 @@ def _check_complete_run(run_dir):
     return metrics
 
 
-def test_healthcare_smoke(healthcare_run):
+def test_healthcare_smoke(healthcare_run, data_dir):
     run_dir, proc = healthcare_run
     metrics = _check_complete_run(run_dir)
     # 20 real X-rays per class already separate the classes well above chance (about 0.8 in our runs)
     assert metrics['real_only']['summary']['roc_auc']['mean'] > 0.65, metrics['real_only']['summary']
     m = json.loads((run_dir / '01_domain' / 'manifest.json').read_text())
-    assert m['data']['checksums'] == {'pneumoniamnist.npz': '194a7199bf9cbb2dd7f140ebd73fc4c2fa71f44049d84a8b5269dbbcf648ad48'}
+    # the run records the sha256 of the file it read: the official release or the documented rebuild, whichever is installed
+    import hashlib
+    from synthnb.data import PNEUMONIA_VERSIONS
+    sha = hashlib.sha256((data_dir / 'pneumoniamnist' / 'pneumoniamnist.npz').read_bytes()).hexdigest()
+    assert m['data']['checksums'] == {'pneumoniamnist.npz': sha} and sha in {v.sha256 for v in PNEUMONIA_VERSIONS}
 
 
 def test_defect_smoke(defect_run):
