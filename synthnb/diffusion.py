@@ -215,4 +215,4 @@ def train_diffusion(domain_dir: str, # stage-1 run folder (holds train.npz and p
         tensors, config = gen.state(); out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(out/'model.safetensors'))
         (out/'config.json').write_text(json.dumps({'class': 'DiffusionGenerator', **config}, indent=1))
-        print(f"saved {out}; final loss {np.mean(gen.losses[-20:]):.4f}")
+        print(f"saved {out}; final loss {np.mean(gen.losses[-20:]):.4f}; trained on {PartialState().num_processes} process(es)")
