@@ -78,11 +78,13 @@ def demo_sweep(sweep_dir, # folder to write into
 def summarize(df: pd.DataFrame, # rows from `load_sweep_metrics`
               metric: str = 'balanced_accuracy', # the column to summarize
               confidence: float = 0.95) -> pd.DataFrame:
-    "One row per configuration and arm: n, mean, CI half-width and a `mean ± ci` text."
+    "One row per configuration and arm: n (experiments), mean, CI half-width and a `mean ± ci` text."
     keys, rows = [*df.attrs['config'], 'arm'], []
     if df.empty: return pd.DataFrame(columns=[*keys, 'n', 'mean', 'ci', metric])
     if metric not in df: raise KeyError(f"no metric {metric!r} in the sweep; metrics: {sorted(c for c in df.columns if df[c].dtype.kind == 'f')}")
-    for key, g in df.groupby(keys, sort=True, dropna=False):
+    # models of one experiment share its data draw: average them first, so the samples are independent experiments
+    per_exp = df.groupby([*keys, 'exp_id'], sort=True, dropna=False)[metric].mean().reset_index()
+    for key, g in per_exp.groupby(keys, sort=True, dropna=False):
         mean, ci = t_interval(g[metric], confidence)
         rows.append({**dict(zip(keys, key)), 'n': len(g), 'mean': mean, 'ci': ci, metric: f"{mean:.3f} ± {ci:.3f}" if not math.isnan(ci) else f"{mean:.3f}"})
     return pd.DataFrame(rows)
