@@ -19,12 +19,12 @@ from fastcore.script import call_parse
 from safetensors.torch import save_file
 
 from .core import progress, resolve_device
-from .models import to_tensor, to_uint8
+from .models import check_labels, to_tensor, to_uint8
 from .simulation import ChestOpacitySimulator, SurfaceDefectSimulator
 
 # %% auto #0
 __all__ = ['SCHEDULER', 'SIMULATORS', 'unet_config', 'patch_size', 'fold', 'unfold', 'train_ddpm', 'guided_noise', 'ddim_sample',
-           'check_labels', 'DiffusionGenerator', 'HybridGenerator', 'train_diffusion']
+           'DiffusionGenerator', 'HybridGenerator', 'train_diffusion']
 
 # %% ../nbs/02b_diffusion.ipynb #ca9aa4e2
 def unet_config(image_size: int, # side of the (square) images
@@ -120,15 +120,6 @@ def ddim_sample(unet: UNet2DModel, # trained model
     return torch.cat(out) if out else torch.zeros(0, 1, s * p, s * p)
 
 # %% ../nbs/02b_diffusion.ipynb #490c5339
-def check_labels(labels, n_classes: int, name: str) -> np.ndarray:
-    "`labels` as int64, or an error naming the bad class."
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
-        raise ValueError(f"generator {name!r} needs a 1-D integer label array, got {labels.dtype} {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
-        raise ValueError(f"generator {name!r} knows classes 0..{n_classes - 1}; requested {sorted(set(labels.tolist()) - set(range(n_classes)))}")
-    return labels.astype(np.int64)
-
 class DiffusionGenerator:
     "Class-conditional DDPM trained on the real images, sampled with guided DDIM."
     name = 'diffusion'

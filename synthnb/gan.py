@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
 from .core import progress, resolve_device
-from .diffusion import check_labels
-from .models import to_tensor, to_uint8
+from .models import check_labels, to_tensor, to_uint8
 
 # %% auto #0
 __all__ = ['diff_augment', 'upsamplings', 'CondGenerator', 'ProjectionDiscriminator', 'ema_update', 'train_gan', 'GANGenerator']

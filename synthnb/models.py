@@ -13,7 +13,8 @@ from sklearn import metrics as skm
 from .core import progress
 
 # %% auto #0
-__all__ = ['to_tensor', 'to_uint8', 'BasicBlock', 'SmallResNet', 'fit_classifier', 'predict_proba', 'classification_metrics']
+__all__ = ['to_tensor', 'to_uint8', 'check_labels', 'BasicBlock', 'SmallResNet', 'fit_classifier', 'predict_proba',
+           'classification_metrics']
 
 # %% ../nbs/00b_models.ipynb #19af91cc
 def to_tensor(images: np.ndarray, # uint8 (N, H, W)
@@ -25,6 +26,16 @@ def to_tensor(images: np.ndarray, # uint8 (N, H, W)
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     "Float tensor (N, 1, H, W) in [-1, 1] → uint8 (N, H, W)."
     return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().squeeze(1).to(torch.uint8).cpu().numpy()
+
+# %% ../nbs/00b_models.ipynb #c4d9e8f1
+def check_labels(labels, n_classes: int, name: str) -> np.ndarray:
+    "`labels` as int64, or an error naming the bad class."
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
+        raise ValueError(f"generator {name!r} needs a 1-D integer label array, got {labels.dtype} {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(f"generator {name!r} knows classes 0..{n_classes - 1}; requested {sorted(set(labels.tolist()) - set(range(n_classes)))}")
+    return labels.astype(np.int64)
 
 # %% ../nbs/00b_models.ipynb #881bcf18
 class BasicBlock(nn.Module):

@@ -9,6 +9,8 @@ import torch
 from scipy import ndimage
 from fastcore.basics import patch
 
+from .models import check_labels
+
 # %% auto #0
 __all__ = ['perlin_noise', 'fractal_noise', 'scratch_mask', 'crack_mask', 'blob_mask', 'perlin_mask', 'elastic_warp', 'lighting',
            'lung_field', 'ChestOpacitySimulator', 'SurfaceDefectSimulator']
@@ -154,7 +156,8 @@ class SurfaceDefectSimulator:
 # %% ../nbs/02a_simulation.ipynb #07658568
 @patch
 def sample(self: ChestOpacitySimulator|SurfaceDefectSimulator, labels, generator: torch.Generator) -> dict:
-    "Simulate one image per entry of `labels`."
+    "Simulate one image per entry of `labels` (0: normal/defect-free, 1: pneumonia/defect)."
+    labels = check_labels(labels, 2, type(self).__name__)
     rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
     out = [self.sample_one(int(l), rng) for l in labels]
     h, w = self.backgrounds.shape[1:]

@@ -61,7 +61,7 @@ def test_save_load_round_trip_gives_identical_samples(fitted, name, tmp_path):
     for k in ('images', 'masks', 'labels'): np.testing.assert_array_equal(a[k], b[k])
 
 
-@pytest.mark.parametrize('name', ['diffusion', 'gan', 'hybrid'])
+@pytest.mark.parametrize('name', NAMES)
 def test_unknown_class_is_an_error(fitted, name):
     with pytest.raises(ValueError, match=r'knows classes 0\.\.1; requested \[2\]'):
         fitted[name].sample(np.array([0, 2]), torch.Generator())
