@@ -18,12 +18,16 @@ def _notebook(path, *sources):
 def test_killed_kernel_is_a_failure(tmp_path):
     nb = _notebook(tmp_path / 'dies.ipynb', 'x = 1', 'import os, signal; os.kill(os.getpid(), signal.SIGKILL)', 'y = 2')
     with pytest.raises(StageFailed) as e: execute_notebook(nb, tmp_path / 'out', {}, progress_bar=False)
-    assert (tmp_path / 'out' / 'report.ipynb').exists() and 'failed' in str(e.value)
+    assert (tmp_path / 'out' / 'report.ipynb').exists() and 'the kernel died' in str(e.value), str(e.value)
+    # the report keeps what ran before the kernel died, and the cell after it never ran
+    nb = nbformat.read(tmp_path / 'out' / 'report.ipynb', as_version=4)
+    assert nb.cells[2].get('execution_count') is None
 
 
 def test_kernel_exit_138_is_a_failure(tmp_path):
     nb = _notebook(tmp_path / 'exit138.ipynb', 'import os; os._exit(138)')
-    with pytest.raises(StageFailed): execute_notebook(nb, tmp_path / 'out', {}, progress_bar=False)
+    with pytest.raises(StageFailed) as e: execute_notebook(nb, tmp_path / 'out', {}, progress_bar=False)
+    assert 'the kernel died' in str(e.value), str(e.value)
 
 
 def test_clean_exit_without_manifest_is_a_failure(tmp_path):
