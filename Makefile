@@ -38,7 +38,7 @@ test: install lint-notebooks
 	$(PY) tools/readme.py --check
 	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2
 	OMP_NUM_THREADS=1 $(PY) docs/build.py
-	$(BIN)/pytest -m "not gpu and not slow" tests
+	$(BIN)/pytest -m "not gpu and not slow" --durations=25 tests
 
 # Docs site without Quarto: nbdev-processed notebooks, executed, rendered by Sphinx + myst-nb into _site/
 docs: install
