@@ -5,6 +5,10 @@
 2. The notebooks in `nbs/` are executed as committed (smoke defaults, cwd `nbs/`, cells flagged `#| slow`/`#| gpu`
    or `#| eval: false` skipped, as `nbdev_test` does) and their outputs copied into the processed notebooks by cell id.
    The processed notebooks cannot run on their own: nbdev drops the `#| hide` dev-import cells.
+   This execution is the notebooks' test: `make test` runs it instead of `nbdev_test`, so each notebook runs once per
+   CI run. A notebook that fails is reported (notebook, cell, error) and its page built without outputs; the rest of
+   the site still builds, and the script exits non-zero. Executed notebooks are cached in `_proc/_executed/` by notebook
+   and package content, so a second build re-executes nothing that did not change.
 3. The pages are staged in `_proc/_sphinx/` (Quarto ignores `_` folders): one page per notebook, named like Quarto's
    `output-file` (`core.html`, `generation.html`, ...) so nbdev's doc links resolve; `docs/*.md`; and a Reports section
    with the executed notebooks under `reports/` rendered as they are.
@@ -51,24 +55,28 @@ def _lib_hash():
     return h.hexdigest()
 
 
-def execute(path, timeout=900):
-    "Execute one notebook from nbs/ (cwd nbs/) like nbdev_test; return the executed notebook's path (cached by content)."
+def execute(path, timeout=1800):
+    "Execute one notebook from nbs/ (cwd nbs/) like nbdev_test; return (executed path or None, seconds, error or None)."
     from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
     key = hashlib.sha256(path.read_bytes() + _lib_hash().encode() + os.environ.get('SYNTHNB_DATA', '').encode()).hexdigest()[:16]
     out = EXEC_CACHE / f'{path.stem}-{key}.ipynb'
-    if out.exists(): return out, 0.0
+    if out.exists(): return out, 0.0, None
     nb = nbformat.read(path, as_version=4)
     skipped = {}
     for c in nb.cells:
         if skip_cell(c): skipped[c.id], c.source = c.source, 'pass'
     t = time.time()
-    NotebookClient(nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(NBS)}}).execute()
+    try: NotebookClient(nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(NBS)}}).execute()
+    except (CellExecutionError, CellTimeoutError, DeadKernelError) as e:
+        lines = [l for l in str(e).splitlines() if l.strip()]
+        return None, time.time() - t, f"{type(e).__name__}: " + ' | '.join(lines[-3:])
     for c in nb.cells:
         if c.id in skipped: c.source, c.outputs = skipped[c.id], []
     EXEC_CACHE.mkdir(parents=True, exist_ok=True)
     for old in EXEC_CACHE.glob(f'{path.stem}-*.ipynb'): old.unlink()
     nbformat.write(nb, out)
-    return out, time.time() - t
+    return out, time.time() - t, None
 
 
 def _local_links(text):
@@ -143,7 +151,7 @@ def stage_reports(reports_dir, dest):
 HOME_FALLBACK = '# synthnb\n\n> Notebook-first toolkit for synthetic training data from scarce real images.\n'
 
 
-def main(reports='reports', out='_site', workers=2, clean=False):
+def main(reports='reports', out='_site', workers=2, clean=False, timeout=1800):
     t0 = time.time()
     os.chdir(ROOT)
     sys.path.insert(0, str(ROOT))
@@ -157,9 +165,12 @@ def main(reports='reports', out='_site', workers=2, clean=False):
     log(f'nbdev processed {len(list(PROC.glob("*.ipynb")))} notebooks into _proc/ ({time.time()-t0:.0f} s)')
 
     srcs = notebooks()
+    order = sorted(srcs, key=lambda p: -p.stat().st_size)  # big (slow) notebooks first, so the workers finish together
     with ProcessPoolExecutor(max(1, workers)) as ex:
-        executed = dict(zip([p.stem for p in srcs], ex.map(execute, srcs)))
-    for k, (_, dt) in executed.items(): log(f'executed {k}' + (f' in {dt:.0f} s' if dt else ' (cached)'))
+        executed = dict(zip([p.stem for p in order], ex.map(execute, order, [timeout] * len(order))))
+    failed = {k: err for k, (_, _, err) in executed.items() if err}
+    for k, (_, dt, err) in sorted(executed.items()):
+        log(f'FAILED {k} after {dt:.0f} s: {err}' if err else f'executed {k}' + (f' in {dt:.0f} s' if dt else ' (cached)'))
 
     shutil.rmtree(STAGE, ignore_errors=True); STAGE.mkdir(parents=True)
     pages = [stage_notebook(PROC / f'{p.stem}.ipynb', executed[p.stem][0], STAGE) for p in srcs if p.stem != 'index']
@@ -182,6 +193,8 @@ def main(reports='reports', out='_site', workers=2, clean=False):
         from PIL import Image
         Image.new('RGB', (16, 16), (47, 111, 176)).save(out / 'favicon.ico')
     log(f'site written to {out.relative_to(ROOT)}/ in {time.time()-t0:.0f} s')
+    if failed:
+        sys.exit(f'[docs] {len(failed)} notebook(s) failed (their pages have no outputs):\n' + '\n'.join(f'  {k}: {e}' for k, e in failed.items()))
 
 
 if __name__ == '__main__':
@@ -190,5 +203,6 @@ if __name__ == '__main__':
     ap.add_argument('--out', default='_site', help='output folder')
     ap.add_argument('--workers', type=int, default=int(os.environ.get('SYNTHNB_DOCS_WORKERS', 2)))
     ap.add_argument('--clean', action='store_true', help='rebuild _proc/ and re-execute every notebook')
+    ap.add_argument('--timeout', type=int, default=int(os.environ.get('SYNTHNB_CELL_TIMEOUT', 1800)), help='seconds one cell may run')
     a = ap.parse_args()
-    main(a.reports, a.out, a.workers, a.clean)
+    main(a.reports, a.out, a.workers, a.clean, a.timeout)

@@ -10,7 +10,6 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 from tqdm.auto import tqdm
 from fastcore.basics import patch
@@ -18,7 +17,7 @@ from fastcore.basics import patch
 # %% auto #0
 __all__ = ['STAGES', 'SHARED_KEYS', 'RESERVED_PARAMS', 'PACKAGES', 'MANIFEST', 'HELD_OUT_READERS', 'stage_folder', 'did_you_mean',
            'validate_exp_id', 'Experiment', 'parse_override', 'load_experiment', 'sha256_file', 'atomic_path',
-           'save_json', 'load_json', 'seed_everything', 'resolve_device', 'progress', 'package_versions',
+           'save_json', 'load_json', 'write_npz', 'seed_everything', 'resolve_device', 'progress', 'package_versions',
            'project_root', 'git_commit', 'provenance', 'StageError', 'read_manifest', 'StageRun', 'StageResult',
            'stage_result', 'image_grid']
 
@@ -148,14 +147,30 @@ def _json_default(o):
     if dataclasses.is_dataclass(o): return dataclasses.asdict(o)
     raise TypeError(f"Cannot write {type(o).__name__} to JSON")
 
+# %% ../nbs/00_core.ipynb #fb95f1ec
+def write_npz(file, # path or binary file object
+              arrays: dict, # name -> array (no object arrays)
+             ):
+    "Write `arrays` as a compressed `.npz` whose bytes depend only on the arrays."
+    import zipfile
+    for k, v in arrays.items():
+        if np.asarray(v).dtype == object: raise TypeError(f"Array {k!r} has dtype object; store strings as str arrays")
+    with zipfile.ZipFile(file, 'w', zipfile.ZIP_DEFLATED) as z:
+        for k, v in arrays.items():
+            info = zipfile.ZipInfo(f'{k}.npy', date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with z.open(info, 'w', force_zip64=True) as f: np.lib.format.write_array(f, np.asanyarray(v), allow_pickle=False)
+
 # %% ../nbs/00_core.ipynb #a9920ac4
 def seed_everything(seed: int) -> torch.Generator:
     "Seed python, numpy and torch; return a `torch.Generator` seeded with `seed`."
+    import torch  # imported here, not at the top: the CLI and the runner start without torch
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 
 def resolve_device(device: str = 'auto') -> torch.device:
     "'auto' picks CUDA when available; 'cuda' without a GPU is an error."
+    import torch
     if device == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     if str(device).startswith('cuda') and not torch.cuda.is_available():
         raise RuntimeError(f"device={device!r} was requested but torch sees no CUDA GPU; use device='auto' or 'cpu'")
@@ -210,11 +225,17 @@ def git_commit(path=None) -> dict:
 
 def provenance(device: str = 'auto') -> dict:
     "Versions, commit, platform and device of this process."
+    import torch
     dev = resolve_device(device)
     return {'python': platform.python_version(), 'platform': platform.platform(), 'packages': package_versions(),
             'git': git_commit(), 'device': str(dev),
             'device_name': torch.cuda.get_device_name(dev) if dev.type == 'cuda' else platform.processor() or 'cpu',
-            'torch_threads': torch.get_num_threads()}
+            'torch_threads': torch.get_num_threads(), 'cpu_capability': torch.backends.cpu.get_cpu_capability(),
+            'bf16_native': _bf16_native(dev)}
+
+def _bf16_native(dev) -> bool:
+    from synthnb.models import bf16_supported
+    return bf16_supported(dev)
 
 # %% ../nbs/00_core.ipynb #8ab08e03
 MANIFEST = 'manifest.json'
@@ -299,10 +320,9 @@ def _register(self: StageRun, name: str, path: Path, held_out: bool = False) -> 
 def save_arrays(self: StageRun, name: str, held_out: bool = False, **arrays) -> Path:
     "Write `arrays` to `<name>.npz` atomically and register it (no pickled objects allowed)."
     path = self.out_dir/f'{name}.npz'
-    with atomic_path(path) as tmp:
-        with open(tmp, 'wb') as f: np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()})
-    for k, v in arrays.items():
-        if np.asarray(v).dtype == object: raise TypeError(f"Array {k!r} of {name!r} has dtype object; store strings as str arrays")
+    try:
+        with atomic_path(path) as tmp: write_npz(tmp, arrays)
+    except TypeError as e: raise TypeError(f"{name!r}: {e}") from None
     return self._register(name, path, held_out)
 
 @patch

@@ -19,7 +19,7 @@ from fastcore.script import call_parse
 from safetensors.torch import save_file
 
 from .core import progress, resolve_device
-from .models import check_labels, to_tensor, to_uint8
+from .models import _fused, bf16_supported, check_labels, to_tensor, to_uint8
 from .simulation import ChestOpacitySimulator, SurfaceDefectSimulator
 
 # %% auto #0
@@ -62,12 +62,12 @@ def train_ddpm(unet: UNet2DModel, # model built from `unet_config`
               ) -> tuple:
     "Train `unet` to predict the noise; return the (EMA) model and the loss per step."
     dev = resolve_device(device)
-    acc = Accelerator(cpu=dev.type == 'cpu', mixed_precision='bf16' if dev.type == 'cuda' else 'no')
+    acc = Accelerator(cpu=dev.type == 'cpu', mixed_precision='bf16' if bf16_supported(dev) else 'no')
     torch.manual_seed(seed); g = torch.Generator().manual_seed(seed)
     gd = torch.Generator(acc.device).manual_seed(seed + acc.process_index)
     data = TensorDataset(to_tensor(images), torch.as_tensor(labels, dtype=torch.long))
     loader = DataLoader(data, batch_size=batch_size, sampler=RandomSampler(data, True, steps * batch_size * acc.num_processes, generator=g))
-    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0, **_fused(dev))
     sched = get_cosine_schedule_with_warmup(opt, min(100, steps // 10), steps)
     ema = EMAModel(unet.parameters(), decay=ema_decay) if ema_decay else None
     model, opt, loader, sched = acc.prepare(unet, opt, loader, sched)
@@ -90,7 +90,7 @@ def train_ddpm(unet: UNet2DModel, # model built from `unet_config`
 # %% ../nbs/02b_diffusion.ipynb #9223284a
 def guided_noise(unet, x, t, labels, scale: float):
     "Classifier-free guided noise prediction; the null class is the last embedding."
-    with torch.autocast('cuda', torch.bfloat16, enabled=x.device.type == 'cuda'):
+    with torch.autocast(x.device.type, torch.bfloat16, enabled=bf16_supported(x.device)):
         if scale == 1: return unet(x, t, class_labels=labels).sample.float()
         null = torch.full_like(labels, unet.config.num_class_embeds - 1)
         cond, uncond = unet(torch.cat([x, x]), t, class_labels=torch.cat([labels, null])).sample.float().chunk(2)

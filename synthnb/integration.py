@@ -29,7 +29,7 @@ class IntegrationConfig:
     source: str = 'synthetic_aug'  # 'synthetic_aug' (after stage 3) or 'synthetic' (raw stage-2 output)
     class_balance: bool = True  # draw synthetic images so the mixed set is as class-balanced as possible
     use_filter: bool = True  # drop synthetic images rejected by stage 4's `synthetic_keep`, when present
-    per_generator: bool = True  # with several generators, also build one mixed set per generator
+    per_generator: bool = False  # with several generators, also build one mixed set per generator (one more stage-6 arm each)
     seed: int = 0
     device: str = 'auto'
     def __post_init__(self):

@@ -13,8 +13,8 @@ from sklearn import metrics as skm
 from .core import progress
 
 # %% auto #0
-__all__ = ['to_tensor', 'to_uint8', 'check_labels', 'BasicBlock', 'SmallResNet', 'fit_classifier', 'predict_proba',
-           'classification_metrics']
+__all__ = ['PRECISIONS', 'to_tensor', 'to_uint8', 'check_labels', 'BasicBlock', 'SmallResNet', 'bf16_supported', 'autocast_dtype',
+           'fit_classifier', 'predict_proba', 'classification_metrics']
 
 # %% ../nbs/00b_models.ipynb #19af91cc
 def to_tensor(images: np.ndarray, # uint8 (N, H, W)
@@ -60,6 +60,24 @@ class SmallResNet(nn.Module):
     def forward(self, x): return self.head(self.features(x))
 
 # %% ../nbs/00b_models.ipynb #4520d135
+def bf16_supported(device='cpu') -> bool:
+    "True where bf16 runs natively: a CUDA GPU with bf16, or a CPU with AVX-512 BF16 or AMX tiles."
+    device = torch.device(device)
+    if device.type == 'cuda': return torch.cuda.is_bf16_supported()
+    cpu = torch.cpu
+    return any(getattr(cpu, f, lambda: False)() for f in ('_is_avx512_bf16_supported', '_is_amx_tile_supported'))
+
+def autocast_dtype(device='cpu', # where the model runs
+                   precision: str = 'auto', # 'auto': bf16 where `bf16_supported`, else fp32; 'fp32'; 'bf16' (emulated where unsupported: slow)
+                  ):
+    "The autocast dtype for `precision` on `device`, or None for plain fp32."
+    if precision not in PRECISIONS: raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == 'fp32' or (precision == 'auto' and not bf16_supported(device)): return None
+    return torch.bfloat16
+
+PRECISIONS = ('auto', 'fp32', 'bf16')
+
+# %% ../nbs/00b_models.ipynb #a599691b
 def fit_classifier(images: np.ndarray, # uint8 (N, H, W)
                    labels: np.ndarray, # int (N,)
                    n_classes: int = 2,
@@ -72,30 +90,43 @@ def fit_classifier(images: np.ndarray, # uint8 (N, H, W)
                    device='cpu',
                    model: nn.Module|None = None, # continue training this model (fine-tuning)
                    desc: str = 'train',
+                   precision: str = 'auto', # autocast: 'auto' (bf16 where native), 'fp32' or 'bf16'
                   ) -> nn.Module:
-    "Train a `SmallResNet` (or continue `model`) with AdamW and a cosine schedule."
+    "Train a `SmallResNet` (or continue `model`) with AdamW and a one-cycle schedule."
     if len(images) != len(labels): raise ValueError(f"{len(images)} images but {len(labels)} labels")
     if len(images) == 0: raise ValueError("cannot train on an empty training set")
+    if steps < 1: raise ValueError(f"steps must be ≥ 1, got {steps}")
+    device, dtype = torch.device(device), autocast_dtype(device, precision)
     g = torch.Generator().manual_seed(seed); torch.manual_seed(seed)
-    model = (model or SmallResNet(n_classes, width)).to(device).train()
+    model = (model or SmallResNet(n_classes, width)).to(device, memory_format=torch.channels_last).train()
     x, y = to_tensor(images, device), torch.as_tensor(labels, dtype=torch.long, device=device)
-    if weights is None:
-        counts = np.bincount(labels, minlength=n_classes).astype(float)
-        weights = 1.0 / counts[labels]
+    if weights is None: weights = 1.0 / np.bincount(labels, minlength=n_classes).astype(float)[labels]
     p = torch.as_tensor(np.asarray(weights, dtype=np.float64) / np.sum(weights))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    batches = torch.multinomial(p, steps * batch_size, replacement=True, generator=g).view(steps, batch_size).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4, **_fused(device))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
-    for _ in progress(range(steps), desc=desc, leave=False):
-        idx = torch.multinomial(p, batch_size, replacement=True, generator=g).to(device)
-        loss = F.cross_entropy(model(x[idx]), y[idx])
+    for idx in progress(batches, desc=desc, leave=False):
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = F.cross_entropy(model(x[idx].contiguous(memory_format=torch.channels_last)), y[idx])
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
     return model.eval()
 
-@torch.no_grad()
-def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 512, device='cpu') -> np.ndarray:
+def _fused(device) -> dict:
+    "AdamW's fused kernel where this torch has it for `device` (CPU since torch 2.4, CUDA)."
+    return {'fused': True} if device.type in ('cpu', 'cuda') and tuple(map(int, torch.__version__.split('.')[:2])) >= (2, 4) else {}
+
+def predict_proba(model: nn.Module, images: np.ndarray,
+                  batch_size: int|None = None, # None: 32 on a CPU (cache-sized: at 64 px ~2.5× faster than 512), 512 on a GPU
+                  device='cpu', precision: str = 'auto') -> np.ndarray:
     "Class probabilities (N, C) for uint8 images."
-    model = model.to(device).eval()
-    return torch.cat([model(to_tensor(images[i:i+batch_size], device)).softmax(1).cpu() for i in range(0, len(images), batch_size)]).numpy()
+    device, dtype = torch.device(device), autocast_dtype(device, precision)
+    batch_size = batch_size or (32 if device.type == 'cpu' else 512)
+    model, out = model.to(device).eval(), []  # moved outside inference mode, so the model can still be trained afterwards
+    for i in range(0, len(images), batch_size):
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = model(to_tensor(images[i:i+batch_size], device).contiguous(memory_format=torch.channels_last))
+        out.append(logits.float().softmax(1).cpu())
+    return torch.cat(out).numpy()
 
 # %% ../nbs/00b_models.ipynb #91649bf1
 def classification_metrics(labels: np.ndarray, # true labels (N,)

@@ -4,7 +4,8 @@
 
 # %% ../nbs/07_runner.ipynb #b6c471c7
 from __future__ import annotations
-import argparse, contextlib, dataclasses, fcntl, hashlib, json, os, shutil, subprocess, sys, time
+import argparse, contextlib, dataclasses, fcntl, hashlib, importlib, json, os, shutil, subprocess, sys, tempfile, time
+from collections.abc import Mapping
 from pathlib import Path
 
 import nbformat
@@ -13,24 +14,27 @@ import yaml
 import synthnb
 from .core import (MANIFEST, RESERVED_PARAMS, SHARED_KEYS, STAGES, Experiment, StageError, did_you_mean, load_experiment,
                           load_json, project_root, read_manifest, save_json, sha256_file, stage_folder, validate_exp_id)
-from .augmentation import AugmentationConfig, run_augmentation
-from .domain import DomainConfig, run_domain
-from .evaluation import EvaluationConfig, run_evaluation
-from .generation import GenerationConfig, run_generation
-from .integration import IntegrationConfig, run_integration
-from .training import TrainingConfig, run_training
 
 # %% auto #0
-__all__ = ['CONFIGS', 'RUNNERS', 'notebooks_dir', 'stage_notebook', 'notebook_parameters', 'ParameterError',
-           'accepted_parameters', 'validate_experiment', 'code_hash', 'stage_key', 'is_up_to_date', 'mark_complete',
-           'StageFailed', 'report_error', 'execute_notebook', 'file_lock', 'run_experiment', 'smoke_upstream',
-           'cmd_run', 'cmd_params', 'cmd_download', 'parser', 'main']
+__all__ = ['STAGE_API', 'CONFIGS', 'RUNNERS', 'RUN_HEADING', 'notebooks_dir', 'stage_notebook', 'notebook_parameters',
+           'ParameterError', 'accepted_parameters', 'validate_experiment', 'code_hash', 'stage_key', 'is_up_to_date',
+           'mark_complete', 'StageFailed', 'report_error', 'execute_notebook', 'report_notebook', 'file_lock',
+           'stage_cache_dir', 'store_stage', 'restore_stage', 'run_experiment', 'smoke_upstream', 'cmd_run',
+           'cmd_params', 'cmd_download', 'parser', 'main']
 
 # %% ../nbs/07_runner.ipynb #81f5218d
-CONFIGS = {'domain': DomainConfig, 'generation': GenerationConfig, 'augmentation': AugmentationConfig,
-           'evaluation': EvaluationConfig, 'integration': IntegrationConfig, 'training': TrainingConfig}
-RUNNERS = {'domain': run_domain, 'generation': run_generation, 'augmentation': run_augmentation,
-           'evaluation': run_evaluation, 'integration': run_integration, 'training': run_training}
+STAGE_API = {s: (f'synthnb.{s}', f'{s.capitalize()}Config', f'run_{s}') for s in STAGES}  # stage -> module, config class, run function
+
+class _StageMap(Mapping):
+    "stage -> its config class (`part=1`) or run function (`part=2`), imported on first use."
+    def __init__(self, part: int): self.part = part
+    def __getitem__(self, stage):
+        if stage not in STAGE_API: raise KeyError(f"unknown stage {stage!r}{did_you_mean(stage, STAGES)}")
+        return getattr(importlib.import_module(STAGE_API[stage][0]), STAGE_API[stage][self.part])
+    def __iter__(self): return iter(STAGES)
+    def __len__(self): return len(STAGES)
+
+CONFIGS, RUNNERS = _StageMap(1), _StageMap(2)
 
 def notebooks_dir() -> Path:
     "The `nbs/` folder of the synthnb checkout."
@@ -132,6 +136,23 @@ def execute_notebook(notebook, stage_dir, params: dict, kernel: str = 'python3',
 def _last_line(text: str) -> str: return next((l for l in reversed(text.strip().splitlines()) if l.strip()), '')
 def _progress_only(text: str) -> str: return ''.join(l + '\n' for l in text.splitlines() if l.strip() and 'Warning' not in l and 'warn(' not in l)[-4000:]
 
+# %% ../nbs/07_runner.ipynb #b2ae3820
+RUN_HEADING = '## run the stage'
+
+def _report_cell(cell) -> bool:
+    "Whether a cell before `## Run the stage` belongs in an executed report."
+    src = cell.source.lstrip()
+    return (cell.cell_type != 'code' or 'parameters' in cell.metadata.get('tags', []) or src.startswith('cfg =')
+            or src.startswith(('#| export', '#| exporti', '#| hide', '#| default_exp')))
+
+def report_notebook(notebook, dest) -> Path:
+    "Write the report version of `notebook` (its examples left out) to `dest`; return `dest`."
+    nb = nbformat.read(str(notebook), as_version=4)
+    at = next((i for i, c in enumerate(nb.cells) if c.cell_type == 'markdown' and c.source.lstrip().lower().startswith(RUN_HEADING)), None)
+    if at is not None: nb.cells = [c for c in nb.cells[:at] if _report_cell(c)] + nb.cells[at:]
+    nbformat.write(nb, str(dest))
+    return Path(dest)
+
 # %% ../nbs/07_runner.ipynb #3315ae60
 @contextlib.contextmanager
 def file_lock(path):
@@ -144,16 +165,50 @@ def file_lock(path):
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
+def stage_cache_dir(stage_cache=None) -> Path|None:
+    "The stage cache folder: `stage_cache`, else `SYNTHNB_STAGE_CACHE`, else None (off)."
+    d = stage_cache or os.environ.get('SYNTHNB_STAGE_CACHE')
+    return Path(d).resolve() if d else None
+
+def _cached(cache: Path, stage: str, key: str) -> Path: return cache/key[:40]/stage_folder(stage)
+
+def store_stage(cache: Path, stage: str, key: str, stage_dir) -> Path:
+    "Copy a completed stage folder into the cache (atomically: a half-written entry is never seen)."
+    dest = _cached(cache, stage, key)
+    if is_up_to_date(dest, key): return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix='.tmp-'))
+    try:
+        shutil.copytree(stage_dir, tmp/'stage')
+        if dest.exists(): shutil.rmtree(dest)  # an incomplete copy
+        os.replace(tmp/'stage', dest)
+    except OSError: pass  # another run stored the same key at the same moment: theirs is as good
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+def restore_stage(cache: Path, stage: str, key: str, stage_dir) -> bool:
+    "Copy the cached stage of `key` into `stage_dir`; False when the cache has no intact copy."
+    src = _cached(cache, stage, key)
+    if not is_up_to_date(src, key): return False
+    if Path(stage_dir).exists(): shutil.rmtree(stage_dir)
+    shutil.copytree(src, stage_dir)
+    m = read_manifest(stage_dir); m['runner']['restored_from'] = str(src)
+    save_json(Path(stage_dir)/MANIFEST, m)
+    return is_up_to_date(stage_dir, key)
+
 def run_experiment(exp: Experiment, # a loaded experiment (see `load_experiment`)
                    runs_dir='runs', # parent folder of run folders
                    force: bool = False, # re-run stages even if up to date
                    until: str|None = None, # stop after this stage
-                   log=print) -> list:
+                   log=print,
+                   stage_cache=None, # shared stage cache folder (default: $SYNTHNB_STAGE_CACHE; unset: off)
+                  ) -> list:
     "Execute the stages of `exp`; return one record per stage."
     validate_experiment(exp)
     run_dir = (Path(runs_dir)/validate_exp_id(exp.exp_id)).resolve()
     last = STAGES.index(until) if until else len(STAGES) - 1
     records, upstream_key, upstream_dir = [], '', ''
+    cache = None if force else stage_cache_dir(stage_cache)
     with file_lock(run_dir/'.lock'):
         save_json(run_dir/'experiment.json', dataclasses.asdict(exp))
         for i, stage in enumerate(STAGES[:last + 1]):
@@ -163,12 +218,17 @@ def run_experiment(exp: Experiment, # a loaded experiment (see `load_experiment`
             tag = f"[{i+1}/{last+1}] {stage_folder(stage)}"
             if not force and is_up_to_date(stage_dir, key):
                 log(f"{tag}: up to date, skipped"); status, secs = 'skipped', 0.0
+            elif cache and restore_stage(cache, stage, key, stage_dir):
+                log(f"{tag}: restored from the stage cache"); status, secs = 'restored', 0.0
             else:
                 log(f"{tag}: running …"); t0 = time.time()
                 if stage_dir.exists(): shutil.rmtree(stage_dir)
-                execute_notebook(nb, stage_dir, {**params, 'upstream_dir': str(upstream_dir), 'out_dir': str(stage_dir)})
+                with tempfile.TemporaryDirectory() as tmp:
+                    execute_notebook(report_notebook(nb, Path(tmp)/nb.name), stage_dir,
+                                     {**params, 'upstream_dir': str(upstream_dir), 'out_dir': str(stage_dir)})
                 secs = time.time() - t0
                 mark_complete(stage_dir, key, notebook=str(nb.relative_to(nb.parent.parent)), notebook_sha256=sha256_file(nb), wall_seconds=round(secs, 2))
+                if cache: store_stage(cache, stage, key, stage_dir)
                 status = 'ran'; log(f"{tag}: done in {secs:.1f}s")
             records.append({'stage': stage, 'status': status, 'seconds': secs, 'dir': str(stage_dir)})
             upstream_key, upstream_dir = key, stage_dir
@@ -199,6 +259,7 @@ def cmd_run(args) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr); return 2
     print(f"experiment {exp.exp_id} (profile {exp.profile}, seed {exp.seed}, device {exp.device}) → {Path(args.runs_dir)/exp.exp_id}", file=sys.stderr)
+    if args.stage_cache: os.environ['SYNTHNB_STAGE_CACHE'] = str(Path(args.stage_cache).resolve())
     t0 = time.time()
     log = lambda m: print(m, file=sys.stderr, flush=True)
     try:
@@ -229,12 +290,15 @@ def cmd_download(args) -> int:
 # %% ../nbs/07_runner.ipynb #6c5d6dcb
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='synthnb', description='Synthetic data for data-scarce imaging, measured on real held-out data.')
+    p.add_argument('--version', action='version', version=f'synthnb {synthnb.__version__}')
     sub = p.add_subparsers(dest='command', required=True)
     r = sub.add_parser('run', help='run an experiment: the six stage notebooks, with papermill')
     r.add_argument('config', help='experiment YAML, e.g. experiments/healthcare.yaml')
     r.add_argument('-p', action='append', metavar='KEY=VALUE', help='override: profile=full, seed=1, generation.n_per_class=200 (repeatable)')
     r.add_argument('--runs-dir', default='runs', help='parent of run folders (default: runs)')
-    r.add_argument('--force', action='store_true', help='re-run stages even if up to date')
+    r.add_argument('--force', action='store_true', help='re-run stages even if up to date (and ignore the stage cache)')
+    r.add_argument('--stage-cache', metavar='DIR', default=None,
+                   help='reuse and store completed stages by key in DIR, across experiments (default: $SYNTHNB_STAGE_CACHE; unset: off)')
     r.add_argument('--until', choices=STAGES, help='stop after this stage')
     r.add_argument('--iterations', type=int, default=1, help="feedback loop: apply stage 6's recommendations and re-run stages 2-6 this many times in all")
     r.set_defaults(func=cmd_run)

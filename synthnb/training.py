@@ -12,13 +12,13 @@ import pandas as pd
 import matplotlib.pyplot as plt
 
 from .core import StageResult, StageRun, did_you_mean, stage_result
-from .models import classification_metrics, fit_classifier, predict_proba
+from .models import autocast_dtype, classification_metrics, fit_classifier, predict_proba
 from .robustness import SEVERITIES, artefact_detector, mean_ci, robustness_metrics
 
 # %% auto #0
 __all__ = ['ARMS', 'STRATEGY_PREFIX', 'SCALARS', 'TrainingConfig', 'train_model', 'arm_strategy', 'load_arms', 'summarise',
-           'synthetic_arms', 'headline', 'results_table', 'recommend', 'apply_recommendations', 'evaluate_arm',
-           'run_training']
+           'synthetic_arms', 'headline', 'results_table', 'recommend', 'apply_recommendations', 'robustness_subset',
+           'evaluate_arm', 'run_training']
 
 # %% ../nbs/06_training.ipynb #e5aa9080
 ARMS = ('real_only', 'real_aug', 'synthetic', 'ceiling')
@@ -26,16 +26,18 @@ ARMS = ('real_only', 'real_aug', 'synthetic', 'ceiling')
 @dataclass
 class TrainingConfig:
     "Parameters of stage 6."
-    steps: int = 80  # optimisation steps per model (the same for every arm)
+    steps: int = 40  # optimisation steps per model (the same for every arm)
     batch_size: int = 64
     lr: float = 2e-3
     width: int = 16  # SmallResNet width
-    seeds: list = field(default_factory=lambda: [0, 1, 2])  # one model per arm and seed
+    seeds: list = field(default_factory=lambda: [0, 1])  # one model per arm and seed
     arms: list = field(default_factory=lambda: list(ARMS))  # which arms to train ('synthetic' = every mixed set of stage 5)
     phases: int = 4  # curriculum: steps in which the synthetic share grows
     pretrain_fraction: float = 0.5  # pretrain_finetune: share of steps spent on synthetic data
     robustness: bool = True  # corruption and domain-shift curves
-    detector_steps: int = 60  # steps of the real-vs-synthetic detector (0 = skip)
+    robustness_images: int = 200  # test images the corruption and shift curves use (a fixed random subset); 0 = all
+    detector_steps: int = 30  # steps of the real-vs-synthetic detector (0 = skip)
+    precision: str = 'auto'  # classifier autocast: 'auto' (bf16 where the hardware has it natively), 'fp32' or 'bf16'
     seed: int = 0
     device: str = 'auto'
     def __post_init__(self):
@@ -44,11 +46,14 @@ class TrainingConfig:
         for a in self.arms:
             if a not in ARMS: raise ValueError(f"unknown arm {a!r}{did_you_mean(a, ARMS)}; arms: {ARMS}")
         if not 0 < self.pretrain_fraction < 1: raise ValueError("pretrain_fraction must be in (0, 1)")
+        if self.robustness_images < 0: raise ValueError("robustness_images must be ≥ 0 (0 = the whole test split)")
+        autocast_dtype('cpu', self.precision)  # rejects an unknown precision
 
 # %% ../nbs/06_training.ipynb #819fdc3b
 def train_model(data: dict, strategy: str, n_classes: int, cfg: TrainingConfig, seed: int, device, desc: str):
     "A classifier trained on `data` by `strategy` with `cfg.steps` steps in total."
-    fit = lambda x, y, steps, model=None: fit_classifier(x, y, n_classes, steps, cfg.batch_size, cfg.lr, cfg.width, seed=seed, device=device, model=model, desc=desc)
+    fit = lambda x, y, steps, model=None: fit_classifier(x, y, n_classes, steps, cfg.batch_size, cfg.lr, cfg.width, seed=seed, device=device,
+                                                    model=model, desc=desc, precision=cfg.precision)
     syn = data.get('is_synthetic', np.zeros(len(data['labels']), bool))
     if strategy == 'mix' or not syn.any(): return fit(data['images'], data['labels'], cfg.steps)
     if strategy == 'pretrain_finetune':
@@ -157,15 +162,25 @@ def apply_recommendations(stages: dict, recs: list, defaults: dict) -> tuple:
         applied.append({**r, 'old': old, 'new': new})
     return stages, applied
 
+# %% ../nbs/06_training.ipynb #445b87c9
+def robustness_subset(test: dict, n: int, seed: int = 0) -> dict:
+    "A fixed random subset of `n` test images (stratified by class, the same for every arm and seed); all of them when `n` is 0 or larger."
+    labels = test['labels']
+    if not n or n >= len(labels): return test
+    rng = np.random.default_rng(seed)
+    idx = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:max(1, round(n * np.mean(labels == c)))] for c in np.unique(labels)]))
+    return {k: test[k][idx] for k in ('images', 'labels')}
+
 # %% ../nbs/06_training.ipynb #c43389b4
 def evaluate_arm(data, test, val, strategy, n_classes, cfg, device, arm) -> dict:
     "Train one model per seed on `data`; test and validation metrics, robustness and summaries."
     per_seed, per_seed_val, robust = [], [], []
+    proba = lambda model, images: predict_proba(model, images, device=device, precision=cfg.precision)
     for s in cfg.seeds:
         model = train_model(data, strategy, n_classes, cfg, int(s), device, f'{arm} seed {s}')
-        per_seed.append(classification_metrics(test['labels'], predict_proba(model, test['images'], device=device)))
-        per_seed_val.append(classification_metrics(val['labels'], predict_proba(model, val['images'], device=device)))
-        if cfg.robustness: robust.append(robustness_metrics(model, test, device, int(s)))
+        per_seed.append(classification_metrics(test['labels'], proba(model, test['images'])))
+        per_seed_val.append(classification_metrics(val['labels'], proba(model, val['images'])))
+        if cfg.robustness: robust.append(robustness_metrics(model, robustness_subset(test, cfg.robustness_images, cfg.seed), device, int(s)))
     recall = np.mean([m['per_class_recall'] for m in per_seed], 0)
     out = {'n_train': int(len(data['labels'])), 'strategy': strategy, 'summary': summarise(per_seed), 'per_seed': per_seed,
            'per_class_recall': recall.tolist(), 'recall_gap': float(recall.max() - recall.min()),

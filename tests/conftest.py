@@ -1,4 +1,9 @@
-"""Shared fixtures: the real data directory and one smoke run of each experiment, made through the CLI."""
+"""Shared fixtures: the real data directory, a stage cache shared by the whole session, and one smoke run of each
+experiment made through the CLI.
+
+Every CLI run in this session shares one stage cache (`SYNTHNB_STAGE_CACHE`), so tests that vary one experiment compute
+the stages they share once. Tests that check what a stage computes (determinism, resume) switch it off with `NO_CACHE`.
+"""
 import os
 import subprocess
 import sys
@@ -7,12 +12,28 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+NO_CACHE = {'SYNTHNB_STAGE_CACHE': ''}
+
+# Runner plumbing tests use the cheap generator and a tiny stage 6; the smoke tests run every generator and every arm.
+LIGHT = ['-p', 'generation.generators=[simulation]', '-p', 'integration.strategies=[mix]', '-p', 'training.steps=15', '-p', 'training.seeds=[0]',
+         '-p', 'training.robustness=false', '-p', 'training.detector_steps=0', '-p', 'training.arms=[real_only, synthetic]']
 
 
 def pytest_configure(config):
-    for m in ('gpu: needs a CUDA GPU', 'slow: long-running (full profile)', 'notebooks: executes notebooks',
+    for m in ('gpu: needs a CUDA GPU', 'slow: long-running end-to-end runs (make test-all; not in CI)', 'notebooks: executes notebooks',
               'browser: needs Debian chromium'):
         config.addinivalue_line('markers', m)
+
+
+@pytest.fixture(scope='session', autouse=True)
+def stage_cache(tmp_path_factory):
+    "One stage cache for every CLI run of the session (subprocesses inherit it through the environment)."
+    d = tmp_path_factory.mktemp('stage_cache')
+    old = os.environ.get('SYNTHNB_STAGE_CACHE')
+    os.environ['SYNTHNB_STAGE_CACHE'] = str(d)
+    yield d
+    if old is None: os.environ.pop('SYNTHNB_STAGE_CACHE', None)
+    else: os.environ['SYNTHNB_STAGE_CACHE'] = old
 
 
 @pytest.fixture(scope='session')
@@ -46,3 +67,12 @@ def healthcare_run(runs_dir, data_dir): return _smoke('healthcare', runs_dir, da
 
 @pytest.fixture(scope='session')
 def defect_run(runs_dir, data_dir): return _smoke('defect', runs_dir, data_dir)
+
+
+@pytest.fixture(scope='session')
+def light_run(runs_dir, data_dir):
+    "The healthcare experiment with LIGHT settings, computed from scratch (no stage cache)."
+    proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=light', *LIGHT, '--runs-dir', runs_dir,
+                   env={'SYNTHNB_DATA': str(data_dir), **NO_CACHE})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return runs_dir / 'light'

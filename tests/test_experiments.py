@@ -10,15 +10,10 @@ import nbformat
 import numpy as np
 import pytest
 
-from conftest import ROOT, synthnb
+from conftest import LIGHT, NO_CACHE, ROOT, synthnb
 from synthnb.core import STAGES, stage_folder
 
 pytestmark = pytest.mark.notebooks
-
-# Tests that only exercise the runner's plumbing use the cheap generator and a tiny stage 6;
-# the two smoke tests above them run every generator and every arm.
-LIGHT = ['-p', 'generation.generators=[simulation]', '-p', 'integration.strategies=[mix]', '-p', 'training.steps=15', '-p', 'training.seeds=[0]',
-         '-p', 'training.robustness=false', '-p', 'training.detector_steps=0', '-p', 'training.arms=[real_only, synthetic]']
 
 
 def _check_complete_run(run_dir):
@@ -92,17 +87,51 @@ def test_test_split_never_reaches_stages_2_to_5(healthcare_run):
 
 
 def test_override_reruns_only_downstream(healthcare_run, runs_dir, data_dir):
-    proc = synthnb('run', 'experiments/healthcare.yaml', '--runs-dir', runs_dir, '-p', 'training.steps=30', '-p', 'exp_id=healthcare',
+    "A copy of the healthcare smoke run (restored from the stage cache), then one stage-6 parameter changed: only stage 6 runs."
+    base = synthnb('run', 'experiments/healthcare.yaml', '--runs-dir', runs_dir, '-p', 'exp_id=override', env={'SYNTHNB_DATA': str(data_dir)})
+    assert base.returncode == 0 and base.stderr.count('restored from the stage cache') == 6, base.stderr[-3000:]
+    m = json.loads((runs_dir / 'override' / '06_training' / 'manifest.json').read_text())
+    assert m['runner']['restored_from'] and (runs_dir / 'override' / '06_training' / 'report.ipynb').exists()
+    proc = synthnb('run', 'experiments/healthcare.yaml', '--runs-dir', runs_dir, '-p', 'training.steps=30', '-p', 'exp_id=override',
                    '-p', 'training.seeds=[0]', '-p', 'training.robustness=false', env={'SYNTHNB_DATA': str(data_dir)})
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count('up to date, skipped') == 5 and '06_training: done' in proc.stderr
-    m = json.loads((runs_dir / 'healthcare' / '06_training' / 'manifest.json').read_text())
+    m = json.loads((runs_dir / 'override' / '06_training' / 'manifest.json').read_text())
     assert m['parameters']['steps'] == 30
+    h = json.loads((runs_dir / 'healthcare' / '06_training' / 'manifest.json').read_text())
+    assert h['parameters']['steps'] == 40, 'the shared healthcare run is never modified'
 
 
-def test_run_killed_mid_stage_resumes(runs_dir, data_dir):
+def _artifact_hashes(run_dir):
+    "stage folder -> {artifact: sha256} of the artifacts each stage wrote itself."
+    out = {}
+    for s in STAGES:
+        m = json.loads((run_dir / stage_folder(s) / 'manifest.json').read_text())
+        out[stage_folder(s)] = {k: a['sha256'] for k, a in m['artifacts'].items() if a['stage'] == s and k != 'metrics'}
+    return out
+
+
+def _metrics(run_dir, stage):
+    "A stage's metrics without wall-clock timings."
+    drop = lambda d: {k: drop(v) if isinstance(v, dict) else v for k, v in d.items() if 'second' not in k and k != 'timings'}
+    return drop(json.loads((run_dir / stage_folder(stage) / 'metrics.json').read_text()))
+
+
+def test_same_config_twice_gives_identical_artifacts(light_run, runs_dir, data_dir):
+    "Computed twice from scratch (no cache, new folder): every array, model and figure has the same sha256, and the same metrics."
+    proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=light-again', *LIGHT, '--runs-dir', runs_dir,
+                   env={'SYNTHNB_DATA': str(data_dir), **NO_CACHE})
+    assert proc.returncode == 0 and 'restored' not in proc.stderr, proc.stderr[-3000:]
+    a, b = _artifact_hashes(light_run), _artifact_hashes(runs_dir / 'light-again')
+    assert sum(len(v) for v in a.values()) >= 15
+    assert a == b, {s: sorted(k for k in a[s] if a[s][k] != b[s].get(k)) for s in a}
+    for s in ('evaluation', 'training'): assert _metrics(light_run, s) == _metrics(runs_dir / 'light-again', s)
+
+
+def test_run_killed_mid_stage_resumes(light_run, runs_dir, data_dir):
+    "Killed in stage 3, run again: stages 1-2 are kept, the rest runs, and the result equals the uninterrupted run's."
     args = [sys.executable, '-m', 'synthnb', 'run', 'experiments/healthcare.yaml', '-p', 'exp_id=killed', *LIGHT, '--runs-dir', str(runs_dir)]
-    env = {**os.environ, 'SYNTHNB_DATA': str(data_dir)}
+    env = {**os.environ, 'SYNTHNB_DATA': str(data_dir), **NO_CACHE}
     p = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     target = runs_dir / 'killed' / '03_augmentation' / 'report.ipynb'
     deadline = time.time() + 300
@@ -110,10 +139,13 @@ def test_run_killed_mid_stage_resumes(runs_dir, data_dir):
     assert target.exists(), 'the run never reached stage 3'
     os.killpg(p.pid, signal.SIGKILL); p.wait()
     assert not (runs_dir / 'killed' / '06_training' / 'manifest.json').exists()
-    proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=killed', *LIGHT, '--runs-dir', runs_dir, env={'SYNTHNB_DATA': str(data_dir)})
+    proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=killed', *LIGHT, '--runs-dir', runs_dir,
+                   env={'SYNTHNB_DATA': str(data_dir), **NO_CACHE})
     assert proc.returncode == 0, proc.stderr
     assert '01_domain: up to date, skipped' in proc.stderr and '02_generation: up to date, skipped' in proc.stderr
     assert '03_augmentation: running' in proc.stderr and '06_training: done' in proc.stderr
+    assert _artifact_hashes(runs_dir / 'killed') == _artifact_hashes(light_run), 'a resumed run equals an uninterrupted one'
+    assert _metrics(runs_dir / 'killed', 'training') == _metrics(light_run, 'training')
 
 
 def test_failing_stage_keeps_report_and_exits_nonzero(runs_dir, data_dir):

@@ -33,28 +33,35 @@ def lab(tmp_path_factory, data_dir):
     settings = home / 'settings' / '@jupyterlab' / 'docmanager-extension'
     settings.mkdir(parents=True)
     (settings / 'plugin.jupyterlab-settings').write_text(json.dumps({'autosave': False}))
-    token, port = secrets.token_hex(16), free_port()
+    token = secrets.token_hex(16)
     env = {**os.environ, 'SYNTHNB_DATA': str(data_dir), 'JUPYTERLAB_SETTINGS_DIR': str(home / 'settings'),
            'JUPYTERLAB_WORKSPACES_DIR': str(home / 'workspaces'), 'JUPYTER_RUNTIME_DIR': str(home / 'runtime')}
     log = open(home / 'lab.log', 'w')
-    proc = subprocess.Popen([sys.executable, '-m', 'jupyterlab', '--no-browser', '--ip=127.0.0.1', f'--port={port}',
-                             f'--IdentityProvider.token={token}', f'--ServerApp.root_dir={root}',
-                             '--LabApp.expose_app_in_browser=True', '--ServerApp.port_retries=0']
-                            + (['--allow-root'] if os.geteuid() == 0 else []),
-                            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f'http://127.0.0.1:{port}'
+    proc = None
     try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f'{url}/api/status?token={token}', timeout=2).close()
-                break
-            except OSError:
-                assert proc.poll() is None, (home / 'lab.log').read_text()[-3000:]
-                time.sleep(0.5)
-        else: pytest.fail('JupyterLab did not start: ' + (home / 'lab.log').read_text()[-3000:])
+        # a free port can be taken by another process before the server binds it: then start again on another one
+        for attempt in range(3):
+            port = free_port()
+            proc = subprocess.Popen([sys.executable, '-m', 'jupyterlab', '--no-browser', '--ip=127.0.0.1', f'--port={port}',
+                                     f'--IdentityProvider.token={token}', f'--ServerApp.root_dir={root}',
+                                     '--LabApp.expose_app_in_browser=True', '--ServerApp.port_retries=0']
+                                    + (['--allow-root'] if os.geteuid() == 0 else []),
+                                    cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            url = f'http://127.0.0.1:{port}'
+            for _ in range(120):
+                try:
+                    urllib.request.urlopen(f'{url}/api/status?token={token}', timeout=2).close()
+                    break
+                except OSError:
+                    if proc.poll() is not None: break
+                    time.sleep(0.5)
+            if proc.poll() is None: break
+            if 'already in use' not in (home / 'lab.log').read_text(): pytest.fail('JupyterLab exited: ' + (home / 'lab.log').read_text()[-3000:])
+        else: pytest.fail('JupyterLab found no free port in 3 attempts: ' + (home / 'lab.log').read_text()[-3000:])
+        if proc.poll() is not None: pytest.fail('JupyterLab did not start: ' + (home / 'lab.log').read_text()[-3000:])
         yield dict(url=url, token=token, root=root, log=home / 'lab.log')
     finally:
-        if proc.poll() is None:
+        if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)  # the server and the kernels it started (its own process group)
             try: proc.wait(20)
             except subprocess.TimeoutExpired:
