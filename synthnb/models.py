@@ -14,7 +14,7 @@ from .core import progress
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'to_tensor', 'to_uint8', 'check_labels', 'BasicBlock', 'SmallResNet', 'bf16_supported', 'autocast_dtype',
-           'fit_classifier', 'predict_proba', 'classification_metrics']
+           'fit_classifier', 'memory_format', 'predict_proba', 'classification_metrics']
 
 # %% ../nbs/00b_models.ipynb #19af91cc
 def to_tensor(images: np.ndarray, # uint8 (N, H, W)
@@ -98,7 +98,9 @@ def fit_classifier(images: np.ndarray, # uint8 (N, H, W)
     if steps < 1: raise ValueError(f"steps must be ≥ 1, got {steps}")
     device, dtype = torch.device(device), autocast_dtype(device, precision)
     g = torch.Generator().manual_seed(seed); torch.manual_seed(seed)
-    model = (model or SmallResNet(n_classes, width)).to(device, memory_format=torch.channels_last).train()
+    model = (model or SmallResNet(n_classes, width)).to(device).train()
+    layout = memory_format(model, device)
+    model = model.to(memory_format=layout)
     x, y = to_tensor(images, device), torch.as_tensor(labels, dtype=torch.long, device=device)
     if weights is None: weights = 1.0 / np.bincount(labels, minlength=n_classes).astype(float)[labels]
     p = torch.as_tensor(np.asarray(weights, dtype=np.float64) / np.sum(weights))
@@ -107,9 +109,14 @@ def fit_classifier(images: np.ndarray, # uint8 (N, H, W)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     for idx in progress(batches, desc=desc, leave=False):
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = F.cross_entropy(model(x[idx].contiguous(memory_format=torch.channels_last)), y[idx])
+            loss = F.cross_entropy(model(x[idx].contiguous(memory_format=layout)), y[idx])
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
     return model.eval()
+
+def memory_format(model: nn.Module, device) -> torch.memory_format:
+    "`channels_last` unless a convolution of `model` has 2-7 input channels on a CPU (see below); then the default layout."
+    small = any(isinstance(m, nn.Conv2d) and 1 < m.in_channels < 8 for m in model.modules())
+    return torch.contiguous_format if small and torch.device(device).type == 'cpu' else torch.channels_last
 
 def _fused(device) -> dict:
     "AdamW's fused kernel where this torch has it for `device` (CPU since torch 2.4, CUDA)."
@@ -124,7 +131,7 @@ def predict_proba(model: nn.Module, images: np.ndarray,
     model, out = model.to(device).eval(), []  # moved outside inference mode, so the model can still be trained afterwards
     for i in range(0, len(images), batch_size):
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = model(to_tensor(images[i:i+batch_size], device).contiguous(memory_format=torch.channels_last))
+            logits = model(to_tensor(images[i:i+batch_size], device).contiguous(memory_format=memory_format(model, device)))
         out.append(logits.float().softmax(1).cpu())
     return torch.cat(out).numpy()
 
