@@ -1,10 +1,12 @@
 """Throughput of the stage-2 diffusion model: training images/s of `synthnb.diffusion.train_ddpm` (accelerate + EMA + grad clipping)
 next to a plain diffusers loop (same UNet config and batch, no accelerate, no EMA) measured in the same run, and guided DDIM
-sampling images/s; on CPU and (when torch sees one) on GPU.
+sampling images/s; on CPU and (when torch sees one) on GPU; with the fraction of the device's measured fp32 (or, where
+bf16 is native, bf16) matmul peak each training loop reaches, and the peak memory.
 
     python bench/generation.py [--size 28] [--channels 32,64,64] [--batch 32] [--steps 8] [--ddim 20] [--n 64] [--threads N]
 """
-import argparse, time
+import argparse, resource, sys, time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,7 +14,10 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 
 from synthnb.diffusion import SCHEDULER, ddim_sample, fold, train_ddpm, unet_config
-from synthnb.models import to_tensor
+from synthnb.models import bf16_supported, to_tensor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import forward_flops, matmul_peak
 
 
 def data(n: int, size: int, seed: int = 0):
@@ -28,7 +33,7 @@ def plain_loop(config: dict, images, labels, steps: int, batch: int, device: str
     def step():
         idx = torch.randint(0, len(x_all), (batch,), generator=g).to(device)
         x0 = fold(x_all[idx], p); noise = torch.randn_like(x0); t = torch.randint(0, 1000, (batch,), device=device)
-        with torch.autocast('cuda', torch.bfloat16, enabled=device == 'cuda'):
+        with torch.autocast(device, torch.bfloat16, enabled=device == 'cuda'):  # the plain loop: bf16 on a GPU only
             loss = F.mse_loss(unet(sched.add_noise(x0, noise, t), t, class_labels=y_all[idx]).sample.float(), noise)
         opt.zero_grad(); loss.backward(); opt.step()
     step(); sync(device); t0 = time.perf_counter()
@@ -48,6 +53,11 @@ def main(size=28, channels='32,64,64', batch=32, steps=8, ddim=20, n=64, threads
     print(f"diffusion throughput: {size}x{size}, UNet {chans} (patch {int(config['in_channels'] ** 0.5)}), batch {batch}, {steps} timed steps; "
           f"DDIM {ddim} steps, guidance 2.0, {n} images; torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     for device in ['cpu'] + (['cuda'] if torch.cuda.is_available() else []):
+        peak = matmul_peak(torch.bfloat16 if bf16_supported(device) else torch.float32, device=device)
+        probe = UNet2DModel.from_config(config).to(device).eval(); s = config['sample_size']
+        flops = 3 * forward_flops(probe, torch.zeros(1, config['in_channels'], s, s, device=device), torch.zeros(1, dtype=torch.long, device=device),
+                                  class_labels=torch.zeros(1, dtype=torch.long, device=device))  # forward + backward per image
+        if device == 'cuda': torch.cuda.reset_peak_memory_stats()
         def timed(k):  # seconds of a whole train_ddpm call of k steps (set-up included)
             sync(device); t0 = time.perf_counter()
             out = train_ddpm(UNet2DModel.from_config(config), images, labels, steps=k, batch_size=batch, device=device)
@@ -61,6 +71,11 @@ def main(size=28, channels='32,64,64', batch=32, steps=8, ddim=20, n=64, threads
         sample = time.perf_counter() - t0
         print(f"{device:>4}: train (accelerate+EMA) {steps * batch / ours:8.1f} img/s | plain diffusers loop {steps * batch / plain:8.1f} img/s"
               f" | ratio {plain / ours:.2f} | set-up + 1 step {setup:.2f} s | DDIM sampling {n / sample:7.1f} img/s")
+        mem = (f"{torch.cuda.max_memory_allocated() / 2**20:.0f} MiB allocated" if device == 'cuda'
+               else f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB process RSS")
+        print(f"      {flops / 1e6:.1f} MFLOP per training image; matmul peak {peak:.0f} GFLOP/s "
+              f"({'bf16' if bf16_supported(device) else 'fp32'}); ours {steps * batch / ours * flops / 1e9 / peak * 100:.1f} %, "
+              f"plain {steps * batch / plain * flops / 1e9 / peak * 100:.1f} % of it; peak memory {mem}")
 
 
 if __name__ == '__main__':

@@ -17,10 +17,10 @@ from .core import (MANIFEST, RESERVED_PARAMS, SHARED_KEYS, STAGES, Experiment, S
 
 # %% auto #0
 __all__ = ['STAGE_API', 'CONFIGS', 'RUNNERS', 'RUN_HEADING', 'notebooks_dir', 'stage_notebook', 'notebook_parameters',
-           'ParameterError', 'accepted_parameters', 'validate_experiment', 'code_hash', 'stage_key', 'is_up_to_date',
-           'mark_complete', 'StageFailed', 'report_error', 'execute_notebook', 'report_notebook', 'file_lock',
-           'stage_cache_dir', 'store_stage', 'restore_stage', 'run_experiment', 'smoke_upstream', 'cmd_run',
-           'cmd_params', 'cmd_download', 'parser', 'main']
+           'ParameterError', 'accepted_parameters', 'validate_experiment', 'code_hash', 'data_fingerprint', 'stage_key',
+           'is_up_to_date', 'mark_complete', 'StageFailed', 'report_error', 'execute_notebook', 'report_notebook',
+           'file_lock', 'stage_cache_dir', 'store_stage', 'restore_stage', 'run_experiment', 'smoke_upstream',
+           'cmd_run', 'cmd_params', 'cmd_download', 'parser', 'main']
 
 # %% ../nbs/07_runner.ipynb #81f5218d
 STAGE_API = {s: (f'synthnb.{s}', f'{s.capitalize()}Config', f'run_{s}') for s in STAGES}  # stage -> module, config class, run function
@@ -76,10 +76,20 @@ def code_hash() -> str:
     for p in sorted(Path(synthnb.__file__).parent.glob('*.py')): h.update(p.name.encode()); h.update(p.read_bytes())
     return h.hexdigest()
 
+def data_fingerprint(params: dict) -> dict:
+    "Where stage 1 reads its data and what is there: the resolved folder and a hash of every file's path, size and mtime."
+    from synthnb.data import FOLDERS, data_root
+    folder = data_root(params.get('data_dir') or None).resolve()/FOLDERS.get(params.get('dataset', ''), '')
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob('*')) if folder.is_dir() else []:
+        if p.is_file(): st = p.stat(); h.update(f'{p.relative_to(folder)}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
+    return {'folder': str(folder), 'files': h.hexdigest()}
+
 def stage_key(stage: str, params: dict, upstream_key: str = '', notebook_sha: str = '') -> str:
-    "Hash identifying one stage's inputs."
-    blob = json.dumps({'stage': stage, 'params': params, 'upstream': upstream_key, 'notebook': notebook_sha, 'code': code_hash()}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    "Hash identifying one stage's inputs (for stage 1, the data it reads too)."
+    blob = {'stage': stage, 'params': params, 'upstream': upstream_key, 'notebook': notebook_sha, 'code': code_hash()}
+    if stage == 'domain': blob['data'] = data_fingerprint(params)
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
 
 def is_up_to_date(stage_dir, key: str) -> bool:
     "True if `stage_dir` holds a complete run of this exact key with intact artifacts."
