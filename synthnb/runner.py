@@ -144,7 +144,10 @@ def execute_notebook(notebook, stage_dir, params: dict, kernel: str = 'python3',
     return report
 
 def _last_line(text: str) -> str: return next((l for l in reversed(text.strip().splitlines()) if l.strip()), '')
-def _progress_only(text: str) -> str: return ''.join(l + '\n' for l in text.splitlines() if l.strip() and 'Warning' not in l and 'warn(' not in l)[-4000:]
+def _progress_only(text: str) -> str:
+    "papermill's stderr without warnings (the kernel's 'running over TCP without encryption' included)."
+    noise = ('Warning', 'warn(', 'without encryption')
+    return ''.join(l + '\n' for l in text.splitlines() if l.strip() and not any(n in l for n in noise))[-4000:]
 
 # %% ../nbs/07_runner.ipynb #b2ae3820
 RUN_HEADING = '## run the stage'

@@ -71,8 +71,8 @@ def defect_run(runs_dir, data_dir): return _smoke('defect', runs_dir, data_dir)
 
 @pytest.fixture(scope='session')
 def light_run(runs_dir, data_dir):
-    "The healthcare experiment with LIGHT settings, computed from scratch (no stage cache)."
+    "The healthcare experiment with LIGHT settings (stored in the stage cache, for the tests that vary it)."
     proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=light', *LIGHT, '--runs-dir', runs_dir,
-                   env={'SYNTHNB_DATA': str(data_dir), **NO_CACHE})
+                   env={'SYNTHNB_DATA': str(data_dir)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return runs_dir / 'light'

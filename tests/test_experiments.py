@@ -63,6 +63,13 @@ def test_defect_smoke(defect_run):
     assert {'simulation', 'diffusion', 'gan', 'hybrid'} <= set(syn['generator'])
     sim = (syn['labels'] == 1) & (syn['generator'] == 'simulation')
     assert syn['masks'][sim].reshape(sim.sum(), -1).any(1).all(), 'every simulated defect has a mask'
+    # every arm trained on the data it names: the scarce set, the scarce set plus its augmentations, the 1:1 mix, the pool
+    m = json.loads((run_dir / '06_training' / 'metrics.json').read_text())
+    n_train, n_pool = (len(np.load(run_dir / '01_domain' / f'{a}.npz')['labels']) for a in ('train', 'pool'))
+    n_aug = len(np.load(run_dir / '03_augmentation' / 'real_aug.npz')['labels'])
+    assert (m['real_only']['n_train'], m['real_aug']['n_train'], m['synthetic:all']['n_train'], m['ceiling']['n_train']) == \
+        (n_train, n_train + n_aug, 2 * n_train, n_pool)
+    assert all((run_dir / '06_training' / 'models' / f'classifier_{a.replace(":", "_")}' / 'model.safetensors').exists() for a in m if 'summary' in m[a])
 
 
 def test_second_run_skips_everything(healthcare_run, runs_dir, data_dir):
@@ -165,7 +172,7 @@ def test_missing_data_is_a_clear_error(runs_dir, tmp_path):
 
 
 
-def test_ratio_zero_reproduces_real_only(runs_dir, data_dir):
+def test_ratio_zero_reproduces_real_only(light_run, runs_dir, data_dir):
     proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=ratio0', '-p', 'integration.ratio=0', *LIGHT,
                    '--runs-dir', runs_dir, env={'SYNTHNB_DATA': str(data_dir)})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -174,7 +181,7 @@ def test_ratio_zero_reproduces_real_only(runs_dir, data_dir):
     assert m['synthetic:all']['per_seed'] == m['real_only']['per_seed']  # same data, same seed: the same model, exactly
 
 
-def test_feedback_loop_changes_next_iteration(runs_dir, data_dir):
+def test_feedback_loop_changes_next_iteration(light_run, runs_dir, data_dir):
     proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=loop', '--iterations', '2', *LIGHT,
                    '--runs-dir', runs_dir, env={'SYNTHNB_DATA': str(data_dir)})
     assert proc.returncode == 0, proc.stderr[-3000:]
