@@ -17,9 +17,9 @@ from fastcore.basics import patch
 # %% auto #0
 __all__ = ['STAGES', 'SHARED_KEYS', 'RESERVED_PARAMS', 'PACKAGES', 'MANIFEST', 'HELD_OUT_READERS', 'stage_folder', 'did_you_mean',
            'validate_exp_id', 'Experiment', 'parse_override', 'load_experiment', 'sha256_file', 'atomic_path',
-           'save_json', 'load_json', 'write_npz', 'seed_everything', 'resolve_device', 'progress', 'package_versions',
-           'project_root', 'git_commit', 'provenance', 'StageError', 'read_manifest', 'StageRun', 'StageResult',
-           'stage_result', 'image_grid']
+           'save_json', 'load_json', 'write_npz', 'seed_everything', 'resolve_device', 'bf16_supported', 'progress',
+           'package_versions', 'project_root', 'git_commit', 'provenance', 'StageError', 'read_manifest', 'StageRun',
+           'StageResult', 'stage_result', 'image_grid']
 
 # %% ../nbs/00_core.ipynb #4f2d1e0c
 STAGES = ('domain', 'generation', 'augmentation', 'evaluation', 'integration', 'training')
@@ -176,6 +176,13 @@ def resolve_device(device: str = 'auto') -> torch.device:
         raise RuntimeError(f"device={device!r} was requested but torch sees no CUDA GPU; use device='auto' or 'cpu'")
     return torch.device(device)
 
+def bf16_supported(device='cpu') -> bool:
+    "True where bf16 runs natively: a CUDA GPU with bf16, or a CPU with AVX-512 BF16 or AMX tiles (elsewhere it is emulated, and slow)."
+    import torch
+    device = torch.device(device)
+    if device.type == 'cuda': return torch.cuda.is_bf16_supported()
+    return any(getattr(torch.cpu, f, lambda: False)() for f in ('_is_avx512_bf16_supported', '_is_amx_tile_supported'))
+
 # %% ../nbs/00_core.ipynb #941f1318
 _TERMINAL = None
 
@@ -231,11 +238,7 @@ def provenance(device: str = 'auto') -> dict:
             'git': git_commit(), 'device': str(dev),
             'device_name': torch.cuda.get_device_name(dev) if dev.type == 'cuda' else platform.processor() or 'cpu',
             'torch_threads': torch.get_num_threads(), 'cpu_capability': torch.backends.cpu.get_cpu_capability(),
-            'bf16_native': _bf16_native(dev)}
-
-def _bf16_native(dev) -> bool:
-    from synthnb.models import bf16_supported
-    return bf16_supported(dev)
+            'bf16_native': bf16_supported(dev)}
 
 # %% ../nbs/00_core.ipynb #8ab08e03
 MANIFEST = 'manifest.json'

@@ -18,8 +18,8 @@ from diffusers.training_utils import EMAModel
 from fastcore.script import call_parse
 from safetensors.torch import save_file
 
-from .core import progress, resolve_device
-from .models import _fused, bf16_supported, check_labels, to_tensor, to_uint8
+from .core import bf16_supported, progress, resolve_device
+from .models import check_labels, fused_adamw, to_tensor, to_uint8
 from .simulation import ChestOpacitySimulator, SurfaceDefectSimulator
 
 # %% auto #0
@@ -67,7 +67,7 @@ def train_ddpm(unet: UNet2DModel, # model built from `unet_config`
     gd = torch.Generator(acc.device).manual_seed(seed + acc.process_index)
     data = TensorDataset(to_tensor(images), torch.as_tensor(labels, dtype=torch.long))
     loader = DataLoader(data, batch_size=batch_size, sampler=RandomSampler(data, True, steps * batch_size * acc.num_processes, generator=g))
-    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0, **_fused(dev))
+    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0, **fused_adamw(dev))
     sched = get_cosine_schedule_with_warmup(opt, min(100, steps // 10), steps)
     ema = EMAModel(unet.parameters(), decay=ema_decay) if ema_decay else None
     model, opt, loader, sched = acc.prepare(unet, opt, loader, sched)

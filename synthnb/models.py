@@ -10,11 +10,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from sklearn import metrics as skm
 
-from .core import progress
+from .core import bf16_supported, progress
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'to_tensor', 'to_uint8', 'check_labels', 'BasicBlock', 'SmallResNet', 'bf16_supported', 'autocast_dtype',
-           'fit_classifier', 'memory_format', 'predict_proba', 'classification_metrics']
+__all__ = ['PRECISIONS', 'to_tensor', 'to_uint8', 'check_labels', 'BasicBlock', 'SmallResNet', 'autocast_dtype', 'fit_classifier',
+           'memory_format', 'fused_adamw', 'predict_proba', 'classification_metrics']
 
 # %% ../nbs/00b_models.ipynb #19af91cc
 def to_tensor(images: np.ndarray, # uint8 (N, H, W)
@@ -60,13 +60,6 @@ class SmallResNet(nn.Module):
     def forward(self, x): return self.head(self.features(x))
 
 # %% ../nbs/00b_models.ipynb #4520d135
-def bf16_supported(device='cpu') -> bool:
-    "True where bf16 runs natively: a CUDA GPU with bf16, or a CPU with AVX-512 BF16 or AMX tiles."
-    device = torch.device(device)
-    if device.type == 'cuda': return torch.cuda.is_bf16_supported()
-    cpu = torch.cpu
-    return any(getattr(cpu, f, lambda: False)() for f in ('_is_avx512_bf16_supported', '_is_amx_tile_supported'))
-
 def autocast_dtype(device='cpu', # where the model runs
                    precision: str = 'auto', # 'auto': bf16 where `bf16_supported`, else fp32; 'fp32'; 'bf16' (emulated where unsupported: slow)
                   ):
@@ -105,7 +98,7 @@ def fit_classifier(images: np.ndarray, # uint8 (N, H, W)
     if weights is None: weights = 1.0 / np.bincount(labels, minlength=n_classes).astype(float)[labels]
     p = torch.as_tensor(np.asarray(weights, dtype=np.float64) / np.sum(weights))
     batches = torch.multinomial(p, steps * batch_size, replacement=True, generator=g).view(steps, batch_size).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4, **_fused(device))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4, **fused_adamw(device))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     for idx in progress(batches, desc=desc, leave=False):
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
@@ -118,8 +111,9 @@ def memory_format(model: nn.Module, device) -> torch.memory_format:
     small = any(isinstance(m, nn.Conv2d) and 1 < m.in_channels < 8 for m in model.modules())
     return torch.contiguous_format if small and torch.device(device).type == 'cpu' else torch.channels_last
 
-def _fused(device) -> dict:
-    "AdamW's fused kernel where this torch has it for `device` (CPU since torch 2.4, CUDA)."
+def fused_adamw(device) -> dict:
+    "Keyword arguments selecting AdamW's fused kernel where this torch has it for `device` (CPU since torch 2.4, CUDA)."
+    device = torch.device(device)
     return {'fused': True} if device.type in ('cpu', 'cuda') and tuple(map(int, torch.__version__.split('.')[:2])) >= (2, 4) else {}
 
 def predict_proba(model: nn.Module, images: np.ndarray,

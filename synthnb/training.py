@@ -12,7 +12,7 @@ import pandas as pd
 import matplotlib.pyplot as plt
 
 from .core import StageResult, StageRun, did_you_mean, stage_result
-from .models import autocast_dtype, classification_metrics, fit_classifier, predict_proba
+from .models import PRECISIONS, classification_metrics, fit_classifier, predict_proba
 from .robustness import SEVERITIES, artefact_detector, mean_ci, robustness_metrics
 
 # %% auto #0
@@ -47,7 +47,7 @@ class TrainingConfig:
             if a not in ARMS: raise ValueError(f"unknown arm {a!r}{did_you_mean(a, ARMS)}; arms: {ARMS}")
         if not 0 < self.pretrain_fraction < 1: raise ValueError("pretrain_fraction must be in (0, 1)")
         if self.robustness_images < 0: raise ValueError("robustness_images must be ≥ 0 (0 = the whole test split)")
-        autocast_dtype('cpu', self.precision)  # rejects an unknown precision
+        if self.precision not in PRECISIONS: raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
 # %% ../nbs/06_training.ipynb #819fdc3b
 def train_model(data: dict, strategy: str, n_classes: int, cfg: TrainingConfig, seed: int, device, desc: str):
