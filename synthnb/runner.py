@@ -19,7 +19,7 @@ from .core import (MANIFEST, RESERVED_PARAMS, SHARED_KEYS, STAGES, Experiment, S
 __all__ = ['STAGE_API', 'CONFIGS', 'RUNNERS', 'RUN_HEADING', 'notebooks_dir', 'stage_notebook', 'notebook_parameters',
            'ParameterError', 'accepted_parameters', 'validate_experiment', 'code_hash', 'data_fingerprint', 'stage_key',
            'is_up_to_date', 'mark_complete', 'StageFailed', 'report_error', 'execute_notebook', 'report_notebook',
-           'file_lock', 'stage_cache_dir', 'store_stage', 'restore_stage', 'run_experiment', 'smoke_upstream',
+           'stage_cache_dir', 'store_stage', 'restore_stage', 'file_lock', 'run_experiment', 'smoke_upstream',
            'cmd_run', 'cmd_params', 'cmd_download', 'parser', 'main']
 
 # %% ../nbs/07_runner.ipynb #81f5218d
@@ -166,18 +166,7 @@ def report_notebook(notebook, dest) -> Path:
     nbformat.write(nb, str(dest))
     return Path(dest)
 
-# %% ../nbs/07_runner.ipynb #3315ae60
-@contextlib.contextmanager
-def file_lock(path):
-    "An exclusive lock on `path` (created if needed), released on exit."
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, 'w') as f:
-        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting for the lock on {path} (another run of this experiment?)", file=sys.stderr); fcntl.flock(f, fcntl.LOCK_EX)
-        try: yield
-        finally: fcntl.flock(f, fcntl.LOCK_UN)
-
+# %% ../nbs/07_runner.ipynb #5aa8937f
 def stage_cache_dir(stage_cache=None) -> Path|None:
     "The stage cache folder: `stage_cache`, else `SYNTHNB_STAGE_CACHE`, else None (off)."
     d = stage_cache or os.environ.get('SYNTHNB_STAGE_CACHE')
@@ -208,6 +197,18 @@ def restore_stage(cache: Path, stage: str, key: str, stage_dir) -> bool:
     m = read_manifest(stage_dir); m['runner']['restored_from'] = str(src)
     save_json(Path(stage_dir)/MANIFEST, m)
     return is_up_to_date(stage_dir, key)
+
+# %% ../nbs/07_runner.ipynb #3315ae60
+@contextlib.contextmanager
+def file_lock(path):
+    "An exclusive lock on `path` (created if needed), released on exit."
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, 'w') as f:
+        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for the lock on {path} (another run of this experiment?)", file=sys.stderr); fcntl.flock(f, fcntl.LOCK_EX)
+        try: yield
+        finally: fcntl.flock(f, fcntl.LOCK_UN)
 
 def run_experiment(exp: Experiment, # a loaded experiment (see `load_experiment`)
                    runs_dir='runs', # parent folder of run folders
