@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_generation.ipynb #b4e654be
 from __future__ import annotations
-import json, time
+import inspect, json, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,12 +16,13 @@ from safetensors.torch import load_file
 from .core import StageResult, StageRun, did_you_mean, image_grid, progress, stage_result
 from .diffusion import DiffusionGenerator, HybridGenerator
 from .gan import GANGenerator
+from .paste import DefectPasteGenerator
 from .simulation import ChestOpacitySimulator, SurfaceDefectSimulator
 
 # %% auto #0
 __all__ = ['GENERATORS', 'GENERATOR_CLASSES', 'GenerationConfig', 'make_simulator', 'make_diffusion', 'make_gan', 'make_hybrid',
-           'CopyGenerator', 'NoiseGenerator', 'sample_counts', 'request_labels', 'check_samples', 'save_generator',
-           'load_generator', 'smooth', 'plot_losses', 'run_generation']
+           'make_paste', 'make_paste_hybrid', 'CopyGenerator', 'NoiseGenerator', 'sample_counts', 'request_labels',
+           'check_samples', 'save_generator', 'load_generator', 'smooth', 'plot_losses', 'run_generation']
 
 # %% ../nbs/02_generation.ipynb #9e1ccf28
 @dataclass
@@ -43,6 +44,8 @@ class GenerationConfig:
     gan_lr: float = 0.0002
     diff_augment: bool = True
     hybrid_strength: float = 0.5  # SDEdit noise level in (0, 1]
+    paste_small_area: float = 0.02  # paste: masks below this share of the image carry their high-pass residual, larger ones their mean-matched pixels
+    paste_contrast: float = 0.2  # paste: each pasted defect's contrast is scaled by a random factor in 1 ± this
     seed: int = 0
     device: str = 'auto'
 
@@ -56,6 +59,7 @@ class GenerationConfig:
         for k in ('batch_size', 'diffusion_train_steps', 'ddim_steps', 'gan_train_steps', 'gan_width'):
             if getattr(self, k) < 1: raise ValueError(f"{k} must be ≥ 1, got {getattr(self, k)}")
         if not 0 < self.hybrid_strength <= 1: raise ValueError(f"hybrid_strength must be in (0, 1], got {self.hybrid_strength}")
+        if not 0 < self.paste_small_area < 1 or not 0 <= self.paste_contrast < 1: raise ValueError("paste_small_area must be in (0, 1) and paste_contrast in [0, 1)")
         if not 0 <= self.label_dropout < 1: raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
 
 # %% ../nbs/02_generation.ipynb #4f550d62
@@ -74,12 +78,28 @@ def make_gan(profile: dict, cfg=None, fitted=None):
     c = cfg or GenerationConfig()
     return GANGenerator(c.gan_train_steps, c.batch_size, c.gan_width, 64, c.gan_lr, c.ema_decay, c.diff_augment, c.device, c.seed)
 
+def _diffusion_of(fitted: dict|None):
+    "A diffusion model already trained in this run (by `diffusion` or a hybrid), else None."
+    fitted = fitted or {}
+    return fitted.get('diffusion') or next((g.diffusion for n, g in fitted.items() if n in ('hybrid', 'paste_hybrid')), None)
+
 def make_hybrid(profile: dict, cfg=None, fitted=None):
     "Simulator + diffusion refiner; reuses a diffusion model already in `fitted`."
-    return HybridGenerator(make_simulator(profile), (fitted or {}).get('diffusion') or make_diffusion(profile, cfg), (cfg or GenerationConfig()).hybrid_strength)
+    return HybridGenerator(make_simulator(profile), _diffusion_of(fitted) or make_diffusion(profile, cfg), (cfg or GenerationConfig()).hybrid_strength)
 
-GENERATORS = {'simulation': make_simulator, 'diffusion': make_diffusion, 'gan': make_gan, 'hybrid': make_hybrid}
-GENERATOR_CLASSES = {c.__name__: c for c in (ChestOpacitySimulator, SurfaceDefectSimulator, DiffusionGenerator, GANGenerator, HybridGenerator)}
+def make_paste(profile: dict, cfg=None, fitted=None):
+    "Mask-guided paste of the scarce set's real defects onto its real defect-free tiles."
+    c = cfg or GenerationConfig()
+    return DefectPasteGenerator(c.paste_small_area, c.paste_contrast)
+
+def make_paste_hybrid(profile: dict, cfg=None, fitted=None):
+    "Paste, then masked SDEdit by the diffusion model (reused from `fitted` when there)."
+    c = cfg or GenerationConfig()
+    return HybridGenerator(fitted['paste'] if 'paste' in (fitted or {}) else make_paste(profile, c), _diffusion_of(fitted) or make_diffusion(profile, c), c.hybrid_strength, masked=True)
+
+GENERATORS = {'simulation': make_simulator, 'diffusion': make_diffusion, 'gan': make_gan, 'hybrid': make_hybrid, 'paste': make_paste,
+              'paste_hybrid': make_paste_hybrid}
+GENERATOR_CLASSES = {c.__name__: c for c in (ChestOpacitySimulator, SurfaceDefectSimulator, DiffusionGenerator, GANGenerator, HybridGenerator, DefectPasteGenerator)}
 
 # %% ../nbs/02_generation.ipynb #9aa0e6ae
 class CopyGenerator:
@@ -169,9 +189,11 @@ def run_generation(cfg: GenerationConfig, upstream_dir=None, out_dir=None) -> St
         classes = profile['classes']
         labels = request_labels(sample_counts(cfg, classes))
         fitted, parts, losses = {}, [], {}
-        for name in progress(sorted(cfg.generators, key=lambda g: g == 'hybrid'), desc='generators', leave=False):
+        for name in progress(sorted(cfg.generators, key=lambda g: g in ('hybrid', 'paste_hybrid')), desc='generators', leave=False):
             t0 = time.time()
-            gen = fitted[name] = GENERATORS[name](profile, cfg, fitted).fit(train['images'], train['labels'], train.get('masks'), profile)
+            gen = GENERATORS[name](profile, cfg, fitted)
+            kinds = {'kinds': train['defect_type']} if 'defect_type' in train and 'kinds' in inspect.signature(gen.fit).parameters else {}
+            gen = fitted[name] = gen.fit(train['images'], train['labels'], train.get('masks'), profile, **kinds)
             t1 = time.time()
             out = check_samples(gen.sample(labels, run.generator), labels, train['images'].shape[1:], name)
             save_generator(run, gen)

@@ -26,6 +26,7 @@ class IntegrationConfig:
     "Parameters of stage 5."
     strategies: list = field(default_factory=lambda: list(STRATEGIES))  # training strategies stage 6 compares: 'mix', 'curriculum', 'pretrain_finetune'
     ratio: float = 1.0  # synthetic images per real image in the training set
+    ratios: list = field(default_factory=list)  # dose sweep: extra ratios, each one more mixed set (and stage-6 arm) per generator set
     source: str = 'synthetic_aug'  # 'synthetic_aug' (after stage 3) or 'synthetic' (raw stage-2 output)
     class_balance: bool = True  # draw synthetic images so the mixed set is as class-balanced as possible
     use_filter: bool = True  # drop synthetic images rejected by stage 4's `synthetic_keep`, when present
@@ -34,6 +35,7 @@ class IntegrationConfig:
     device: str = 'auto'
     def __post_init__(self):
         if self.ratio < 0: raise ValueError(f"ratio must be ≥ 0, got {self.ratio}")
+        if any(not isinstance(r, (int, float)) or r <= 0 for r in self.ratios): raise ValueError(f"ratios must be numbers > 0, got {self.ratios}")
         if self.source not in SOURCES: raise ValueError(f"source {self.source!r}{did_you_mean(self.source, SOURCES)}; choose from {SOURCES}")
         if not self.strategies: raise ValueError(f"strategies must name at least one of {STRATEGIES}")
         for s in self.strategies:
@@ -106,13 +108,16 @@ def run_integration(cfg: IntegrationConfig, upstream_dir=None, out_dir=None) -> 
         real = run.load_arrays('train')
         classes = json.loads(run.artifact_path('profile').read_text())['classes']
         syn = _synthetic_rows(run, cfg)
-        mixes = {'train_mix': integrate(real, syn, cfg.ratio, len(classes), cfg.class_balance, cfg.seed)}
         gens = sorted(set(syn['generator']))
-        if cfg.per_generator and len(gens) > 1:
-            for g in gens:
-                sub = {k: v[syn['generator'] == g] for k, v in syn.items()}
-                mixes[f'train_mix__{g}'] = integrate(real, sub, cfg.ratio, len(classes), cfg.class_balance, cfg.seed)
+        sets = {'all': syn, **({g: {k: v[syn['generator'] == g] for k, v in syn.items()} for g in gens} if cfg.per_generator and len(gens) > 1 else {})}
+        mixes, info = {}, {}
+        for gen, sub in sets.items():
+            for r in [cfg.ratio] + [r for r in cfg.ratios if r != cfg.ratio]:
+                name = ('train_mix' if gen == 'all' else f'train_mix__{gen}') + ('' if r == cfg.ratio else f'__x{r:g}')
+                mixes[name] = integrate(real, sub, r, len(classes), cfg.class_balance, cfg.seed)
+                info[name] = {'generator': gen, 'generators': sorted(set(sub['generator'])), 'ratio': float(r), 'base': r == cfg.ratio}
         for name, mix in mixes.items(): run.save_arrays(name, **mix)
+        run.write_json('mixes', info)
         run.metrics.update({'strategies': list(cfg.strategies), 'mixes': list(mixes), 'counts': {}})
         for name, mix in mixes.items():
             run.metrics['counts'][name] = {kind: {classes[c]: int(((mix['labels'] == c) & (mix['is_synthetic'] == s)).sum()) for c in range(len(classes))}
@@ -121,10 +126,10 @@ def run_integration(cfg: IntegrationConfig, upstream_dir=None, out_dir=None) -> 
     return stage_result('integration', run.out_dir)
 
 def _composition_figure(run, counts, classes, cfg):
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(counts), 2.4)); x = np.arange(len(counts)); w = 0.8 / len(classes)
+    fig, ax = plt.subplots(figsize=(min(12, 1.6 + 1.4 * len(counts)), 2.6)); x = np.arange(len(counts)); w = 0.8 / len(classes)
     for i, c in enumerate(classes):
         real = [counts[m]['real'][c] for m in counts]; syn = [counts[m]['synthetic'][c] for m in counts]
         ax.bar(x + i*w, real, w, color=f'C{i}', label=f'real {c}'); ax.bar(x + i*w, syn, w, bottom=real, color=f'C{i}', alpha=0.45, label=f'synthetic {c}')
-    ax.set_xticks(x + w*(len(classes)-1)/2, [m.replace('train_mix__', '') .replace('train_mix', 'all') for m in counts], fontsize=8)
+    ax.set_xticks(x + w*(len(classes)-1)/2, [m.replace('train_mix__', '').replace('train_mix', 'all').replace('__x', ' ×') for m in counts], fontsize=8, rotation=30 if len(counts) > 4 else 0)
     ax.set_title(f'training sets (ratio {cfg.ratio:g})'); ax.legend(fontsize=6); fig.tight_layout()
     run.save_figure('composition', fig); plt.close(fig)

@@ -13,8 +13,9 @@ from sklearn import metrics as skm
 from .core import bf16_supported, progress
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'to_tensor', 'to_uint8', 'check_labels', 'BasicBlock', 'SmallResNet', 'autocast_dtype', 'fit_classifier',
-           'memory_format', 'fused_adamw', 'predict_proba', 'classification_metrics']
+__all__ = ['TRAIN_AUGMENTS', 'PRECISIONS', 'to_tensor', 'to_uint8', 'check_labels', 'BasicBlock', 'stem_stride', 'SmallResNet',
+           'check_augment', 'train_augment', 'autocast_dtype', 'fit_classifier', 'roc_auc', 'memory_format',
+           'fused_adamw', 'predict_proba', 'classification_metrics', 'val_threshold']
 
 # %% ../nbs/00b_models.ipynb #19af91cc
 def to_tensor(images: np.ndarray, # uint8 (N, H, W)
@@ -46,18 +47,59 @@ class BasicBlock(nn.Module):
         self.skip = nn.Sequential() if stride == 1 and cin == cout else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
     def forward(self, x): return F.relu(self.b2(self.c2(F.relu(self.b1(self.c1(x))))) + self.skip(x))
 
+def stem_stride(image_size: int) -> int:
+    "2 for images of 48 px and more (the first stage then works at half resolution), else 1."
+    return 2 if image_size >= 48 else 1
+
 class SmallResNet(nn.Module):
-    "A compact ResNet for small greyscale images."
+    "A compact ResNet for small greyscale images, pooled by mean and max."
     def __init__(self, n_classes: int = 2, # output classes
                  width: int = 16, # channels of the first stage
-                 in_channels: int = 1):
+                 in_channels: int = 1,
+                 stride: int = 1, # stride of the stem (see `stem_stride`)
+                ):
         super().__init__()
         w = width
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, w, 3, stride, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU())
         self.body = nn.Sequential(BasicBlock(w, w), BasicBlock(w, 2*w, 2), BasicBlock(2*w, 4*w, 2))
-        self.head = nn.Linear(4*w, n_classes)
-    def features(self, x): return self.body(self.stem(x)).mean((2, 3))
+        self.head = nn.Linear(8*w, n_classes)
+    def features(self, x):
+        "Mean and max of the last feature map, concatenated (N, 8·width): the max keeps a defect a few pixels wide visible."
+        h = self.body(self.stem(x))
+        return torch.cat([h.mean((2, 3)), h.amax((2, 3))], 1)
     def forward(self, x): return self.head(self.features(x))
+
+# %% ../nbs/00b_models.ipynb #9f940851
+TRAIN_AUGMENTS = ('flip', 'rot90', 'shift', 'photometric')
+
+def check_augment(ops) -> tuple:
+    "`ops` as a tuple, or an error naming the unknown transform."
+    ops = tuple(ops or ())
+    for o in ops:
+        if o not in TRAIN_AUGMENTS: raise ValueError(f"unknown training augmentation {o!r}; choose from {TRAIN_AUGMENTS}")
+    return ops
+
+def train_augment(x: torch.Tensor, # batch (B, 1, H, W) in [-1, 1]
+                  ops: tuple, # subset of `TRAIN_AUGMENTS`
+                  generator: torch.Generator, # CPU generator: the draws
+                 ) -> torch.Tensor:
+    "A randomly transformed view of each image of the batch (label-preserving transforms only)."
+    B, dev = len(x), x.device
+    draw = lambda *shape: torch.rand(*shape, generator=generator).to(dev)
+    if 'flip' in ops:
+        x = torch.where((draw(B) < .5).view(-1, 1, 1, 1), x.flip(3), x)
+        x = torch.where((draw(B) < .5).view(-1, 1, 1, 1), x.flip(2), x)
+    if 'rot90' in ops and x.shape[-1] == x.shape[-2]:  # a quarter turn = transpose + flip; two = both flips
+        x = torch.where((draw(B) < .5).view(-1, 1, 1, 1), x.transpose(2, 3).flip(3), x)
+        x = torch.where((draw(B) < .5).view(-1, 1, 1, 1), x.flip(2).flip(3), x)
+    if 'shift' in ops:  # one random shift of up to 1/14 of the side per batch, edges replicated
+        s = max(1, x.shape[-1] // 14)
+        dy, dx = torch.randint(0, 2 * s + 1, (2,), generator=generator).tolist()
+        x = F.pad(x, (s, s, s, s), mode='replicate')[..., dy:dy + x.shape[-2], dx:dx + x.shape[-1]]
+    if 'photometric' in ops:
+        mean = x.mean((2, 3), keepdim=True)
+        x = (x - mean) * (1 + 0.3 * (draw(B, 1, 1, 1) - .5)) + mean + 0.2 * (draw(B, 1, 1, 1) - .5)
+    return x
 
 # %% ../nbs/00b_models.ipynb #4520d135
 def autocast_dtype(device='cpu', # where the model runs
@@ -84,27 +126,47 @@ def fit_classifier(images: np.ndarray, # uint8 (N, H, W)
                    model: nn.Module|None = None, # continue training this model (fine-tuning)
                    desc: str = 'train',
                    precision: str = 'auto', # autocast: 'auto' (bf16 where native), 'fp32' or 'bf16'
+                   augment=(), # on-the-fly label-preserving transforms, a subset of `TRAIN_AUGMENTS`
+                   stride: int|None = None, # stem stride of a new model; None: `stem_stride` of the image size
+                   monitor: tuple|None = None, # (images, labels) scored by ROC-AUC every `monitor_every` steps: the learning curve
+                   monitor_every: int = 0, # 0: every steps // 8
+                   weight_decay: float = 5e-4,
                   ) -> nn.Module:
-    "Train a `SmallResNet` (or continue `model`) with AdamW and a one-cycle schedule."
+    "Train a `SmallResNet` (or continue `model`) with AdamW and a one-cycle schedule; `model.history` holds the learning curve."
     if len(images) != len(labels): raise ValueError(f"{len(images)} images but {len(labels)} labels")
     if len(images) == 0: raise ValueError("cannot train on an empty training set")
     if steps < 1: raise ValueError(f"steps must be ≥ 1, got {steps}")
+    augment = check_augment(augment)
     device, dtype = torch.device(device), autocast_dtype(device, precision)
     g = torch.Generator().manual_seed(seed); torch.manual_seed(seed)
-    model = (model or SmallResNet(n_classes, width)).to(device).train()
+    model = (model or SmallResNet(n_classes, width, stride=stride or stem_stride(images.shape[-1]))).to(device).train()
     layout = memory_format(model, device)
     model = model.to(memory_format=layout)
     x, y = to_tensor(images, device), torch.as_tensor(labels, dtype=torch.long, device=device)
     if weights is None: weights = 1.0 / np.bincount(labels, minlength=n_classes).astype(float)[labels]
     p = torch.as_tensor(np.asarray(weights, dtype=np.float64) / np.sum(weights))
     batches = torch.multinomial(p, steps * batch_size, replacement=True, generator=g).view(steps, batch_size).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4, **fused_adamw(device))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, **fused_adamw(device))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
-    for idx in progress(batches, desc=desc, leave=False):
+    every = monitor_every or max(1, steps // 8)
+    history, losses = {'step': [], 'train_loss': [], 'monitor_auc': []}, []
+    for t, idx in enumerate(progress(batches, desc=desc, leave=False)):
+        xb = train_augment(x[idx], augment, g) if augment else x[idx]
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = F.cross_entropy(model(x[idx].contiguous(memory_format=layout)), y[idx])
+            loss = F.cross_entropy(model(xb.contiguous(memory_format=layout)), y[idx])
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
+        losses.append(loss.detach())
+        if monitor is not None and ((t + 1) % every == 0 or t + 1 == steps):
+            history['step'].append(t + 1); history['train_loss'].append(float(torch.stack(losses).float().mean())); losses = []
+            history['monitor_auc'].append(roc_auc(monitor[1], predict_proba(model, monitor[0], device=device, precision=precision)))
+            model.train()
+    model.history = history
     return model.eval()
+
+def roc_auc(labels: np.ndarray, proba: np.ndarray) -> float:
+    "ROC-AUC of class probabilities (N, C): of class 1 for two classes, one-vs-rest macro otherwise; NaN when a class is missing."
+    try: return float(skm.roc_auc_score(labels, proba[:, 1]) if proba.shape[1] == 2 else skm.roc_auc_score(labels, proba, multi_class='ovr'))
+    except ValueError: return float('nan')
 
 def memory_format(model: nn.Module, device) -> torch.memory_format:
     "`channels_last` unless a convolution of `model` has 2-7 input channels on a CPU (see below); then the default layout."
@@ -132,17 +194,24 @@ def predict_proba(model: nn.Module, images: np.ndarray,
 # %% ../nbs/00b_models.ipynb #91649bf1
 def classification_metrics(labels: np.ndarray, # true labels (N,)
                            proba: np.ndarray, # predicted probabilities (N, C)
+                           threshold: float|None = None, # two classes: predict class 1 when its probability ≥ this; None: argmax
                           ) -> dict:
     "Accuracy, balanced accuracy, F1, precision, recall, ROC-AUC and the confusion matrix."
-    labels = np.asarray(labels); pred = proba.argmax(1); n_classes = proba.shape[1]
+    labels = np.asarray(labels); n_classes = proba.shape[1]
+    pred = (proba[:, 1] >= threshold).astype(int) if threshold is not None and n_classes == 2 else proba.argmax(1)
     avg = 'binary' if n_classes == 2 else 'macro'
     out = {'accuracy': skm.accuracy_score(labels, pred), 'balanced_accuracy': skm.balanced_accuracy_score(labels, pred),
            'f1': skm.f1_score(labels, pred, average=avg, zero_division=0),
            'precision': skm.precision_score(labels, pred, average=avg, zero_division=0),
-           'recall': skm.recall_score(labels, pred, average=avg, zero_division=0)}
-    try: out['roc_auc'] = skm.roc_auc_score(labels, proba[:, 1]) if n_classes == 2 else skm.roc_auc_score(labels, proba, multi_class='ovr')
-    except ValueError: out['roc_auc'] = float('nan')  # a single class present
+           'recall': skm.recall_score(labels, pred, average=avg, zero_division=0), 'roc_auc': roc_auc(labels, proba)}
     out = {k: float(v) for k, v in out.items()}
     out['confusion'] = skm.confusion_matrix(labels, pred, labels=list(range(n_classes))).tolist()
     out['per_class_recall'] = skm.recall_score(labels, pred, average=None, labels=list(range(n_classes)), zero_division=0).tolist()
     return out
+
+def val_threshold(labels: np.ndarray, # validation labels (two classes)
+                  proba: np.ndarray, # validation probabilities (N, 2)
+                 ) -> float:
+    "The class-1 probability threshold that maximises balanced accuracy (Youden's J) on the validation set."
+    fpr, tpr, thr = skm.roc_curve(labels, proba[:, 1])
+    return float(np.clip(thr[np.argmax(tpr - fpr)], 0, 1))

@@ -11,14 +11,18 @@ import numpy as np
 import pandas as pd
 import matplotlib.pyplot as plt
 
-from .core import StageResult, StageRun, did_you_mean, stage_result
-from .models import PRECISIONS, classification_metrics, fit_classifier, predict_proba
+from .core import StageResult, StageRun, did_you_mean, progress, stage_result
+from .evidence import gap_closed, paired_delta, data_equivalence, t_interval
+from .models import PRECISIONS, check_augment, classification_metrics, fit_classifier, predict_proba, val_threshold
+from .replicates import ChainReader, pipeline_parameters, replicate_parameters, run_pipeline
 from .robustness import SEVERITIES, artefact_detector, mean_ci, robustness_metrics
 
 # %% auto #0
-__all__ = ['ARMS', 'STRATEGY_PREFIX', 'SCALARS', 'TrainingConfig', 'train_model', 'arm_strategy', 'load_arms', 'summarise',
-           'synthetic_arms', 'headline', 'results_table', 'recommend', 'apply_recommendations', 'robustness_subset',
-           'evaluate_arm', 'run_training']
+__all__ = ['ARMS', 'STRATEGY_PREFIX', 'SCALARS', 'HEADLINE_METRIC', 'TrainingConfig', 'train_model', 'arm_strategy', 'mix_arm',
+           'ceiling_set', 'load_arms', 'summarise', 'synthetic_arms', 'headline', 'results_table', 'format_table',
+           'recommend', 'apply_recommendations', 'robustness_subset', 'evaluate_unit', 'summarise_arm', 'train_arms',
+           'summarise_arms', 'merge_units', 'replicated_generators', 'replicate_overrides', 'replicate_means',
+           'learning_curve', 'run_training']
 
 # %% ../nbs/06_training.ipynb #e5aa9080
 ARMS = ('real_only', 'real_aug', 'synthetic', 'ceiling')
@@ -30,11 +34,18 @@ class TrainingConfig:
     batch_size: int = 64
     lr: float = 2e-3
     width: int = 16  # SmallResNet width
-    seeds: list = field(default_factory=lambda: [0, 1])  # one model per arm and seed
+    augment: list = field(default_factory=lambda: ['shift', 'photometric'])  # on-the-fly label-preserving transforms of every batch (`TRAIN_AUGMENTS`)
+    seeds: list = field(default_factory=lambda: [0, 1])  # model seeds: one model per arm, replicate and seed
     arms: list = field(default_factory=lambda: list(ARMS))  # which arms to train ('synthetic' = every mixed set of stage 5)
     phases: int = 4  # curriculum: steps in which the synthetic share grows
     pretrain_fraction: float = 0.5  # pretrain_finetune: share of steps spent on synthetic data
-    robustness: bool = True  # corruption and domain-shift curves
+    replicates: int = 1  # scarce draws: replicate r re-runs stages 1-5 with seed + r (new scarce and validation sets, refitted generators)
+    replicate_generators: list = field(default_factory=list)  # generators the replicates may refit ([] = any); the one best on validation is replicated
+    ratios: list = field(default_factory=list)  # dose sweep in the replicates: synthetic:real ratios besides stage 5's ratio
+    curve: list = field(default_factory=list)  # learning curve: real images per class (besides the experiment's), real-only vs the replicated arm
+    curve_replicates: int = 3  # replicates per learning-curve point
+    monitor_every: int = 0  # score validation ROC-AUC every this many steps (the training curves); 0 = steps // 8
+    robustness: bool = True  # corruption and domain-shift curves (models of the first replicate)
     robustness_images: int = 200  # test images the corruption and shift curves use (a fixed random subset); 0 = all
     detector_steps: int = 30  # steps of the real-vs-synthetic detector (0 = skip)
     precision: str = 'auto'  # classifier autocast: 'auto' (bf16 where the hardware has it natively), 'fp32' or 'bf16'
@@ -48,12 +59,17 @@ class TrainingConfig:
         if not 0 < self.pretrain_fraction < 1: raise ValueError("pretrain_fraction must be in (0, 1)")
         if self.robustness_images < 0: raise ValueError("robustness_images must be ≥ 0 (0 = the whole test split)")
         if self.precision not in PRECISIONS: raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        self.augment = list(check_augment(self.augment))
+        if self.replicates < 1 or self.curve_replicates < 1: raise ValueError("replicates and curve_replicates must be ≥ 1")
+        if any(not isinstance(r, (int, float)) or r <= 0 for r in self.ratios): raise ValueError(f"ratios must be numbers > 0, got {self.ratios}")
+        if any(not isinstance(n, int) or n < 1 for n in self.curve): raise ValueError(f"curve must list whole numbers of images per class ≥ 1, got {self.curve}")
 
 # %% ../nbs/06_training.ipynb #819fdc3b
-def train_model(data: dict, strategy: str, n_classes: int, cfg: TrainingConfig, seed: int, device, desc: str):
-    "A classifier trained on `data` by `strategy` with `cfg.steps` steps in total."
+def train_model(data: dict, strategy: str, n_classes: int, cfg: TrainingConfig, seed: int, device, desc: str, monitor=None):
+    "A classifier trained on `data` by `strategy` with `cfg.steps` steps in total; `monitor` (images, labels) gives its training curve."
     fit = lambda x, y, steps, model=None: fit_classifier(x, y, n_classes, steps, cfg.batch_size, cfg.lr, cfg.width, seed=seed, device=device,
-                                                    model=model, desc=desc, precision=cfg.precision)
+                                                    model=model, desc=desc, precision=cfg.precision, augment=cfg.augment,
+                                                    monitor=monitor, monitor_every=cfg.monitor_every)
     syn = data.get('is_synthetic', np.zeros(len(data['labels']), bool))
     if strategy == 'mix' or not syn.any(): return fit(data['images'], data['labels'], cfg.steps)
     if strategy == 'pretrain_finetune':
@@ -75,62 +91,93 @@ def arm_strategy(arm: str) -> str:
     "The training strategy of an arm: the one its name starts with (`curriculum:all`), else `mix`."
     return {v: k for k, v in STRATEGY_PREFIX.items()}.get(arm.split(':')[0], 'mix')
 
-def load_arms(run: StageRun, cfg: TrainingConfig) -> dict:
-    "arm name -> training arrays, as requested by `cfg.arms` and stage 5's strategies."
-    train = run.load_arrays('train'); out = {}
-    if 'real_only' in cfg.arms: out['real_only'] = train
+def mix_arm(info: dict) -> str:
+    "Arm name of a stage-5 mixed set: `synthetic:<generator>`, with `×<ratio>` for a dose-sweep ratio."
+    return f"synthetic:{info['generator']}" + ('' if info.get('base', True) else f"×{info['ratio']:g}")
+
+def ceiling_set(pool: dict, val: dict) -> dict:
+    "Every real pool image except the validation images: the full-data ceiling's training set."
+    keep = ~np.isin(np.arange(len(pool['labels'])), val['pool_index'])
+    return {'images': pool['images'][keep], 'labels': pool['labels'][keep]}
+
+def load_arms(src, # a reader of the stage-5 chain's artifacts (`ChainReader`)
+              cfg: TrainingConfig, strategies: list, mixes: dict) -> dict:
+    "arm name -> (training arrays, strategy, description), as requested by `cfg.arms` and stage 5's strategies and mixed sets."
+    train, out = src.arrays('train'), {}
+    if 'real_only' in cfg.arms: out['real_only'] = (train, 'mix', {'generators': [], 'ratio': 0.0})
     if 'real_aug' in cfg.arms:
-        aug = run.load_arrays('real_aug')
-        out['real_aug'] = {'images': np.concatenate([train['images'], aug['images']]), 'labels': np.concatenate([train['labels'], aug['labels']])}
+        aug = src.arrays('real_aug')
+        out['real_aug'] = ({'images': np.concatenate([train['images'], aug['images']]), 'labels': np.concatenate([train['labels'], aug['labels']])}, 'mix', {'generators': [], 'ratio': 0.0})
     if 'synthetic' in cfg.arms:
-        strategies = run.upstream['parameters'].get('strategies', ['mix'])
-        for name in run.upstream['metrics']['mixes']:
-            gen = name.split('__', 1)[1] if '__' in name else 'all'
-            if 'mix' in strategies: out[f'synthetic:{gen}'] = run.load_arrays(name)
-            if gen == 'all':  # the other strategies are compared on the all-generators set
-                out.update({f'{STRATEGY_PREFIX[s]}:all': run.load_arrays(name) for s in strategies if s != 'mix'})
-    if 'ceiling' in cfg.arms: out['ceiling'] = run.load_arrays('pool')
+        for name, info in mixes.items():
+            if 'mix' in strategies: out[mix_arm(info)] = (src.arrays(name), 'mix', info)
+            if info['generator'] == 'all' and info.get('base', True):
+                out.update({f'{STRATEGY_PREFIX[s]}:all': (src.arrays(name), s, info) for s in strategies if s != 'mix'})
+    if 'ceiling' in cfg.arms: out['ceiling'] = (ceiling_set(src.arrays('pool'), src.arrays('val')), 'mix', {'generators': [], 'ratio': 0.0})
     return out
 
 # %% ../nbs/06_training.ipynb #c5dc118c
 SCALARS = ('accuracy', 'balanced_accuracy', 'f1', 'precision', 'recall', 'roc_auc')
+HEADLINE_METRIC = 'roc_auc'
 
-def summarise(per_seed: list) -> dict:
-    "Mean, std and 95 % CI half-width over seeds of each scalar metric."
-    return {k: mean_ci([m[k] for m in per_seed]) for k in SCALARS}
+def summarise(per_unit: list) -> dict:
+    "Mean, std, 95 % CI half-width and the CI's bounds (clipped to [0, 1]) over units of each scalar metric."
+    out = {}
+    for k in SCALARS:
+        v = [m[k] for m in per_unit if m[k] == m[k]]  # an undefined AUC (one class present) is left out
+        s = mean_ci(v) if v else {'mean': None, 'std': None, 'ci95': None, 'n': 0}
+        if v: s.update(ci_low=float(max(0.0, s['mean'] - s['ci95'])), ci_high=float(min(1.0, s['mean'] + s['ci95'])))
+        out[k] = s
+    return out
 
 def synthetic_arms(metrics: dict) -> dict:
     "The arms trained on synthetic data (any strategy)."
     return {a: m for a, m in metrics.items() if a.split(':')[0] in STRATEGY_PREFIX.values() and ':' in a}
 
-def headline(metrics: dict, key: str = 'balanced_accuracy', select_on: str = 'val') -> dict:
-    "Real-only vs best synthetic arm (chosen on `select_on`: 'val' or 'test') vs ceiling on the test `key`, with the fraction of the gap closed."
+def _scores(m: dict, key: str) -> list: return [u[key] for u in m['per_seed']]
+
+def headline(metrics: dict, key: str = HEADLINE_METRIC) -> dict:
+    "Real-only vs the best synthetic arm (chosen on validation `key`) vs ceiling on test `key`: paired Δ with CI, gap closed with CI."
     syn = synthetic_arms(metrics)
     if 'real_only' not in metrics or not syn: return {}
-    pick = 'val_summary' if select_on == 'val' and all('val_summary' in m for m in syn.values()) else 'summary'
-    best = max(syn, key=lambda a: syn[a][pick][key]['mean'])
-    base, top = metrics['real_only']['summary'][key]['mean'], syn[best]['summary'][key]['mean']
-    out = {'metric': key, 'selected_on': 'val' if pick == 'val_summary' else 'test',
-           'real_only': metrics['real_only']['summary'][key], 'best_synthetic_arm': best, 'best_synthetic': syn[best]['summary'][key]}
+    best = max(syn, key=lambda a: syn[a]['val_summary'][key]['mean'] if syn[a]['val_summary'][key]['mean'] is not None else -1)
+    real, top = metrics['real_only'], syn[best]
+    if real['units'] != top['units']: raise ValueError(f"{best} and real_only were trained on different units: they cannot be paired")
+    out = {'metric': key, 'selected_on': 'val', 'n_units': len(real['units']), 'n_replicates': len({u['replicate'] for u in real['units']}),
+           'real_only': real['summary'][key], 'best_synthetic_arm': best, 'best_synthetic': top['summary'][key],
+           'delta': paired_delta(_scores(top, key), _scores(real, key))}
     if 'ceiling' in metrics:
-        ceil = metrics['ceiling']['summary'][key]['mean']; out['ceiling'] = metrics['ceiling']['summary'][key]
-        out['gap_closed'] = float((top - base) / (ceil - base)) if ceil - base > 1e-9 else None
-        if out['gap_closed'] is None:
-            out['gap_note'] = f"the full-data ceiling ({ceil:.3f}) is not above real-only ({base:.3f}) on test {key}: no gap to close"
+        ceil = metrics['ceiling']
+        g = gap_closed(_scores(real, key), _scores(top, key), _scores(ceil, key))
+        out.update(ceiling=ceil['summary'][key], ceiling_delta=g['gap'], gap_closed=g['value'], gap_closed_ci=[g['ci_low'], g['ci_high']])
+        if g['value'] is None: out['gap_note'] = g['note']
     return out
 
 def results_table(metrics: dict) -> pd.DataFrame:
-    "One row per arm: n_train and mean ± 95 % CI of each scalar test metric."
-    rows = {a: {'n_train': m['n_train'], **{k: f"{m['summary'][k]['mean']:.3f} ± {m['summary'][k]['ci95']:.3f}" for k in SCALARS},
-                'class_recall_gap': round(m['recall_gap'], 3)} for a, m in metrics.items() if isinstance(m, dict) and 'summary' in m}
+    "One row per arm: n_train and, per scalar test metric, the mean and its 95 % CI bounds (numbers); the val-threshold balanced accuracy."
+    rows = {}
+    for a, m in metrics.items():
+        if not (isinstance(m, dict) and 'summary' in m): continue
+        r = {'n_train': m['n_train'], 'units': len(m['per_seed'])}
+        for k in SCALARS: r.update({k: m['summary'][k]['mean'], f'{k}_ci_low': m['summary'][k].get('ci_low'), f'{k}_ci_high': m['summary'][k].get('ci_high')})
+        r['balanced_accuracy_at_val_threshold'] = m['thresholded_summary']['balanced_accuracy']['mean'] if 'thresholded_summary' in m else None
+        r['class_recall_gap'] = m['recall_gap']
+        rows[a] = r
     return pd.DataFrame(rows).T.rename_axis('arm')
+
+def format_table(table: pd.DataFrame, keys=SCALARS) -> pd.DataFrame:
+    "The results table as text: `mean [low, high]` per metric, for reading."
+    f = lambda r, k: '–' if r[k] is None or r[k] != r[k] else f"{r[k]:.3f}" + ('' if r[f'{k}_ci_low'] is None or r[f'{k}_ci_low'] != r[f'{k}_ci_low'] else f" [{r[f'{k}_ci_low']:.3f}, {r[f'{k}_ci_high']:.3f}]")
+    return pd.DataFrame({a: {'n_train': int(r['n_train']), 'units': int(r['units']), **{k: f(r, k) for k in keys},
+                             'bal. acc. @ val threshold': '–' if r['balanced_accuracy_at_val_threshold'] is None else f"{r['balanced_accuracy_at_val_threshold']:.3f}"}
+                         for a, r in table.iterrows()}).T.rename_axis('arm')
 
 # %% ../nbs/06_training.ipynb #8e8c1c5e
 def recommend(metrics: dict, classes: list, detector: dict) -> list:
     "Changes to the experiment suggested by this stage's results."
-    recs, h = [], headline(metrics, select_on='val')
+    recs, h = [], headline(metrics)
     arm = h.get('best_synthetic_arm', 'real_only')
-    val = lambda a, k='balanced_accuracy': metrics[a].get('val_summary', metrics[a]['summary'])[k]['mean']
+    val = lambda a, k=HEADLINE_METRIC: metrics[a].get('val_summary', metrics[a]['summary'])[k]['mean']
     if arm in metrics:
         recall = metrics[arm].get('val_per_class_recall', metrics[arm]['per_class_recall']); worst = int(np.argmin(recall))
         recs.append({'key': f'generation.class_counts.{classes[worst]}', 'op': 'scale', 'factor': 2.0,
@@ -171,62 +218,218 @@ def robustness_subset(test: dict, n: int, seed: int = 0) -> dict:
     idx = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:max(1, round(n * np.mean(labels == c)))] for c in np.unique(labels)]))
     return {k: test[k][idx] for k in ('images', 'labels')}
 
-# %% ../nbs/06_training.ipynb #c43389b4
-def evaluate_arm(data, test, val, strategy, n_classes, cfg, device, arm) -> dict:
-    "Train one model per seed on `data`; test and validation metrics, robustness and summaries."
-    per_seed, per_seed_val, robust = [], [], []
-    proba = lambda model, images: predict_proba(model, images, device=device, precision=cfg.precision)
-    for s in cfg.seeds:
-        model = train_model(data, strategy, n_classes, cfg, int(s), device, f'{arm} seed {s}')
-        per_seed.append(classification_metrics(test['labels'], proba(model, test['images'])))
-        per_seed_val.append(classification_metrics(val['labels'], proba(model, val['images'])))
-        if cfg.robustness: robust.append(robustness_metrics(model, robustness_subset(test, cfg.robustness_images, cfg.seed), device, int(s)))
-    recall = np.mean([m['per_class_recall'] for m in per_seed], 0)
-    out = {'n_train': int(len(data['labels'])), 'strategy': strategy, 'summary': summarise(per_seed), 'per_seed': per_seed,
-           'per_class_recall': recall.tolist(), 'recall_gap': float(recall.max() - recall.min()),
-           'confusion': np.sum([m['confusion'] for m in per_seed], 0).tolist(),  # summed over seeds
-           'val_summary': summarise(per_seed_val), 'val_per_class_recall': np.mean([m['per_class_recall'] for m in per_seed_val], 0).tolist(),
-           'model': model}
-    if robust: out['robustness'] = {k: {m: mean_ci([r[k][m] for r in robust]) for m in robust[0][k]} for k in robust[0]}
+# %% ../nbs/06_training.ipynb #8e7edb79
+def evaluate_unit(data: dict, strategy: str, test: dict, val: dict, n_classes: int, cfg: TrainingConfig, device, seed: int, desc: str) -> dict:
+    "Train one model; its test metrics (argmax and at the validation-chosen threshold), validation metrics and training curve."
+    model = train_model(data, strategy, n_classes, cfg, seed, device, desc, monitor=(val['images'], val['labels']))
+    p_test, p_val = (predict_proba(model, d['images'], device=device, precision=cfg.precision) for d in (test, val))
+    out = {'test': classification_metrics(test['labels'], p_test), 'val': classification_metrics(val['labels'], p_val), 'history': model.history, 'model': model}
+    if n_classes == 2: out['thresholded'] = classification_metrics(test['labels'], p_test, val_threshold(val['labels'], p_val))
     return out
 
+def summarise_arm(units: list, results: list, n_train: int, strategy: str, info: dict) -> dict:
+    "An arm's record: per-unit and summarised test, validation and val-threshold metrics, recall by class, the mean training curve."
+    recall = np.mean([r['test']['per_class_recall'] for r in results], 0)
+    hist = [r['history'] for r in results]
+    out = {'n_train': int(n_train), 'strategy': strategy, 'generators': info.get('generators', []), 'ratio': info.get('ratio', 0.0), 'units': units,
+           'per_seed': [r['test'] for r in results], 'summary': summarise([r['test'] for r in results]),
+           'val_summary': summarise([r['val'] for r in results]), 'val_per_class_recall': np.mean([r['val']['per_class_recall'] for r in results], 0).tolist(),
+           'per_class_recall': recall.tolist(), 'recall_gap': float(recall.max() - recall.min()),
+           'confusion': np.sum([r['test']['confusion'] for r in results], 0).tolist(),  # summed over units
+           'training_curve': {'step': hist[0]['step'], 'val_auc': np.nanmean([h['monitor_auc'] for h in hist], 0).tolist(),
+                              'train_loss': np.mean([h['train_loss'] for h in hist], 0).tolist()}}
+    if all('thresholded' in r for r in results): out['thresholded_summary'] = summarise([r['thresholded'] for r in results])
+    return out
+
+# %% ../nbs/06_training.ipynb #6d549b14
+def train_arms(src, cfg: TrainingConfig, strategies: list, test: dict, n_classes: int, device, replicate: int,
+               robust: bool = False, rename=None, only=None) -> tuple:
+    "Every arm of one replicate (`src`: its stage-5 chain), one model per seed: arm -> (units, results, n_train, strategy, info); the last model of each arm."
+    val, out, models = src.arrays('val'), {}, {}
+    for arm, (data, strategy, info) in load_arms(src, cfg, strategies, src.json('mixes')).items():
+        name = rename(arm) if rename else arm
+        if only is not None and name not in only: continue
+        units, results = [], []
+        for s in cfg.seeds:
+            r = evaluate_unit(data, strategy, test, val, n_classes, cfg, device, int(s), f'{name} · replicate {replicate} · seed {s}')
+            if robust: r['robustness'] = robustness_metrics(r['model'], robustness_subset(test, cfg.robustness_images, cfg.seed), device, int(s))
+            models[name] = r.pop('model'); units.append({'replicate': replicate, 'seed': int(s)}); results.append(r)
+        out[name] = (units, results, len(data['labels']), strategy, info)
+    return out, models
+
+def summarise_arms(collected: dict) -> dict:
+    "arm -> its record (`summarise_arm`), with robustness curves where they were computed."
+    out = {}
+    for arm, (units, results, n_train, strategy, info) in collected.items():
+        out[arm] = summarise_arm(units, results, n_train, strategy, info)
+        robust = [r['robustness'] for r in results if 'robustness' in r]
+        if robust: out[arm]['robustness'] = {k: {m: mean_ci([r[k][m] for r in robust]) for m in robust[0][k]} for k in robust[0]}
+    return out
+
+def merge_units(parts: list) -> dict:
+    "Concatenate the units of each arm over replicates (arms missing from any replicate are dropped)."
+    arms = set.intersection(*(set(p) for p in parts))
+    merged = {}
+    for arm in [a for a in parts[0] if a in arms]:
+        units, results = [], []
+        for p in parts: units += p[arm][0]; results += p[arm][1]
+        _, _, n_train, strategy, info = parts[0][arm]
+        merged[arm] = (units, results, n_train, strategy, info)
+    return merged
+
+# %% ../nbs/06_training.ipynb #186d6d98
+def replicated_generators(screen: dict, cfg: TrainingConfig) -> tuple:
+    "(generators, arm): the screened synthetic arm with the best validation ROC-AUC among those `cfg.replicate_generators` allows."
+    allowed = lambda a: a['generators'] and (not cfg.replicate_generators or set(a['generators']) <= set(cfg.replicate_generators))
+    cands = {a: m for a, m in synthetic_arms(screen).items() if m['strategy'] == 'mix' and allowed(m)}
+    if not cands: raise ValueError(f"no screened synthetic arm uses only the generators {cfg.replicate_generators}: nothing to replicate")
+    best = max(cands, key=lambda a: cands[a]['val_summary'][HEADLINE_METRIC]['mean'] or -1)
+    return list(cands[best]['generators']), best
+
+def replicate_overrides(params: dict, generators: list, ratio: float, ratios: list, n_per_class: int|None = None) -> dict:
+    "The keys a replicate changes: its generators only, one mixed set per dose, enough synthetic images for the largest dose."
+    n_real = n_per_class or params['domain']['n_per_class']
+    need = int(np.ceil(1.1 * max([ratio] + list(ratios)) * n_real))  # per class, with room for stage 4's filter
+    over = {'generation__generators': list(generators), 'generation__n_per_class': max(params['generation']['n_per_class'], need),
+            'integration__per_generator': False, 'integration__strategies': ['mix'], 'integration__ratio': float(ratio),
+            'integration__ratios': [float(r) for r in ratios if r != ratio]}
+    if n_per_class is not None: over['domain__n_per_class'] = int(n_per_class)
+    return over
+
+# %% ../nbs/06_training.ipynb #f817b7ac
+def replicate_means(arm: dict, key: str = HEADLINE_METRIC) -> list:
+    "Per-replicate mean of test `key` over the arm's model seeds, in replicate order."
+    by = {}
+    for u, m in zip(arm['units'], arm['per_seed']): by.setdefault(u['replicate'], []).append(m[key])
+    return [float(np.nanmean(by[r])) for r in sorted(by)]
+
+def learning_curve(points: dict, # real images per class -> {'real_only': [...], arm: [...]} per-replicate test scores
+                   headline_n: int, arm: str, ceiling: dict|None = None) -> dict:
+    "The curve's table (mean and t-interval per count and arm) and the data equivalence of `arm` at `headline_n`."
+    rows = []
+    for n in sorted(points):
+        for a, v in points[n].items():
+            mean, lo, hi = t_interval(v); rows.append({'n_per_class': int(n), 'arm': a, 'mean': mean, 'ci_low': lo, 'ci_high': hi, 'n': len(v)})
+    real = {n: p['real_only'] for n, p in points.items()}
+    if ceiling: real[ceiling['n_per_class']] = ceiling['scores']
+    eq = data_equivalence(real, points[headline_n][arm]) if len(real) > 1 and arm in points[headline_n] else None
+    return {'arm': arm, 'headline_n': int(headline_n), 'rows': rows, 'data_equivalence': eq, 'ceiling': ceiling}
+
+# %% ../nbs/06_training.ipynb #c43389b4
 def run_training(cfg: TrainingConfig, upstream_dir=None, out_dir=None) -> StageResult:
-    "Stage 6: train every arm, evaluate on the real test split, recommend changes."
+    "Stage 6: screen every arm, replicate the best on fresh scarce draws (with the dose sweep and learning curve), evaluate on the real test split, recommend changes."
     with StageRun('training', cfg, upstream_dir, out_dir) as run:
-        classes = json.loads(run.artifact_path('profile').read_text())['classes']
-        test, val = run.load_arrays('test'), run.load_arrays('val')
-        for arm, data in load_arms(run, cfg).items():
-            res = evaluate_arm(data, test, val, arm_strategy(arm), len(classes), cfg, run.device, arm)
-            run.save_model(f"classifier_{arm.replace(':', '_')}", res.pop('model').state_dict(), {'class': 'SmallResNet', 'n_classes': len(classes), 'width': cfg.width, 'seed': int(cfg.seeds[-1])})
-            run.metrics[arm] = res
-        syn, train = run.load_arrays('synthetic'), run.load_arrays('train')
+        src = ChainReader.of_run(run)
+        classes = src.json('profile')['classes']; n_classes = len(classes)
+        test, val = src.arrays('test'), src.arrays('val')
+        strategies = run.upstream['parameters'].get('strategies', ['mix'])
+        collected, models = train_arms(src, cfg, strategies, test, n_classes, run.device, 0, robust=cfg.robustness)
+        for arm, model in models.items():
+            run.save_model(f"classifier_{arm.replace(':', '_').replace('×', 'x').replace('+', '_')}", model.state_dict(),
+                           {'class': 'SmallResNet', 'n_classes': n_classes, 'width': cfg.width, 'stride': int(model.stem[0].stride[0]), 'seed': int(cfg.seeds[-1])})
+        screen = summarise_arms(collected)
+        arms = screen
+        if cfg.replicates > 1 or cfg.ratios or cfg.curve:
+            arms, extra = _replicate(run, cfg, screen, test, n_classes)
+            run.metrics['screening'] = screen; run.metrics.update(extra)
+        run.metrics.update(arms)
+        syn, train = src.arrays('synthetic'), src.arrays('train')
         detector = {str(g): artefact_detector(train['images'], syn['images'][syn['generator'] == g], cfg.detector_steps, cfg.seed, run.device)
                     for g in np.unique(syn['generator'])} if cfg.detector_steps else {}
-        arms_metrics = {a: m for a, m in run.metrics.items()}
-        run.metrics.update({'strategies': run.upstream['parameters'].get('strategies', ['mix']), 'val': {'n': int(len(val['labels']))}, 'test': {'n': int(len(test['labels'])), 'per_class': {c: int((test['labels'] == i).sum()) for i, c in enumerate(classes)}},
-                            'detector': detector, 'headline': headline(arms_metrics)})
-        run.write_json('results_table', results_table(arms_metrics).reset_index().to_dict(orient='records'))
-        run.write_json('recommendations', recommend(arms_metrics, classes, detector))
-        _training_figures(run, arms_metrics, cfg)
+        run.metrics.update({'strategies': strategies, 'val': {'n': int(len(val['labels']))}, 'test': {'n': int(len(test['labels'])), 'per_class': {c: int((test['labels'] == i).sum()) for i, c in enumerate(classes)}},
+                            'detector': detector, 'headline': headline(arms)})
+        run.write_json('results_table', results_table(arms).reset_index().to_dict(orient='records'))
+        run.write_json('recommendations', recommend(arms, classes, detector))
+        _training_figures(run, arms, screen, cfg)
     return stage_result('training', run.out_dir)
 
+def _replicate(run, cfg: TrainingConfig, screen: dict, test: dict, n_classes: int) -> tuple:
+    "The replicated arms (paired over replicates) and the records of the replication and the learning curve."
+    params = pipeline_parameters(run.upstream_dir)
+    gens, picked = replicated_generators(screen, cfg)
+    rename = lambda a: a.replace(':all', ':' + '+'.join(gens))
+    ratio = params['integration']['ratio']
+    parts = []
+    for r in progress(range(cfg.replicates), desc='replicates', leave=False):
+        p = replicate_parameters(params, cfg.seed + r, **replicate_overrides(params, gens, ratio, cfg.ratios))
+        d = run_pipeline(p, run.out_dir/'replicates'/f'seed{cfg.seed + r}')
+        parts.append(train_arms(ChainReader(d), cfg, ['mix'], test, n_classes, run.device, r, rename=rename)[0])
+    arms = summarise_arms(merge_units(parts))
+    extra = {'replication': {'generators': gens, 'chosen_from': picked, 'replicates': cfg.replicates, 'seeds': [cfg.seed + r for r in range(cfg.replicates)],
+                             'ratios': [ratio] + [r for r in cfg.ratios if r != ratio]}}
+    h = headline(arms)
+    if cfg.curve and h:
+        best = h['best_synthetic_arm']; best_ratio = arms[best]['ratio']; n0 = params['domain']['n_per_class']
+        points = {n0: {'real_only': replicate_means(arms['real_only'])[:cfg.curve_replicates], best: replicate_means(arms[best])[:cfg.curve_replicates]}}
+        for n in progress([n for n in cfg.curve if n != n0], desc='learning curve', leave=False):
+            points[n] = {'real_only': [], best: []}
+            for r in range(cfg.curve_replicates):
+                p = replicate_parameters(params, cfg.seed + r, **replicate_overrides(params, gens, best_ratio, [], n_per_class=n))
+                d = run_pipeline(p, run.out_dir/'curve'/f'n{n}_seed{cfg.seed + r}')
+                same = rename('synthetic:all')  # the headline arm's generators at its ratio, now stage 5's base ratio
+                got = train_arms(ChainReader(d), cfg, ['mix'], test, n_classes, run.device, r, rename=rename, only={'real_only', same})[0]
+                for a, b in (('real_only', 'real_only'), (best, same)): points[n][a].append(float(np.nanmean([m['test'][HEADLINE_METRIC] for m in got[b][1]])))
+        ceil = {'n_per_class': int(arms['ceiling']['n_train'] // n_classes), 'scores': replicate_means(arms['ceiling'])} if 'ceiling' in arms else None
+        extra['learning_curve'] = learning_curve(points, n0, best, ceil)
+    return arms, extra
+
 # %% ../nbs/06_training.ipynb #f12a78c2
-def _training_figures(run, metrics, cfg):
+def _err(s: dict) -> list: return [[s['mean'] - (s.get('ci_low') if s.get('ci_low') is not None else s['mean'])], [(s.get('ci_high') if s.get('ci_high') is not None else s['mean']) - s['mean']]]
+
+def _training_figures(run, metrics, screen, cfg):
     arms = list(metrics); x = np.arange(len(SCALARS)); w = 0.8 / len(arms)
-    fig, ax = plt.subplots(figsize=(7, 3))
+    fig, ax = plt.subplots(figsize=(9, 3))
     for i, a in enumerate(arms):
         s = metrics[a]['summary']
-        ax.bar(x + (i - (len(arms)-1)/2)*w, [s[k]['mean'] for k in SCALARS], w, yerr=[s[k]['ci95'] for k in SCALARS], label=a, capsize=2)
-    ax.set_xticks(x, SCALARS, rotation=15, fontsize=8); ax.set_ylim(0, 1); ax.legend(fontsize=6, ncol=2); ax.set_title('real test split (mean ± 95% CI over seeds)')
-    fig.tight_layout(); run.save_figure('test_metrics', fig); plt.close(fig)
-    if not cfg.robustness: return
-    fig, axes = plt.subplots(1, len(SEVERITIES) + 1, figsize=(11, 2.6), sharey=True)
+        ax.bar(x + (i - (len(arms)-1)/2)*w, [s[k]['mean'] or 0 for k in SCALARS], w, yerr=np.hstack([_err(s[k]) for k in SCALARS]), label=a, capsize=2)
+    ax.set_xticks(x, SCALARS, fontsize=8); ax.set_ylim(0, 1); ax.legend(fontsize=6, loc='upper left', bbox_to_anchor=(1.01, 1))
+    ax.set_title('real test split (mean and 95% CI over units)', fontsize=9); fig.tight_layout(); run.save_figure('test_metrics', fig); plt.close(fig)
+    _delta_figure(run, metrics); _curve_figure(run, metrics)
+    if 'learning_curve' in run.metrics: _learning_curve_figure(run, run.metrics['learning_curve'])
+    if cfg.robustness: _robustness_figure(run, screen)
+
+def _delta_figure(run, metrics):
+    "Per-unit paired difference of test ROC-AUC to real-only, for every other arm."
+    others = [a for a in metrics if a != 'real_only']
+    if 'real_only' not in metrics or not others: return
+    base = np.array(_scores(metrics['real_only'], HEADLINE_METRIC))
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(others) + 1.2))
+    for i, a in enumerate(others):
+        d = paired_delta(_scores(metrics[a], HEADLINE_METRIC), base)
+        ax.scatter(d['per_unit'], np.full(len(d['per_unit']), i) + np.linspace(-0.15, 0.15, len(d['per_unit'])), s=10, alpha=0.5, color='C0')
+        if d['ci_low'] is not None: ax.plot([d['ci_low'], d['ci_high']], [i, i], color='k', lw=2)
+        ax.plot(d['mean'], i, 'D', color='k', ms=5)
+    ax.axvline(0, color='grey', lw=1, ls='--'); ax.set_yticks(range(len(others)), others, fontsize=8)
+    ax.set_xlabel('test ROC-AUC minus real-only, paired by unit (dots), mean and 95% CI'); fig.tight_layout(); run.save_figure('paired_deltas', fig); plt.close(fig)
+
+def _curve_figure(run, metrics):
+    "The recipe's training curves: mean validation ROC-AUC against the optimisation step, per arm."
+    fig, ax = plt.subplots(figsize=(6, 2.8))
+    for a, m in metrics.items(): ax.plot(m['training_curve']['step'], m['training_curve']['val_auc'], marker='.', label=a)
+    ax.set_xlabel('optimisation step'); ax.set_ylabel('validation ROC-AUC'); ax.set_title('training curves (mean over units)', fontsize=9)
+    ax.legend(fontsize=6, loc='upper left', bbox_to_anchor=(1.01, 1)); fig.tight_layout(); run.save_figure('training_curves', fig); plt.close(fig)
+
+def _learning_curve_figure(run, lc):
+    rows = pd.DataFrame(lc['rows']); fig, ax = plt.subplots(figsize=(6, 3))
+    for i, (a, g) in enumerate(rows.groupby('arm', sort=False)):
+        g = g.sort_values('n_per_class'); lo = g.ci_low.fillna(g['mean']); hi = g.ci_high.fillna(g['mean'])
+        ax.errorbar(g.n_per_class * (1 + 0.03 * i), g['mean'], [g['mean'] - lo, hi - g['mean']], marker='o', capsize=3, label=a)
+    if lc['ceiling']: ax.axhline(np.mean(lc['ceiling']['scores']), color='k', ls='--', lw=1, label=f"ceiling (~{lc['ceiling']['n_per_class']}/class)")
+    eq = lc['data_equivalence']
+    if eq and eq['n_equivalent']: ax.axvline(eq['n_equivalent'], color='grey', ls=':', lw=1, label=f"real-only equivalent: {eq['n_equivalent']:.1f}/class")
+    ax.set_xscale('log'); ax.set_xlabel('real images per class'); ax.set_ylabel('test ROC-AUC'); ax.set_title('learning curve (mean and 95% CI over replicates)', fontsize=9)
+    ax.legend(fontsize=6, loc='upper left', bbox_to_anchor=(1.01, 1)); fig.tight_layout(); run.save_figure('learning_curve', fig); plt.close(fig)
+
+def _robustness_figure(run, metrics):
+    arms = [a for a in metrics if 'robustness' in metrics[a]]
+    if not arms: return
+    fig, axes = plt.subplots(1, len(SEVERITIES) + 1, figsize=(12, 2.8), sharey=True)
     for a in arms:
-        r, clean = metrics[a]['robustness'], metrics[a]['summary']['balanced_accuracy']['mean']
+        r, clean = metrics[a]['robustness'], metrics[a]['summary']['roc_auc']['mean']
         for ax, kind in zip(axes, SEVERITIES):
-            ax.plot([0, 1, 2, 3], [clean] + [r[f'{kind}_{s}']['balanced_accuracy']['mean'] for s in (1, 2, 3)], marker='o', label=a)
+            ax.plot([0, 1, 2, 3], [clean] + [r[f'{kind}_{s}']['roc_auc']['mean'] for s in (1, 2, 3)], marker='o', label=a)
             ax.set_title(kind, fontsize=9); ax.set_xlabel('severity', fontsize=8)
-        axes[-1].bar(a, r['shift']['balanced_accuracy']['mean'])
+        axes[-1].bar(a, r['shift']['roc_auc']['mean'])
     axes[-1].set_title('shifted test set', fontsize=9); axes[-1].tick_params(axis='x', rotation=60, labelsize=6)
-    axes[0].set_ylabel('balanced accuracy'); axes[0].legend(fontsize=6)
-    fig.tight_layout(); run.save_figure('robustness', fig); plt.close(fig)
+    axes[0].set_ylabel('ROC-AUC (screening run)'); fig.legend(*axes[0].get_legend_handles_labels(), fontsize=6, loc='center right')
+    fig.tight_layout(rect=(0, 0, 0.85, 1)); run.save_figure('robustness', fig); plt.close(fig)
