@@ -58,7 +58,7 @@ def network_features(net: torch.nn.Module, images: np.ndarray, device='cpu', bat
         return torch.cat([net.features(to_tensor(images[i:i+batch_size], device)).cpu() for i in range(0, len(images), batch_size)]).double().numpy()
 
 def random_features(images: np.ndarray, seed: int = 1234, device='cpu') -> np.ndarray:
-    "Features (N, 64) of uint8 images from a fixed random SmallResNet (the global torch RNG is left untouched)."
+    "Features (N, 128) of uint8 images from a fixed random SmallResNet (the global torch RNG is left untouched)."
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed); net = SmallResNet(2, 16)
     return network_features(net, images, device)
@@ -98,7 +98,7 @@ def feature_spaces(train: dict, real_aug: dict|None, n_classes: int, cfg: Evalua
     ref = {'domain': network_features(clf, x[:len(train['images'])], device), 'random': random_features(train['images'], cfg.feature_seed, device)}
     spaces = {'domain': (f"SmallResNet classifier (width {cfg.classifier_width}, {cfg.domain_steps} steps) trained on real train + real_aug only; "
                          f"images pooled to ≤{cfg.classifier_size}px; penultimate {4*cfg.classifier_width}-d, standardised by real train", lambda im: standardise(network_features(clf, small(im), device), ref['domain'])),
-              'random': (f"fixed random SmallResNet (seed {cfg.feature_seed}), 64-d, standardised by real train",
+              'random': (f"fixed random SmallResNet (seed {cfg.feature_seed}), 128-d mean+max pooled, standardised by real train",
                          lambda im: standardise(random_features(im, cfg.feature_seed, device), ref['random']))}
     skipped = {}
     try: net = inception_network(cfg.inception_weights); spaces['inception'] = ('Inception-v3 FID weights, pool3 2048-d (raw)', lambda im: inception_features(net, im, device))

@@ -60,16 +60,30 @@ def test_defect_smoke(defect_run):
     run_dir, _ = defect_run
     _check_complete_run(run_dir)
     syn = np.load(run_dir / '02_generation' / 'synthetic.npz')
-    assert {'simulation', 'diffusion', 'gan', 'hybrid'} <= set(syn['generator'])
+    assert {'paste', 'simulation', 'diffusion', 'gan', 'hybrid', 'paste_hybrid'} <= set(syn['generator'])
     sim = (syn['labels'] == 1) & (syn['generator'] == 'simulation')
     assert syn['masks'][sim].reshape(sim.sum(), -1).any(1).all(), 'every simulated defect has a mask'
     # every arm trained on the data it names: the scarce set, the scarce set plus its augmentations, the 1:1 mix, the pool
     m = json.loads((run_dir / '06_training' / 'metrics.json').read_text())
-    n_train, n_pool = (len(np.load(run_dir / '01_domain' / f'{a}.npz')['labels']) for a in ('train', 'pool'))
+    n_train, n_val, n_pool = (len(np.load(run_dir / '01_domain' / f'{a}.npz')['labels']) for a in ('train', 'val', 'pool'))
     n_aug = len(np.load(run_dir / '03_augmentation' / 'real_aug.npz')['labels'])
     assert (m['real_only']['n_train'], m['real_aug']['n_train'], m['synthetic:all']['n_train'], m['ceiling']['n_train']) == \
-        (n_train, n_train + n_aug, 2 * n_train, n_pool)
+        (n_train, n_train + n_aug, 2 * n_train, n_pool - n_val)  # the ceiling never trains on the validation images
     assert all((run_dir / '06_training' / 'models' / f'classifier_{a.replace(":", "_")}' / 'model.safetensors').exists() for a in m if 'summary' in m[a])
+
+
+def test_paste_defects_come_from_the_scarce_set_with_their_masks(defect_run):
+    "Every pasted defect image has a non-empty mask, every defect-free one none, and every source image is a scarce training image."
+    run_dir, _ = defect_run
+    syn = np.load(run_dir / '02_generation' / 'synthetic.npz')
+    for g in ('paste', 'paste_hybrid'):
+        k = syn['generator'] == g
+        has_mask = syn['masks'][k].reshape(k.sum(), -1).any(1)
+        assert (has_mask == (syn['labels'][k] == 1)).all(), f'{g}: masks and labels disagree'
+    cfg = json.loads((run_dir / '02_generation' / 'models' / 'paste' / 'config.json').read_text())
+    hashes = {a: set(np.load(run_dir / '01_domain' / f'{a}.npz')['hashes']) for a in ('train', 'val', 'test')}
+    assert cfg['source_hashes'] and set(cfg['source_hashes']) <= hashes['train']
+    assert not set(cfg['source_hashes']) & (hashes['val'] | hashes['test'])
 
 
 def test_second_run_skips_everything(healthcare_run, runs_dir, data_dir):
@@ -197,3 +211,28 @@ def test_feedback_loop_changes_next_iteration(light_run, runs_dir, data_dir):
     d1, d2 = (json.loads((runs_dir / e / '01_domain' / 'manifest.json').read_text()) for e in ('loop', 'loop-iter2'))
     assert d1['artifacts']['test']['sha256'] == d2['artifacts']['test']['sha256']
     assert (runs_dir / 'loop' / 'feedback.md').read_text().count('\n') >= 4
+
+
+def test_replicates_redraw_the_scarce_set_and_pair_the_arms(light_run, runs_dir, data_dir):
+    "Two replicates (a dose sweep and a learning-curve point too): new scarce draws that never touch their validation set or the test split; paired deltas per unit."
+    proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=replicates', *LIGHT, '-p', 'training.arms=[real_only, synthetic, ceiling]',
+                   '-p', 'training.replicates=2', '-p', 'training.ratios=[3]', '-p', 'training.curve=[3]', '-p', 'training.curve_replicates=2',
+                   '--runs-dir', runs_dir, env={'SYNTHNB_DATA': str(data_dir)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    d = runs_dir / 'replicates' / '06_training'
+    m = json.loads((d / 'metrics.json').read_text())
+    h5 = lambda rep, a: set(np.load(d / 'replicates' / rep / '01_domain' / f'{a}.npz')['hashes'])
+    assert h5('seed0', 'train') != h5('seed1', 'train'), 'each replicate draws its own scarce set'
+    for rep in ('seed0', 'seed1'):
+        assert not h5(rep, 'train') & (h5(rep, 'val') | h5(rep, 'test')), f'{rep}: the scarce set touches validation or test images'
+        assert h5(rep, 'test') == set(np.load(runs_dir / 'replicates' / '01_domain' / 'test.npz')['hashes']), 'the test split never moves'
+    assert m['replication']['generators'] == ['simulation'] and {'synthetic:simulation', 'synthetic:simulation×3'} <= set(m)
+    assert [u['replicate'] for u in m['real_only']['units']] == [0, 1]
+    h = m['headline']
+    assert h['metric'] == 'roc_auc' and h['n_replicates'] == 2 and h['selected_on'] == 'val'
+    best, real = m[h['best_synthetic_arm']]['per_seed'], m['real_only']['per_seed']
+    assert h['delta']['per_unit'] == [b['roc_auc'] - r['roc_auc'] for b, r in zip(best, real)]  # paired unit by unit
+    assert (h['gap_closed'] is None and h['gap_note']) or all(c is not None and abs(c) < 1e6 for c in h['gap_closed_ci'])
+    lc = m['learning_curve']
+    assert {r['n_per_class'] for r in lc['rows']} == {3, 20} and lc['arm'] == h['best_synthetic_arm']
+    assert (d / 'learning_curve.png').exists() and (d / 'paired_deltas.png').exists() and (d / 'training_curves.png').exists()
