@@ -8,6 +8,7 @@ import hashlib
 import numpy as np
 import torch
 from scipy import ndimage
+from fastcore.basics import patch
 
 from .models import check_labels
 
@@ -102,7 +103,9 @@ class DefectPasteGenerator:
 # %% ../nbs/02d_paste.ipynb #318cd449
 _PARTS = ('image', 'mask', 'weight', 'residual')
 
-def _state(self: DefectPasteGenerator) -> tuple:
+@patch
+def state(self: DefectPasteGenerator) -> tuple:
+    "Tensors (backgrounds, defect crops) and JSON-able settings, kinds and source hashes."
     tensors = {'backgrounds': torch.from_numpy(np.ascontiguousarray(self.backgrounds))}
     for i, s in enumerate(self.sources):
         tensors.update({f'source{i}.{p}': torch.from_numpy(np.ascontiguousarray(s[p]).astype(np.float32)) for p in _PARTS})
@@ -111,7 +114,9 @@ def _state(self: DefectPasteGenerator) -> tuple:
               'ring_means': [s['ring_mean'] for s in self.sources], 'areas': [s['area'] for s in self.sources]}
     return tensors, config
 
-def _from_state(cls, tensors: dict, config: dict):
+@patch(cls_method=True)
+def from_state(cls: DefectPasteGenerator, tensors: dict, config: dict):
+    "Rebuild a fitted generator from `state()`."
     c = dict(config)
     self = cls(c['small_area'], c['contrast'], c['sigma'], c['dilate'], c['normal_class'])
     self.backgrounds, self.n_classes = tensors['backgrounds'].numpy(), c['n_classes']
@@ -120,5 +125,3 @@ def _from_state(cls, tensors: dict, config: dict):
                     for i in range(len(c['kinds']))]
     for s in self.sources: s['mask'] = s['mask'] > 0.5
     return self
-
-DefectPasteGenerator.state, DefectPasteGenerator.from_state = _state, classmethod(_from_state)

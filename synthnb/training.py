@@ -243,12 +243,13 @@ def summarise_arm(units: list, results: list, n_train: int, strategy: str, info:
 
 # %% ../nbs/06_training.ipynb #6d549b14
 def train_arms(src, cfg: TrainingConfig, strategies: list, test: dict, n_classes: int, device, replicate: int,
-               robust: bool = False, rename=None, only=None) -> tuple:
+               robust: bool = False, rename=None, only=None, reuse=None) -> tuple:
     "Every arm of one replicate (`src`: its stage-5 chain), one model per seed: arm -> (units, results, n_train, strategy, info); the last model of each arm."
     val, out, models = src.arrays('val'), {}, {}
     for arm, (data, strategy, info) in load_arms(src, cfg, strategies, src.json('mixes')).items():
         name = rename(arm) if rename else arm
         if only is not None and name not in only: continue
+        if name in (reuse or {}): out[name] = reuse[name]; continue  # the same data and seeds were already trained
         units, results = [], []
         for s in cfg.seeds:
             r = evaluate_unit(data, strategy, test, val, n_classes, cfg, device, int(s), f'{name} · replicate {replicate} · seed {s}')
@@ -330,7 +331,7 @@ def run_training(cfg: TrainingConfig, upstream_dir=None, out_dir=None) -> StageR
         screen = summarise_arms(collected)
         arms = screen
         if cfg.replicates > 1 or cfg.ratios or cfg.curve:
-            arms, extra = _replicate(run, cfg, screen, test, n_classes)
+            arms, extra = _replicate(run, cfg, screen, collected, test, n_classes)
             run.metrics['screening'] = screen; run.metrics.update(extra)
         run.metrics.update(arms)
         syn, train = src.arrays('synthetic'), src.arrays('train')
@@ -343,7 +344,12 @@ def run_training(cfg: TrainingConfig, upstream_dir=None, out_dir=None) -> StageR
         _training_figures(run, arms, screen, cfg)
     return stage_result('training', run.out_dir)
 
-def _replicate(run, cfg: TrainingConfig, screen: dict, test: dict, n_classes: int) -> tuple:
+def _same_real_arms(run, src, screened: dict) -> dict:
+    "The screened real-data arms whose inputs replicate 0 reproduces byte for byte (same scarce, validation, pool and augmented sets)."
+    same = all(src.artifacts[a]['sha256'] == run.inherited[a]['sha256'] for a in ('train', 'val', 'pool', 'real_aug') if a in run.inherited)
+    return {a: screened[a] for a in ('real_only', 'real_aug', 'ceiling') if a in screened} if same else {}
+
+def _replicate(run, cfg: TrainingConfig, screen: dict, screened: dict, test: dict, n_classes: int) -> tuple:
     "The replicated arms (paired over replicates) and the records of the replication and the learning curve."
     params = pipeline_parameters(run.upstream_dir)
     gens, picked = replicated_generators(screen, cfg)
@@ -352,8 +358,8 @@ def _replicate(run, cfg: TrainingConfig, screen: dict, test: dict, n_classes: in
     parts = []
     for r in progress(range(cfg.replicates), desc='replicates', leave=False):
         p = replicate_parameters(params, cfg.seed + r, **replicate_overrides(params, gens, ratio, cfg.ratios))
-        d = run_pipeline(p, run.out_dir/'replicates'/f'seed{cfg.seed + r}')
-        parts.append(train_arms(ChainReader(d), cfg, ['mix'], test, n_classes, run.device, r, rename=rename)[0])
+        src = ChainReader(d := run_pipeline(p, run.out_dir/'replicates'/f'seed{cfg.seed + r}'))
+        parts.append(train_arms(src, cfg, ['mix'], test, n_classes, run.device, r, rename=rename, reuse=_same_real_arms(run, src, screened) if r == 0 else None)[0])
     arms = summarise_arms(merge_units(parts))
     extra = {'replication': {'generators': gens, 'chosen_from': picked, 'replicates': cfg.replicates, 'seeds': [cfg.seed + r for r in range(cfg.replicates)],
                              'ratios': [ratio] + [r for r in cfg.ratios if r != ratio]}}

@@ -228,6 +228,7 @@ def test_replicates_redraw_the_scarce_set_and_pair_the_arms(light_run, runs_dir,
         assert h5(rep, 'test') == set(np.load(runs_dir / 'replicates' / '01_domain' / 'test.npz')['hashes']), 'the test split never moves'
     assert m['replication']['generators'] == ['simulation'] and {'synthetic:simulation', 'synthetic:simulation×3'} <= set(m)
     assert [u['replicate'] for u in m['real_only']['units']] == [0, 1]
+    assert m['real_only']['per_seed'][:1] == m['screening']['real_only']['per_seed'], 'replicate 0 is the main draw: its real-only model is the screened one'
     h = m['headline']
     assert h['metric'] == 'roc_auc' and h['n_replicates'] == 2 and h['selected_on'] == 'val'
     best, real = m[h['best_synthetic_arm']]['per_seed'], m['real_only']['per_seed']
