@@ -6,6 +6,7 @@
 from __future__ import annotations
 import inspect, math
 from dataclasses import dataclass, field
+import json
 from functools import partial
 
 import numpy as np
@@ -16,6 +17,7 @@ import matplotlib.pyplot as plt
 from scipy.stats import wasserstein_distance
 
 from .core import StageResult, StageRun, did_you_mean, image_grid, progress, stage_result
+from .sources import normal_index
 from .style import fourier_domain_adaptation, match_histograms, paste_region, vignette
 
 # %% auto #0
@@ -222,7 +224,9 @@ def run_augmentation(cfg: AugmentationConfig, upstream_dir=None, out_dir=None) -
     "Stage 3: augment the synthetic set and make augmented copies of the scarce real set."
     with StageRun('augmentation', cfg, upstream_dir, out_dir) as run:
         syn, train = run.load_arrays('synthetic'), run.load_arrays('train')
-        refs = {'targets': train['images'], 'backgrounds': train['images'][train['labels'] == 0]}
+        profile = json.loads(run.artifact_path('profile').read_text())
+        normal = normal_index(profile, "the 'background' augmentation") if 'background' in cfg.policy else None  # defect-free surfaces: only where declared
+        refs = {'targets': train['images'], 'backgrounds': None if normal is None else train['images'][train['labels'] == normal]}
         pipeline = build_policy(cfg.policy, **refs).to(run.device)
         s = _repeat({**syn, 'source_index': np.arange(len(syn['labels']))}, cfg.synthetic_copies)
         s['images'], s['masks'] = augment(s['images'], s['masks'], pipeline, cfg.seed, cfg.batch_size, run.device, 'augment synthetic')

@@ -5,55 +5,60 @@
 # %% ../nbs/01_domain.ipynb #fc274127
 from __future__ import annotations
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import matplotlib.pyplot as plt
 from scipy import ndimage
 
 from .core import StageResult, StageRun, image_grid, stage_result
-from .data import (DATASETS, MT_CLASSES, PNEUMONIA_CLASSES, check_dataset, group_split,
-                          load_magnetic_tiles, load_pneumoniamnist)
+from .sources import DataError, load_card, load_source
 
 # %% auto #0
-__all__ = ['CONSTRAINTS', 'DomainConfig', 'load_real', 'carve_scarce', 'carve_validation', 'image_hashes', 'texture_stats',
-           'intensity_stats', 'defect_stats', 'profile_domain', 'run_domain']
+__all__ = ['DomainConfig', 'load_real', 'check_counts', 'carve_scarce', 'carve_validation', 'image_hashes', 'texture_stats',
+           'intensity_stats', 'defect_stats', 'profile_domain', 'card_profile', 'run_domain']
 
 # %% ../nbs/01_domain.ipynb #695a4656
 @dataclass
 class DomainConfig:
     "Parameters of stage 1 (names match the notebook's `parameters` cell)."
-    dataset: str = 'pneumoniamnist'  # 'pneumoniamnist' (healthcare) or 'magnetic-tiles' (defects)
+    dataset: str = 'pneumoniamnist'  # a built-in card ('pneumoniamnist', 'magnetic-tiles'), a card YAML file, or the name of your own dataset declared by `source`
+    source: dict = field(default_factory=dict)  # how to read your own dataset: {format: npz|folder, path, …} (see Sources); {} → the card's
+    classes: list = field(default_factory=list)  # class names in label order; [] → the card's, the .npz's or the folder names
+    normal_class: str = ''  # the defect-free / normal class ('' → the card's, else none)
+    simulator: str = ''  # procedural simulator fitting the images: 'chest_opacity', 'surface_defects' ('' → the card's, else none)
+    description: str = ''  # one paragraph on the data for the reports ('' → the card's)
+    constraints: dict = field(default_factory=dict)  # licence, privacy, intended_use, known_issues ({} → the card's)
     data_dir: str = ''  # data directory; '' → $SYNTHNB_DATA or the checkout's data/
-    image_size: int = 28  # side of the square images (PneumoniaMNIST is 28)
+    image_size: int = 28  # side of the square images (every image is resized to it; PneumoniaMNIST is 28)
     n_per_class: int = 20  # real training images per class in the data-scarce set
     n_val_per_class: int = 20  # real held-out validation images per class, disjoint from the scarce training set and from the test split: model selection and quality checks in stages 4 and 6, never training
-    test_fraction: float = 0.3  # magnetic tiles only: fraction of tile groups held out for testing
-    split_seed: int = 0  # magnetic tiles only: seed of the fixed group-aware test split
+    test_fraction: float = 0.3  # group or stratified splits: fraction of groups (images) held out for testing
+    split_seed: int = 0  # group or stratified splits: seed of the fixed test split
     seed: int = 0  # experiment seed: which scarce training and validation images are drawn
     device: str = 'auto'
 
     def __post_init__(self):
-        check_dataset(self.dataset)
+        self.card = load_card(self.dataset, source=self.source, classes=self.classes, normal_class=self.normal_class, simulator=self.simulator,
+                              description=self.description, constraints=self.constraints)
         if self.n_per_class < 1: raise ValueError(f"n_per_class must be ≥ 1, got {self.n_per_class}")
         if self.n_val_per_class < 1: raise ValueError(f"n_val_per_class must be ≥ 1, got {self.n_val_per_class}")
-        if self.dataset == 'pneumoniamnist' and self.image_size != 28:
-            raise ValueError(f"pneumoniamnist is 28×28 here; image_size={self.image_size} is not available (MedMNIST's larger files are separate downloads)")
         if not 16 <= self.image_size <= 256: raise ValueError(f"image_size must be in [16, 256], got {self.image_size}")
 
 # %% ../nbs/01_domain.ipynb #5ef613b0
 def load_real(cfg: DomainConfig) -> dict:
-    "Real training pool and test split for `cfg.dataset`."
-    if cfg.dataset == 'pneumoniamnist':
-        d = load_pneumoniamnist(cfg.data_dir or None)
-        pool = {'images': d['train'][0], 'labels': d['train'][1]}
-        test = {'images': d['test'][0], 'labels': d['test'][1]}
-        return {'pool': pool, 'test': test, 'classes': list(PNEUMONIA_CLASSES), 'checksums': d['checksums']}
-    d = load_magnetic_tiles(cfg.data_dir or None, cfg.image_size)
-    is_test = group_split(d['seq_group'], d['labels'], cfg.test_fraction, cfg.split_seed)
-    keys = ('images', 'labels', 'masks', 'defect_type', 'seq_group')
-    return {'pool': {k: d[k][~is_test] for k in keys}, 'test': {k: d[k][is_test] for k in keys},
-            'classes': list(MT_CLASSES), 'checksums': d['checksums']}
+    "Real training pool and test split of `cfg`'s card."
+    return load_source(cfg.card, cfg.image_size, cfg.data_dir or None, cfg.test_fraction, cfg.split_seed)
+
+def check_counts(labels: np.ndarray, # pool labels
+                 classes: list, # class names
+                 n_per_class: int, n_val_per_class: int, # what stage 1 will draw per class
+                ):
+    "A `DataError` naming every class whose pool cannot give `n_per_class` + `n_val_per_class` images."
+    need, n = n_per_class + n_val_per_class, np.bincount(labels, minlength=len(classes))
+    if short := {classes[c]: int(n[c]) for c in range(len(classes)) if n[c] < need}:
+        raise DataError(f"Too few pool images for class(es) {short}: each class needs n_per_class + n_val_per_class = {need} "
+                        f"(and more when groups exclude some). Lower domain.n_per_class / domain.n_val_per_class, or add images.")
 
 # %% ../nbs/01_domain.ipynb #75563ec9
 def carve_scarce(labels: np.ndarray, # pool labels
@@ -128,27 +133,21 @@ def profile_domain(pool: dict, train: dict, val: dict, test: dict, classes: list
             'imbalance_ratio': max(counts['pool'].values()) / max(1, min(counts['pool'].values())),
             'intensity': {classes[c]: intensity_stats(train['images'][train['labels'] == c]) for c in range(len(classes))},
             'texture': {classes[c]: texture_stats(train['images'][train['labels'] == c]) for c in range(len(classes))}}
-    if 'defect_type' in pool:
-        types, n = np.unique(pool['defect_type'], return_counts=True)
+    if 'type' in pool:
+        types, n = np.unique(pool['type'], return_counts=True)
         prof['defect_types'] = dict(zip(types.tolist(), n.tolist()))
         prof['rare_defect_type'] = str(types[np.argmin(n)])
-        prof['defects'] = defect_stats(train['images'], train['masks'])
+    if 'masks' in pool: prof['defects'] = defect_stats(train['images'], train['masks'])
     return prof
 
 # %% ../nbs/01_domain.ipynb #d5ec9abe
-CONSTRAINTS = {
-    'pneumoniamnist': {
-        'licence': 'CC BY 4.0 (MedMNIST); cite MedMNIST v2 and Kermany et al. 2018',
-        'privacy': 'De-identified paediatric chest X-rays; no patient ids at 28×28, so train/val may share patients. '
-                   'Synthetic images must not reproduce individual training images (checked by the memorisation metric).',
-        'intended_use': 'Research only. MedMNIST states the data is NOT intended for clinical use.',
-        'known_issues': '18 duplicate images in train and 3 within test; 74% pneumonia in train vs 62.5% in test.'},
-    'magnetic-tiles': {
-        'licence': 'Unclear (no LICENSE upstream); research use with citation of Huang, Qiu & Yuan 2020',
-        'privacy': 'Industrial surfaces; no personal data.',
-        'intended_use': 'Research; do not redistribute the images, download them from upstream.',
-        'known_issues': 'Each tile is photographed under up to six lightings: split by seq_group. '
-                        'Some groups mix OK and defect labels; 4 Uneven masks are empty.'}}
+def card_profile(card: dict, # a checked card (`synthnb.sources.load_card`)
+                 dataset: str, # the dataset's name
+                 notes: list = (), # what loading changed (resizing, colour conversion, unused splits)
+                ) -> dict:
+    "The card's roles, description and constraints, as recorded in the profile."
+    return {'dataset': dataset, 'description': card['description'], 'constraints': card['constraints'], 'notes': list(notes),
+            'roles': {'normal_class': card['normal_class'] or None, 'simulator': card['simulator'] or None}}
 
 # %% ../nbs/01_domain.ipynb #f4f40635
 def run_domain(cfg: DomainConfig, upstream_dir=None, out_dir=None) -> StageResult:
@@ -156,7 +155,8 @@ def run_domain(cfg: DomainConfig, upstream_dir=None, out_dir=None) -> StageResul
     with StageRun('domain', cfg, None, out_dir) as run:
         real = load_real(cfg)
         pool, test, classes = real['pool'], real['test'], real['classes']
-        groups = pool.get('seq_group')
+        check_counts(pool['labels'], classes, cfg.n_per_class, cfg.n_val_per_class)
+        groups = pool.get('group')
         idx = carve_scarce(pool['labels'], cfg.n_per_class, cfg.seed, groups)
         train = {k: v[idx] for k, v in pool.items()}
         run.save_arrays('train', **train, pool_index=idx, hashes=image_hashes(train['images']))
@@ -167,9 +167,10 @@ def run_domain(cfg: DomainConfig, upstream_dir=None, out_dir=None) -> StageResul
         run.save_arrays('pool', held_out=True, **pool, hashes=hashes)
         run.save_arrays('test', held_out=True, **test, hashes=image_hashes(test['images']))
         profile = profile_domain(pool, train, val, test, classes)
-        profile['constraints'] = CONSTRAINTS[cfg.dataset]
+        profile.update(card_profile(cfg.card, cfg.dataset, real['notes']))
         run.write_json('profile', profile)
-        run.extra['data'] = {'dataset': cfg.dataset, 'checksums': real['checksums']}
+        run.write_json('files', real['files'])
+        run.extra['data'] = {'dataset': cfg.dataset, 'source': cfg.card['source'], 'checksums': real['checksums']}
         run.metrics.update({'n_train': len(idx), 'n_val': len(vidx), 'n_pool': len(pool['labels']), 'n_test': len(test['labels']),
                             'rare_class': profile['rare_class'], 'imbalance_ratio': profile['imbalance_ratio']})
         _save_domain_figures(run, pool, train, val, test, classes)

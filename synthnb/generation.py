@@ -18,11 +18,13 @@ from .diffusion import DiffusionGenerator, HybridGenerator
 from .gan import GANGenerator
 from .paste import DefectPasteGenerator
 from .simulation import ChestOpacitySimulator, SurfaceDefectSimulator
+from .sources import DataError, normal_index
 
 # %% auto #0
-__all__ = ['GENERATORS', 'GENERATOR_CLASSES', 'GenerationConfig', 'make_simulator', 'make_diffusion', 'make_gan', 'make_hybrid',
-           'make_paste', 'make_paste_hybrid', 'CopyGenerator', 'NoiseGenerator', 'sample_counts', 'request_labels',
-           'check_samples', 'save_generator', 'load_generator', 'smooth', 'plot_losses', 'run_generation']
+__all__ = ['SIMULATOR_CLASSES', 'GENERATORS', 'GENERATOR_CLASSES', 'GenerationConfig', 'make_simulator', 'make_diffusion',
+           'make_gan', 'make_hybrid', 'make_paste', 'make_paste_hybrid', 'CopyGenerator', 'NoiseGenerator',
+           'sample_counts', 'request_labels', 'check_samples', 'save_generator', 'load_generator', 'smooth',
+           'plot_losses', 'run_generation']
 
 # %% ../nbs/02_generation.ipynb #9e1ccf28
 @dataclass
@@ -63,9 +65,14 @@ class GenerationConfig:
         if not 0 <= self.label_dropout < 1: raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
 
 # %% ../nbs/02_generation.ipynb #4f550d62
+SIMULATOR_CLASSES = {'chest_opacity': ChestOpacitySimulator, 'surface_defects': SurfaceDefectSimulator}
+
 def make_simulator(profile: dict, cfg=None, fitted=None):
-    "The procedural simulator for the domain described by `profile`."
-    return SurfaceDefectSimulator() if 'defects' in profile else ChestOpacitySimulator()
+    "The procedural simulator the dataset's card declares (`domain.simulator`)."
+    name = (profile.get('roles') or {}).get('simulator')
+    if not name: raise DataError(f"The simulation and hybrid generators need a simulator that fits the images, and dataset {profile.get('dataset', '')!r} declares none: "
+                                 f"set domain.simulator ({', '.join(SIMULATOR_CLASSES)}) if one fits, or use paste, diffusion or gan.")
+    return SIMULATOR_CLASSES[name]()
 
 def make_diffusion(profile: dict, cfg=None, fitted=None):
     "An untrained class-conditional diffusion model with `cfg`'s settings."
@@ -90,7 +97,7 @@ def make_hybrid(profile: dict, cfg=None, fitted=None):
 def make_paste(profile: dict, cfg=None, fitted=None):
     "Mask-guided paste of the scarce set's real defects onto its real defect-free tiles."
     c = cfg or GenerationConfig()
-    return DefectPasteGenerator(c.paste_small_area, c.paste_contrast)
+    return DefectPasteGenerator(c.paste_small_area, c.paste_contrast, normal_class=normal_index(profile, 'the paste generator'))
 
 def make_paste_hybrid(profile: dict, cfg=None, fitted=None):
     "Paste, then masked SDEdit by the diffusion model (reused from `fitted` when there)."
@@ -192,7 +199,7 @@ def run_generation(cfg: GenerationConfig, upstream_dir=None, out_dir=None) -> St
         for name in progress(sorted(cfg.generators, key=lambda g: g in ('hybrid', 'paste_hybrid')), desc='generators', leave=False):
             t0 = time.time()
             gen = GENERATORS[name](profile, cfg, fitted)
-            kinds = {'kinds': train['defect_type']} if 'defect_type' in train and 'kinds' in inspect.signature(gen.fit).parameters else {}
+            kinds = {'kinds': train['type']} if 'type' in train and 'kinds' in inspect.signature(gen.fit).parameters else {}
             gen = fitted[name] = gen.fit(train['images'], train['labels'], train.get('masks'), profile, **kinds)
             t1 = time.time()
             out = check_samples(gen.sample(labels, run.generator), labels, train['images'].shape[1:], name)

@@ -118,7 +118,7 @@ def run_integration(cfg: IntegrationConfig, upstream_dir=None, out_dir=None) -> 
                 info[name] = {'generator': gen, 'generators': sorted(set(sub['generator'])), 'ratio': float(r), 'base': r == cfg.ratio}
         for name, mix in mixes.items(): run.save_arrays(name, **mix)
         run.write_json('mixes', info)
-        run.metrics.update({'strategies': list(cfg.strategies), 'mixes': list(mixes), 'counts': {}})
+        run.metrics.update({'strategies': list(cfg.strategies), 'mixes': list(mixes), 'counts': {}, 'n_synthetic_available': int(len(syn['labels']))})
         for name, mix in mixes.items():
             run.metrics['counts'][name] = {kind: {classes[c]: int(((mix['labels'] == c) & (mix['is_synthetic'] == s)).sum()) for c in range(len(classes))}
                                           for kind, s in (('real', False), ('synthetic', True))}

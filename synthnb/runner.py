@@ -73,17 +73,18 @@ def validate_experiment(exp: Experiment, accepted: dict|None = None) -> Experime
 def code_hash() -> str:
     "sha256 over the exported synthnb modules."
     h = hashlib.sha256()
-    for p in sorted(Path(synthnb.__file__).parent.glob('*.py')): h.update(p.name.encode()); h.update(p.read_bytes())
+    for p in sorted(Path(synthnb.__file__).parent.glob('*.py')) + sorted(Path(synthnb.__file__).parent.glob('cards/*.yaml')): h.update(p.name.encode()); h.update(p.read_bytes())
     return h.hexdigest()
 
 def data_fingerprint(params: dict) -> dict:
-    "Where stage 1 reads its data and what is there: the resolved folder and a hash of every file's path, size and mtime."
-    from synthnb.data import FOLDERS, data_root
-    folder = data_root(params.get('data_dir') or None).resolve()/FOLDERS.get(params.get('dataset', ''), '')
+    "Where stage 1 reads its data and what is there: the card's source, resolved, and a hash of every file's path, size and mtime."
+    from synthnb.sources import load_card, source_path
+    card = load_card(params.get('dataset', 'pneumoniamnist'), **{k: params.get(k) for k in ('source', 'classes', 'normal_class', 'simulator', 'description', 'constraints')})
+    folder = source_path(card['source']['path'], params.get('data_dir') or None).resolve()
     h = hashlib.sha256()
-    for p in sorted(folder.rglob('*')) if folder.is_dir() else []:
-        if p.is_file(): st = p.stat(); h.update(f'{p.relative_to(folder)}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
-    return {'folder': str(folder), 'files': h.hexdigest()}
+    for p in sorted(folder.rglob('*')) if folder.is_dir() else [folder] if folder.exists() else []:
+        if p.is_file(): st = p.stat(); h.update(f'{p.relative_to(folder) if p != folder else p.name}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
+    return {'folder': str(folder), 'files': h.hexdigest(), 'card': card}
 
 def stage_key(stage: str, params: dict, upstream_key: str = '', notebook_sha: str = '') -> str:
     "Hash identifying one stage's inputs (for stage 1, the data it reads too)."

@@ -10,6 +10,7 @@ from scipy import ndimage
 from fastcore.basics import patch
 
 from .models import check_labels
+from .sources import normal_index
 
 # %% auto #0
 __all__ = ['perlin_noise', 'fractal_noise', 'scratch_mask', 'crack_mask', 'blob_mask', 'perlin_mask', 'elastic_warp', 'lighting',
@@ -101,9 +102,10 @@ class ChestOpacitySimulator:
     "Simulated normal / pneumonia chest X-rays on real normal backgrounds."
     name, kind = 'simulation', 'chest'
     def fit(self, images: np.ndarray, labels: np.ndarray, masks=None, profile=None):
-        normal, pneu = images[labels == 0].astype(float), images[labels == 1].astype(float)
-        if len(normal) == 0 or len(pneu) == 0: raise ValueError("ChestOpacitySimulator needs normal (0) and pneumonia (1) training images")
-        self.backgrounds = images[labels == 0]
+        self.normal = normal_index(profile, 'the chest_opacity simulator', two_classes=True)
+        normal, pneu = images[labels == self.normal].astype(float), images[labels == 1 - self.normal].astype(float)
+        if len(normal) == 0 or len(pneu) == 0: raise ValueError("ChestOpacitySimulator needs normal and pneumonia training images")
+        self.backgrounds = images[labels == self.normal]
         self.lung = lung_field(normal.mean(0))
         w = self.lung / self.lung.sum()
         self.brightening = float(max((pneu * w).sum((1, 2)).mean() - (normal * w).sum((1, 2)).mean(), 4.0))
@@ -114,7 +116,7 @@ class ChestOpacitySimulator:
         img = elastic_warp(self.backgrounds[rng.integers(len(self.backgrounds))].astype(float), rng, 0.8)
         img = 255 * (img / 255) ** rng.uniform(0.85, 1.15)
         mask = np.zeros_like(img)
-        if label == 1:
+        if label != self.normal:
             cloud = np.clip(fractal_noise(img.shape, (3, 3), rng, 2) + rng.uniform(-0.2, 0.5), 0, None) * self.lung
             cloud = ndimage.gaussian_filter(cloud, 0.8)
             img = img + cloud * self.brightening * rng.uniform(0.7, 1.5) / max((cloud * self.lung).sum() / self.lung.sum(), 1e-3) * 0.5
@@ -128,8 +130,9 @@ class SurfaceDefectSimulator:
     name, kind = 'simulation', 'surface'
     kinds = ('blob', 'crack', 'scratch', 'perlin')
     def fit(self, images: np.ndarray, labels: np.ndarray, masks=None, profile=None):
-        if (labels == 0).sum() == 0: raise ValueError("SurfaceDefectSimulator needs defect-free (0) training images")
-        self.backgrounds = images[labels == 0]
+        self.normal = normal_index(profile, 'the surface_defects simulator', two_classes=True)
+        if (labels == self.normal).sum() == 0: raise ValueError("SurfaceDefectSimulator needs defect-free training images")
+        self.backgrounds = images[labels == self.normal]
         d = (profile or {}).get('defects') or {}
         self.contrast = float(d.get('contrast_mean', -30.0)); self.contrast_std = float(d.get('contrast_std', 15.0))
         self.area = float(np.clip(d.get('area_mean', 0.03), 0.002, 0.2))
@@ -139,7 +142,7 @@ class SurfaceDefectSimulator:
         bg = self.backgrounds[rng.integers(len(self.backgrounds))].astype(float)
         img = lighting(np.flip(bg, axis=int(rng.integers(2))) if rng.random() < .5 else bg, rng)
         mask = np.zeros_like(img)
-        if label == 1:
+        if label != self.normal:
             kind = self.kinds[rng.integers(len(self.kinds))]
             shape = img.shape
             mask = {'blob': lambda: blob_mask(shape, rng, self.area * rng.uniform(0.05, 0.3)),
@@ -156,7 +159,7 @@ class SurfaceDefectSimulator:
 # %% ../nbs/02a_simulation.ipynb #07658568
 @patch
 def sample(self: ChestOpacitySimulator|SurfaceDefectSimulator, labels, generator: torch.Generator) -> dict:
-    "Simulate one image per entry of `labels` (0: normal/defect-free, 1: pneumonia/defect)."
+    "Simulate one image per entry of `labels` (the normal class on its own backgrounds, the other class with a simulated finding)."
     labels = check_labels(labels, 2, type(self).__name__)
     rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
     out = [self.sample_one(int(l), rng) for l in labels]

@@ -7,9 +7,20 @@ import zipfile
 import numpy as np
 import pytest
 
-from synthnb.data import (DataError, download_dataset, group_split, load_magnetic_tiles, load_pneumoniamnist, mt_manifest,
-                          pneumonia_path, verify_magnetic_tiles)
+from synthnb.data import DataError, download_dataset, mt_manifest, pneumonia_path, verify_magnetic_tiles
 from synthnb.domain import DomainConfig, carve_scarce, carve_validation, run_domain
+from synthnb.sources import group_split, load_card, load_source
+
+
+def load_pneumoniamnist(data_dir):
+    "The shipped healthcare card's pool and test split, read from `data_dir` by the generic .npz loader."
+    return load_source(load_card('pneumoniamnist'), 28, data_dir)
+
+
+def load_magnetic_tiles(data_dir, image_size):
+    "Every tile of the shipped industrial card, read from `data_dir` by the generic folder loader (pool and test joined)."
+    d = load_source(load_card('magnetic-tiles'), image_size, data_dir)
+    return {k: np.concatenate([d['pool'][k], d['test'][k]]) for k in d['pool']}
 
 
 def _pneumonia_copy(data_dir, dest, mutate=None):
@@ -22,7 +33,8 @@ def _pneumonia_copy(data_dir, dest, mutate=None):
 
 def test_loads_real_pneumoniamnist(data_dir):
     d = load_pneumoniamnist(data_dir)
-    assert d['train'][0].shape == (4708, 28, 28) and np.bincount(d['test'][1]).tolist() == [234, 390]
+    assert d['pool']['images'].shape == (4708, 28, 28) and np.bincount(d['test']['labels']).tolist() == [234, 390]
+    assert d['classes'] == ['normal', 'pneumonia'] and any('official val split (524 images) is not used' in n for n in d['notes'])
 
 
 def test_missing_file(tmp_path):
@@ -42,10 +54,17 @@ def test_wrong_checksum(data_dir, tmp_path):
         load_pneumoniamnist(tmp_path)
 
 
+def test_another_dataset_under_the_pneumonia_name_is_not_called_truncated(tmp_path):
+    target = tmp_path / 'pneumoniamnist' / 'pneumoniamnist.npz'; target.parent.mkdir()
+    np.savez(target, train_images=np.zeros((4, 28, 28), np.uint8), train_labels=np.zeros(4, int))
+    with pytest.raises(DataError, match=r'complete .npz \(arrays train_images, train_labels\) but not pneumoniamnist: a different dataset'):
+        load_pneumoniamnist(tmp_path)
+
+
 def test_download_pneumoniamnist_offline(data_dir, tmp_path):
     src = (data_dir / 'pneumoniamnist' / 'pneumoniamnist.npz').resolve().as_uri()
     download_dataset('pneumoniamnist', tmp_path, url=src)
-    assert load_pneumoniamnist(tmp_path)['test'][0].shape == (624, 28, 28)
+    assert load_pneumoniamnist(tmp_path)['test']['images'].shape == (624, 28, 28)
 
 
 def test_download_rejects_bad_file_and_leaves_nothing(tmp_path):
@@ -83,25 +102,25 @@ def test_altered_tile_is_named(data_dir, tmp_path):
     shutil.copytree(src, dst, symlinks=False)
     victim = dst / 'MT_Crack' / 'Imgs' / sorted(os.listdir(dst / 'MT_Crack' / 'Imgs'))[0]
     victim.write_bytes(victim.read_bytes()[:-10])
-    with pytest.raises(DataError, match=rf'(?s)1 of 2688 magnetic-tile files .*{victim.name}'):
+    with pytest.raises(DataError, match=rf'manifest.csv row \d+: .*{victim.name} has sha256 .*the manifest expects'):
         load_magnetic_tiles(tmp_path, 32)
 
 
 def test_group_split_on_real_tiles(data_dir):
-    mt = load_magnetic_tiles(data_dir, 32, verify=False)
-    test = group_split(mt['seq_group'], mt['labels'], 0.3, seed=0)
-    assert not set(mt['seq_group'][test]) & set(mt['seq_group'][~test])
+    mt = load_magnetic_tiles(data_dir, 32)
+    test = group_split(mt['group'], mt['labels'], 0.3, seed=0)
+    assert not set(mt['group'][test]) & set(mt['group'][~test])
     assert 0.2 < test.mean() < 0.4 and mt['labels'][test].sum() > 50
 
 
 def test_validation_split_on_real_tiles(data_dir):
-    mt = load_magnetic_tiles(data_dir, 32, verify=False)
-    pool = ~group_split(mt['seq_group'], mt['labels'], 0.3, seed=0)
-    labels, groups = mt['labels'][pool], mt['seq_group'][pool]
+    mt = load_magnetic_tiles(data_dir, 32)
+    pool = ~group_split(mt['group'], mt['labels'], 0.3, seed=0)
+    labels, groups = mt['labels'][pool], mt['group'][pool]
     train = carve_scarce(labels, 20, 0, groups); val = carve_validation(labels, 20, 0, train, groups)
     assert np.bincount(labels[val]).tolist() == [20, 20] and not set(train) & set(val)
     assert not set(groups[val]) & set(groups[train])  # no tile under another lighting
-    assert not set(groups[val]) & set(mt['seq_group'][~pool])  # nor a test tile
+    assert not set(groups[val]) & set(mt['group'][~pool])  # nor a test tile
     with pytest.raises(ValueError, match='fewer than n_val_per_class=1000'): carve_validation(labels, 1000, 0, train, groups)
 
 
@@ -117,5 +136,5 @@ def test_stage1_writes_val(data_dir, tmp_path):
     again = run_domain(cfg, None, tmp_path / 'again' / '01_domain')
     assert np.load(again.path('val'))['pool_index'].tolist() == val['pool_index'].tolist()  # seeded
     with pytest.raises(ValueError, match='n_val_per_class must be'): DomainConfig(n_val_per_class=0)
-    with pytest.raises(ValueError, match='fewer than n_val_per_class'):
+    with pytest.raises(DataError, match=r"Too few pool images for class\(es\) \{'normal': 1214, 'pneumonia': 3494\}"):
         run_domain(DomainConfig(data_dir=str(data_dir), n_val_per_class=100000), None, tmp_path / 'big' / '01_domain')

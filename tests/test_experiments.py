@@ -53,7 +53,7 @@ def test_healthcare_smoke(healthcare_run, data_dir):
     import hashlib
     from synthnb.data import PNEUMONIA_VERSIONS
     sha = hashlib.sha256((data_dir / 'pneumoniamnist' / 'pneumoniamnist.npz').read_bytes()).hexdigest()
-    assert m['data']['checksums'] == {'pneumoniamnist.npz': sha} and sha in {v.sha256 for v in PNEUMONIA_VERSIONS}
+    assert m['data']['checksums']['pneumoniamnist.npz'] == sha and sha in {v.sha256 for v in PNEUMONIA_VERSIONS}
 
 
 def test_defect_smoke(defect_run):
