@@ -25,6 +25,7 @@ setuptools.setup(
     url=cfg['git_url'],
     packages=setuptools.find_packages(include=['synthnb', 'synthnb.*']),
     include_package_data=True,
+    package_data={'synthnb': ['cards/*.yaml']},  # the shipped datasets' cards
     install_requires=cfg.get('requirements', '').split(),
     extras_require={'dev': cfg.get('dev_requirements', '').split()},
     python_requires='>=' + min_python,

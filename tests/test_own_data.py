@@ -10,46 +10,11 @@ from PIL import Image
 from conftest import ROOT, synthnb
 from synthnb.core import STAGES, stage_folder
 from synthnb.domain import DomainConfig, run_domain
-from synthnb.sources import DataError, load_card, load_source
+from synthnb.sources import DEMO_TYPES, DataError, demo_folder, demo_npz, load_card, load_source
 
 pytestmark = pytest.mark.notebooks
 
-TYPES = ('scratch', 'spot', 'stain')
-
-
-def _tile(rng, kind, size=40):
-    "A textured surface with one drawn defect of `kind`, and its mask."
-    x = rng.normal(128, 12, (size, size + 8)).clip(0, 255)
-    yy, xx = np.mgrid[:size, :size + 8]; cy, cx = rng.integers(10, size - 10, 2)
-    mask = {'scratch': np.abs((yy - cy) - 0.6 * (xx - cx)) < 1.5, 'spot': np.hypot(yy - cy, xx - cx) < 4,
-            'stain': (np.abs(yy - cy) < 7) & (np.abs(xx - cx) < 9)}[kind]
-    x[mask] += {'scratch': -70, 'spot': 80, 'stain': -35}[kind]
-    return x.clip(0, 255).astype(np.uint8), mask
-
-
-def make_folder(root, n=20, seed=0):
-    "<root>/<type>/<type>-part<g>_<i>.png (two photos per part) with <stem>_mask.png for two images in three: 3 classes, groups by part."
-    rng = np.random.default_rng(seed)
-    for kind in TYPES:
-        (root / kind).mkdir(parents=True)
-        for i in range(n):
-            img, mask = _tile(rng, kind)
-            Image.fromarray(img).save(root / kind / f'{kind}-part{i // 2:02d}_{i}.png')
-            if i % 3: Image.fromarray((mask * 255).astype(np.uint8)).save(root / kind / f'{kind}-part{i // 2:02d}_{i}_mask.png')
-    return root
-
-
-def make_npz(path, n=40, seed=0):
-    "A MedMNIST-style .npz: 3 classes of 28×28 RGB images (train/val/test, labels (N, 1)) and a classes array."
-    rng = np.random.default_rng(seed)
-    def split(k):
-        y = np.arange(k) % 3
-        x = rng.normal(60 + 50 * y[:, None, None], 20, (k, 28, 28)).clip(0, 255).astype(np.uint8)
-        return np.repeat(x[..., None], 3, -1), y[:, None]
-    (tx, ty), (vx, vy), (sx, sy) = split(n), split(12), split(24)
-    np.savez(path, train_images=tx, train_labels=ty, val_images=vx, val_labels=vy, test_images=sx, test_labels=sy,
-             classes=np.array(['low', 'mid', 'high']))
-    return path
+TYPES = DEMO_TYPES
 
 
 TINY = {'generation': {'n_per_class': 8, 'diffusion_train_steps': 4, 'diffusion_channels': [8, 16, 16], 'gan_train_steps': 4, 'gan_width': 8, 'ddim_steps': 3},
@@ -70,7 +35,7 @@ def _run(tmp_path, runs_dir, name, domain, generators):
 
 def test_folder_of_defect_types_runs_end_to_end(tmp_path, runs_dir):
     "Three defect types, no defect-free class, masks for two images in three, groups from the file names."
-    make_folder(tmp_path / 'parts')
+    demo_folder(tmp_path / 'parts')
     run = _run(tmp_path, runs_dir, 'own-folder', {'dataset': 'parts', 'image_size': 24, 'n_per_class': 4, 'n_val_per_class': 2,
                'source': {'format': 'folder', 'path': 'parts', 'mask_suffix': '_mask', 'group': r'^(\w+-part\d+)_'}, 'test_fraction': 0.3},
                ['diffusion', 'gan'])
@@ -91,7 +56,7 @@ def test_folder_of_defect_types_runs_end_to_end(tmp_path, runs_dir):
 
 
 def test_npz_of_three_rgb_classes_runs_end_to_end(tmp_path, runs_dir):
-    make_npz(tmp_path / 'three.npz')
+    demo_npz(tmp_path / 'three.npz')
     run = _run(tmp_path, runs_dir, 'own-npz', {'dataset': 'three-levels', 'n_per_class': 5, 'n_val_per_class': 3, 'normal_class': 'low',
                'source': {'format': 'npz', 'path': 'three.npz', 'rgb': 'convert'}, 'description': 'Three grey levels.'}, ['diffusion'])
     profile = json.loads((run / '01_domain' / 'profile.json').read_text())
@@ -108,7 +73,7 @@ def _cfg(tmp_path, **source):
 
 
 def test_bad_folders_fail_clearly_before_any_training(tmp_path):
-    root = make_folder(tmp_path / 'parts', n=6)
+    root = demo_folder(tmp_path / 'parts', n=6)
     with pytest.raises(DataError, match=r"Too few pool images for class\(es\)"):
         run_domain(DomainConfig(dataset='mine', data_dir=str(tmp_path), image_size=24, n_per_class=4, n_val_per_class=2,
                                 source={'format': 'folder', 'path': 'parts', 'mask_suffix': '_mask'}), None, tmp_path / 'few' / '01_domain')
