@@ -65,13 +65,14 @@ def carve_scarce(labels: np.ndarray, # pool labels
                  n_per_class: int, # images per class
                  seed: int, # experiment seed
                  groups: np.ndarray|None = None, # group per image: prefer distinct groups
+                 classes: list|None = None, # class names, for error messages
                 ) -> np.ndarray:
     "Sorted pool indices of the data-scarce training set."
     rng = np.random.default_rng(seed)
     chosen = []
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        if len(idx) < n_per_class: raise ValueError(f"class {c} has only {len(idx)} pool images, fewer than n_per_class={n_per_class}")
+        if len(idx) < n_per_class: raise ValueError(f"class {classes[c] if classes else c} has only {len(idx)} pool images, fewer than n_per_class={n_per_class}")
         if groups is not None:  # rank of each image within its group, in shuffled order: distinct groups first
             seen, rank = {}, []
             for i in idx: rank.append(seen.get(groups[i], 0)); seen[groups[i]] = rank[-1] + 1
@@ -84,13 +85,15 @@ def carve_validation(labels: np.ndarray, # pool labels
                      seed: int, # experiment seed
                      train_index: np.ndarray, # pool indices of the training set
                      groups: np.ndarray|None = None, # group per image: no group of the training set is used
+                     classes: list|None = None, # class names, for error messages
                     ) -> np.ndarray:
     "Sorted pool indices of the real validation set: no training image and, with groups, no training group."
     free = np.ones(len(labels), bool); free[train_index] = False
     if groups is not None: free &= ~np.isin(groups, groups[train_index])
     for c in np.unique(labels):
         if (n := int((free & (labels == c)).sum())) < n_per_class:
-            raise ValueError(f"class {c} has only {n} pool images outside the training set{' and its groups' * (groups is not None)}, fewer than n_val_per_class={n_per_class}")
+            raise ValueError(f"class {classes[c] if classes else c} has only {n} pool images outside the training set{' and its groups' * (groups is not None)}, "
+                             f"fewer than n_val_per_class={n_per_class}" + (": lower n_per_class or n_val_per_class, or add images (groups)" if classes else ''))
     cand = np.flatnonzero(free)
     return cand[carve_scarce(labels[cand], n_per_class, seed, None if groups is None else groups[cand])]
 
@@ -157,11 +160,11 @@ def run_domain(cfg: DomainConfig, upstream_dir=None, out_dir=None) -> StageResul
         pool, test, classes = real['pool'], real['test'], real['classes']
         check_counts(pool['labels'], classes, cfg.n_per_class, cfg.n_val_per_class)
         groups = pool.get('group')
-        idx = carve_scarce(pool['labels'], cfg.n_per_class, cfg.seed, groups)
+        idx = carve_scarce(pool['labels'], cfg.n_per_class, cfg.seed, groups, classes)
         train = {k: v[idx] for k, v in pool.items()}
         run.save_arrays('train', **train, pool_index=idx, hashes=image_hashes(train['images']))
         hashes = image_hashes(pool['images'])
-        vidx = carve_validation(pool['labels'], cfg.n_val_per_class, cfg.seed, idx, hashes if groups is None else groups)
+        vidx = carve_validation(pool['labels'], cfg.n_val_per_class, cfg.seed, idx, hashes if groups is None else groups, classes)
         val = {k: v[vidx] for k, v in pool.items()}
         run.save_arrays('val', **val, pool_index=vidx, hashes=image_hashes(val['images']))
         run.save_arrays('pool', held_out=True, **pool, hashes=hashes)

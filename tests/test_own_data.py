@@ -123,3 +123,19 @@ def test_shipped_cards_give_the_splits_of_the_old_loaders(data_dir):
     # recorded with the dedicated loaders (synthnb before the generic sources) on the same data
     assert (digest(pm['pool']), digest(pm['test'])) == ('8764aec8b065', 'a73042d68e96')
     assert (digest(mt['pool']), digest(mt['test'])) == ('41e7763b250f', 'd75cd2e20e5f')
+
+
+def test_json_manifest_with_label_indices_groups_and_an_official_split(tmp_path):
+    "A JSON manifest (path, label index, group, split column) with class names from the YAML; the split is kept as given."
+    root = demo_folder(tmp_path / 'parts', n=8)
+    rows = [{'file': str(p.relative_to(root)), 'y': TYPES.index(p.parent.name), 'part': p.stem.split('_')[0], 'split': 'test' if p.stem.endswith(('_6', '_7')) else 'train'}
+            for p in sorted(root.rglob('*.png')) if not p.stem.endswith('_mask')]
+    (root / 'rows.json').write_text(json.dumps(rows))
+    card = load_card('parts', classes=['Scratch', 'Spot', 'Stain'], source={'format': 'folder', 'path': 'parts', 'manifest': 'rows.json',
+                     'columns': {'image': 'file', 'label': 'y', 'group': 'part'}})
+    s = load_source(card, 24, tmp_path)
+    assert s['classes'] == ['Scratch', 'Spot', 'Stain'] and len(s['test']['labels']) == 6 and len(s['pool']['labels']) == 18
+    assert not set(s['pool']['group']) & set(s['test']['group']) and 'rows.json' in s['files']
+    run = run_domain(DomainConfig(dataset='parts', data_dir=str(tmp_path), image_size=24, n_per_class=2, n_val_per_class=1, classes=card['classes'],
+                                  source=card['source']), None, tmp_path / 'run' / '01_domain')
+    assert json.loads(run.path('profile').read_text())['counts']['test'] == {'Scratch': 2, 'Spot': 2, 'Stain': 2}
