@@ -139,3 +139,21 @@ def test_json_manifest_with_label_indices_groups_and_an_official_split(tmp_path)
     run = run_domain(DomainConfig(dataset='parts', data_dir=str(tmp_path), image_size=24, n_per_class=2, n_val_per_class=1, classes=card['classes'],
                                   source=card['source']), None, tmp_path / 'run' / '01_domain')
     assert json.loads(run.path('profile').read_text())['counts']['test'] == {'Scratch': 2, 'Spot': 2, 'Stain': 2}
+
+
+def test_paste_conditions_on_each_of_several_defect_classes(tmp_path):
+    "With a declared normal class, paste places each defect class's own real defects: several defect classes, one generator."
+    from synthnb.generation import make_paste
+    import torch
+    d = load_source(load_card('parts', source={'format': 'folder', 'path': 'parts', 'mask_suffix': '_mask', 'split': 'stratified'}),
+                    24, demo_folder(tmp_path / 'parts', n=9).parent)
+    rng = np.random.default_rng(0)
+    ok = rng.normal(128, 12, (6, 24, 24)).clip(0, 255).astype(np.uint8)  # defect-free surfaces, class 'ok'
+    images = np.concatenate([ok, d['pool']['images']]); labels = np.concatenate([np.zeros(6, int), d['pool']['labels'] + 1])
+    masks = np.concatenate([np.zeros_like(ok), d['pool']['masks']])
+    profile = {'classes': ['ok', *TYPES], 'roles': {'normal_class': 'ok', 'simulator': None}}
+    gen = make_paste(profile).fit(images, labels, masks, profile)
+    out = gen.sample(np.array([0, 1, 2, 3] * 3), torch.Generator().manual_seed(0))
+    has = out['masks'].reshape(12, -1).any(1)
+    assert (has == (out['labels'] != 0)).all() and set(gen.source_labels) == {1, 2, 3}
+    with pytest.raises(ValueError, match='requested'): gen.sample(np.array([4]), torch.Generator())
