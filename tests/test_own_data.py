@@ -157,3 +157,18 @@ def test_paste_conditions_on_each_of_several_defect_classes(tmp_path):
     has = out['masks'].reshape(12, -1).any(1)
     assert (has == (out['labels'] != 0)).all() and set(gen.source_labels) == {1, 2, 3}
     with pytest.raises(ValueError, match='requested'): gen.sample(np.array([4]), torch.Generator())
+
+
+def test_a_card_file_describes_a_dataset(tmp_path):
+    "domain.dataset may name a card YAML file: the same keys as the shipped cards, kept beside the data."
+    demo_npz(tmp_path / 'levels.npz')
+    card = tmp_path / 'levels.yaml'
+    card.write_text(yaml.safe_dump({'description': 'Three grey levels.', 'source': {'format': 'npz', 'path': str(tmp_path / 'levels.npz'), 'rgb': 'convert'},
+                                    'normal_class': 'low', 'constraints': {'licence': 'CC0'}}))
+    cfg = DomainConfig(dataset=str(card), n_per_class=3, n_val_per_class=2)
+    assert (cfg.card['normal_class'], cfg.card['constraints']) == ('low', {'licence': 'CC0'})
+    run = run_domain(cfg, None, tmp_path / 'run' / '01_domain')
+    profile = json.loads(run.path('profile').read_text())
+    assert profile['classes'] == ['low', 'mid', 'high'] and profile['constraints'] == {'licence': 'CC0'}
+    card.write_text(yaml.safe_dump({'source': {'format': 'npz', 'path': 'x.npz'}, 'normal': 'low'}))
+    with pytest.raises(DataError, match=r"Unknown card key\(s\) \['normal'\]"): DomainConfig(dataset=str(card))
