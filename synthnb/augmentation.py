@@ -22,7 +22,7 @@ from .style import fourier_domain_adaptation, match_histograms, paste_region, vi
 
 # %% auto #0
 __all__ = ['OPS', 'LIMITS', 'DEFAULT_POLICY', 'RandomOp', 'elastic_warp', 'Policy', 'Randomize', 'validate_policy',
-           'build_policy', 'AugmentationConfig', 'augment', 'preview_grid', 'run_augmentation']
+           'build_policy', 'AugmentationConfig', 'augment', 'preview_grid', 'reference_banks', 'run_augmentation']
 
 # %% ../nbs/03_augmentation.ipynb #c45081b9
 def _pair(v): return (float(v[0]), float(v[1])) if isinstance(v, (list, tuple)) else (float(v), float(v))
@@ -217,16 +217,24 @@ def preview_grid(policies: dict, # row title -> policy mapping
         for d in range(draws): rows[f'{name} {d + 1}'] = augment(images, masks, pipeline, seed + d, device=device)[0]
     return image_grid(rows, ncols=len(images), size=0.8, title=title)
 
+# %% ../nbs/03_augmentation.ipynb #5bdb8ae6
+def reference_banks(policy: dict, # the stage's policy
+                    train: dict, # the scarce real set (images, labels)
+                    profile: dict, # stage 1's profile (classes, roles)
+                   ) -> dict:
+    "Reference images for `policy`'s operations: style targets, and defect-free backgrounds where `background` is used."
+    normal = normal_index(profile, "the 'background' augmentation") if 'background' in policy else None
+    return {'targets': train['images'], 'backgrounds': None if normal is None else train['images'][train['labels'] == normal]}
+
 # %% ../nbs/03_augmentation.ipynb #c0300b96
 def _repeat(d: dict, copies: int) -> dict: return {k: np.concatenate([v] * copies) if copies else v[:0] for k, v in d.items()}
 
 def run_augmentation(cfg: AugmentationConfig, upstream_dir=None, out_dir=None) -> StageResult:
     "Stage 3: augment the synthetic set and make augmented copies of the scarce real set."
     with StageRun('augmentation', cfg, upstream_dir, out_dir) as run:
-        syn, train = run.load_arrays('synthetic'), run.load_arrays('train')
-        profile = json.loads(run.artifact_path('profile').read_text())
-        normal = normal_index(profile, "the 'background' augmentation") if 'background' in cfg.policy else None  # defect-free surfaces: only where declared
-        refs = {'targets': train['images'], 'backgrounds': None if normal is None else train['images'][train['labels'] == normal]}
+        train = run.load_arrays('train')
+        refs = reference_banks(cfg.policy, train, json.loads(run.artifact_path('profile').read_text()))  # a missing role fails here, before any work
+        syn = run.load_arrays('synthetic')
         pipeline = build_policy(cfg.policy, **refs).to(run.device)
         s = _repeat({**syn, 'source_index': np.arange(len(syn['labels']))}, cfg.synthetic_copies)
         s['images'], s['masks'] = augment(s['images'], s['masks'], pipeline, cfg.seed, cfg.batch_size, run.device, 'augment synthetic')

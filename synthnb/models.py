@@ -194,16 +194,17 @@ def predict_proba(model: nn.Module, images: np.ndarray,
 # %% ../nbs/00b_models.ipynb #91649bf1
 def classification_metrics(labels: np.ndarray, # true labels (N,)
                            proba: np.ndarray, # predicted probabilities (N, C)
-                           threshold: float|None = None, # two classes: predict class 1 when its probability ≥ this; None: argmax
+                           threshold: float|None = None, # two classes: predict `positive` when its probability ≥ this; None: argmax
+                           positive: int = 1, # two classes: the abnormal / defect class that F1, precision and recall are about
                           ) -> dict:
     "Accuracy, balanced accuracy, F1, precision, recall, ROC-AUC and the confusion matrix."
     labels = np.asarray(labels); n_classes = proba.shape[1]
-    pred = (proba[:, 1] >= threshold).astype(int) if threshold is not None and n_classes == 2 else proba.argmax(1)
-    avg = 'binary' if n_classes == 2 else 'macro'
+    pred = np.where(proba[:, positive] >= threshold, positive, 1 - positive) if threshold is not None and n_classes == 2 else proba.argmax(1)
+    avg, pos = ('binary', {'pos_label': positive}) if n_classes == 2 else ('macro', {})
     out = {'accuracy': skm.accuracy_score(labels, pred), 'balanced_accuracy': skm.balanced_accuracy_score(labels, pred),
-           'f1': skm.f1_score(labels, pred, average=avg, zero_division=0),
-           'precision': skm.precision_score(labels, pred, average=avg, zero_division=0),
-           'recall': skm.recall_score(labels, pred, average=avg, zero_division=0), 'roc_auc': roc_auc(labels, proba)}
+           'f1': skm.f1_score(labels, pred, average=avg, zero_division=0, **pos),
+           'precision': skm.precision_score(labels, pred, average=avg, zero_division=0, **pos),
+           'recall': skm.recall_score(labels, pred, average=avg, zero_division=0, **pos), 'roc_auc': roc_auc(labels, proba)}
     out = {k: float(v) for k, v in out.items()}
     out['confusion'] = skm.confusion_matrix(labels, pred, labels=list(range(n_classes))).tolist()
     out['per_class_recall'] = skm.recall_score(labels, pred, average=None, labels=list(range(n_classes)), zero_division=0).tolist()
@@ -211,7 +212,8 @@ def classification_metrics(labels: np.ndarray, # true labels (N,)
 
 def val_threshold(labels: np.ndarray, # validation labels (two classes)
                   proba: np.ndarray, # validation probabilities (N, 2)
+                  positive: int = 1, # the abnormal / defect class
                  ) -> float:
-    "The class-1 probability threshold that maximises balanced accuracy (Youden's J) on the validation set."
-    fpr, tpr, thr = skm.roc_curve(labels, proba[:, 1])
+    "The `positive`-class probability threshold that maximises balanced accuracy (Youden's J) on the validation set."
+    fpr, tpr, thr = skm.roc_curve(labels, proba[:, positive], pos_label=positive)
     return float(np.clip(thr[np.argmax(tpr - fpr)], 0, 1))

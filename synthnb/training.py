@@ -219,12 +219,13 @@ def robustness_subset(test: dict, n: int, seed: int = 0) -> dict:
     return {k: test[k][idx] for k in ('images', 'labels')}
 
 # %% ../nbs/06_training.ipynb #8e7edb79
-def evaluate_unit(data: dict, strategy: str, test: dict, val: dict, n_classes: int, cfg: TrainingConfig, device, seed: int, desc: str) -> dict:
+def evaluate_unit(data: dict, strategy: str, test: dict, val: dict, n_classes: int, cfg: TrainingConfig, device, seed: int, desc: str, positive: int = 1) -> dict:
     "Train one model; its test metrics (argmax and at the validation-chosen threshold), validation metrics and training curve."
     model = train_model(data, strategy, n_classes, cfg, seed, device, desc, monitor=(val['images'], val['labels']))
     p_test, p_val = (predict_proba(model, d['images'], device=device, precision=cfg.precision) for d in (test, val))
-    out = {'test': classification_metrics(test['labels'], p_test), 'val': classification_metrics(val['labels'], p_val), 'history': model.history, 'model': model}
-    if n_classes == 2: out['thresholded'] = classification_metrics(test['labels'], p_test, val_threshold(val['labels'], p_val))
+    out = {'test': classification_metrics(test['labels'], p_test, positive=positive), 'val': classification_metrics(val['labels'], p_val, positive=positive),
+           'history': model.history, 'model': model}
+    if n_classes == 2: out['thresholded'] = classification_metrics(test['labels'], p_test, val_threshold(val['labels'], p_val, positive), positive)
     return out
 
 def summarise_arm(units: list, results: list, n_train: int, strategy: str, info: dict) -> dict:
@@ -243,7 +244,7 @@ def summarise_arm(units: list, results: list, n_train: int, strategy: str, info:
 
 # %% ../nbs/06_training.ipynb #6d549b14
 def train_arms(src, cfg: TrainingConfig, strategies: list, test: dict, n_classes: int, device, replicate: int,
-               robust: bool = False, rename=None, only=None, reuse=None) -> tuple:
+               robust: bool = False, rename=None, only=None, reuse=None, positive: int = 1) -> tuple:
     "Every arm of one replicate (`src`: its stage-5 chain), one model per seed: arm -> (units, results, n_train, strategy, info); the last model of each arm."
     val, out, models = src.arrays('val'), {}, {}
     for arm, (data, strategy, info) in load_arms(src, cfg, strategies, src.json('mixes')).items():
@@ -252,7 +253,7 @@ def train_arms(src, cfg: TrainingConfig, strategies: list, test: dict, n_classes
         if name in (reuse or {}): out[name] = reuse[name]; continue  # the same data and seeds were already trained
         units, results = [], []
         for s in cfg.seeds:
-            r = evaluate_unit(data, strategy, test, val, n_classes, cfg, device, int(s), f'{name} · replicate {replicate} · seed {s}')
+            r = evaluate_unit(data, strategy, test, val, n_classes, cfg, device, int(s), f'{name} · replicate {replicate} · seed {s}', positive)
             if robust: r['robustness'] = robustness_metrics(r['model'], robustness_subset(test, cfg.robustness_images, cfg.seed), device, int(s))
             models[name] = r.pop('model'); units.append({'replicate': replicate, 'seed': int(s)}); results.append(r)
         out[name] = (units, results, len(data['labels']), strategy, info)
@@ -321,17 +322,19 @@ def run_training(cfg: TrainingConfig, upstream_dir=None, out_dir=None) -> StageR
     "Stage 6: screen every arm, replicate the best on fresh scarce draws (with the dose sweep and learning curve), evaluate on the real test split, recommend changes."
     with StageRun('training', cfg, upstream_dir, out_dir) as run:
         src = ChainReader.of_run(run)
-        classes = src.json('profile')['classes']; n_classes = len(classes)
+        profile = src.json('profile'); classes = profile['classes']; n_classes = len(classes)
+        normal = (profile.get('roles') or {}).get('normal_class')
+        positive = 1 - classes.index(normal) if n_classes == 2 and normal in classes else 1  # two classes: F1/precision/recall of the abnormal class
         test, val = src.arrays('test'), src.arrays('val')
         strategies = run.upstream['parameters'].get('strategies', ['mix'])
-        collected, models = train_arms(src, cfg, strategies, test, n_classes, run.device, 0, robust=cfg.robustness)
+        collected, models = train_arms(src, cfg, strategies, test, n_classes, run.device, 0, robust=cfg.robustness, positive=positive)
         for arm, model in models.items():
             run.save_model(f"classifier_{arm.replace(':', '_').replace('×', 'x').replace('+', '_')}", model.state_dict(),
                            {'class': 'SmallResNet', 'n_classes': n_classes, 'width': cfg.width, 'stride': int(model.stem[0].stride[0]), 'seed': int(cfg.seeds[-1])})
         screen = summarise_arms(collected)
         arms = screen
         if cfg.replicates > 1 or cfg.ratios or cfg.curve:
-            arms, extra = _replicate(run, cfg, screen, collected, test, n_classes)
+            arms, extra = _replicate(run, cfg, screen, collected, test, n_classes, positive)
             run.metrics['screening'] = screen; run.metrics.update(extra)
         run.metrics.update(arms)
         syn, train = src.arrays('synthetic'), src.arrays('train')
@@ -349,7 +352,7 @@ def _same_real_arms(run, src, screened: dict) -> dict:
     same = all(src.artifacts[a]['sha256'] == run.inherited[a]['sha256'] for a in ('train', 'val', 'pool', 'real_aug') if a in run.inherited)
     return {a: screened[a] for a in ('real_only', 'real_aug', 'ceiling') if a in screened} if same else {}
 
-def _replicate(run, cfg: TrainingConfig, screen: dict, screened: dict, test: dict, n_classes: int) -> tuple:
+def _replicate(run, cfg: TrainingConfig, screen: dict, screened: dict, test: dict, n_classes: int, positive: int = 1) -> tuple:
     "The replicated arms (paired over replicates) and the records of the replication and the learning curve."
     params = pipeline_parameters(run.upstream_dir)
     gens, picked = replicated_generators(screen, cfg)
@@ -359,7 +362,7 @@ def _replicate(run, cfg: TrainingConfig, screen: dict, screened: dict, test: dic
     for r in progress(range(cfg.replicates), desc='replicates', leave=False):
         p = replicate_parameters(params, cfg.seed + r, **replicate_overrides(params, gens, ratio, cfg.ratios))
         src = ChainReader(d := run_pipeline(p, run.out_dir/'replicates'/f'seed{cfg.seed + r}'))
-        parts.append(train_arms(src, cfg, ['mix'], test, n_classes, run.device, r, rename=rename, reuse=_same_real_arms(run, src, screened) if r == 0 else None)[0])
+        parts.append(train_arms(src, cfg, ['mix'], test, n_classes, run.device, r, rename=rename, reuse=_same_real_arms(run, src, screened) if r == 0 else None, positive=positive)[0])
     arms = summarise_arms(merge_units(parts))
     extra = {'replication': {'generators': gens, 'chosen_from': picked, 'replicates': cfg.replicates, 'seeds': [cfg.seed + r for r in range(cfg.replicates)],
                              'ratios': [ratio] + [r for r in cfg.ratios if r != ratio]}}
@@ -373,7 +376,7 @@ def _replicate(run, cfg: TrainingConfig, screen: dict, screened: dict, test: dic
                 p = replicate_parameters(params, cfg.seed + r, **replicate_overrides(params, gens, best_ratio, [], n_per_class=n))
                 d = run_pipeline(p, run.out_dir/'curve'/f'n{n}_seed{cfg.seed + r}')
                 same = rename('synthetic:all')  # the headline arm's generators at its ratio, now stage 5's base ratio
-                got = train_arms(ChainReader(d), cfg, ['mix'], test, n_classes, run.device, r, rename=rename, only={'real_only', same})[0]
+                got = train_arms(ChainReader(d), cfg, ['mix'], test, n_classes, run.device, r, rename=rename, only={'real_only', same}, positive=positive)[0]
                 for a, b in (('real_only', 'real_only'), (best, same)): points[n][a].append(float(np.nanmean([m['test'][HEADLINE_METRIC] for m in got[b][1]])))
         ceil = {'n_per_class': int(arms['ceiling']['n_train'] // n_classes), 'scores': replicate_means(arms['ceiling'])} if 'ceiling' in arms else None
         extra['learning_curve'] = learning_curve(points, n0, best, ceil)

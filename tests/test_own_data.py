@@ -41,7 +41,8 @@ def test_folder_of_defect_types_runs_end_to_end(tmp_path, runs_dir):
                ['diffusion', 'gan'])
     profile = json.loads((run / '01_domain' / 'profile.json').read_text())
     assert profile['classes'] == list(TYPES) and profile['roles'] == {'normal_class': None, 'simulator': None}
-    assert 'defects' in profile and profile['defects']['n_masked'] > 0
+    tr_masks = np.load(run / '01_domain' / 'train.npz')['masks']
+    assert profile['defects']['n_masked'] == int(tr_masks.reshape(len(tr_masks), -1).any(1).sum()) > 0
     tr, te = (np.load(run / '01_domain' / f'{a}.npz') for a in ('train', 'test'))
     assert not set(tr['group']) & set(te['group']), 'a part is on both sides of the split'
     assert tr['masks'].shape == tr['images'].shape == (12, 24, 24)
@@ -57,10 +58,10 @@ def test_folder_of_defect_types_runs_end_to_end(tmp_path, runs_dir):
 
 def test_npz_of_three_rgb_classes_runs_end_to_end(tmp_path, runs_dir):
     demo_npz(tmp_path / 'three.npz')
-    run = _run(tmp_path, runs_dir, 'own-npz', {'dataset': 'three-levels', 'n_per_class': 5, 'n_val_per_class': 3, 'normal_class': 'low',
+    run = _run(tmp_path, runs_dir, 'own-npz', {'dataset': 'three-levels', 'n_per_class': 5, 'n_val_per_class': 3, 'normal_class': 'high',
                'source': {'format': 'npz', 'path': 'three.npz', 'rgb': 'convert'}, 'description': 'Three grey levels.'}, ['diffusion'])
     profile = json.loads((run / '01_domain' / 'profile.json').read_text())
-    assert profile['classes'] == ['low', 'mid', 'high'] and profile['roles']['normal_class'] == 'low'
+    assert profile['classes'] == ['low', 'mid', 'high'] and profile['roles']['normal_class'] == 'high'  # the normal class is listed last
     assert any('RGB converted' in n for n in profile['notes']) and profile['description'] == 'Three grey levels.'
     assert profile['counts']['test'] == {'low': 8, 'mid': 8, 'high': 8}  # the official test split
     m = json.loads((run / '06_training' / 'metrics.json').read_text())
@@ -86,9 +87,10 @@ def test_bad_folders_fail_clearly_before_any_training(tmp_path):
     (root / 'spot' / 'broken.png').write_bytes(b'\x89PNG not really')
     with pytest.raises(DataError, match=r'Cannot read image .*broken.png'): load_source(_cfg(tmp_path).card, 24, tmp_path)
     (root / 'spot' / 'broken.png').unlink()
-    Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(root / 'spot' / 'colour.png')
-    with pytest.raises(DataError, match=r'colour.png is a RGB image.*rgb: convert'): load_source(_cfg(tmp_path).card, 24, tmp_path)
-    assert load_source(_cfg(tmp_path, rgb='convert').card, 24, tmp_path)['notes'], 'conversion is noted'
+    colour = np.zeros((40, 48, 3), np.uint8); colour[..., 0] = 180  # red: real colour content (equal channels would be greyscale)
+    Image.fromarray(colour).save(root / 'spot' / 'colour.png')
+    with pytest.raises(DataError, match=r'colour.png is a RGB colour image.*rgb: convert'): load_source(_cfg(tmp_path).card, 24, tmp_path)
+    assert any('RGB converted' in n for n in load_source(_cfg(tmp_path, rgb='convert').card, 24, tmp_path)['notes']), 'conversion is noted'
     (root / 'spot' / 'colour.png').unlink()
     with pytest.raises(DataError, match=r'group pattern .* does not match'): load_source(_cfg(tmp_path, group=r'^(tile\d+)').card, 24, tmp_path)
     (root / 'labels.csv').write_text('image,label,group,split\nscratch/scratch-part00_0.png,scratch,a,train\nspot/spot-part00_0.png,spot,a,test\n'
@@ -111,6 +113,13 @@ def test_generators_and_augmentations_need_their_declared_roles(tmp_path):
     two = {'classes': ['ok', 'dent', 'scratch'], 'roles': {'normal_class': 'ok', 'simulator': 'surface_defects'}}
     from synthnb.simulation import SurfaceDefectSimulator
     with pytest.raises(DataError, match='has 3 classes'): SurfaceDefectSimulator().fit(np.zeros((3, 16, 16), np.uint8), np.arange(3), profile=two)
+    # the background augmentation of stage 3 needs the declared defect-free class, and uses only its images
+    from synthnb.augmentation import reference_banks
+    train = {'images': np.arange(4)[:, None, None] * np.ones((4, 8, 8), np.uint8), 'labels': np.array([0, 1, 2, 1])}
+    with pytest.raises(DataError, match="'background' augmentation needs defect-free / normal images"):
+        reference_banks({'background': {'p': 0.5}}, train, profile)
+    banks = reference_banks({'background': {'p': 0.5}}, train, {'classes': ['a', 'ok', 'b'], 'roles': {'normal_class': 'ok'}})
+    assert banks['backgrounds'][:, 0, 0].tolist() == [1, 3] and reference_banks({'hflip': {}}, train, profile)['backgrounds'] is None
 
 
 def test_shipped_cards_give_the_splits_of_the_old_loaders(data_dir):
@@ -149,13 +158,13 @@ def test_paste_conditions_on_each_of_several_defect_classes(tmp_path):
                     24, demo_folder(tmp_path / 'parts', n=9).parent)
     rng = np.random.default_rng(0)
     ok = rng.normal(128, 12, (6, 24, 24)).clip(0, 255).astype(np.uint8)  # defect-free surfaces, class 'ok'
-    images = np.concatenate([ok, d['pool']['images']]); labels = np.concatenate([np.zeros(6, int), d['pool']['labels'] + 1])
+    images = np.concatenate([ok, d['pool']['images']]); labels = np.concatenate([np.full(6, 3), d['pool']['labels']])
     masks = np.concatenate([np.zeros_like(ok), d['pool']['masks']])
-    profile = {'classes': ['ok', *TYPES], 'roles': {'normal_class': 'ok', 'simulator': None}}
+    profile = {'classes': [*TYPES, 'ok'], 'roles': {'normal_class': 'ok', 'simulator': None}}  # the defect-free class listed last
     gen = make_paste(profile).fit(images, labels, masks, profile)
     out = gen.sample(np.array([0, 1, 2, 3] * 3), torch.Generator().manual_seed(0))
     has = out['masks'].reshape(12, -1).any(1)
-    assert (has == (out['labels'] != 0)).all() and set(gen.source_labels) == {1, 2, 3}
+    assert (has == (out['labels'] != 3)).all() and set(gen.source_labels) == {0, 1, 2}
     with pytest.raises(ValueError, match='requested'): gen.sample(np.array([4]), torch.Generator())
 
 
