@@ -132,6 +132,8 @@ def test_shipped_cards_give_the_splits_of_the_old_loaders(data_dir):
     # recorded with the dedicated loaders (synthnb before the generic sources) on the same data
     assert (digest(pm['pool']), digest(pm['test'])) == ('8764aec8b065', 'a73042d68e96')
     assert (digest(mt['pool']), digest(mt['test'])) == ('41e7763b250f', 'd75cd2e20e5f')
+    masks = np.concatenate([mt['pool']['masks'], mt['test']['masks']])
+    assert hashlib.sha1(np.ascontiguousarray(masks).tobytes()).hexdigest()[:12] == 'abed7d23a5ff'  # and the same pixel masks
 
 
 def test_json_manifest_with_label_indices_groups_and_an_official_split(tmp_path):
