@@ -11,7 +11,7 @@ from pathlib import Path
 from .core import STAGES, StageError, load_json, read_manifest, sha256_file, stage_folder
 
 # %% auto #0
-__all__ = ['pipeline_parameters', 'replicate_parameters', 'run_pipeline', 'ChainReader']
+__all__ = ['pipeline_parameters', 'replicate_parameters', 'run_pipeline', 'ChainReader', 'curve_points']
 
 # %% ../nbs/06b_replicates.ipynb #4be6d63f
 def pipeline_parameters(stage_dir) -> dict:
@@ -75,3 +75,19 @@ class ChainReader:
         self.has, self.arrays = run.has_artifact, run.load_arrays
         self.path, self.json = run.artifact_path, lambda name: load_json(run.artifact_path(name))
         return self
+
+# %% ../nbs/06b_replicates.ipynb #48cbcf99
+def curve_points(pool: dict, # stage 1's `pool` arrays (labels; group or hashes)
+                 counts: list, # real images per class of the curve
+                 n_val_per_class: int, # validation images per class each draw also needs
+                 seeds: list, # experiment seeds of the curve replicates
+                ) -> tuple:
+    "The counts stage 1 can draw for every seed, and {count: why not} for the others."
+    from synthnb.domain import carve_scarce, carve_validation
+    groups, ok, skipped = pool.get('group'), [], {}
+    for n in counts:
+        try:
+            for s in seeds: carve_validation(pool['labels'], n_val_per_class, int(s), carve_scarce(pool['labels'], n, int(s), groups), pool['hashes'] if groups is None else groups)
+            ok.append(n)
+        except ValueError as e: skipped[int(n)] = str(e)
+    return ok, skipped

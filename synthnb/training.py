@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_training.ipynb #96d40bf6
 from __future__ import annotations
-import json
+import dataclasses, json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 from .core import StageResult, StageRun, did_you_mean, progress, stage_result
 from .evidence import gap_closed, paired_delta, data_equivalence, t_interval
 from .models import PRECISIONS, check_augment, classification_metrics, fit_classifier, predict_proba, val_threshold
-from .replicates import ChainReader, pipeline_parameters, replicate_parameters, run_pipeline
+from .replicates import ChainReader, curve_points, pipeline_parameters, replicate_parameters, run_pipeline
 from .robustness import SEVERITIES, artefact_detector, mean_ci, robustness_metrics
 
 # %% auto #0
@@ -327,6 +327,11 @@ def run_training(cfg: TrainingConfig, upstream_dir=None, out_dir=None) -> StageR
         positive = 1 - classes.index(normal) if n_classes == 2 and normal in classes else 1  # two classes: F1/precision/recall of the abnormal class
         test, val = src.arrays('test'), src.arrays('val')
         strategies = run.upstream['parameters'].get('strategies', ['mix'])
+        if cfg.curve:  # before any training: drop the learning-curve points the pool cannot give, and say why
+            n_val = pipeline_parameters(run.upstream_dir)['domain']['n_val_per_class']
+            counts, skipped = curve_points(src.arrays('pool'), cfg.curve, n_val, [cfg.seed + r for r in range(cfg.curve_replicates)])
+            for n, why in skipped.items(): print(f"⚠ learning curve: {n} real images per class cannot be drawn ({why}); that point is skipped")
+            cfg = dataclasses.replace(cfg, curve=counts); run.metrics['learning_curve_skipped'] = skipped
         collected, models = train_arms(src, cfg, strategies, test, n_classes, run.device, 0, robust=cfg.robustness, positive=positive)
         for arm, model in models.items():
             run.save_model(f"classifier_{arm.replace(':', '_').replace('×', 'x').replace('+', '_')}", model.state_dict(),
