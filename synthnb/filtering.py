@@ -60,7 +60,8 @@ def select_synthetic(syn_images, syn_labels, train_images, # uint8 images, label
                      copy_quantile: float = 0.05, copy_factor: float = 0.5, confidence: float = 0.9, realism_quantile: float = 0.95, k: int = 5) -> dict:
     "The `synthetic_keep` arrays (`keep`, `reason`) and the thresholds used."
     d_copy, _ = nearest(syn_images, train_images); d_real, _ = nearest(reference_images, train_images)
+    k = max(1, min(k, len(f_real) - 1))  # a scarce set of a handful of images (a learning-curve point of 2 per class) has fewer than k other real neighbours
     d_syn, r_real = knn_realism(f_syn, f_real, k)
-    thr = {'copy_threshold': copy_factor * float(np.quantile(d_real, copy_quantile)), 'realism_threshold': float(np.quantile(r_real, realism_quantile))}
+    thr = {'copy_threshold': copy_factor * float(np.quantile(d_real, copy_quantile)), 'realism_threshold': float(np.quantile(r_real, realism_quantile)), 'realism_k': k}
     reason = filter_reasons(syn_labels, proba, d_copy, thr['copy_threshold'], d_syn, thr['realism_threshold'], confidence)
     return {'keep': reason == '', 'reason': reason, 'copy_distance': d_copy, 'realism_distance': d_syn, **thr}

@@ -216,7 +216,7 @@ def test_feedback_loop_changes_next_iteration(light_run, runs_dir, data_dir):
 def test_replicates_redraw_the_scarce_set_and_pair_the_arms(light_run, runs_dir, data_dir):
     "Two replicates (a dose sweep, a learning-curve point, and one the pool cannot give): new scarce draws that never touch their validation set or the test split; paired deltas per unit."
     proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=replicates', *LIGHT, '-p', 'training.arms=[real_only, synthetic, ceiling]',
-                   '-p', 'training.replicates=2', '-p', 'training.ratios=[3]', '-p', 'training.curve=[3, 5000]', '-p', 'training.curve_replicates=2',
+                   '-p', 'training.replicates=2', '-p', 'training.ratios=[3]', '-p', 'training.curve=[2, 5000]', '-p', 'training.curve_replicates=2',
                    '--runs-dir', runs_dir, env={'SYNTHNB_DATA': str(data_dir)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     d = runs_dir / 'replicates' / '06_training'
@@ -235,6 +235,6 @@ def test_replicates_redraw_the_scarce_set_and_pair_the_arms(light_run, runs_dir,
     assert h['delta']['per_unit'] == [b['roc_auc'] - r['roc_auc'] for b, r in zip(best, real)]  # paired unit by unit
     assert (h['gap_closed'] is None and h['gap_note']) or all(c is not None and abs(c) < 1e6 for c in h['gap_closed_ci'])
     lc = m['learning_curve']
-    assert {r['n_per_class'] for r in lc['rows']} == {3, 20} and lc['arm'] == h['best_synthetic_arm']
+    assert {r['n_per_class'] for r in lc['rows']} == {2, 20} and lc['arm'] == h['best_synthetic_arm']  # 2 per class: fewer real images than stage 4's k
     assert list(m['learning_curve_skipped']) == ['5000'] and 'fewer than n_per_class=5000' in m['learning_curve_skipped']['5000']  # dropped before any training
     assert (d / 'learning_curve.png').exists() and (d / 'paired_deltas.png').exists() and (d / 'training_curves.png').exists()
