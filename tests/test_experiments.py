@@ -173,7 +173,7 @@ def test_failing_stage_keeps_report_and_exits_nonzero(runs_dir, data_dir):
     proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=fails', '-p', 'domain.n_per_class=100000', '--runs-dir', runs_dir,
                    env={'SYNTHNB_DATA': str(data_dir)})
     assert proc.returncode == 1
-    assert 'stage 01_domain failed' in proc.stderr and 'fewer than n_per_class' in proc.stderr
+    assert 'stage 01_domain failed' in proc.stderr and 'Too few pool images' in proc.stderr
     nb = nbformat.read(runs_dir / 'fails' / '01_domain' / 'report.ipynb', as_version=4)
     assert any(o.output_type == 'error' for c in nb.cells if c.cell_type == 'code' for o in c.outputs)
     assert not (runs_dir / 'fails' / '02_generation').exists()

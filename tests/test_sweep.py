@@ -135,7 +135,7 @@ def test_failure_is_recorded_and_only_it_is_retried(scheduler_sweep, dask_schedu
     tmp, sweep_dir, proc = scheduler_sweep
     assert proc.returncode == 1  # some experiment failed; the others finished
     bad = _record(sweep_dir)['experiments']['ext-healthcare-n100000']
-    assert bad['status'] == 'failed' and bad['stage'] == 'domain' and 'fewer than n_per_class=100000' in bad['message']
+    assert bad['status'] == 'failed' and bad['stage'] == 'domain' and 'Too few pool images' in bad['message']
     assert Path(bad['report']).exists() and _errors(bad['report'])  # the partial report holds the traceback
     assert 'ext-healthcare-n100000: failed at domain' in proc.stderr
     good_manifest = sweep_dir / 'ext-healthcare-n20' / '06_training' / 'manifest.json'
