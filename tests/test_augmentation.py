@@ -138,6 +138,7 @@ class _Cfg:
 def test_run_augmentation_artifacts(tmp_path):
     with StageRun('domain', _Cfg(), None, tmp_path / '01_domain') as r:
         r.save_arrays('train', images=IMAGES, labels=np.array([0, 1] * 4), masks=MASKS * np.array([0, 1] * 4)[:, None, None])
+        r.write_json('profile', {'classes': ['ok', 'defect'], 'roles': {'normal_class': 'ok', 'simulator': None}})  # stage 3 reads the declared normal class
     with StageRun('generation', _Cfg(), tmp_path / '01_domain', tmp_path / '02_generation') as r:
         r.save_arrays('synthetic', images=IMAGES[::-1], labels=np.array([1, 0] * 4), masks=MASKS[::-1], generator=np.full(8, 'simulation'))
     cfg = AugmentationConfig(policy={**DEFAULT_POLICY, **RICH}, real_copies=2, device='cpu')
