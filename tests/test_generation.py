@@ -16,7 +16,7 @@ from synthnb.gan import GANGenerator
 from synthnb.generation import GENERATORS, GenerationConfig, check_samples, load_generator, sample_counts, save_generator
 
 NAMES = ['simulation', 'diffusion', 'gan', 'hybrid']
-PROFILE = {'classes': ['normal', 'pneumonia']}
+PROFILE = {'classes': ['normal', 'pneumonia'], 'roles': {'normal_class': 'normal', 'simulator': 'chest_opacity'}}  # what stage 1 declares for the healthcare card
 TINY = dict(batch_size=8, diffusion_train_steps=3, diffusion_channels=[8, 16, 16], ddim_steps=2, gan_train_steps=3, gan_width=8, device='cpu')
 
 
