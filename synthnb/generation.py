@@ -18,7 +18,7 @@ from .diffusion import DiffusionGenerator, HybridGenerator
 from .gan import GANGenerator
 from .paste import DefectPasteGenerator
 from .simulation import ChestOpacitySimulator, SurfaceDefectSimulator
-from .sources import DataError, normal_index
+from .sources import SIMULATOR_NAMES, DataError, normal_index
 
 # %% auto #0
 __all__ = ['SIMULATOR_CLASSES', 'GENERATORS', 'GENERATOR_CLASSES', 'GenerationConfig', 'make_simulator', 'make_diffusion',
@@ -65,7 +65,7 @@ class GenerationConfig:
         if not 0 <= self.label_dropout < 1: raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
 
 # %% ../nbs/02_generation.ipynb #4f550d62
-SIMULATOR_CLASSES = {'chest_opacity': ChestOpacitySimulator, 'surface_defects': SurfaceDefectSimulator}
+SIMULATOR_CLASSES = dict(zip(SIMULATOR_NAMES, (ChestOpacitySimulator, SurfaceDefectSimulator)))  # the names a card may declare
 
 def make_simulator(profile: dict, cfg=None, fitted=None):
     "The procedural simulator the dataset's card declares (`domain.simulator`)."
