@@ -125,6 +125,19 @@ def stage_notebook(proc_path, executed_path, dest_dir, toctree=None):
     return name
 
 
+def case_headline(case_dir) -> list:
+    "Markdown lines for one case on the reports index: its provenance and headline table (from publish_reports' summary.json / headline.md)."
+    summary, table = case_dir / 'summary.json', case_dir / 'headline.md'
+    if not summary.exists(): return []
+    s = json.loads(summary.read_text())
+    wall = sum(v for v in (s.get('wall_seconds') or {}).values() if v)
+    lines = [f"## {s.get('case', case_dir.name)}", '',
+             f"Profile `{s.get('profile') or s.get('experiment', {}).get('profile', '?')}` on {s.get('device_name') or s.get('device')}, "
+             f"commit `{str((s.get('git') or {}).get('commit', '?'))[:10]}`, {wall / 60:.0f} min in all.", '']
+    if table.exists(): lines += [table.read_text().strip(), '']
+    return lines
+
+
 def stage_reports(reports_dir, dest):
     "Copy executed report notebooks (reports/<case>/<NN_stage>.ipynb) as they are; write the Reports index."
     groups = {}
@@ -141,6 +154,7 @@ def stage_reports(reports_dir, dest):
         lines += ['No reports are committed yet. Run an experiment with `synthnb run experiments/healthcare.yaml -p profile=full` '
                   'and copy `runs/<exp_id>/<NN_stage>/report.ipynb` to `reports/<case>/<NN_stage>.ipynb`.', '']
     for case, pages in groups.items():
+        lines += case_headline(reports_dir / case)
         lines += ['```{toctree}', f':caption: {case}', ':maxdepth: 1', '']
         lines += [f'{case} · {Path(pg).name} <{pg}>' for pg in pages] + ['```', '']
     dest.mkdir(parents=True, exist_ok=True)

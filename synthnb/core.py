@@ -17,9 +17,9 @@ from fastcore.basics import patch
 # %% auto #0
 __all__ = ['STAGES', 'SHARED_KEYS', 'RESERVED_PARAMS', 'PACKAGES', 'MANIFEST', 'HELD_OUT_READERS', 'stage_folder', 'did_you_mean',
            'validate_exp_id', 'Experiment', 'parse_override', 'load_experiment', 'sha256_file', 'atomic_path',
-           'save_json', 'load_json', 'write_npz', 'seed_everything', 'resolve_device', 'bf16_supported', 'progress',
-           'package_versions', 'project_root', 'git_commit', 'provenance', 'StageError', 'read_manifest', 'StageRun',
-           'StageResult', 'stage_result', 'image_grid']
+           'save_json', 'load_json', 'plain_json', 'finite', 'write_npz', 'seed_everything', 'resolve_device',
+           'bf16_supported', 'progress', 'package_versions', 'project_root', 'git_commit', 'provenance', 'StageError',
+           'read_manifest', 'StageRun', 'StageResult', 'stage_result', 'image_grid']
 
 # %% ../nbs/00_core.ipynb #4f2d1e0c
 STAGES = ('domain', 'generation', 'augmentation', 'evaluation', 'integration', 'training')
@@ -133,19 +133,29 @@ def _umask() -> int:
     mask = os.umask(0); os.umask(mask); return mask
 
 def save_json(path, obj) -> Path:
-    "Write `obj` as indented JSON, atomically."
-    with atomic_path(path) as tmp: Path(tmp).write_text(json.dumps(obj, indent=1, default=_json_default) + '\n')
+    "Write `obj` as indented, strict JSON (NaN and ±inf become null), atomically."
+    text = json.dumps(plain_json(obj), indent=1, allow_nan=False)
+    with atomic_path(path) as tmp: Path(tmp).write_text(text + '\n')
     return Path(path)
 
 def load_json(path): return json.loads(Path(path).read_text())
 
-def _json_default(o):
-    if isinstance(o, (np.integer,)): return int(o)
-    if isinstance(o, (np.floating,)): return float(o)
-    if isinstance(o, np.ndarray): return o.tolist()
+def plain_json(o):
+    "`o` made of JSON's own types: numpy scalars and arrays, paths and dataclasses converted, NaN and ±inf as None (JSON's null)."
+    if isinstance(o, dict): return {(k.item() if isinstance(k, np.generic) else k): plain_json(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)): return [plain_json(v) for v in o]
+    if o is None or isinstance(o, str): return o
+    if isinstance(o, (bool, np.bool_)): return bool(o)
+    if isinstance(o, (int, np.integer)): return int(o)
+    if isinstance(o, (float, np.floating)): return float(o) if np.isfinite(o) else None
+    if isinstance(o, np.ndarray): return plain_json(o.tolist())
     if isinstance(o, Path): return str(o)
-    if dataclasses.is_dataclass(o): return dataclasses.asdict(o)
+    if dataclasses.is_dataclass(o): return plain_json(dataclasses.asdict(o))
     raise TypeError(f"Cannot write {type(o).__name__} to JSON")
+
+def finite(v) -> bool:
+    "Whether `v` is a real number that is not NaN or ±inf (a metric read back from JSON may be None: undefined)."
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and bool(np.isfinite(v))
 
 # %% ../nbs/00_core.ipynb #fb95f1ec
 def write_npz(file, # path or binary file object
@@ -332,6 +342,13 @@ def save_arrays(self: StageRun, name: str, held_out: bool = False, **arrays) -> 
 def write_json(self: StageRun, name: str, obj) -> Path:
     "Write `obj` to `<name>.json` and register it."
     return self._register(name, save_json(self.out_dir/f'{name}.json', obj))
+
+@patch
+def write_csv(self: StageRun, name: str, df) -> Path:
+    "Write the DataFrame `df` to `<name>.csv` (no index) atomically and register it."
+    path = self.out_dir/f'{name}.csv'
+    with atomic_path(path) as tmp: df.to_csv(tmp, index=False)
+    return self._register(name, path)
 
 @patch
 def save_figure(self: StageRun, name: str, fig, dpi: int = 90) -> Path:

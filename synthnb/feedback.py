@@ -9,7 +9,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from .core import STAGES, Experiment, load_json, save_json, stage_folder
+from .core import STAGES, Experiment, finite, load_json, save_json, stage_folder
 from .runner import CONFIGS, run_experiment
 from .training import apply_recommendations
 
@@ -58,7 +58,7 @@ def feedback_markdown(history: list) -> str:
     lines = ['| iteration | changes | ' + ' | '.join(arms) + ' |', '|---|---|' + '---|' * len(arms)]
     for h in history:
         ch = '<br>'.join(f"`{a['key']}` {a['old']} → {a['new']}" for a in h['applied']) or '—'
-        lines.append(f"| {h['iteration']} | {ch} | " + ' | '.join(f"{h['arms'].get(a, float('nan')):.3f}" for a in arms) + ' |')
+        lines.append(f"| {h['iteration']} | {ch} | " + ' | '.join(f"{v:.3f}" if finite(v := h['arms'].get(a)) else '–' for a in arms) + ' |')
     return '\n'.join(lines) + '\n'
 
 def feedback_figure(history: list):

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import matplotlib.pyplot as plt
 
-from .core import StageResult, StageRun, did_you_mean, progress, stage_result
+from .core import StageResult, StageRun, did_you_mean, finite, progress, stage_result
 from .evidence import gap_closed, paired_delta, data_equivalence, t_interval
 from .models import PRECISIONS, check_augment, classification_metrics, fit_classifier, predict_proba, val_threshold
 from .replicates import ChainReader, curve_points, pipeline_parameters, replicate_parameters, run_pipeline
@@ -19,10 +19,10 @@ from .robustness import SEVERITIES, artefact_detector, mean_ci, robustness_metri
 
 # %% auto #0
 __all__ = ['ARMS', 'STRATEGY_PREFIX', 'SCALARS', 'HEADLINE_METRIC', 'TrainingConfig', 'train_model', 'arm_strategy', 'mix_arm',
-           'ceiling_set', 'load_arms', 'summarise', 'synthetic_arms', 'headline', 'results_table', 'format_table',
-           'recommend', 'apply_recommendations', 'robustness_subset', 'evaluate_unit', 'summarise_arm', 'train_arms',
-           'summarise_arms', 'merge_units', 'replicated_generators', 'replicate_overrides', 'replicate_means',
-           'learning_curve', 'run_training']
+           'ceiling_set', 'load_arms', 'summarise', 'synthetic_arms', 'headline', 'results_table', 'results_long',
+           'format_table', 'headline_markdown', 'recommend', 'apply_recommendations', 'robustness_subset',
+           'evaluate_unit', 'summarise_arm', 'train_arms', 'summarise_arms', 'merge_units', 'replicated_generators',
+           'replicate_overrides', 'replicate_means', 'learning_curve', 'run_training']
 
 # %% ../nbs/06_training.ipynb #e5aa9080
 ARMS = ('real_only', 'real_aug', 'synthetic', 'ceiling')
@@ -124,7 +124,7 @@ def summarise(per_unit: list) -> dict:
     "Mean, std, 95 % CI half-width and the CI's bounds (clipped to [0, 1]) over units of each scalar metric."
     out = {}
     for k in SCALARS:
-        v = [m[k] for m in per_unit if m[k] == m[k]]  # an undefined AUC (one class present) is left out
+        v = [m[k] for m in per_unit if finite(m[k])]  # an undefined AUC (one class present: NaN, or null once read back) is left out
         s = mean_ci(v) if v else {'mean': None, 'std': None, 'ci95': None, 'n': 0}
         if v: s.update(ci_low=float(max(0.0, s['mean'] - s['ci95'])), ci_high=float(min(1.0, s['mean'] + s['ci95'])))
         out[k] = s
@@ -165,12 +165,45 @@ def results_table(metrics: dict) -> pd.DataFrame:
         rows[a] = r
     return pd.DataFrame(rows).T.rename_axis('arm')
 
+def results_long(table: pd.DataFrame) -> pd.DataFrame:
+    "The results table in long format, one row per (arm, metric): mean, ci_low, ci_high as numbers, n_train and units."
+    return pd.DataFrame([{'arm': a, 'metric': k, 'mean': r[k], 'ci_low': r[f'{k}_ci_low'], 'ci_high': r[f'{k}_ci_high'],
+                          'n_train': int(r['n_train']), 'units': int(r['units'])} for a, r in table.iterrows() for k in SCALARS])
+
 def format_table(table: pd.DataFrame, keys=SCALARS) -> pd.DataFrame:
     "The results table as text: `mean [low, high]` per metric, for reading."
     f = lambda r, k: '–' if r[k] is None or r[k] != r[k] else f"{r[k]:.3f}" + ('' if r[f'{k}_ci_low'] is None or r[f'{k}_ci_low'] != r[f'{k}_ci_low'] else f" [{r[f'{k}_ci_low']:.3f}, {r[f'{k}_ci_high']:.3f}]")
     return pd.DataFrame({a: {'n_train': int(r['n_train']), 'units': int(r['units']), **{k: f(r, k) for k in keys},
                              'bal. acc. @ val threshold': '–' if r['balanced_accuracy_at_val_threshold'] is None else f"{r['balanced_accuracy_at_val_threshold']:.3f}"}
                          for a, r in table.iterrows()}).T.rename_axis('arm')
+
+# %% ../nbs/06_training.ipynb #74215378
+def _ci_text(s: dict, sign: str = '') -> str:
+    "`mean [low, high]`, or the mean alone when there is no interval."
+    if s.get('mean') is None: return 'n/a'
+    return f"{s['mean']:{sign}.3f} [{s['ci_low']:{sign}.3f}, {s['ci_high']:{sign}.3f}]" if s.get('ci_low') is not None else f"{s['mean']:{sign}.3f} (no interval: one unit)"
+
+def headline_markdown(metrics: dict # stage 6's metrics: 'headline', and 'learning_curve' / 'learning_curve_skipped' where present
+                     ) -> str:
+    "The headline as a Markdown table: real-only, the best synthetic arm (chosen on val), the ceiling, paired Δs, gap closed, data equivalence."
+    h = metrics.get('headline') or {}
+    if not h: return 'No synthetic arm was trained: there is no headline.'
+    rows = [f"| | test {'ROC-AUC' if h['metric'] == 'roc_auc' else h['metric']}, mean [95% CI] over {h['n_units']} units ({h['n_replicates']} scarce draws) |", '|---|---|',
+            f"| scarce real only | {_ci_text(h['real_only'])} |",
+            f"| best synthetic: `{h['best_synthetic_arm']}` (chosen on validation) | {_ci_text(h['best_synthetic'])} |",
+            f"| Δ best synthetic − real only (paired) | **{_ci_text(h['delta'], '+')}** |"]
+    if 'ceiling' in h:
+        lo, hi = h['gap_closed_ci']
+        gap = f"**{h['gap_closed']:.2f}** [{lo:.2f}, {hi:.2f}]" if h['gap_closed'] is not None else f"n/a: {h['gap_note']}"
+        rows += [f"| full-data ceiling (pool minus validation) | {_ci_text(h['ceiling'])} |",
+                 f"| Δ ceiling − real only (paired) | {_ci_text(h['ceiling_delta'], '+')} |", f"| fraction of the gap closed (bootstrap 95% CI) | {gap} |"]
+    lc = metrics.get('learning_curve') or {}
+    if e := lc.get('data_equivalence'):
+        worth = (f"more than {e['counts'][-1]:.0f} (above the curve)" if e['above_curve'] else
+                 f"{e['n_equivalent']:.1f} [{e['ci_low']:.1f}, {e['ci_high'] if e['ci_high'] is not None else float('inf'):.1f}]")
+        rows.append(f"| real images per class real-only needs to match `{lc['arm']}` at {lc['headline_n']}/class | {worth} |")
+    rows += [f"\n⚠ learning-curve point {n}/class skipped: {why}" for n, why in (metrics.get('learning_curve_skipped') or {}).items()]
+    return '\n'.join(rows)
 
 # %% ../nbs/06_training.ipynb #8e8c1c5e
 def recommend(metrics: dict, classes: list, detector: dict) -> list:
@@ -182,7 +215,7 @@ def recommend(metrics: dict, classes: list, detector: dict) -> list:
         recall = metrics[arm].get('val_per_class_recall', metrics[arm]['per_class_recall']); worst = int(np.argmin(recall))
         recs.append({'key': f'generation.class_counts.{classes[worst]}', 'op': 'scale', 'factor': 2.0,
                      'reason': f"class {classes[worst]!r} has the lowest validation recall ({recall[worst]:.3f}) in {arm}"})
-    easy = {g: d['roc_auc'] for g, d in detector.items() if d['roc_auc'] == d['roc_auc'] and d['roc_auc'] > 0.85}
+    easy = {g: d['roc_auc'] for g, d in detector.items() if finite(d['roc_auc']) and d['roc_auc'] > 0.85}
     if easy:
         recs.append({'key': 'augmentation.policy.noise', 'op': 'set', 'value': {'p': 0.5, 'std': 0.03},
                      'reason': f"a CNN tells synthetic from real easily (ROC-AUC {easy}); add noise to hide generator artefacts"})
@@ -347,7 +380,8 @@ def run_training(cfg: TrainingConfig, upstream_dir=None, out_dir=None) -> StageR
                     for g in np.unique(syn['generator'])} if cfg.detector_steps else {}
         run.metrics.update({'strategies': strategies, 'val': {'n': int(len(val['labels']))}, 'test': {'n': int(len(test['labels'])), 'per_class': {c: int((test['labels'] == i).sum()) for i, c in enumerate(classes)}},
                             'detector': detector, 'headline': headline(arms)})
-        run.write_json('results_table', results_table(arms).reset_index().to_dict(orient='records'))
+        table = results_table(arms)
+        run.write_json('results_table', table.reset_index().to_dict(orient='records')); run.write_csv('results_long', results_long(table))
         run.write_json('recommendations', recommend(arms, classes, detector))
         _training_figures(run, arms, screen, cfg)
     return stage_result('training', run.out_dir)

@@ -2,7 +2,8 @@
 
 Usage: python tools/publish_reports.py RUN_DIR CASE [--partial]      e.g. runs/healthcare-full healthcare
 Refuses a run whose stages are not all complete unless --partial (then only completed stages are copied);
-also writes reports/<case>/summary.json (headline, device, commit, wall time per stage).
+also writes reports/<case>/summary.json (strict JSON: headline, learning curve, device, commit, wall time per stage)
+and reports/<case>/headline.md (the headline table the docs' reports index shows).
 """
 import json
 import shutil
@@ -10,11 +11,15 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from synthnb.core import save_json  # noqa: E402  (strict JSON: NaN -> null)
+from synthnb.training import headline_markdown  # noqa: E402
+
 STAGES = ('01_domain', '02_generation', '03_augmentation', '04_evaluation', '05_integration', '06_training')
 
 
-def publish(run_dir, case, partial=False):
-    run_dir, dest = Path(run_dir), ROOT / 'reports' / case
+def completed_manifests(run_dir, partial=False) -> dict:
+    "stage -> manifest of each completed stage of `run_dir`, in order (stops at the first incomplete one with `partial`)."
     manifests = {}
     for s in STAGES:
         f = run_dir / s / 'manifest.json'
@@ -24,15 +29,24 @@ def publish(run_dir, case, partial=False):
             sys.exit(f'{run_dir / s} did not complete: not publishing')
         manifests[s] = m
     if not manifests: sys.exit(f'no completed stage in {run_dir}')
+    return manifests
+
+
+def publish(run_dir, case, partial=False):
+    run_dir, dest = Path(run_dir), ROOT / 'reports' / case
+    manifests = completed_manifests(run_dir, partial)
     dest.mkdir(parents=True, exist_ok=True)
     for s in manifests: shutil.copy(run_dir / s / 'report.ipynb', dest / f'{s}.ipynb')
-    last = manifests[list(manifests)[-1]]; prov = last['provenance']; m6 = manifests.get('06_training', {'metrics': {}})
-    summary = {'case': case, 'run': run_dir.name, 'experiment': json.loads((run_dir / 'experiment.json').read_text()),
+    last = manifests[list(manifests)[-1]]; prov = last['provenance']; m6 = manifests.get('06_training', {'metrics': {}})['metrics']
+    experiment = json.loads((run_dir / 'experiment.json').read_text())
+    summary = {'case': case, 'run': run_dir.name, 'profile': experiment.get('profile'), 'experiment': experiment,
                'device': prov['device'], 'device_name': prov['device_name'], 'git': prov['git'],
                'wall_seconds': {s: manifests[s]['runner'].get('wall_seconds') for s in manifests},
-               'stages_published': list(manifests), 'headline': m6['metrics'].get('headline'),
+               'stages_published': list(manifests), 'headline': m6.get('headline'),
+               'learning_curve': m6.get('learning_curve'), 'learning_curve_skipped': m6.get('learning_curve_skipped'),
                'results_table': json.loads((run_dir / '06_training' / 'results_table.json').read_text()) if '06_training' in manifests else None}
-    (dest / 'summary.json').write_text(json.dumps(summary, indent=1) + '\n')
+    save_json(dest / 'summary.json', summary)
+    if '06_training' in manifests: (dest / 'headline.md').write_text(headline_markdown(m6) + '\n')
     print(f'published {run_dir} -> {dest}')
 
 
