@@ -4,12 +4,11 @@
 
 # %% ../nbs/07_runner.ipynb #b6c471c7
 from __future__ import annotations
-import argparse, contextlib, dataclasses, fcntl, hashlib, importlib, json, os, shutil, subprocess, sys, tempfile, time
+import argparse, contextlib, dataclasses, hashlib, importlib, json, os, shutil, subprocess, sys, tempfile, time
 from collections.abc import Mapping
 from pathlib import Path
 
-import nbformat
-import yaml
+import yaml  # nbformat, papermill and filelock are imported where they are used: `synthnb --help` starts fast
 
 import synthnb
 from .core import (MANIFEST, RESERVED_PARAMS, SHARED_KEYS, STAGES, Experiment, StageError, did_you_mean, load_experiment,
@@ -115,6 +114,7 @@ class StageFailed(RuntimeError):
 
 def report_error(report) -> str|None:
     "The first error in an executed notebook, or a note on cells that never completed; None if clean."
+    import nbformat
     try: nb = nbformat.read(str(report), as_version=4)
     except Exception as e: return f"report unreadable ({e})"
     for i, c in enumerate(nb.cells):
@@ -161,6 +161,7 @@ def _report_cell(cell) -> bool:
 
 def report_notebook(notebook, dest) -> Path:
     "Write the report version of `notebook` (its examples left out) to `dest`; return `dest`."
+    import nbformat
     nb = nbformat.read(str(notebook), as_version=4)
     at = next((i for i, c in enumerate(nb.cells) if c.cell_type == 'markdown' and c.source.lstrip().lower().startswith(RUN_HEADING)), None)
     if at is not None: nb.cells = [c for c in nb.cells[:at] if _report_cell(c)] + nb.cells[at:]
@@ -204,12 +205,13 @@ def restore_stage(cache: Path, stage: str, key: str, stage_dir) -> bool:
 def file_lock(path):
     "An exclusive lock on `path` (created if needed), released on exit."
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, 'w') as f:
-        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting for the lock on {path} (another run of this experiment?)", file=sys.stderr); fcntl.flock(f, fcntl.LOCK_EX)
-        try: yield
-        finally: fcntl.flock(f, fcntl.LOCK_UN)
+    from filelock import FileLock, Timeout  # cross-platform (fcntl is Unix-only)
+    lock = FileLock(str(path))
+    try: lock.acquire(timeout=0)
+    except Timeout:
+        print(f"waiting for the lock on {path} (another run of this experiment?)", file=sys.stderr); lock.acquire()
+    try: yield
+    finally: lock.release()
 
 def run_experiment(exp: Experiment, # a loaded experiment (see `load_experiment`)
                    runs_dir='runs', # parent folder of run folders
