@@ -17,9 +17,9 @@ from .core import (MANIFEST, RESERVED_PARAMS, SHARED_KEYS, STAGES, Experiment, S
 # %% auto #0
 __all__ = ['STAGE_API', 'CONFIGS', 'RUNNERS', 'RUN_HEADING', 'notebooks_dir', 'stage_notebook', 'notebook_parameters',
            'ParameterError', 'accepted_parameters', 'validate_experiment', 'code_hash', 'data_fingerprint', 'stage_key',
-           'is_up_to_date', 'mark_complete', 'StageFailed', 'report_error', 'execute_notebook', 'report_notebook',
-           'stage_cache_dir', 'store_stage', 'restore_stage', 'file_lock', 'run_experiment', 'smoke_upstream',
-           'cmd_run', 'cmd_params', 'cmd_download', 'parser', 'main']
+           'is_up_to_date', 'mark_complete', 'StageFailed', 'report_error', 'execute_notebook', 'report_header',
+           'report_notebook', 'stage_cache_dir', 'store_stage', 'restore_stage', 'file_lock', 'run_experiment',
+           'smoke_upstream', 'cmd_run', 'cmd_params', 'cmd_download', 'parser', 'main']
 
 # %% ../nbs/07_runner.ipynb #81f5218d
 STAGE_API = {s: (f'synthnb.{s}', f'{s.capitalize()}Config', f'run_{s}') for s in STAGES}  # stage -> module, config class, run function
@@ -159,12 +159,30 @@ def _report_cell(cell) -> bool:
     return (cell.cell_type != 'code' or 'parameters' in cell.metadata.get('tags', []) or src.startswith('cfg =')
             or src.startswith(('#| export', '#| exporti', '#| hide', '#| default_exp')))
 
-def report_notebook(notebook, dest) -> Path:
-    "Write the report version of `notebook` (its examples left out) to `dest`; return `dest`."
+def report_header(exp: Experiment) -> str:
+    "The Markdown that opens each executed report of `exp`: experiment, profile, seed, device, commit; a warning on any profile but `full`."
+    from synthnb.core import git_commit, resolve_device
+    g = git_commit()
+    commit = (g['commit'] or 'unknown')[:10] + (' with uncommitted changes' if g['dirty'] else '')
+    lines = [f"**Experiment** `{exp.exp_id}` · **profile** `{exp.profile}` · **seed** {exp.seed} · "
+             f"**device** `{resolve_device(exp.device)}` · **commit** `{commit}`"]
+    if exp.profile == 'smoke':
+        lines.append("> ⚠ **Numbers from a smoke configuration are not evidence.** The smoke profile is small on purpose: it runs the real "
+                     "code path of every stage in minutes. Run `-p profile=full` for results.")
+    elif exp.profile != 'full':
+        lines.append(f"> ⚠ Profile `{exp.profile}` is not the experiment's `full` profile: check its sizes before reading its numbers as evidence.")
+    return '\n\n'.join(lines)
+
+def report_notebook(notebook, dest, header: str|None = None # Markdown put right after the title (see `report_header`)
+                   ) -> Path:
+    "Write the report version of `notebook` (its examples left out, `header` under its title) to `dest`; return `dest`."
     import nbformat
     nb = nbformat.read(str(notebook), as_version=4)
     at = next((i for i, c in enumerate(nb.cells) if c.cell_type == 'markdown' and c.source.lstrip().lower().startswith(RUN_HEADING)), None)
     if at is not None: nb.cells = [c for c in nb.cells[:at] if _report_cell(c)] + nb.cells[at:]
+    if header:
+        title = next((i for i, c in enumerate(nb.cells) if c.cell_type == 'markdown'), -1)
+        nb.cells.insert(title + 1, nbformat.v4.new_markdown_cell(header))
     nbformat.write(nb, str(dest))
     return Path(dest)
 
@@ -226,6 +244,7 @@ def run_experiment(exp: Experiment, # a loaded experiment (see `load_experiment`
     last = STAGES.index(until) if until else len(STAGES) - 1
     records, upstream_key, upstream_dir = [], '', ''
     cache = None if force else stage_cache_dir(stage_cache)
+    header = report_header(exp)
     with file_lock(run_dir/'.lock'):
         save_json(run_dir/'experiment.json', dataclasses.asdict(exp))
         for i, stage in enumerate(STAGES[:last + 1]):
@@ -241,7 +260,7 @@ def run_experiment(exp: Experiment, # a loaded experiment (see `load_experiment`
                 log(f"{tag}: running …"); t0 = time.time()
                 if stage_dir.exists(): shutil.rmtree(stage_dir)
                 with tempfile.TemporaryDirectory() as tmp:
-                    execute_notebook(report_notebook(nb, Path(tmp)/nb.name), stage_dir,
+                    execute_notebook(report_notebook(nb, Path(tmp)/nb.name, header), stage_dir,
                                      {**params, 'upstream_dir': str(upstream_dir), 'out_dir': str(stage_dir)})
                 secs = time.time() - t0
                 mark_complete(stage_dir, key, notebook=str(nb.relative_to(nb.parent.parent)), notebook_sha256=sha256_file(nb), wall_seconds=round(secs, 2))
