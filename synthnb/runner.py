@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_runner.ipynb #b6c471c7
 from __future__ import annotations
-import argparse, contextlib, dataclasses, hashlib, importlib, json, os, shutil, subprocess, sys, tempfile, time
+import argparse, codecs, contextlib, dataclasses, hashlib, importlib, json, logging, os, re, shutil, subprocess, sys, tempfile, time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -15,13 +15,23 @@ from .core import (MANIFEST, RESERVED_PARAMS, SHARED_KEYS, STAGES, Experiment, S
                           load_json, project_root, read_manifest, save_json, sha256_file, stage_folder, validate_exp_id)
 
 # %% auto #0
-__all__ = ['STAGE_API', 'CONFIGS', 'RUNNERS', 'RUN_HEADING', 'notebooks_dir', 'stage_notebook', 'notebook_parameters',
-           'ParameterError', 'accepted_parameters', 'validate_experiment', 'code_hash', 'data_fingerprint', 'stage_key',
-           'is_up_to_date', 'mark_complete', 'StageFailed', 'report_error', 'execute_notebook', 'report_header',
-           'report_notebook', 'stage_cache_dir', 'store_stage', 'restore_stage', 'file_lock', 'run_experiment',
-           'smoke_upstream', 'cmd_run', 'cmd_params', 'cmd_download', 'parser', 'main']
+__all__ = ['LOG', 'STAGE_API', 'CONFIGS', 'RUNNERS', 'NOISE', 'RUN_HEADING', 'setup_logging', 'notebooks_dir', 'stage_notebook',
+           'notebook_parameters', 'ParameterError', 'accepted_parameters', 'validate_experiment', 'code_hash',
+           'data_fingerprint', 'stage_key', 'is_up_to_date', 'mark_complete', 'StageFailed', 'report_error',
+           'execute_notebook', 'stream_output', 'report_header', 'report_notebook', 'stage_cache_dir', 'store_stage',
+           'restore_stage', 'file_lock', 'run_experiment', 'smoke_upstream', 'cmd_run', 'cmd_params', 'cmd_download',
+           'parser', 'main']
 
 # %% ../nbs/07_runner.ipynb #81f5218d
+LOG = logging.getLogger('synthnb')  # the runner's messages; `synthnb run -v/-q` sets its level
+
+def setup_logging(verbosity: int = 0) -> logging.Logger:
+    "The `synthnb` logger on stderr, message only: `verbosity` -1 warnings and errors, 0 progress too, 1 or more debug (tracebacks)."
+    handler = logging.StreamHandler(sys.stderr); handler.setFormatter(logging.Formatter('%(message)s'))
+    LOG.handlers[:] = [handler]; LOG.propagate = False
+    LOG.setLevel(logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG)
+    return LOG
+
 STAGE_API = {s: (f'synthnb.{s}', f'{s.capitalize()}Config', f'run_{s}') for s in STAGES}  # stage -> module, config class, run function
 
 class _StageMap(Mapping):
@@ -55,17 +65,33 @@ def accepted_parameters() -> dict:
     "stage -> names its notebook accepts (minus those the runner sets)."
     return {s: set(notebook_parameters(s)) - set(RESERVED_PARAMS) for s in STAGES}
 
-def validate_experiment(exp: Experiment, accepted: dict|None = None) -> Experiment:
+def _override_keys(overrides, accepted: dict) -> dict:
+    "'stage.name' -> the `-p` text that set it (a bare name goes to the one stage that accepts it)."
+    out = {}
+    for o in overrides:
+        key = o.split('=', 1)[0].strip()
+        owners = [key.split('.', 1)[0]] if '.' in key else [s for s in STAGES if key in accepted.get(s, ())]
+        if len(owners) == 1: out[f"{owners[0]}.{key.split('.', 1)[-1]}"] = o
+    return out
+
+def validate_experiment(exp: Experiment, accepted: dict|None = None,
+                        overrides=(), # the `-p key=value` texts, so that an error names the override rather than the file
+                       ) -> Experiment:
     "Raise `ParameterError` listing every unknown key; also build each stage's config to catch bad values."
     accepted = accepted or accepted_parameters()
-    problems = []
+    given, problems = _override_keys(overrides, accepted), []
     for s in STAGES:
         for k in exp.stages.get(s, {}):
-            if k not in accepted[s]: problems.append(f"{s}.{k}: not a parameter of {stage_folder(s)}.ipynb{did_you_mean(k, accepted[s])}")
+            if k in accepted[s]: continue
+            where = f"-p {given[f'{s}.{k}']}" if f'{s}.{k}' in given else f"{s}.{k}"
+            problems.append(f"{where}: not a parameter of {stage_folder(s)}.ipynb{did_you_mean(k, accepted[s])}")
     if problems: raise ParameterError(f"{exp.source}: unknown parameters\n  " + '\n  '.join(problems))
     for s in STAGES:
         try: CONFIGS[s](**exp.stage_params(s))
-        except (TypeError, ValueError) as e: raise ParameterError(f"{exp.source}: bad value for stage {s}: {e}") from e
+        except (TypeError, ValueError) as e:
+            mine = [f"-p {o}" for k, o in given.items() if k.split('.', 1)[0] == s]
+            where = f"bad value from {', '.join(mine)} (stage {s})" if mine else f"{exp.source}: bad value for stage {s}"
+            raise ParameterError(f"{where}: {e}") from e
     return exp
 
 # %% ../nbs/07_runner.ipynb #df251207
@@ -125,30 +151,50 @@ def report_error(report) -> str|None:
         if status not in (None, 'completed'): return f"cell {i} has status {status!r}"
     return None
 
-def execute_notebook(notebook, stage_dir, params: dict, kernel: str = 'python3', cwd=None, progress_bar: bool = True) -> Path:
-    "Run `notebook` with `params` into `stage_dir/report.ipynb`; raise `StageFailed` unless it really completed."
+def execute_notebook(notebook, stage_dir, params: dict, kernel: str = 'python3', cwd=None,
+                     progress_bar: bool = True, # papermill's cell bar, the stage's own bars and printed lines, live on `out`
+                     verbose: bool|None = None, # also papermill's log and, on failure, the traceback (default: the `synthnb` logger is at DEBUG)
+                     out=None, # where to stream (default: sys.stderr)
+                    ) -> Path:
+    "Run `notebook` with `params` into `stage_dir/report.ipynb`, streaming its progress; raise `StageFailed` unless it really completed."
     stage_dir = Path(stage_dir); stage_dir.mkdir(parents=True, exist_ok=True)
     report, pfile = stage_dir/'report.ipynb', stage_dir/'parameters.yaml'
     pfile.write_text(yaml.safe_dump(params, sort_keys=False))
-    cmd = [sys.executable, '-m', 'papermill', str(notebook), str(report), '-f', str(pfile), '-k', kernel, '--cwd', str(cwd or Path.cwd())]
-    if not progress_bar: cmd.append('--no-progress-bar')
+    verbose = LOG.isEnabledFor(logging.DEBUG) if verbose is None else verbose
+    cmd = [sys.executable, '-m', 'papermill', str(notebook), str(report), '-f', str(pfile), '-k', kernel, '--cwd', str(cwd or Path.cwd()),
+           '--log-level', 'INFO' if verbose else 'WARNING']
+    cmd += ['--stdout-file', '-'] if progress_bar else ['--no-progress-bar']
     env = {**os.environ, 'SYNTHNB_RUNNER': '1', 'PYTHONUNBUFFERED': '1'}
-    proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
-    if proc.stderr: sys.stderr.write(proc.stderr[-20000:] if proc.returncode else _progress_only(proc.stderr))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    text = stream_output(proc.stdout, out or sys.stderr, show=progress_bar or verbose, traceback=verbose)
+    code = proc.wait()
     err = report_error(report) if report.exists() else 'no report was written'
-    if proc.returncode:
-        why = 'the kernel died' if proc.returncode in (138, -9, 137) or 'DeadKernel' in proc.stderr or 'Kernel died' in proc.stderr else 'papermill failed'
-        raise StageFailed(stage_dir.name, report, f"{why} (exit code {proc.returncode}); {err or _last_line(proc.stderr)}")
+    if code:
+        why = 'the kernel died' if code in (138, -9, 137) or 'DeadKernel' in text or 'Kernel died' in text else 'papermill failed'
+        raise StageFailed(stage_dir.name, report, f"{why} (exit code {code}); {err or _last_line(text)}")
     if err: raise StageFailed(stage_dir.name, report, err)
     try: read_manifest(stage_dir)
     except StageError as e: raise StageFailed(stage_dir.name, report, f"papermill exited 0 but the stage did not complete (dead kernel?): {e}") from None
     return report
 
+NOISE = ('Warning', 'warn(', 'without encryption')  # kernel and library warnings: in the report, not on the terminal
+
+def stream_output(pipe, out, show: bool = True, traceback: bool = False) -> str:
+    "Copy `pipe` to `out` as it arrives (bars redraw in place), minus `NOISE` and, unless `traceback`, papermill's traceback; return all of it."
+    decode, seen, pending, in_tb = codecs.getincrementaldecoder('utf-8')(errors='replace').decode, [], '', False
+    for chunk in iter(lambda: os.read(pipe.fileno(), 65536), b''):
+        text = decode(chunk); seen.append(text)
+        if not show: continue
+        parts = re.split(r'(\r|\n)', pending + text); pending = parts.pop()
+        for piece, end in zip(parts[::2], parts[1::2]):
+            in_tb = in_tb or piece.startswith('Traceback (most recent call last)') or 'PapermillExecutionError' in piece
+            if (in_tb and not traceback) or any(n in piece for n in NOISE): continue
+            out.write(piece + end)
+        out.flush()
+    if show and pending and not in_tb: out.write(pending + '\n'); out.flush()
+    return ''.join(seen)
+
 def _last_line(text: str) -> str: return next((l for l in reversed(text.strip().splitlines()) if l.strip()), '')
-def _progress_only(text: str) -> str:
-    "papermill's stderr without warnings (the kernel's 'running over TCP without encryption' included)."
-    noise = ('Warning', 'warn(', 'without encryption')
-    return ''.join(l + '\n' for l in text.splitlines() if l.strip() and not any(n in l for n in noise))[-4000:]
 
 # %% ../nbs/07_runner.ipynb #b2ae3820
 RUN_HEADING = '## run the stage'
@@ -227,7 +273,7 @@ def file_lock(path):
     lock = FileLock(str(path))
     try: lock.acquire(timeout=0)
     except Timeout:
-        print(f"waiting for the lock on {path} (another run of this experiment?)", file=sys.stderr); lock.acquire()
+        LOG.warning(f"waiting for the lock on {path} (another run of this experiment?)"); lock.acquire()
     try: yield
     finally: lock.release()
 
@@ -235,7 +281,7 @@ def run_experiment(exp: Experiment, # a loaded experiment (see `load_experiment`
                    runs_dir='runs', # parent folder of run folders
                    force: bool = False, # re-run stages even if up to date
                    until: str|None = None, # stop after this stage
-                   log=print,
+                   log=None, # called with each progress line (default: the `synthnb` logger's info)
                    stage_cache=None, # shared stage cache folder (default: $SYNTHNB_STAGE_CACHE; unset: off)
                   ) -> list:
     "Execute the stages of `exp`; return one record per stage."
@@ -244,7 +290,8 @@ def run_experiment(exp: Experiment, # a loaded experiment (see `load_experiment`
     last = STAGES.index(until) if until else len(STAGES) - 1
     records, upstream_key, upstream_dir = [], '', ''
     cache = None if force else stage_cache_dir(stage_cache)
-    header = report_header(exp)
+    if not LOG.handlers: setup_logging(0)  # called from Python rather than the CLI: progress on stderr, as the CLI shows it
+    header, log = report_header(exp), log or LOG.info
     with file_lock(run_dir/'.lock'):
         save_json(run_dir/'experiment.json', dataclasses.asdict(exp))
         for i, stage in enumerate(STAGES[:last + 1]):
@@ -261,7 +308,7 @@ def run_experiment(exp: Experiment, # a loaded experiment (see `load_experiment`
                 if stage_dir.exists(): shutil.rmtree(stage_dir)
                 with tempfile.TemporaryDirectory() as tmp:
                     execute_notebook(report_notebook(nb, Path(tmp)/nb.name, header), stage_dir,
-                                     {**params, 'upstream_dir': str(upstream_dir), 'out_dir': str(stage_dir)})
+                                     {**params, 'upstream_dir': str(upstream_dir), 'out_dir': str(stage_dir)}, progress_bar=LOG.isEnabledFor(logging.INFO))
                 secs = time.time() - t0
                 mark_complete(stage_dir, key, notebook=str(nb.relative_to(nb.parent.parent)), notebook_sha256=sha256_file(nb), wall_seconds=round(secs, 2))
                 if cache: store_stage(cache, stage, key, stage_dir)
@@ -291,21 +338,21 @@ def cmd_run(args) -> int:
     "synthnb run CONFIG [-p key=value ...]"
     accepted = accepted_parameters()
     try:
-        exp = validate_experiment(load_experiment(args.config, args.p or [], accepted), accepted)
+        exp = validate_experiment(load_experiment(args.config, args.p or [], accepted), accepted, args.p or [])
     except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr); return 2
-    print(f"experiment {exp.exp_id} (profile {exp.profile}, seed {exp.seed}, device {exp.device}) → {Path(args.runs_dir)/exp.exp_id}", file=sys.stderr)
+        LOG.error(f"error: {e}"); return 2
+    LOG.info(f"experiment {exp.exp_id} (profile {exp.profile}, seed {exp.seed}, device {exp.device}) → {Path(args.runs_dir)/exp.exp_id}")
     if args.stage_cache: os.environ['SYNTHNB_STAGE_CACHE'] = str(Path(args.stage_cache).resolve())
     t0 = time.time()
-    log = lambda m: print(m, file=sys.stderr, flush=True)
+    log = LOG.info
     try:
         if args.iterations > 1:
             from synthnb.feedback import run_feedback_loop
             run_feedback_loop(exp, args.runs_dir, args.iterations, args.force, log=log)
         else: run_experiment(exp, args.runs_dir, args.force, args.until, log=log)
     except StageFailed as e:
-        print(f"error: {e}", file=sys.stderr); return 1
-    print(f"finished in {time.time() - t0:.1f}s; reports in {Path(args.runs_dir)/exp.exp_id}/*/report.ipynb", file=sys.stderr)
+        LOG.error(f"error: {e}" + ('' if LOG.isEnabledFor(logging.DEBUG) else '\n  (run with -v for the traceback)')); return 1
+    LOG.info(f"finished in {time.time() - t0:.1f}s; reports in {Path(args.runs_dir)/exp.exp_id}/*/report.ipynb")
     return 0
 
 def cmd_params(args) -> int:
@@ -336,6 +383,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument('--stage-cache', metavar='DIR', default=None,
                    help='reuse and store completed stages by key in DIR, across experiments (default: $SYNTHNB_STAGE_CACHE; unset: off)')
     r.add_argument('--until', choices=STAGES, help='stop after this stage')
+    r.add_argument('-v', '--verbose', action='count', default=0, help="papermill's log, and a failing stage's traceback")
+    r.add_argument('-q', '--quiet', action='store_true', help='only warnings and errors: no progress')
     r.add_argument('--iterations', type=int, default=1, help="feedback loop: apply stage 6's recommendations and re-run stages 2-6 this many times in all")
     r.set_defaults(func=cmd_run)
     q = sub.add_parser('params', help="list the parameters of the stage notebooks"); q.add_argument('stage', nargs='?', choices=STAGES); q.set_defaults(func=cmd_params)
@@ -349,6 +398,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     "Entry point of the `synthnb` command."
     args = parser().parse_args(argv)
+    setup_logging(-1 if getattr(args, 'quiet', False) else getattr(args, 'verbose', 0))
     code = args.func(args)
     if argv is None: sys.exit(code)
     return code

@@ -24,7 +24,7 @@ def cli(capsys, *args):
 def test_typo_in_override_suggests_the_name(tmp_path, capsys):
     code, _, err = cli(capsys, 'run', 'experiments/healthcare.yaml', '-p', 'generation.n_per_clas=3', '--runs-dir', tmp_path)
     assert code == 2
-    assert "generation.n_per_clas: not a parameter of 02_generation.ipynb (did you mean 'n_per_class'?)" in err
+    assert "-p generation.n_per_clas=3: not a parameter of 02_generation.ipynb (did you mean 'n_per_class'?)" in err  # names the override
     assert not any(tmp_path.iterdir()), 'nothing may run before validation passes'
 
 

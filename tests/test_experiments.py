@@ -180,9 +180,33 @@ def test_failing_stage_keeps_report_and_exits_nonzero(runs_dir, data_dir):
 
 
 def test_missing_data_is_a_clear_error(runs_dir, tmp_path):
+    "One short error without -v (the message, the stage, the report path); the traceback with -v."
     proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=nodata', '--runs-dir', runs_dir, env={'SYNTHNB_DATA': str(tmp_path)})
     assert proc.returncode == 1
-    assert 'Missing data file' in proc.stderr and 'SYNTHNB_DATA' in proc.stderr
+    assert 'Missing data file' in proc.stderr and 'SYNTHNB_DATA' in proc.stderr and 'stage 01_domain failed' in proc.stderr
+    shown = [l for l in proc.stderr.splitlines() if l.strip() and not l.startswith('Executing:')]  # the bar redraws one terminal line
+    assert 'Traceback' not in proc.stderr and len(shown) <= 10, proc.stderr
+    assert 'report: ' in proc.stderr and '-v' in proc.stderr
+    proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=nodata', '-v', '--runs-dir', runs_dir, env={'SYNTHNB_DATA': str(tmp_path)})
+    assert proc.returncode == 1 and 'Traceback' in proc.stderr and 'Missing data file' in proc.stderr
+
+
+def test_progress_reaches_the_terminal_while_the_stage_runs(runs_dir, data_dir):
+    "papermill's cell bar arrives while stage 1 is still running (before its manifest says complete), not replayed at the end."
+    env = {**os.environ, 'SYNTHNB_DATA': str(data_dir)}; env.pop('SYNTHNB_STAGE_CACHE', None)
+    manifest = runs_dir / 'live' / '01_domain' / 'manifest.json'
+    proc = subprocess.Popen([sys.executable, '-m', 'synthnb', 'run', 'experiments/healthcare.yaml', '-p', 'exp_id=live', '--until', 'domain',
+                             '--force', '--runs-dir', str(runs_dir)], cwd=ROOT, env=env, stderr=subprocess.PIPE)
+    seen = b''
+    try:
+        while b'Executing' not in seen:
+            chunk = os.read(proc.stderr.fileno(), 4096)
+            assert chunk, f"the command ended before any progress: {seen.decode(errors='replace')}"
+            seen += chunk
+        assert proc.poll() is None, 'the command had already ended when its first progress arrived'
+        assert not manifest.exists() or json.loads(manifest.read_text())['status'] != 'complete'
+    finally: seen += proc.communicate()[1]
+    assert proc.returncode == 0 and b'01_domain: done' in seen, seen.decode(errors='replace')[-2000:]
 
 
 
