@@ -14,7 +14,13 @@ $(VENV)/.installed: requirements.txt settings.ini setup.py
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
-install: $(VENV)/.installed
+# JupyterLab saves the notebooks in nbs/ without outputs (synthnb.hygiene.pre_save_hook), so running one never breaks `make test`
+JUPYTER_HOOK := $(VENV)/etc/jupyter/jupyter_server_config.d/synthnb.json
+$(JUPYTER_HOOK): $(VENV)/.installed
+	mkdir -p $(dir $@)
+	echo '{"ContentsManager": {"pre_save_hook": "synthnb.hygiene.pre_save_hook"}}' > $@
+
+install: $(VENV)/.installed $(JUPYTER_HOOK)
 
 # Real data: $SYNTHNB_DATA if set, else the checkout's data/ folder (downloaded on first use).
 data: install
@@ -27,8 +33,9 @@ run-defect: install
 	@if [ -z "$$SYNTHNB_DATA" ] && [ ! -d data/magnetic-tile-defects/MT_Free ]; then $(BIN)/synthnb download magnetic-tiles; fi
 	$(BIN)/synthnb run experiments/defect.yaml -p profile=$(PROFILE)
 
-# Notebooks must be clean and the package in sync with them (CI fails on any diff).
+# Notebooks must be clean (no outputs, nbdev_clean's metadata rules) and the package in sync with them (CI fails on any diff).
 lint-notebooks: install
+	$(PY) -m synthnb.hygiene nbs
 	$(BIN)/nbdev_clean
 	git diff --exit-code --stat -- nbs
 	$(BIN)/nbdev_export

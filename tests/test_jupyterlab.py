@@ -1,6 +1,6 @@
 """A stage notebook run in JupyterLab, through the browser UI: headless JupyterLab on 127.0.0.1 with a token and a free
 port, Debian's chromium driven by Playwright, "Run All Cells" on nbs/05_integration.ipynb with its committed (smoke)
-parameters.
+parameters, then save: the saved file equals the committed one (synthnb.hygiene's pre-save hook drops the outputs).
 
 The notebook is copied into a temporary root (with autosave off) so the run can never write outputs into nbs/.
 """
@@ -93,6 +93,9 @@ def test_stage_notebook_runs_in_jupyterlab(lab):
             .filter(c => c.type === 'code').map(c => { const o = c.outputs.toJSON();
               return {types: o.map(x => x.output_type), mimes: o.flatMap(x => Object.keys(x.data || {})),
                       error: o.filter(x => x.output_type === 'error').map(x => x.ename + ': ' + x.evalue)}; })""")
+        # save it as a researcher would: the pre-save hook (make install) writes it without outputs, as committed
+        page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+        page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=60_000)
         page.locator('.jp-Notebook .jp-Cell').last.scroll_into_view_if_needed()
         shots = Path(os.environ.get('SYNTHNB_SCREENSHOTS') or lab['root'])
         shots.mkdir(parents=True, exist_ok=True)
@@ -105,3 +108,7 @@ def test_stage_notebook_runs_in_jupyterlab(lab):
     assert any('image/png' in s['mimes'] for s in summary) and rendered_imgs > 0, summary
     assert not errors, errors
     assert (ROOT / NOTEBOOK).read_bytes() == before, 'the committed notebook must not be modified'
+    cells = lambda nb: [(c['cell_type'], ''.join(c['source']), c.get('metadata', {}), c.get('outputs', []), c.get('execution_count'))
+                        for c in nb['cells']]
+    saved = json.loads((lab['root'] / NOTEBOOK).read_text())
+    assert cells(saved) == cells(json.loads(before)), 'a notebook saved from JupyterLab must equal the committed one (no outputs, tags kept)'
