@@ -187,6 +187,7 @@ def _save_figures(run, cfg, syn, train, val):
         for j, k in enumerate(keys):
             ax[i, j].bar(['real halves'] + gens, [ref[s].get(k, np.nan)] + [run.metrics['generators'][g]['overall'][s].get(k, np.nan) for g in gens],
                          color=['grey'] + [f'C{n}' for n in range(len(gens))]); ax[i, j].set_title(f'{k} · {s}', fontsize=9); ax[i, j].tick_params(labelsize=7)
+            plt.setp(ax[i, j].get_xticklabels(), rotation=40, ha='right')  # several generator names side by side would overlap
     fig.tight_layout(); run.save_figure('distances', fig); plt.close(fig)
     d_real, _ = nearest(val['images'], train['images'])
     fig, ax = plt.subplots(figsize=(5, 2.4)); ax.hist(d_real, bins=20, alpha=.5, color='grey', label='held-out real (val) → nearest real', density=True)

@@ -218,7 +218,7 @@ def recommend(metrics: dict, classes: list, detector: dict) -> list:
     easy = {g: d['roc_auc'] for g, d in detector.items() if finite(d['roc_auc']) and d['roc_auc'] > 0.85}
     if easy:
         recs.append({'key': 'augmentation.policy.noise', 'op': 'set', 'value': {'p': 0.5, 'std': 0.03},
-                     'reason': f"a CNN tells synthetic from real easily (ROC-AUC {easy}); add noise to hide generator artefacts"})
+                     'reason': f"a CNN tells synthetic from real easily (ROC-AUC {', '.join(f'{g} {v:.2f}' for g, v in easy.items())}); add noise to hide generator artefacts"})
     if h and val(arm) < val('real_only'):
         recs.append({'key': 'integration.ratio', 'op': 'scale', 'factor': 0.5,
                      'reason': f"the best synthetic arm ({arm}, validation {val(arm):.3f}) is below real-only ({val('real_only'):.3f})"})
