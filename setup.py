@@ -1,5 +1,6 @@
 """Packaging for synthnb, driven by settings.ini (the nbdev 2 convention)."""
 from configparser import ConfigParser
+from glob import glob
 import setuptools
 
 config = ConfigParser(delimiters=['='])
@@ -26,6 +27,8 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['synthnb', 'synthnb.*']),
     include_package_data=True,
     package_data={'synthnb': ['cards/*.yaml']},  # the shipped datasets' cards
+    # the notebooks the runner executes and the experiment templates, so that `synthnb run healthcare` works from a wheel
+    data_files=[('share/synthnb/nbs', sorted(glob('nbs/*.ipynb'))), ('share/synthnb/experiments', sorted(glob('experiments/*.yaml')))],
     install_requires=cfg.get('requirements', '').split(),
     extras_require={'dev': cfg.get('dev_requirements', '').split()},
     python_requires='>=' + min_python,

@@ -15,12 +15,12 @@ from .core import (MANIFEST, RESERVED_PARAMS, SHARED_KEYS, STAGES, Experiment, S
                           load_json, project_root, read_manifest, save_json, sha256_file, stage_folder, validate_exp_id)
 
 # %% auto #0
-__all__ = ['LOG', 'STAGE_API', 'CONFIGS', 'RUNNERS', 'NOISE', 'RUN_HEADING', 'setup_logging', 'notebooks_dir', 'stage_notebook',
-           'notebook_parameters', 'ParameterError', 'accepted_parameters', 'validate_experiment', 'code_hash',
-           'data_fingerprint', 'stage_key', 'is_up_to_date', 'mark_complete', 'StageFailed', 'report_error',
-           'execute_notebook', 'stream_output', 'report_header', 'report_notebook', 'stage_cache_dir', 'store_stage',
-           'restore_stage', 'file_lock', 'run_experiment', 'smoke_upstream', 'cmd_run', 'cmd_params', 'cmd_download',
-           'parser', 'main']
+__all__ = ['LOG', 'STAGE_API', 'CONFIGS', 'RUNNERS', 'NOISE', 'RUN_HEADING', 'setup_logging', 'installed_share', 'notebooks_dir',
+           'find_experiment', 'stage_notebook', 'notebook_parameters', 'ParameterError', 'accepted_parameters',
+           'validate_experiment', 'code_hash', 'data_fingerprint', 'stage_key', 'is_up_to_date', 'mark_complete',
+           'StageFailed', 'report_error', 'execute_notebook', 'stream_output', 'report_header', 'report_notebook',
+           'stage_cache_dir', 'store_stage', 'restore_stage', 'file_lock', 'run_experiment', 'smoke_upstream',
+           'cmd_run', 'cmd_params', 'cmd_download', 'parser', 'main']
 
 # %% ../nbs/07_runner.ipynb #81f5218d
 LOG = logging.getLogger('synthnb')  # the runner's messages; `synthnb run -v/-q` sets its level
@@ -45,11 +45,27 @@ class _StageMap(Mapping):
 
 CONFIGS, RUNNERS = _StageMap(1), _StageMap(2)
 
+def installed_share() -> Path:
+    "Where a wheel puts the stage notebooks and experiment templates: `<prefix>/share/synthnb/` (setup.py's data_files)."
+    return Path(sys.prefix)/'share'/'synthnb'
+
 def notebooks_dir() -> Path:
-    "The `nbs/` folder of the synthnb checkout."
+    "The `nbs/` folder of the synthnb checkout, or of an installed wheel."
     root = project_root()
-    if root is None: raise FileNotFoundError("Cannot find the synthnb checkout (settings.ini and nbs/): run from inside it, or install synthnb with `pip install -e .` from a clone")
-    return root/'nbs'
+    if root is not None: return root/'nbs'
+    if (installed_share()/'nbs').is_dir(): return installed_share()/'nbs'
+    raise FileNotFoundError(f"Cannot find the stage notebooks: neither a synthnb checkout (settings.ini and nbs/) nor {installed_share()/'nbs'}. "
+                            "Run from inside a clone, or install synthnb from its wheel or with `pip install -e .` from a clone")
+
+def find_experiment(config) -> Path:
+    "The experiment file `config`: a path, or the name of a shipped template (`healthcare`, `experiments/defect.yaml`) outside a checkout."
+    p = Path(config)
+    if p.exists(): return p
+    for folder in [d/'experiments' for d in (project_root(), installed_share()) if d is not None]:
+        for cand in (folder/p.name, folder/f'{p.name}.yaml'):
+            if cand.exists(): return cand
+    raise FileNotFoundError(f"No experiment file {config}: give a path, or one of the shipped templates "
+                            f"{sorted(q.stem for d in (project_root(), installed_share()) if d for q in (d/'experiments').glob('*.yaml'))}")
 
 def stage_notebook(stage: str) -> Path: return notebooks_dir()/f'{stage_folder(stage)}.ipynb'
 
@@ -338,7 +354,7 @@ def cmd_run(args) -> int:
     "synthnb run CONFIG [-p key=value ...]"
     accepted = accepted_parameters()
     try:
-        exp = validate_experiment(load_experiment(args.config, args.p or [], accepted), accepted, args.p or [])
+        exp = validate_experiment(load_experiment(find_experiment(args.config), args.p or [], accepted), accepted, args.p or [])
     except (ValueError, FileNotFoundError) as e:
         LOG.error(f"error: {e}"); return 2
     LOG.info(f"experiment {exp.exp_id} (profile {exp.profile}, seed {exp.seed}, device {exp.device}) → {Path(args.runs_dir)/exp.exp_id}")
