@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #f5c0a959
 from __future__ import annotations
-import dataclasses, datetime, difflib, hashlib, json, os, platform, random, re, subprocess, sys, tempfile, time
+import dataclasses, datetime, difflib, hashlib, json, os, platform, random, re, subprocess, sys, tempfile, time, warnings
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -23,7 +23,7 @@ __all__ = ['STAGES', 'SHARED_KEYS', 'RESERVED_PARAMS', 'PACKAGES', 'MANIFEST', '
 
 # %% ../nbs/00_core.ipynb #4f2d1e0c
 STAGES = ('domain', 'generation', 'augmentation', 'evaluation', 'integration', 'training')
-SHARED_KEYS = ('exp_id', 'seed', 'device', 'profile')
+SHARED_KEYS = ('exp_id', 'seed', 'device', 'profile', 'tracking')
 RESERVED_PARAMS = ('upstream_dir', 'out_dir')  # set by the runner, never by an experiment file
 
 def stage_folder(stage: str, # one of `STAGES`
@@ -57,6 +57,7 @@ class Experiment:
     profile: str  # which entry of `profiles` was applied
     stages: dict  # stage name -> {parameter: value}
     source: str = ''  # the YAML file it came from
+    tracking: str = ''  # 'tensorboard' or 'mlflow' mirror every stage (see synthnb.tracking); '': off
 
     def stage_params(self, stage: str) -> dict:
         "Parameters of `stage`, with the shared seed and device (a stage mapping may override them)."
@@ -87,7 +88,7 @@ def load_experiment(path, # experiment YAML file, or a dict with its content
     for k in raw:
         if k not in allowed: raise ValueError(f"{path}: unknown top-level key {k!r}{did_you_mean(k, allowed)}; allowed: {sorted(allowed)}")
     parsed = [parse_override(o) if isinstance(o, str) else tuple(o) for o in overrides]
-    shared = {'exp_id': Path(str(path)).stem if not isinstance(path, dict) else 'experiment', 'seed': 0, 'device': 'auto', 'profile': 'smoke'}
+    shared = {'exp_id': Path(str(path)).stem if not isinstance(path, dict) else 'experiment', 'seed': 0, 'device': 'auto', 'profile': 'smoke', 'tracking': ''}
     shared.update({k: raw[k] for k in SHARED_KEYS if k in raw})
     shared.update({k: v for k, v in parsed if k in SHARED_KEYS})
     profiles = raw.get('profiles') or {}
@@ -106,7 +107,9 @@ def load_experiment(path, # experiment YAML file, or a dict with its content
             where = f"stages {owners} all accept it" if owners else "no stage accepts it"
             raise ValueError(f"Override {key!r}: {where}; write it as <stage>.{key}=...")
         stages[owners[0]][key] = value
-    return Experiment(validate_exp_id(shared['exp_id']), int(shared['seed']), str(shared['device']), str(shared['profile']), stages, str(path))
+    from synthnb.tracking import check_tracker
+    return Experiment(validate_exp_id(shared['exp_id']), int(shared['seed']), str(shared['device']), str(shared['profile']), stages, str(path),
+                      check_tracker(str(shared['tracking'] or '')))
 
 # %% ../nbs/00_core.ipynb #b2797955
 def sha256_file(path, chunk: int = 1 << 20) -> str:
@@ -383,6 +386,10 @@ def _write_manifest(self: StageRun, status: str, error: str|None = None):
          'timings': {'started': datetime.datetime.fromtimestamp(self.started, datetime.timezone.utc).isoformat(timespec='seconds'),
                      'seconds': round(time.time() - self.started, 3)}}
     save_json(self.out_dir/MANIFEST, m)
+    from synthnb.tracking import mirror_stage, tracking_target
+    if target := tracking_target():  # an opt-in mirror; the manifest above stays the record
+        try: mirror_stage(self.out_dir, *target)
+        except Exception as e: warnings.warn(f"tracking ({target[0]}) could not mirror stage {self.stage}: {e}")
 
 # %% ../nbs/00_core.ipynb #ccff0e48
 @dataclasses.dataclass

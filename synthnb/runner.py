@@ -171,6 +171,7 @@ def execute_notebook(notebook, stage_dir, params: dict, kernel: str = 'python3',
                      progress_bar: bool = True, # papermill's cell bar, the stage's own bars and printed lines, live on `out`
                      verbose: bool|None = None, # also papermill's log and, on failure, the traceback (default: the `synthnb` logger is at DEBUG)
                      out=None, # where to stream (default: sys.stderr)
+                     env: dict|None = None, # extra environment variables for papermill and the kernel
                     ) -> Path:
     "Run `notebook` with `params` into `stage_dir/report.ipynb`, streaming its progress; raise `StageFailed` unless it really completed."
     stage_dir = Path(stage_dir); stage_dir.mkdir(parents=True, exist_ok=True)
@@ -180,7 +181,7 @@ def execute_notebook(notebook, stage_dir, params: dict, kernel: str = 'python3',
     cmd = [sys.executable, '-m', 'papermill', str(notebook), str(report), '-f', str(pfile), '-k', kernel, '--cwd', str(cwd or Path.cwd()),
            '--log-level', 'INFO' if verbose else 'WARNING']
     cmd += ['--stdout-file', '-'] if progress_bar else ['--no-progress-bar']
-    env = {**os.environ, 'SYNTHNB_RUNNER': '1', 'PYTHONUNBUFFERED': '1'}
+    env = {**os.environ, **(env or {}), 'SYNTHNB_RUNNER': '1', 'PYTHONUNBUFFERED': '1'}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     text = stream_output(proc.stdout, out or sys.stderr, show=progress_bar or verbose, traceback=verbose)
     code = proc.wait()
@@ -308,6 +309,8 @@ def run_experiment(exp: Experiment, # a loaded experiment (see `load_experiment`
     cache = None if force else stage_cache_dir(stage_cache)
     if not LOG.handlers: setup_logging(0)  # called from Python rather than the CLI: progress on stderr, as the CLI shows it
     header, log = report_header(exp), log or LOG.info
+    from synthnb.tracking import ENV as TRACKING_ENV
+    track = {TRACKING_ENV: f"{exp.tracking}:{run_dir/'tracking'}"} if exp.tracking else {}  # the kernels' StageRuns mirror themselves
     with file_lock(run_dir/'.lock'):
         save_json(run_dir/'experiment.json', dataclasses.asdict(exp))
         for i, stage in enumerate(STAGES[:last + 1]):
@@ -324,7 +327,7 @@ def run_experiment(exp: Experiment, # a loaded experiment (see `load_experiment`
                 if stage_dir.exists(): shutil.rmtree(stage_dir)
                 with tempfile.TemporaryDirectory() as tmp:
                     execute_notebook(report_notebook(nb, Path(tmp)/nb.name, header), stage_dir,
-                                     {**params, 'upstream_dir': str(upstream_dir), 'out_dir': str(stage_dir)}, progress_bar=LOG.isEnabledFor(logging.INFO))
+                                     {**params, 'upstream_dir': str(upstream_dir), 'out_dir': str(stage_dir)}, progress_bar=LOG.isEnabledFor(logging.INFO), env=track)
                 secs = time.time() - t0
                 mark_complete(stage_dir, key, notebook=str(nb.relative_to(nb.parent.parent)), notebook_sha256=sha256_file(nb), wall_seconds=round(secs, 2))
                 if cache: store_stage(cache, stage, key, stage_dir)

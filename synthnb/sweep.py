@@ -96,7 +96,7 @@ class SweepPoint:
 
 def config_hash(exp: Experiment) -> str:
     "sha256 of what `exp` computes: seed, device, profile and stage parameters (not its file)."
-    blob = json.dumps({k: v for k, v in dataclasses.asdict(exp).items() if k != 'source'}, sort_keys=True, default=str)
+    blob = json.dumps({k: v for k, v in dataclasses.asdict(exp).items() if k not in ('source', 'tracking')}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 def _case_path(path) -> Path:
@@ -119,7 +119,7 @@ def expand_sweep(spec: SweepSpec, accepted: dict|None = None) -> list:
     return points
 
 # %% ../nbs/08_sweep.ipynb #3bce8369
-def _config(exp) -> dict: return json.loads(json.dumps({k: v for k, v in dataclasses.asdict(exp).items() if k != 'source'}, default=str))
+def _config(exp) -> dict: return json.loads(json.dumps({k: v for k, v in dataclasses.asdict(exp).items() if k not in ('source', 'tracking')}, default=str))
 
 def config_diff(old: dict, new: dict, prefix: str = '') -> list:
     "`key: old → new` for every value that differs between two nested mappings."

@@ -77,3 +77,8 @@ def test_command_starts_fast_without_torch():
     probe = subprocess.run([sys.executable, '-c', 'import sys; from synthnb.runner import parser; parser(); print("torch" in sys.modules)'],
                            capture_output=True, text=True)
     assert probe.stdout.strip() == 'False', probe.stderr
+
+
+def test_unknown_tracker(tmp_path, capsys):
+    code, _, err = cli(capsys, 'run', 'experiments/healthcare.yaml', '-p', 'tracking=wandb', '--runs-dir', tmp_path)
+    assert code == 2 and "tracking must be one of ['tensorboard', 'mlflow']" in err

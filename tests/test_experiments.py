@@ -192,10 +192,11 @@ def test_missing_data_is_a_clear_error(runs_dir, tmp_path):
 
 
 def test_progress_reaches_the_terminal_while_the_stage_runs(runs_dir, data_dir):
-    "papermill's cell bar arrives while stage 1 is still running (before its manifest says complete), not replayed at the end."
+    """papermill's cell bar arrives while stage 1 is still running (before its manifest says complete), not replayed at the end;
+    the same run has tracking on, and its kernel mirrors the stage into TensorBoard."""
     env = {**os.environ, 'SYNTHNB_DATA': str(data_dir)}; env.pop('SYNTHNB_STAGE_CACHE', None)
     manifest = runs_dir / 'live' / '01_domain' / 'manifest.json'
-    proc = subprocess.Popen([sys.executable, '-m', 'synthnb', 'run', 'experiments/healthcare.yaml', '-p', 'exp_id=live', '--until', 'domain',
+    proc = subprocess.Popen([sys.executable, '-m', 'synthnb', 'run', 'experiments/healthcare.yaml', '-p', 'exp_id=live', '-p', 'tracking=tensorboard', '--until', 'domain',
                              '--force', '--runs-dir', str(runs_dir)], cwd=ROOT, env=env, stderr=subprocess.PIPE)
     seen = b''
     try:
@@ -207,6 +208,9 @@ def test_progress_reaches_the_terminal_while_the_stage_runs(runs_dir, data_dir):
         assert not manifest.exists() or json.loads(manifest.read_text())['status'] != 'complete'
     finally: seen += proc.communicate()[1]
     assert proc.returncode == 0 and b'01_domain: done' in seen, seen.decode(errors='replace')[-2000:]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(runs_dir / 'live' / 'tracking' / 'live' / '01_domain'), size_guidance={'scalars': 0, 'images': 0}); events.Reload()
+    assert events.Tags()['scalars'] and events.Tags()['images']  # the profile's numbers and figures
 
 
 
