@@ -11,7 +11,7 @@
    and package content, so a second build re-executes nothing that did not change.
 3. The pages are staged in `_proc/_sphinx/` (Quarto ignores `_` folders): one page per notebook, named like Quarto's
    `output-file` (`core.html`, `generation.html`, ...) so nbdev's doc links resolve; `docs/*.md`; and a Reports section
-   with the executed notebooks under `reports/` rendered as they are.
+   with the executed notebooks under `reports/` rendered with their outputs as run (results first, definitions left out).
 4. Sphinx + myst-nb (execution off) renders them with `docs/conf.py`.
 """
 import argparse, hashlib, json, os, re, shutil, subprocess, sys, time
@@ -138,14 +138,36 @@ def case_headline(case_dir) -> list:
     return lines
 
 
+RUN_HEADING = '## run the stage'  # as in synthnb.runner: where a stage notebook's run and results start
+
+
+def report_page(nb):
+    """An executed report laid out for reading, outputs untouched: its title and run header, then everything from
+    `## Run the stage` on (the results), then the parameters it ran with; the definitions and their prose before the
+    run are left out (they are the stage's own page), and no code input is shown but the parameters'."""
+    cells = nb.cells
+    at = next((i for i, c in enumerate(cells) if c.cell_type == 'markdown' and c.source.lstrip().lower().startswith(RUN_HEADING)), None)
+    if at is None: return nb
+    head = [c for c in cells[:at] if c.cell_type == 'markdown'][:1]
+    head += [c for c in cells[:at] if c.cell_type == 'markdown' and c.source.startswith('**Experiment**')]
+    params = [c for c in cells[:at] if c.cell_type == 'code' and {'parameters', 'injected-parameters'} & set(c.metadata.get('tags', []))]
+    body = cells[at:]
+    for c in body:
+        if c.cell_type == 'code':
+            c.metadata.setdefault('tags', []).append('remove-cell' if c.source.lstrip().startswith('#|') else 'remove-input')
+    tail = [nbformat.v4.new_markdown_cell('## Parameters\n\nThe notebook defaults, then the values this run was given (papermill\'s injected cell).')] + params if params else []
+    nb.cells = head + body + tail
+    return nb
+
+
 def stage_reports(reports_dir, dest):
-    "Copy executed report notebooks (reports/<case>/<NN_stage>.ipynb) as they are; write the Reports index."
+    "Copy executed report notebooks (reports/<case>/<NN_stage>.ipynb) laid out as pages (`report_page`); write the Reports index."
     groups = {}
     for p in sorted(reports_dir.rglob('*.ipynb')) if reports_dir.exists() else []:
         if '.ipynb_checkpoints' in p.parts: continue
         rel = p.relative_to(reports_dir)
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(p, dest / rel)
+        nbformat.write(report_page(nbformat.read(p, as_version=4)), dest / rel)
         groups.setdefault(rel.parts[0] if len(rel.parts) > 1 else 'other', []).append(rel.with_suffix('').as_posix())
     lines = ['# Reports', '',
              'Executed experiment notebooks committed under `reports/`, rendered as they were run (not re-executed). '

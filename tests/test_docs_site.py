@@ -136,6 +136,19 @@ def test_figures_render(site, browser, crawl, shots):
         page.close()
 
 
+def test_report_page_opens_with_results(site, browser, crawl, shots):
+    "A published stage-6 report shows an output on its first screen, and none of the stage's exported source."
+    reports = sorted(u for u in crawl if '/reports/' in u and u.endswith('06_training.html'))
+    if not reports: pytest.skip('no stage-6 report is committed under reports/')
+    for url in reports:
+        page, problems = open_page(browser, url)
+        (shots / ('report_' + urlparse(url).path.strip('/').replace('/', '_').replace('.html', '.png'))).write_bytes(page.screenshot(full_page=False))
+        top = page.evaluate("() => { const o = document.querySelector('.cell_output'); return o ? o.getBoundingClientRect().top : null; }")
+        assert top is not None and top < 900, f'{url}: the first result is {top} px down, below the first screen'
+        assert '#| export' not in page.inner_text('body'), f'{url} shows exported source'
+        page.close()
+
+
 def test_navigation_between_stages(site, browser):
     page, problems = open_page(browser, site)
     page.locator('.sidebar-tree a', has_text='Domain').first.click()
