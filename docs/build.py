@@ -142,20 +142,23 @@ RUN_HEADING = '## run the stage'  # as in synthnb.runner: where a stage notebook
 
 
 def report_page(nb):
-    """An executed report laid out for reading, outputs untouched: its title and run header, then everything from
-    `## Run the stage` on (the results), then the parameters it ran with; the definitions and their prose before the
-    run are left out (they are the stage's own page), and no code input is shown but the parameters'."""
+    """An executed report laid out for reading, outputs untouched: its title and run header, then the results (what
+    follows `## Run the stage`), then how it ran (the stage call, whose output is its manifest summary, and the
+    parameters). The definitions and their prose before the run are left out (they are the stage's own page); no
+    code input is shown but the parameters'."""
     cells = nb.cells
     at = next((i for i, c in enumerate(cells) if c.cell_type == 'markdown' and c.source.lstrip().lower().startswith(RUN_HEADING)), None)
     if at is None: return nb
     head = [c for c in cells[:at] if c.cell_type == 'markdown'][:1]
     head += [c for c in cells[:at] if c.cell_type == 'markdown' and c.source.startswith('**Experiment**')]
     params = [c for c in cells[:at] if c.cell_type == 'code' and {'parameters', 'injected-parameters'} & set(c.metadata.get('tags', []))]
-    body = cells[at:]
-    for c in body:
+    runs = [c for c in cells[at + 1:] if c.cell_type == 'code' and c.source.lstrip().startswith('result = ')]
+    body = [c for c in cells[at + 1:] if not any(c is r for r in runs)]
+    for c in body + runs:
         if c.cell_type == 'code':
             c.metadata.setdefault('tags', []).append('remove-cell' if c.source.lstrip().startswith('#|') else 'remove-input')
-    tail = [nbformat.v4.new_markdown_cell('## Parameters\n\nThe notebook defaults, then the values this run was given (papermill\'s injected cell).')] + params if params else []
+    tail = [nbformat.v4.new_markdown_cell('## How this ran\n\nThe stage call (its manifest: status, time, device, artifacts, inputs, '
+                                          'versions, commit), then the notebook defaults and the values this run was given.')] + runs + params
     nb.cells = head + body + tail
     return nb
 
