@@ -141,7 +141,7 @@ def case_headline(case_dir) -> list:
 RUN_HEADING = '## run the stage'  # as in synthnb.runner: where a stage notebook's run and results start
 
 
-def report_page(nb):
+def report_page(nb, case: str = ''):
     """An executed report laid out for reading, outputs untouched: its title and run header, then the results (what
     follows `## Run the stage`), then how it ran (the stage call, whose output is its manifest summary, and the
     parameters). The definitions and their prose before the run are left out (they are the stage's own page); no
@@ -150,6 +150,7 @@ def report_page(nb):
     at = next((i for i, c in enumerate(cells) if c.cell_type == 'markdown' and c.source.lstrip().lower().startswith(RUN_HEADING)), None)
     if at is None: return nb
     head = [c for c in cells[:at] if c.cell_type == 'markdown'][:1]
+    if case and head and head[0].source.startswith('# '): head[0].source = f'# {case} · ' + head[0].source[2:]  # distinct from the stage's page
     head += [c for c in cells[:at] if c.cell_type == 'markdown' and c.source.startswith('**Experiment**')]
     params = [c for c in cells[:at] if c.cell_type == 'code' and {'parameters', 'injected-parameters'} & set(c.metadata.get('tags', []))]
     runs = [c for c in cells[at + 1:] if c.cell_type == 'code' and c.source.lstrip().startswith('result = ')]
@@ -170,7 +171,7 @@ def stage_reports(reports_dir, dest):
         if '.ipynb_checkpoints' in p.parts: continue
         rel = p.relative_to(reports_dir)
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(report_page(nbformat.read(p, as_version=4)), dest / rel)
+        nbformat.write(report_page(nbformat.read(p, as_version=4), rel.parts[0] if len(rel.parts) > 1 else ''), dest / rel)
         groups.setdefault(rel.parts[0] if len(rel.parts) > 1 else 'other', []).append(rel.with_suffix('').as_posix())
     lines = ['# Reports', '',
              'Executed experiment notebooks committed under `reports/`, rendered as they were run (not re-executed). '
@@ -185,6 +186,18 @@ def stage_reports(reports_dir, dest):
     dest.mkdir(parents=True, exist_ok=True)
     (dest / 'index.md').write_text('\n'.join(lines))
     return sum(len(v) for v in groups.values())
+
+
+def api_reference(dest) -> str:
+    "Write `api.md`: one autodoc section per public synthnb module (its __all__), so the site has a general index, search and objects.inv."
+    import synthnb
+    mods = sorted(p.stem for p in Path(synthnb.__file__).parent.glob('*.py') if not p.stem.startswith('_'))
+    lines = ['# API reference', '', 'Every exported name of the package, module by module (the notebook pages show the same functions '
+             'with their examples). The general index and the search cover them.', '']
+    for m in mods:
+        lines += [f'## synthnb.{m}', '', '```{eval-rst}', f'.. automodule:: synthnb.{m}', '   :members:', '```', '']
+    (dest / 'api.md').write_text('\n'.join(lines))
+    return 'api'
 
 
 HOME_FALLBACK = '# synthnb\n\n> Notebook-first toolkit for synthetic training data from scarce real images.\n'
@@ -216,8 +229,10 @@ def main(reports='reports', out='_site', workers=2, clean=False, timeout=1800):
     n_reports = stage_reports(ROOT / reports, STAGE / 'reports')
     for md in DOCS.glob('*.md'): shutil.copy2(md, STAGE / md.name)
     guides = sorted(md.stem for md in DOCS.glob('*.md'))
+    api = api_reference(STAGE)
     toctree = '\n'.join(['```{toctree}', ':hidden:', ':caption: Guide', '', *guides, '```', '',
                          '```{toctree}', ':hidden:', ':caption: Notebooks', '', *pages, '```', '',
+                         '```{toctree}', ':hidden:', ':caption: Reference', '', api, 'genindex', '```', '',
                          '```{toctree}', ':hidden:', ':caption: Results', '', 'reports/index', '```'])
     if (PROC / 'index.ipynb').exists(): stage_notebook(PROC / 'index.ipynb', executed.get('index', (None,))[0], STAGE, toctree)
     else: (STAGE / 'index.md').write_text(HOME_FALLBACK + '\n' + toctree)

@@ -11,7 +11,9 @@ author = _s['author']
 copyright = _s['copyright']
 release = version = _s['version']
 
-extensions = ['myst_nb']
+extensions = ['myst_nb', 'sphinx.ext.autodoc']
+autodoc_member_order = 'bysource'
+autodoc_typehints = 'description'
 # The notebooks were executed by build.py (stage notebooks) or are committed executed reports: never re-run here.
 nb_execution_mode = 'off'
 nb_render_markdown_format = 'myst'  # show_doc's markdown output uses attributes on links

@@ -21,7 +21,7 @@ def _per_image(v, x: torch.Tensor) -> torch.Tensor:
 def low_frequency_window(h: int, w: int, # image size
                          beta, # half-width in cycles/pixel: a number or (B,) tensor
                          device=None) -> torch.Tensor:
-    "Boolean (B, 1, H, W) window over `torch.fft.fft2` frequencies with |f_y| < beta and |f_x| < beta."
+    "Boolean (B, 1, H, W) window over `torch.fft.fft2` frequencies with `abs(f_y) < beta` and `abs(f_x) < beta`."
     fy = torch.fft.fftfreq(h, device=device).abs()[:, None]
     fx = torch.fft.fftfreq(w, device=device).abs()[None, :]
     beta = torch.as_tensor(beta, dtype=torch.float32, device=device).reshape(-1, 1, 1, 1)

@@ -136,6 +136,18 @@ def test_figures_render(site, browser, crawl, shots):
         page.close()
 
 
+def test_api_reference_index_and_search(site, crawl):
+    "Every exported name is in the API reference, the general index links it, the search index knows it; page titles are distinct."
+    assert urljoin(site, 'api.html') in crawl and urljoin(site, 'genindex.html') in crawl
+    out = Path(os.environ.get('SYNTHNB_SITE') or ROOT / '_site')
+    assert 'href="api.html#synthnb.runner.run_experiment"' in (out / 'genindex.html').read_text()
+    assert 'synthnb.training.headline_markdown' in (out / 'searchindex.js').read_text()
+    assert (out / 'objects.inv').stat().st_size > 2000
+    titles = {}
+    for u, p in crawl.items(): titles.setdefault(p['title'], set()).add(u + 'index.html' if u.endswith('/') else u)  # / is index.html
+    assert not {t: us for t, us in titles.items() if len(us) > 1}, 'pages share a title'
+
+
 def test_report_page_opens_with_results(site, browser, crawl, shots):
     "A published stage-6 report shows an output on its first screen, and none of the stage's exported source."
     reports = sorted(u for u in crawl if '/reports/' in u and u.endswith('06_training.html'))
