@@ -86,6 +86,11 @@ def _local_links(text):
     return text.replace(DOC_HOST, '')
 
 
+def _no_source_links(text):
+    "show_doc's `[source](<git_url>/blob/...)` links removed: settings.ini's git_url names no published repository."
+    return re.sub(r'\[source\]\(https?://[^)\s]*\)(\{[^}]*\})?\n*', '', text)
+
+
 def _md_code(s): return re.sub(r'`([^`]*)`', r'<code>\1</code>', s)
 
 
@@ -114,7 +119,7 @@ def stage_notebook(proc_path, executed_path, dest_dir, toctree=None):
                 c.outputs, c.execution_count = ran[c.id].outputs, ran[c.id].execution_count
             for o in c.get('outputs', []):
                 if 'text/markdown' in o.get('data', {}):  # show_doc opens with a Quarto rule: not valid inside a cell
-                    o.data['text/markdown'] = _local_links(re.sub(r'^\s*---\s*\n', '', o.data['text/markdown']))
+                    o.data['text/markdown'] = _no_source_links(_local_links(re.sub(r'^\s*---\s*\n', '', o.data['text/markdown'])))
             if tags: c.metadata['tags'] = sorted(tags)
         cells.append(c)
     if toctree: cells.append(nbformat.v4.new_markdown_cell(toctree))

@@ -143,6 +143,8 @@ def test_api_reference_index_and_search(site, crawl):
     assert 'href="api.html#synthnb.runner.run_experiment"' in (out / 'genindex.html').read_text()
     assert 'synthnb.training.headline_markdown' in (out / 'searchindex.js').read_text()
     assert (out / 'objects.inv').stat().st_size > 2000
+    placeholder = [l for p in crawl.values() for l in p['links'] if l.startswith('https://github.com/synthnb/')]
+    assert not placeholder, f'source links to the placeholder repository of settings.ini: {placeholder[:3]}'
     titles = {}
     for u, p in crawl.items(): titles.setdefault(p['title'], set()).add(u + 'index.html' if u.endswith('/') else u)  # / is index.html
     assert not {t: us for t, us in titles.items() if len(us) > 1}, 'pages share a title'
