@@ -50,8 +50,10 @@ def local_mathjax(dest: Path):
 
 # Math is rendered by a MathJax copy inside the site, never a CDN: the site works offline (and the browser test checks it).
 _static = local_mathjax(Path(__file__).resolve().parent.parent / '_proc' / '_static_mathjax')
+html_static_path = [str(Path(__file__).resolve().parent / 'static')]  # synthnb.css: wide outputs scroll on a narrow screen
+html_css_files = ['synthnb.css']
 if _static is not None:
-    html_static_path = [str(_static)]
+    html_static_path.append(str(_static))
     mathjax_path = 'mathjax/tex-mml-chtml.js'
 else:
     print('[docs] warning: django-static-mathjax is not installed; pages with math load MathJax from its CDN (needs internet)')

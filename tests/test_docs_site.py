@@ -160,6 +160,8 @@ def test_report_page_opens_with_results(site, browser, crawl, shots):
         top = page.evaluate("() => { const o = document.querySelector('.cell_output'); return o ? o.getBoundingClientRect().top : null; }")
         assert top is not None and top < 900, f'{url}: the first result is {top} px down, below the first screen'
         assert '#| export' not in page.inner_text('body'), f'{url} shows exported source'
+        page.set_viewport_size({'width': 420, 'height': 900})  # a phone: wide tables scroll in their cell, the page does not
+        assert page.evaluate('() => document.documentElement.scrollWidth') <= 440, f'{url} overflows a narrow screen'
         page.close()
 
 
