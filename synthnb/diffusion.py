@@ -15,7 +15,6 @@ from accelerate import Accelerator, PartialState
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
-from fastcore.script import call_parse
 from safetensors.torch import save_file
 
 from .core import bf16_supported, progress, resolve_device
@@ -26,7 +25,7 @@ from .tracking import tracking_target
 
 # %% auto #0
 __all__ = ['SCHEDULER', 'SIMULATORS', 'unet_config', 'patch_size', 'fold', 'unfold', 'train_ddpm', 'guided_noise', 'ddim_sample',
-           'DiffusionGenerator', 'mask_weight', 'HybridGenerator', 'train_diffusion']
+           'DiffusionGenerator', 'mask_weight', 'HybridGenerator', 'train_diffusion', 'train_diffusion_cli']
 
 # %% ../nbs/02b_diffusion.ipynb #ca9aa4e2
 def unet_config(image_size: int, # side of the (square) images
@@ -206,7 +205,6 @@ class HybridGenerator:
         return cls(sim, DiffusionGenerator.from_state(part('diffusion'), config['diffusion']), config['strength'], config.get('masked', False))
 
 # %% ../nbs/02b_diffusion.ipynb #5f82a280
-@call_parse
 def train_diffusion(domain_dir: str, # stage-1 run folder (holds train.npz and profile.json)
                     out_dir: str, # where to write model.safetensors and config.json
                     steps: int = 2000, # training steps
@@ -214,8 +212,8 @@ def train_diffusion(domain_dir: str, # stage-1 run folder (holds train.npz and p
                     channels: str = '32,64,64', # UNet block widths
                     lr: float = 1e-3, # peak learning rate
                     device: str = 'auto', # 'auto', 'cpu' or 'cuda'
-                    seed: int = 0):
-    "Train the class-conditional diffusion model on a stage-1 run and save it."
+                    seed: int = 0) -> Path:
+    "Train the class-conditional diffusion model on a stage-1 run and save it; return `out_dir`."
     with np.load(Path(domain_dir)/'train.npz') as z: images, labels = z['images'], z['labels']
     profile = json.loads((Path(domain_dir)/'profile.json').read_text())
     gen = DiffusionGenerator([int(c) for c in channels.split(',')], steps, batch_size, lr, device=device, seed=seed).fit(images, labels, None, profile)
@@ -224,3 +222,20 @@ def train_diffusion(domain_dir: str, # stage-1 run folder (holds train.npz and p
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(out/'model.safetensors'))
         (out/'config.json').write_text(json.dumps({'class': 'DiffusionGenerator', **config}, indent=1))
         print(f"saved {out}; final loss {np.mean(gen.losses[-20:]):.4f}; trained on {PartialState().num_processes} process(es)")
+    return Path(out_dir)
+
+def train_diffusion_cli(argv=None):
+    "python -m synthnb.diffusion DOMAIN_DIR OUT_DIR [--steps N ...]: `train_diffusion` from the command line (argparse, like `synthnb`)."
+    import argparse
+    p = argparse.ArgumentParser(prog='python -m synthnb.diffusion', description=train_diffusion.__doc__)
+    p.add_argument('domain_dir', help='stage-1 run folder (holds train.npz and profile.json)')
+    p.add_argument('out_dir', help='where to write model.safetensors and config.json')
+    for name, default, kind, what in (('steps', 2000, int, 'training steps'), ('batch_size', 32, int, 'images per step and process'),
+                                      ('channels', '32,64,64', str, 'UNet block widths'), ('lr', 1e-3, float, 'peak learning rate'),
+                                      ('device', 'auto', str, "'auto', 'cpu' or 'cuda'"), ('seed', 0, int, 'random seed')):
+        p.add_argument(f'--{name}', type=kind, default=default, help=f'{what} (default: {default})')
+    train_diffusion(**vars(p.parse_args(argv)))
+
+# %% ../nbs/02b_diffusion.ipynb #cadea172
+#| eval: false
+if __name__ == '__main__': train_diffusion_cli()
