@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import matplotlib.pyplot as plt
+import seaborn as sns
 
 from .core import StageResult, StageRun, did_you_mean, finite, progress, stage_result
 from .evidence import gap_closed, paired_delta, data_equivalence, t_interval
@@ -432,7 +433,7 @@ def _training_figures(run, metrics, screen, cfg):
         ax.bar(x + (i - (len(arms)-1)/2)*w, [s[k]['mean'] or 0 for k in SCALARS], w, yerr=np.hstack([_err(s[k]) for k in SCALARS]), label=a, capsize=2)
     ax.set_xticks(x, SCALARS, fontsize=8); ax.set_ylim(0, 1); ax.legend(fontsize=6, loc='upper left', bbox_to_anchor=(1.01, 1))
     ax.set_title('real test split (mean and 95% CI over units)', fontsize=9); fig.tight_layout(); run.save_figure('test_metrics', fig); plt.close(fig)
-    _delta_figure(run, metrics); _curve_figure(run, metrics)
+    _delta_figure(run, metrics); _curve_figure(run, metrics); _confusion_figure(run, metrics, run.metrics['test']['per_class'])
     if 'learning_curve' in run.metrics: _learning_curve_figure(run, run.metrics['learning_curve'])
     if cfg.robustness: _robustness_figure(run, screen)
 
@@ -449,6 +450,21 @@ def _delta_figure(run, metrics):
         ax.plot(d['mean'], i, 'D', color='k', ms=5)
     ax.axvline(0, color='grey', lw=1, ls='--'); ax.set_yticks(range(len(others)), others, fontsize=8)
     ax.set_xlabel('test ROC-AUC minus real-only, paired by unit (dots), mean and 95% CI'); fig.tight_layout(); run.save_figure('paired_deltas', fig); plt.close(fig)
+
+def _confusion_figure(run, metrics, per_class: dict):
+    "Row-normalised test confusion matrices (counts summed over units) of real-only, the headline arm and the ceiling."
+    best = (run.metrics.get('headline') or {}).get('best_synthetic_arm')
+    shown = [a for a in dict.fromkeys(['real_only', best, 'ceiling']) if a in metrics]
+    if not shown: return
+    classes = list(per_class)
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 2.9), squeeze=False)
+    for ax, a in zip(axes[0], shown):
+        cm = np.asarray(metrics[a]['confusion'], float); share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+        sns.heatmap(share, vmin=0, vmax=1, cmap='Blues', annot=cm.astype(int), fmt='d', cbar=False, square=True, ax=ax,
+                    xticklabels=classes, yticklabels=classes, annot_kws={'fontsize': 7})
+        ax.set_title(a, fontsize=9); ax.set_xlabel('predicted', fontsize=8); ax.set_ylabel('true', fontsize=8); ax.tick_params(labelsize=7)
+    fig.suptitle('test confusion (colour: share of the true class; numbers: images, summed over units)', fontsize=9)
+    fig.tight_layout(); run.save_figure('confusion', fig); plt.close(fig)
 
 def _curve_figure(run, metrics):
     "The recipe's training curves: mean validation ROC-AUC against the optimisation step, per arm."
