@@ -65,18 +65,29 @@ def _to_tensorboard(folder: Path, r: dict):
         for f in r['figures']: w.add_image(f.stem, np.asarray(Image.open(f).convert('RGB')), 0, dataformats='HWC')
     finally: w.close()
 
+def _flat_params(d: dict, prefix: str = '') -> dict:
+    "Nested parameters as '/'-joined keys and their values as given (lists and strings kept)."
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v: out.update(_flat_params(v, f'{prefix}{k}/'))
+        else: out[f'{prefix}{k}'] = v
+    return out
+
 def _mlflow_key(k: str) -> str: return re.sub(r'[^\w\-. /]', '_', k)[:250]
 
 def _to_mlflow(folder: Path, r: dict):
     try: import mlflow
     except ImportError: raise ImportError("tracking: mlflow needs the mlflow package (pip install mlflow)") from None
     from mlflow.entities import Metric
-    client = mlflow.MlflowClient(tracking_uri=Path(folder).resolve().as_uri())
+    uri = os.environ.get('MLFLOW_TRACKING_URI')  # a server or database of the user's; else a local file store in the run folder
+    if not uri: os.environ.setdefault('MLFLOW_ALLOW_FILE_STORE', 'true'); uri = Path(folder).resolve().as_uri()
+    client = mlflow.MlflowClient(tracking_uri=uri)
     exp_name, run_name = r['name'].split('/', 1)
     exp = client.get_experiment_by_name(exp_name)
     run = client.create_run(exp.experiment_id if exp else client.create_experiment(exp_name), run_name=run_name, tags={'status': str(r['status'])})
-    scalars, series = flat_numbers({'p': r['parameters']})[0], {}
-    client.log_batch(run.info.run_id, params=[mlflow.entities.Param(_mlflow_key(k[2:]), str(v)[:500]) for k, v in scalars.items()])
+    params = [mlflow.entities.Param(_mlflow_key(k), json.dumps(v, default=str)[:500] if not isinstance(v, str) else v[:500])
+              for k, v in _flat_params(r['parameters']).items()]
+    for i in range(0, len(params), 100): client.log_batch(run.info.run_id, params=params[i:i + 100])
     metrics = [Metric(_mlflow_key(k), v, 0, 0) for k, v in r['scalars'].items()]
     metrics += [Metric(_mlflow_key(k), v, 0, i) for k, vs in r['series'].items() for i, v in enumerate(vs)]
     for i in range(0, len(metrics), 1000): client.log_batch(run.info.run_id, metrics=metrics[i:i + 1000])
