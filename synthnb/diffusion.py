@@ -21,7 +21,7 @@ from .core import bf16_supported, progress, resolve_device
 from .models import check_labels, fused_adamw, to_tensor, to_uint8
 from .paste import DefectPasteGenerator
 from .simulation import ChestOpacitySimulator, SurfaceDefectSimulator
-from .tracking import tracking_target
+from .tracking import accelerator_tracking
 
 # %% auto #0
 __all__ = ['SCHEDULER', 'SIMULATORS', 'unet_config', 'patch_size', 'fold', 'unfold', 'train_ddpm', 'guided_noise', 'ddim_sample',
@@ -63,10 +63,9 @@ def train_ddpm(unet: UNet2DModel, # model built from `unet_config`
               ) -> tuple:
     "Train `unet` to predict the noise; return the (EMA) model and the loss per step."
     dev = resolve_device(device)
-    target = tracking_target()  # opt-in: the loss per step, live, in TensorBoard or MLflow
-    acc = Accelerator(cpu=dev.type == 'cpu', mixed_precision='bf16' if bf16_supported(dev) else 'no',
-                      log_with=target[0] if target else None, project_dir=str(target[1]) if target else None)
-    if target: acc.init_trackers('diffusion')
+    tracking = accelerator_tracking()  # opt-in: the loss per step, live, in TensorBoard or MLflow
+    acc = Accelerator(cpu=dev.type == 'cpu', mixed_precision='bf16' if bf16_supported(dev) else 'no', **tracking)
+    if tracking: acc.init_trackers('diffusion')
     torch.manual_seed(seed); g = torch.Generator().manual_seed(seed)
     gd = torch.Generator(acc.device).manual_seed(seed + acc.process_index)
     data = TensorDataset(to_tensor(images), torch.as_tensor(labels, dtype=torch.long))
@@ -87,8 +86,8 @@ def train_ddpm(unet: UNet2DModel, # model built from `unet_config`
         acc.backward(loss); acc.clip_grad_norm_(model.parameters(), 1.0); opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
         if ema: ema.step(model.parameters())
         losses.append(float(loss.detach()))
-        if target: acc.log({'diffusion/loss': losses[-1]}, step=len(losses))
-    if target: acc.end_training()
+        if tracking: acc.log({'diffusion/loss': losses[-1]}, step=len(losses))
+    if tracking: acc.end_training()
     unet = acc.unwrap_model(model)
     if ema: ema.copy_to(unet.parameters())
     return unet.eval(), losses

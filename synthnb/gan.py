@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
 from .core import progress, resolve_device
+from .tracking import live_tracker
 from .models import check_labels, to_tensor, to_uint8
 
 # %% auto #0
@@ -88,7 +89,7 @@ def train_gan(G: CondGenerator, D: ProjectionDiscriminator,
     p = torch.as_tensor(1.0 / np.bincount(labels)[labels])
     aug = (lambda t: diff_augment(t, g)) if augment else (lambda t: t)
     opt_g, opt_d = (torch.optim.Adam(m.parameters(), lr=lr, betas=(0.0, 0.9)) for m in (G, D))
-    losses = {'d': [], 'g': []}
+    losses, tracker = {'d': [], 'g': []}, live_tracker('gan')  # with tracking on, the losses go to the tracker as they come
     for step in progress(range(steps), desc='gan', leave=False):
         idx = torch.multinomial(p, batch_size, replacement=True, generator=g).to(dev)
         yf = torch.randint(0, D.embed.num_embeddings, (batch_size,), generator=g).to(dev)
@@ -99,6 +100,8 @@ def train_gan(G: CondGenerator, D: ProjectionDiscriminator,
         opt_g.zero_grad(set_to_none=True); g_loss.backward(); opt_g.step()
         if ema is not None: ema_update(ema, G, min(ema_decay, (1 + step) / (10 + step)))
         losses['d'].append(d_loss.item()); losses['g'].append(g_loss.item())
+        if tracker: tracker.log({'gan/d_loss': losses['d'][-1], 'gan/g_loss': losses['g'][-1]}, step=step + 1)
+    if tracker: tracker.finish()
     return (ema if ema is not None else G).eval(), losses
 
 # %% ../nbs/02c_gan.ipynb #fd68d97c

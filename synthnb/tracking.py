@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['TRACKERS', 'ENV', 'check_tracker', 'tracking_target', 'flat_numbers', 'mirror_stage', 'mirror_run']
+__all__ = ['TRACKERS', 'ENV', 'check_tracker', 'tracking_target', 'flat_numbers', 'mlflow_uri', 'accelerator_tracking',
+           'live_tracker', 'mirror_stage', 'mirror_run']
 
 # %% ../nbs/00e_tracking.ipynb #cec6ae06
 TRACKERS = ('tensorboard', 'mlflow')
@@ -79,9 +80,7 @@ def _to_mlflow(folder: Path, r: dict):
     try: import mlflow
     except ImportError: raise ImportError("tracking: mlflow needs the mlflow package (pip install mlflow)") from None
     from mlflow.entities import Metric
-    uri = os.environ.get('MLFLOW_TRACKING_URI')  # a server or database of the user's; else a local file store in the run folder
-    if not uri: os.environ.setdefault('MLFLOW_ALLOW_FILE_STORE', 'true'); uri = Path(folder).resolve().as_uri()
-    client = mlflow.MlflowClient(tracking_uri=uri)
+    client = mlflow.MlflowClient(tracking_uri=mlflow_uri(folder))
     exp_name, run_name = r['name'].split('/', 1)
     exp = client.get_experiment_by_name(exp_name)
     run = client.create_run(exp.experiment_id if exp else client.create_experiment(exp_name), run_name=run_name, tags={'status': str(r['status'])})
@@ -93,6 +92,28 @@ def _to_mlflow(folder: Path, r: dict):
     for i in range(0, len(metrics), 1000): client.log_batch(run.info.run_id, metrics=metrics[i:i + 1000])
     for f in r['figures']: client.log_artifact(run.info.run_id, str(f))
     client.set_terminated(run.info.run_id, 'FINISHED' if r['status'] == 'complete' else 'FAILED')
+
+def mlflow_uri(folder) -> str:
+    "`$MLFLOW_TRACKING_URI` (a server or database of the user's), else a local file store in `folder`."
+    if uri := os.environ.get('MLFLOW_TRACKING_URI'): return uri
+    os.environ.setdefault('MLFLOW_ALLOW_FILE_STORE', 'true')  # mlflow 3 keeps the file store, in maintenance mode, behind this flag
+    return Path(folder).resolve().as_uri()
+
+def accelerator_tracking() -> dict:
+    "`Accelerator` arguments (`log_with`, `project_dir`) for live training values; empty when tracking is off."
+    if (target := tracking_target()) is None: return {}
+    kind, folder = target
+    if kind == 'mlflow':
+        import mlflow; mlflow.set_tracking_uri(mlflow_uri(folder))
+    return {'log_with': kind, 'project_dir': str(folder)}
+
+def live_tracker(name: str):
+    "accelerate's TensorBoard or MLflow tracker for live training values (`.log(values, step)`, `.finish()`), or None when tracking is off."
+    if not (args := accelerator_tracking()): return None
+    from accelerate.tracking import MLflowTracker, TensorBoardTracker
+    tracker = TensorBoardTracker(name, args['project_dir']) if args['log_with'] == 'tensorboard' else MLflowTracker(name)
+    tracker.start()
+    return tracker
 
 def mirror_stage(stage_dir, kind: str, folder) -> dict:
     "Mirror the stage in `stage_dir` into tracker `kind` under `folder`; return what was sent (name, counts)."
