@@ -15,7 +15,8 @@ $(VENV)/.installed: requirements.txt settings.ini setup.py
 	touch $@
 
 # JupyterLab saves the notebooks in nbs/ without outputs (synthnb.hygiene.pre_save_hook), so running one never breaks `make test`
-JUPYTER_HOOK := $(VENV)/etc/jupyter/jupyter_server_config.d/synthnb.json
+# (a JSON file in jupyter_server_config.d/ only enables extensions: the hook goes in jupyter_server_config.json)
+JUPYTER_HOOK := $(VENV)/etc/jupyter/jupyter_server_config.json
 $(JUPYTER_HOOK): $(VENV)/.installed
 	mkdir -p $(dir $@)
 	echo '{"ContentsManager": {"pre_save_hook": "synthnb.hygiene.pre_save_hook"}}' > $@

@@ -142,7 +142,7 @@ def plan_sweep(points: list, sweep_dir, force: bool = False) -> tuple:
     for p in points:
         run_dir, rec = Path(sweep_dir)/p.exp_id, old.get(p.exp_id, {})
         if (run_dir/'experiment.json').exists() and not force:
-            if diff := config_diff({k: v for k, v in load_json(run_dir/'experiment.json').items() if k != 'source'}, _config(p.exp)):
+            if diff := config_diff({k: v for k, v in load_json(run_dir/'experiment.json').items() if k not in ('source', 'tracking')}, _config(p.exp)):
                 clashes.append(f"{run_dir} holds another configuration: {'; '.join(diff)}")
         if not force and rec.get('status') == 'complete' and rec.get('config') == config_hash(p.exp) and is_finished(run_dir): skip.append(p.exp_id)
         else: todo.append(p)
