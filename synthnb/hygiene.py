@@ -4,7 +4,7 @@
 
 # %% ../nbs/00d_hygiene.ipynb #a1fff4c1
 from __future__ import annotations
-import json, sys
+import configparser, json, sys
 from pathlib import Path
 
 # %% auto #0
@@ -25,7 +25,6 @@ def source_notebook(path) -> Path|None:
     for root in path.parents:
         ini = root/'settings.ini'
         if not ini.exists(): continue
-        import configparser
         cfg = configparser.ConfigParser(); cfg.read(ini)
         nbs = root/cfg['DEFAULT'].get('nbs_path', 'nbs')
         return root if nbs.resolve() in path.parents else None

@@ -15,9 +15,10 @@ from .core import (STAGES, Experiment, did_you_mean, load_experiment, load_json,
 from .runner import CONFIGS, StageFailed, accepted_parameters, notebooks_dir, run_experiment, validate_experiment
 
 # %% auto #0
-__all__ = ['SPEC_KEYS', 'LABELS', 'THREAD_VARS', 'SweepSpec', 'load_sweep', 'point_label', 'sweep_exp_id', 'SweepPoint',
-           'config_hash', 'expand_sweep', 'config_diff', 'is_finished', 'plan_sweep', 'run_sweep_experiment',
-           'machine_cores', 'sweep_client', 'run_sweep', 'run_sweep_report', 'cmd_sweep', 'add_sweep_parser']
+__all__ = ['SPEC_KEYS', 'LABELS', 'NOT_CONFIG', 'THREAD_VARS', 'SweepSpec', 'load_sweep', 'point_label', 'sweep_exp_id',
+           'SweepPoint', 'config_hash', 'expand_sweep', 'config_diff', 'is_finished', 'plan_sweep',
+           'run_sweep_experiment', 'machine_cores', 'sweep_client', 'run_sweep', 'run_sweep_report', 'cmd_sweep',
+           'add_sweep_parser']
 
 # %% ../nbs/08_sweep.ipynb #69fdb6db
 SPEC_KEYS = ('name', 'description', 'cases', 'overrides', 'grid')
@@ -96,7 +97,7 @@ class SweepPoint:
 
 def config_hash(exp: Experiment) -> str:
     "sha256 of what `exp` computes: seed, device, profile and stage parameters (not its file)."
-    blob = json.dumps({k: v for k, v in dataclasses.asdict(exp).items() if k not in ('source', 'tracking')}, sort_keys=True, default=str)
+    blob = json.dumps(_config(exp), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 def _case_path(path) -> Path:
@@ -119,7 +120,9 @@ def expand_sweep(spec: SweepSpec, accepted: dict|None = None) -> list:
     return points
 
 # %% ../nbs/08_sweep.ipynb #3bce8369
-def _config(exp) -> dict: return json.loads(json.dumps({k: v for k, v in dataclasses.asdict(exp).items() if k not in ('source', 'tracking')}, default=str))
+NOT_CONFIG = ('source', 'tracking')  # where an experiment came from and whether it is mirrored: neither changes what it computes
+
+def _config(exp) -> dict: return json.loads(json.dumps({k: v for k, v in dataclasses.asdict(exp).items() if k not in NOT_CONFIG}, default=str))
 
 def config_diff(old: dict, new: dict, prefix: str = '') -> list:
     "`key: old → new` for every value that differs between two nested mappings."
@@ -142,7 +145,7 @@ def plan_sweep(points: list, sweep_dir, force: bool = False) -> tuple:
     for p in points:
         run_dir, rec = Path(sweep_dir)/p.exp_id, old.get(p.exp_id, {})
         if (run_dir/'experiment.json').exists() and not force:
-            if diff := config_diff({k: v for k, v in load_json(run_dir/'experiment.json').items() if k not in ('source', 'tracking')}, _config(p.exp)):
+            if diff := config_diff({k: v for k, v in load_json(run_dir/'experiment.json').items() if k not in NOT_CONFIG}, _config(p.exp)):
                 clashes.append(f"{run_dir} holds another configuration: {'; '.join(diff)}")
         if not force and rec.get('status') == 'complete' and rec.get('config') == config_hash(p.exp) and is_finished(run_dir): skip.append(p.exp_id)
         else: todo.append(p)
