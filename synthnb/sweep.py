@@ -95,6 +95,10 @@ class SweepPoint:
     @property
     def exp_id(self) -> str: return self.exp.exp_id
 
+NOT_CONFIG = ('source', 'tracking')  # where an experiment came from and whether it is mirrored: neither changes what it computes
+
+def _config(exp) -> dict: return json.loads(json.dumps({k: v for k, v in dataclasses.asdict(exp).items() if k not in NOT_CONFIG}, default=str))
+
 def config_hash(exp: Experiment) -> str:
     "sha256 of what `exp` computes: seed, device, profile and stage parameters (not its file)."
     blob = json.dumps(_config(exp), sort_keys=True, default=str)
@@ -120,10 +124,6 @@ def expand_sweep(spec: SweepSpec, accepted: dict|None = None) -> list:
     return points
 
 # %% ../nbs/08_sweep.ipynb #3bce8369
-NOT_CONFIG = ('source', 'tracking')  # where an experiment came from and whether it is mirrored: neither changes what it computes
-
-def _config(exp) -> dict: return json.loads(json.dumps({k: v for k, v in dataclasses.asdict(exp).items() if k not in NOT_CONFIG}, default=str))
-
 def config_diff(old: dict, new: dict, prefix: str = '') -> list:
     "`key: old → new` for every value that differs between two nested mappings."
     out = []
