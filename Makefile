@@ -4,13 +4,12 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PROFILE ?= smoke
 
-.PHONY: install run run-defect data test test-all nbtest lint-notebooks clean docs readme bench
+.PHONY: install run run-defect data test test-all nbtest lint-notebooks clean docs readme parameters bench
 
-$(VENV)/.installed: requirements.txt settings.ini setup.py
+$(VENV)/.installed: constraints.txt settings.ini setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
@@ -46,12 +45,16 @@ lint-notebooks: install
 # flagged slow/gpu skipped) and fails on any error, then builds the site from those executions. The stage notebooks
 # share one cached smoke upstream ($$SYNTHNB_CACHE), and pytest's CLI runs share one stage cache.
 test: install lint-notebooks
+	$(BIN)/ruff check synthnb tests tools bench docs
+	$(PY) tools/parameters_cells.py --check
 	$(PY) tools/readme.py --check
 	OMP_NUM_THREADS=1 $(PY) docs/build.py
 	$(BIN)/pytest -m "not gpu and not slow" --durations=25 tests
 
 # Everything except GPU tests, the slow end-to-end runs included (not in CI).
 test-all: install lint-notebooks
+	$(BIN)/ruff check synthnb tests tools bench docs
+	$(PY) tools/parameters_cells.py --check
 	$(PY) tools/readme.py --check
 	OMP_NUM_THREADS=1 $(PY) docs/build.py
 	$(BIN)/pytest -m "not gpu" --durations=25 tests
@@ -74,3 +77,8 @@ clean:
 
 readme: install
 	$(PY) tools/readme.py
+
+# Each stage notebook's parameters cell, written from its config class (the one place a parameter is declared)
+parameters: install
+	$(PY) tools/parameters_cells.py
+	$(BIN)/nbdev_export

@@ -30,7 +30,8 @@ setuptools.setup(
     # the notebooks the runner executes and the experiment templates, so that `synthnb run healthcare` works from a wheel
     data_files=[('share/synthnb/nbs', sorted(glob('nbs/*.ipynb'))), ('share/synthnb/experiments', sorted(glob('experiments/*.yaml')))],
     install_requires=cfg.get('requirements', '').split(),
-    extras_require={'dev': cfg.get('dev_requirements', '').split()},
+    extras_require={'dev': cfg.get('dev_requirements', '').split() + cfg.get('docs_requirements', '').split(),
+                    'docs': cfg.get('docs_requirements', '').split()},
     python_requires='>=' + min_python,
     description=cfg['description'],
     long_description=open('README.md', encoding='utf-8').read(),

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 
 from synthnb.diffusion import SCHEDULER, ddim_sample, fold, train_ddpm, unet_config
-from synthnb.models import bf16_supported, to_tensor
+from synthnb.env import bf16_supported
+from synthnb.images import to_tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import forward_flops, matmul_peak

@@ -78,7 +78,8 @@ def accuracy(size, width, precision, threads):
 def main(sizes='28,64', batch=64, width=16, steps=30, threads=0):
     threads = threads or os.cpu_count()
     torch.set_num_threads(threads)
-    from synthnb.models import SmallResNet, bf16_supported
+    from synthnb.models import SmallResNet
+    from synthnb.env import bf16_supported
     native = bf16_supported('cpu')
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16, *((2048, 5) if native else (512, 2)))  # emulated bf16 is slow
     print(f"classifier throughput: SmallResNet width {width}, batch {batch}, {steps} timed steps, {threads} threads; torch {torch.__version__}, "

@@ -10,7 +10,7 @@
    the site still builds, and the script exits non-zero. Executed notebooks are cached in `_proc/_executed/` by notebook
    and package content, so a second build re-executes nothing that did not change.
 3. The pages are staged in `_proc/_sphinx/` (Quarto ignores `_` folders): one page per notebook, named like Quarto's
-   `output-file` (`core.html`, `generation.html`, ...) so nbdev's doc links resolve; `docs/*.md`; and a Reports section
+   `output-file` (`config.html`, `generation.html`, ...) so nbdev's doc links resolve; `docs/*.md`; and a Reports section
    with the executed notebooks under `reports/` rendered with their outputs as run (results first, definitions left out).
 4. Sphinx + myst-nb (execution off) renders them with `docs/conf.py`.
 """

@@ -5,7 +5,7 @@
 # %% ../nbs/03_augmentation.ipynb #6fb925ed
 from __future__ import annotations
 import inspect, math
-from dataclasses import dataclass, field
+from dataclasses import field
 import json
 from functools import partial
 
@@ -16,12 +16,15 @@ from kornia.geometry.transform import elastic_transform2d
 import matplotlib.pyplot as plt
 from scipy.stats import wasserstein_distance
 
-from .core import StageResult, StageRun, did_you_mean, image_grid, progress, stage_result
+from .store import StageResult, StageRun, stage_result
+from .config import Count, PositiveInt, did_you_mean, stage_config
+from .images import image_grid
+from .env import progress
 from .sources import normal_index
 from .style import fourier_domain_adaptation, match_histograms, paste_region, vignette
 
 # %% auto #0
-__all__ = ['OPS', 'LIMITS', 'DEFAULT_POLICY', 'RandomOp', 'elastic_warp', 'Policy', 'Randomize', 'validate_policy',
+__all__ = ['OPS', 'LIMITS', 'DEFAULT_POLICY', 'INPUTS', 'RandomOp', 'elastic_warp', 'Policy', 'Randomize', 'validate_policy',
            'build_policy', 'AugmentationConfig', 'augment', 'preview_grid', 'reference_banks', 'run_augmentation']
 
 # %% ../nbs/03_augmentation.ipynb #c45081b9
@@ -174,18 +177,17 @@ DEFAULT_POLICY = {'hflip': {'p': 0.5}, 'affine': {'p': 0.7, 'degrees': 8, 'trans
                   'brightness': {'p': 0.5, 'range': [0.92, 1.08]}, 'contrast': {'p': 0.5, 'range': [0.85, 1.15]},
                   'noise': {'p': 0.3, 'std': 0.015}}
 
-@dataclass
+@stage_config
 class AugmentationConfig:
     "Parameters of stage 3."
     policy: dict = field(default_factory=lambda: dict(DEFAULT_POLICY))  # operation -> settings
-    synthetic_copies: int = 1  # augmented views per synthetic image
-    real_copies: int = 4  # augmented views per scarce real image (classic-augmentation baseline)
-    batch_size: int = 256
-    seed: int = 0
-    device: str = 'auto'
+    synthetic_copies: Count = 1  # augmented views per synthetic image
+    real_copies: Count = 4  # augmented views per scarce real image (classic-augmentation baseline)
+    batch_size: PositiveInt = 256  # images per batch
+    seed: int = 0  # experiment seed
+    device: str = 'auto'  # 'auto', 'cpu' or 'cuda'
     def __post_init__(self):
         validate_policy(self.policy)
-        if self.synthetic_copies < 0 or self.real_copies < 0: raise ValueError("copies must be ≥ 0")
 
 # %% ../nbs/03_augmentation.ipynb #ad0f01af
 def augment(images: np.ndarray, # uint8 (N, H, W)
@@ -227,11 +229,14 @@ def reference_banks(policy: dict, # the stage's policy
     return {'targets': train['images'], 'backgrounds': None if normal is None else train['images'][train['labels'] == normal]}
 
 # %% ../nbs/03_augmentation.ipynb #c0300b96
+# What stage 3 consumes: artifact (or glob) -> the stage that writes it; reading anything else is an error (`StageRun`).
+INPUTS = {'train': 'domain', 'profile': 'domain', 'synthetic': 'generation'}
+
 def _repeat(d: dict, copies: int) -> dict: return {k: np.concatenate([v] * copies) if copies else v[:0] for k, v in d.items()}
 
 def run_augmentation(cfg: AugmentationConfig, upstream_dir=None, out_dir=None) -> StageResult:
     "Stage 3: augment the synthetic set and make augmented copies of the scarce real set."
-    with StageRun('augmentation', cfg, upstream_dir, out_dir) as run:
+    with StageRun('augmentation', cfg, upstream_dir, out_dir, inputs=INPUTS) as run:
         train = run.load_arrays('train')
         refs = reference_banks(cfg.policy, train, json.loads(run.artifact_path('profile').read_text()))  # a missing role fails here, before any work
         syn = run.load_arrays('synthetic')

@@ -4,7 +4,6 @@
 
 # %% ../nbs/02b_diffusion.ipynb #e138bb03
 from __future__ import annotations
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +14,13 @@ from accelerate import Accelerator, PartialState
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
-from safetensors.torch import save_file
 
-from .core import bf16_supported, progress, resolve_device
-from .models import check_labels, fused_adamw, to_tensor, to_uint8
+from .env import bf16_supported, progress, resolve_device
+from .images import check_labels, to_tensor, to_uint8
+from .models import fused_adamw
 from .paste import DefectPasteGenerator
 from .simulation import ChestOpacitySimulator, SurfaceDefectSimulator
+from .store import ChainReader, write_model
 from .tracking import accelerator_tracking
 
 # %% auto #0
@@ -213,13 +213,12 @@ def train_diffusion(domain_dir: str, # stage-1 run folder (holds train.npz and p
                     device: str = 'auto', # 'auto', 'cpu' or 'cuda'
                     seed: int = 0) -> Path:
     "Train the class-conditional diffusion model on a stage-1 run and save it; return `out_dir`."
-    with np.load(Path(domain_dir)/'train.npz') as z: images, labels = z['images'], z['labels']
-    profile = json.loads((Path(domain_dir)/'profile.json').read_text())
+    stage1 = ChainReader(domain_dir)  # through its manifest: every file's sha256 checked
+    train, profile = stage1.arrays('train'), stage1.json('profile')
+    images, labels = train['images'], train['labels']
     gen = DiffusionGenerator([int(c) for c in channels.split(',')], steps, batch_size, lr, device=device, seed=seed).fit(images, labels, None, profile)
     if PartialState().is_main_process:
-        tensors, config = gen.state(); out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(out/'model.safetensors'))
-        (out/'config.json').write_text(json.dumps({'class': 'DiffusionGenerator', **config}, indent=1))
+        tensors, config = gen.state(); out = write_model(out_dir, tensors, {'class': 'DiffusionGenerator', **config})
         print(f"saved {out}; final loss {np.mean(gen.losses[-20:]):.4f}; trained on {PartialState().num_processes} process(es)")
     return Path(out_dir)
 

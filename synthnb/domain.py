@@ -5,45 +5,44 @@
 # %% ../nbs/01_domain.ipynb #fc274127
 from __future__ import annotations
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import field
 
 import numpy as np
 import matplotlib.pyplot as plt
 from scipy import ndimage
 
-from .core import StageResult, StageRun, image_grid, stage_result
+from .config import Annotated, Bounds, Fraction, PositiveInt, stage_config
+from .store import StageResult, StageRun, stage_result
+from .images import image_grid
 from .sources import DataError, load_card, load_source
 
 # %% auto #0
-__all__ = ['DomainConfig', 'load_real', 'check_counts', 'carve_scarce', 'carve_validation', 'image_hashes', 'texture_stats',
-           'intensity_stats', 'defect_stats', 'profile_domain', 'card_profile', 'run_domain']
+__all__ = ['INPUTS', 'DomainConfig', 'load_real', 'check_counts', 'carve_scarce', 'carve_validation', 'image_hashes',
+           'texture_stats', 'intensity_stats', 'defect_stats', 'profile_domain', 'card_profile', 'run_domain']
 
 # %% ../nbs/01_domain.ipynb #695a4656
-@dataclass
+@stage_config
 class DomainConfig:
     "Parameters of stage 1 (names match the notebook's `parameters` cell)."
     dataset: str = 'pneumoniamnist'  # a built-in card ('pneumoniamnist', 'magnetic-tiles'), a card YAML file, or the name of your own dataset declared by `source`
     source: dict = field(default_factory=dict)  # how to read your own dataset: {format: npz|folder, path, …} (see Sources); {} → the card's
-    classes: list = field(default_factory=list)  # class names in label order; [] → the card's, the .npz's or the folder names
+    classes: list[str] = field(default_factory=list)  # class names in label order; [] → the card's, the .npz's or the folder names
     normal_class: str = ''  # the defect-free / normal class ('' → the card's, else none)
     simulator: str = ''  # procedural simulator fitting the images: 'chest_opacity', 'surface_defects' ('' → the card's, else none)
     description: str = ''  # one paragraph on the data for the reports ('' → the card's)
     constraints: dict = field(default_factory=dict)  # licence, privacy, intended_use, known_issues ({} → the card's)
     data_dir: str = ''  # data directory; '' → $SYNTHNB_DATA or the checkout's data/
-    image_size: int = 28  # side of the square images (every image is resized to it; PneumoniaMNIST is 28)
-    n_per_class: int = 20  # real training images per class in the data-scarce set
-    n_val_per_class: int = 20  # real held-out validation images per class, disjoint from the scarce training set and from the test split: model selection and quality checks in stages 4 and 6, never training
-    test_fraction: float = 0.3  # group or stratified splits: fraction of groups (images) held out for testing
+    image_size: Annotated[int, Bounds(ge=16, le=256)] = 28  # side of the square images (every image is resized to it; PneumoniaMNIST is 28)
+    n_per_class: PositiveInt = 20  # real training images per class in the data-scarce set
+    n_val_per_class: PositiveInt = 20  # real held-out validation images per class, disjoint from the scarce training set and from the test split: model selection and quality checks in stages 4 and 6, never training
+    test_fraction: Fraction = 0.3  # group or stratified splits: fraction of groups (images) held out for testing
     split_seed: int = 0  # group or stratified splits: seed of the fixed test split
     seed: int = 0  # experiment seed: which scarce training and validation images are drawn
-    device: str = 'auto'
+    device: str = 'auto'  # 'auto', 'cpu' or 'cuda'
 
     def __post_init__(self):
         self.card = load_card(self.dataset, source=self.source, classes=self.classes, normal_class=self.normal_class, simulator=self.simulator,
                               description=self.description, constraints=self.constraints)
-        if self.n_per_class < 1: raise ValueError(f"n_per_class must be ≥ 1, got {self.n_per_class}")
-        if self.n_val_per_class < 1: raise ValueError(f"n_val_per_class must be ≥ 1, got {self.n_val_per_class}")
-        if not 16 <= self.image_size <= 256: raise ValueError(f"image_size must be in [16, 256], got {self.image_size}")
 
 # %% ../nbs/01_domain.ipynb #5ef613b0
 def load_real(cfg: DomainConfig) -> dict:
@@ -153,9 +152,12 @@ def card_profile(card: dict, # a checked card (`synthnb.sources.load_card`)
             'roles': {'normal_class': card['normal_class'] or None, 'simulator': card['simulator'] or None}}
 
 # %% ../nbs/01_domain.ipynb #f4f40635
+# What stage 1 consumes: artifact (or glob) -> the stage that writes it; reading anything else is an error (`StageRun`).
+INPUTS = {}  # it reads the dataset its card names
+
 def run_domain(cfg: DomainConfig, upstream_dir=None, out_dir=None) -> StageResult:
     "Stage 1: load, carve (train, val), profile and save the real data."
-    with StageRun('domain', cfg, None, out_dir) as run:
+    with StageRun('domain', cfg, None, out_dir, inputs=INPUTS) as run:
         real = load_real(cfg)
         pool, test, classes = real['pool'], real['test'], real['classes']
         check_counts(pool['labels'], classes, cfg.n_per_class, cfg.n_val_per_class)

@@ -5,48 +5,49 @@
 # %% ../nbs/04_evaluation.ipynb #b1ed4f52
 from __future__ import annotations
 import importlib.util, json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import matplotlib.pyplot as plt
 
-from .core import StageResult, StageRun, image_grid, stage_result
-from .models import SmallResNet, fit_classifier, predict_proba, to_tensor
+from .config import Count, NonNegative, PositiveInt, Probability, stage_config
+from .store import StageResult, StageRun, stage_result
+from .images import image_grid, to_tensor
+from .models import SmallResNet, fit_classifier, predict_proba
 from .metrics import (frechet_distance, kernel_distance, memorisation, nearest, pixel_wasserstein, prdc,
-                             projected_wasserstein, real_hit_fraction)
-from .filtering import proxy_scores, select_synthetic, shrink
+                             projected_wasserstein, proxy_scores, real_hit_fraction)
+from .filtering import select_synthetic, shrink
 from .review import export_review_pack
 
 # %% auto #0
-__all__ = ['INCEPTION_FILE', 'EvaluationConfig', 'network_features', 'random_features', 'standardise', 'FeatureSpaceUnavailable',
-           'inception_network', 'inception_features', 'feature_spaces', 'set_distances', 'compare', 'generator_metrics',
-           'real_reference', 'run_evaluation']
+__all__ = ['INCEPTION_FILE', 'INPUTS', 'EvaluationConfig', 'network_features', 'random_features', 'standardise',
+           'FeatureSpaceUnavailable', 'inception_network', 'inception_features', 'feature_spaces', 'set_distances',
+           'compare', 'generator_metrics', 'real_reference', 'run_evaluation']
 
 # %% ../nbs/04_evaluation.ipynb #ee4f7481
-@dataclass
+@stage_config
 class EvaluationConfig:
     "Parameters of stage 4."
     feature_seed: int = 1234  # seed of the fixed random CNN feature space
-    domain_steps: int = 60  # training steps of the domain classifier (real train + real_aug only): features and label checks
-    proxy_steps: int = 60  # training steps of each train-on-synthetic proxy classifier
-    classifier_width: int = 8  # channel width of the domain and proxy SmallResNets
-    classifier_size: int = 32  # the domain and proxy classifiers see images average-pooled to about this side
-    batch_size: int = 32  # batch size of the domain and proxy classifiers
+    domain_steps: PositiveInt = 60  # training steps of the domain classifier (real train + real_aug only): features and label checks
+    proxy_steps: PositiveInt = 60  # training steps of each train-on-synthetic proxy classifier
+    classifier_width: PositiveInt = 8  # channel width of the domain and proxy SmallResNets
+    classifier_size: PositiveInt = 32  # the domain and proxy classifiers see images average-pooled to about this side
+    batch_size: PositiveInt = 32  # batch size of the domain and proxy classifiers
     inception_weights: str = ''  # local Inception-v3 FID weights file, empty for the torch hub cache; the space is skipped when absent
-    kid_subsets: int = 20  # random subsets for KID mean ± std
-    kid_subset_size: int = 1000  # samples per KID subset, capped by the smaller set
-    n_projections: int = 64  # random 1-D projections for the sliced feature Wasserstein distance
-    prdc_k: int = 5  # nearest neighbours for precision/recall/density/coverage and the realism filter
-    max_pixels: int = 200_000  # pixel values sampled per set for the pixel Wasserstein distance
-    copy_quantile: float = 0.05  # memorisation flag: closer to a training image than this quantile of held-out real (val) → training NN distances
-    copy_factor: float = 0.5  # filter: drop as near-duplicate below copy_factor × that quantile
-    contradiction_confidence: float = 0.9  # drop when the domain classifier gives another class at least this probability
-    realism_quantile: float = 0.95  # off-manifold: k-NN distance to the real set beyond this quantile of real k-NN radii
-    review_real: int = 8  # real training images in the blinded review pack
-    review_per_generator: int = 8  # synthetic images per generator in the review pack
-    n_pairs: int = 6  # closest synthetic/real pairs and dropped examples shown
+    kid_subsets: PositiveInt = 20  # random subsets for KID mean ± std
+    kid_subset_size: PositiveInt = 1000  # samples per KID subset, capped by the smaller set
+    n_projections: PositiveInt = 64  # random 1-D projections for the sliced feature Wasserstein distance
+    prdc_k: PositiveInt = 5  # nearest neighbours for precision/recall/density/coverage and the realism filter
+    max_pixels: PositiveInt = 200_000  # pixel values sampled per set for the pixel Wasserstein distance
+    copy_quantile: Probability = 0.05  # memorisation flag: closer to a training image than this quantile of held-out real (val) → training NN distances
+    copy_factor: NonNegative = 0.5  # filter: drop as near-duplicate below copy_factor × that quantile
+    contradiction_confidence: Probability = 0.9  # drop when the domain classifier gives another class at least this probability
+    realism_quantile: Probability = 0.95  # off-manifold: k-NN distance to the real set beyond this quantile of real k-NN radii
+    review_real: Count = 8  # real training images in the blinded review pack
+    review_per_generator: Count = 8  # synthetic images per generator in the review pack
+    n_pairs: Count = 6  # closest synthetic/real pairs and dropped examples shown
     seed: int = 0  # experiment seed
     device: str = 'auto'  # 'auto', 'cpu' or 'cuda'
 
@@ -138,9 +139,13 @@ def real_reference(feats_real: dict, train: dict, cfg: EvaluationConfig) -> dict
     return compare({k: (f, f) for k, f in feats_real.items()}, m, ~m, train['images'], train['images'], cfg)
 
 # %% ../nbs/04_evaluation.ipynb #aedf5157
+# What stage 4 consumes: artifact (or glob) -> the stage that writes it; reading anything else is an error (`StageRun`).
+INPUTS = {'train': 'domain', 'val': 'domain', 'profile': 'domain', 'synthetic': 'generation',
+          'real_aug': 'augmentation'}
+
 def run_evaluation(cfg: EvaluationConfig, upstream_dir=None, out_dir=None) -> StageResult:
     "Stage 4: quality metrics, proxy scores, review pack and filter of every generator's output against the scarce real set (and the real validation set)."
-    with StageRun('evaluation', cfg, upstream_dir, out_dir) as run:
+    with StageRun('evaluation', cfg, upstream_dir, out_dir, inputs=INPUTS) as run:
         train, val, syn = run.load_arrays('train'), run.load_arrays('val'), run.load_arrays('synthetic')
         real_aug = run.load_arrays('real_aug') if run.has_artifact('real_aug') else None
         classes = json.loads(run.artifact_path('profile').read_text())['classes']

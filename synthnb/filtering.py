@@ -8,10 +8,9 @@ import numpy as np
 import torch
 
 from .metrics import nearest
-from .models import classification_metrics, fit_classifier, predict_proba
 
 # %% auto #0
-__all__ = ['shrink', 'proxy_scores', 'knn_realism', 'filter_reasons', 'select_synthetic']
+__all__ = ['shrink', 'knn_realism', 'filter_reasons', 'select_synthetic']
 
 # %% ../nbs/04c_filtering.ipynb #1454f2fe
 def shrink(images: np.ndarray, # uint8 (N, H, W)
@@ -22,15 +21,6 @@ def shrink(images: np.ndarray, # uint8 (N, H, W)
     if f == 1: return images
     x = torch.nn.functional.avg_pool2d(torch.from_numpy(images).float()[:, None], f)
     return x[:, 0].round().clamp(0, 255).to(torch.uint8).numpy()
-
-# %% ../nbs/04c_filtering.ipynb #fcebf913
-def proxy_scores(syn_images: np.ndarray, syn_labels: np.ndarray, # one generator's images and labels
-                 real_images: np.ndarray, real_labels: np.ndarray, # real images to score on (stage 4: the held-out validation set)
-                 n_classes: int = 2, steps: int = 60, batch_size: int = 32, width: int = 8, seed: int = 0, device='cpu') -> dict:
-    "Accuracy, AUC, ... on real images of a SmallResNet trained on synthetic images only."
-    if len(np.unique(syn_labels)) < 2: return {'skipped': 'synthetic set holds a single class'}
-    model = fit_classifier(syn_images, syn_labels, n_classes, steps=steps, batch_size=batch_size, width=width, seed=seed, device=device, desc='proxy')
-    return classification_metrics(real_labels, predict_proba(model, real_images, device=device))
 
 # %% ../nbs/04c_filtering.ipynb #f9549f96
 def knn_realism(f_syn: np.ndarray, f_real: np.ndarray, # features in one space

@@ -12,9 +12,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
-from .core import progress, resolve_device
+from .env import progress, resolve_device
 from .tracking import live_tracker
-from .models import check_labels, to_tensor, to_uint8
+from .images import check_labels, to_tensor, to_uint8
 
 # %% auto #0
 __all__ = ['diff_augment', 'upsamplings', 'CondGenerator', 'ProjectionDiscriminator', 'ema_update', 'train_gan', 'GANGenerator']

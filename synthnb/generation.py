@@ -5,7 +5,7 @@
 # %% ../nbs/02_generation.ipynb #b4e654be
 from __future__ import annotations
 import inspect, json, time
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,11 @@ import torch
 import matplotlib.pyplot as plt
 from safetensors.torch import load_file
 
-from .core import StageResult, StageRun, did_you_mean, image_grid, progress, stage_result
+from .store import StageResult, StageRun, stage_result
+from .config import (Annotated, Bounds, Count, Fraction, NonNegative, Positive, PositiveInt, did_you_mean,
+                            stage_config)
+from .images import image_grid
+from .env import progress
 from .diffusion import DiffusionGenerator, HybridGenerator
 from .gan import GANGenerator
 from .paste import DefectPasteGenerator
@@ -21,48 +25,39 @@ from .simulation import ChestOpacitySimulator, SurfaceDefectSimulator
 from .sources import SIMULATOR_NAMES, DataError, normal_index
 
 # %% auto #0
-__all__ = ['SIMULATOR_CLASSES', 'GENERATORS', 'GENERATOR_CLASSES', 'GenerationConfig', 'make_simulator', 'make_diffusion',
-           'make_gan', 'make_hybrid', 'make_paste', 'make_paste_hybrid', 'CopyGenerator', 'NoiseGenerator',
-           'sample_counts', 'request_labels', 'check_samples', 'save_generator', 'load_generator', 'smooth',
-           'plot_losses', 'run_generation']
+__all__ = ['SIMULATOR_CLASSES', 'GENERATORS', 'GENERATOR_CLASSES', 'INPUTS', 'GenerationConfig', 'make_simulator',
+           'make_diffusion', 'make_gan', 'make_hybrid', 'make_paste', 'make_paste_hybrid', 'CopyGenerator',
+           'NoiseGenerator', 'sample_counts', 'request_labels', 'check_samples', 'save_generator', 'load_generator',
+           'smooth', 'plot_losses', 'run_generation']
 
 # %% ../nbs/02_generation.ipynb #9e1ccf28
-@dataclass
+@stage_config
 class GenerationConfig:
     "Parameters of stage 2."
-    generators: list = field(default_factory=lambda: ['simulation', 'diffusion', 'gan', 'hybrid'])  # which generators to fit and sample
-    n_per_class: int = 64  # synthetic images per class and generator
-    class_counts: dict = field(default_factory=dict)  # per-class override by class name, e.g. {'defect': 200}
-    batch_size: int = 16  # training batch of the diffusion model and the GAN
-    diffusion_train_steps: int = 60
-    diffusion_channels: list = field(default_factory=lambda: [16, 32, 32])  # UNet block widths
-    diffusion_lr: float = 0.002
-    label_dropout: float = 0.1  # null-class share for classifier-free guidance
-    ddim_steps: int = 8
-    guidance_scale: float = 1.5
-    ema_decay: float = 0.999  # diffusion and GAN weights; 0: off
-    gan_train_steps: int = 60
-    gan_width: int = 16
-    gan_lr: float = 0.0002
-    diff_augment: bool = True
-    hybrid_strength: float = 0.5  # SDEdit noise level in (0, 1]
-    paste_small_area: float = 0.02  # paste: masks below this share of the image carry their high-pass residual, larger ones their mean-matched pixels
-    paste_contrast: float = 0.2  # paste: each pasted defect's contrast is scaled by a random factor in 1 ± this
-    seed: int = 0
-    device: str = 'auto'
+    generators: list[str] = field(default_factory=lambda: ['simulation', 'diffusion', 'gan', 'hybrid'])  # which generators to fit and sample
+    n_per_class: Count = 64  # synthetic images per class and generator
+    class_counts: dict[str, Count] = field(default_factory=dict)  # per-class override by class name, e.g. {'defect': 200}
+    batch_size: PositiveInt = 16  # training batch of the diffusion model and the GAN
+    diffusion_train_steps: PositiveInt = 60  # diffusion optimisation steps
+    diffusion_channels: list[PositiveInt] = field(default_factory=lambda: [16, 32, 32])  # UNet block widths
+    diffusion_lr: Positive = 0.002  # diffusion peak learning rate (cosine schedule)
+    label_dropout: Annotated[float, Bounds(ge=0, lt=1)] = 0.1  # null-class share for classifier-free guidance
+    ddim_steps: PositiveInt = 8  # DDIM sampling steps (hybrid uses hybrid_strength of them)
+    guidance_scale: NonNegative = 1.5  # classifier-free guidance scale (1: plain conditional model)
+    ema_decay: Annotated[float, Bounds(ge=0, lt=1)] = 0.999  # diffusion and GAN weights; 0: off
+    gan_train_steps: PositiveInt = 60  # GAN steps (one D and one G update each)
+    gan_width: PositiveInt = 16  # GAN base channel width
+    gan_lr: Positive = 0.0002  # Adam learning rate of G and D
+    diff_augment: bool = True  # DiffAugment on real and fake images for the discriminator
+    hybrid_strength: Annotated[float, Bounds(gt=0, le=1)] = 0.5  # SDEdit noise level in (0, 1]
+    paste_small_area: Fraction = 0.02  # paste: masks below this share of the image carry their high-pass residual, larger ones their mean-matched pixels
+    paste_contrast: Annotated[float, Bounds(ge=0, lt=1)] = 0.2  # paste: each pasted defect's contrast is scaled by a random factor in 1 ± this
+    seed: int = 0  # experiment seed
+    device: str = 'auto'  # 'auto', 'cpu' or 'cuda'
 
     def __post_init__(self):
-        if isinstance(self.generators, str): self.generators = [self.generators]
         for g in self.generators:
             if g not in GENERATORS: raise ValueError(f"Unknown generator {g!r}{did_you_mean(g, GENERATORS)}; available: {sorted(GENERATORS)}")
-        if self.n_per_class < 0: raise ValueError(f"n_per_class must be ≥ 0, got {self.n_per_class}")
-        for k, v in self.class_counts.items():
-            if int(v) < 0: raise ValueError(f"class_counts[{k!r}] must be ≥ 0, got {v}")
-        for k in ('batch_size', 'diffusion_train_steps', 'ddim_steps', 'gan_train_steps', 'gan_width'):
-            if getattr(self, k) < 1: raise ValueError(f"{k} must be ≥ 1, got {getattr(self, k)}")
-        if not 0 < self.hybrid_strength <= 1: raise ValueError(f"hybrid_strength must be in (0, 1], got {self.hybrid_strength}")
-        if not 0 < self.paste_small_area < 1 or not 0 <= self.paste_contrast < 1: raise ValueError("paste_small_area must be in (0, 1) and paste_contrast in [0, 1)")
-        if not 0 <= self.label_dropout < 1: raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
 
 # %% ../nbs/02_generation.ipynb #4f550d62
 SIMULATOR_CLASSES = dict(zip(SIMULATOR_NAMES, (ChestOpacitySimulator, SurfaceDefectSimulator)))  # the names a card may declare
@@ -188,9 +183,12 @@ def plot_losses(losses: dict, # generator -> {series: [loss per step]}
     return fig
 
 # %% ../nbs/02_generation.ipynb #a06daa80
+# What stage 2 consumes: artifact (or glob) -> the stage that writes it; reading anything else is an error (`StageRun`).
+INPUTS = {'train': 'domain', 'profile': 'domain'}
+
 def run_generation(cfg: GenerationConfig, upstream_dir=None, out_dir=None) -> StageResult:
     "Stage 2: fit generators and sample synthetic images."
-    with StageRun('generation', cfg, upstream_dir, out_dir) as run:
+    with StageRun('generation', cfg, upstream_dir, out_dir, inputs=INPUTS) as run:
         train = run.load_arrays('train')
         profile = json.loads(run.artifact_path('profile').read_text())
         classes = profile['classes']

@@ -5,37 +5,36 @@
 # %% ../nbs/05_integration.ipynb #3bf6e9ed
 from __future__ import annotations
 import json
-from dataclasses import dataclass, field
+from dataclasses import field
 
 import numpy as np
 import matplotlib.pyplot as plt
 
-from .core import StageResult, StageRun, did_you_mean, stage_result
-from .evaluation import nearest
+from .store import StageResult, StageRun, stage_result
+from .config import NonNegative, Positive, did_you_mean, stage_config
+from .metrics import nearest
 
 # %% auto #0
-__all__ = ['SOURCES', 'STRATEGIES', 'IntegrationConfig', 'check_consistency', 'draw_synthetic', 'realism_scores', 'integrate',
-           'apply_filter', 'run_integration']
+__all__ = ['SOURCES', 'STRATEGIES', 'INPUTS', 'IntegrationConfig', 'check_consistency', 'draw_synthetic', 'realism_scores',
+           'integrate', 'apply_filter', 'run_integration']
 
 # %% ../nbs/05_integration.ipynb #ea07b8c4
 SOURCES = ('synthetic_aug', 'synthetic')
 STRATEGIES = ('mix', 'curriculum', 'pretrain_finetune')
 
-@dataclass
+@stage_config
 class IntegrationConfig:
     "Parameters of stage 5."
-    strategies: list = field(default_factory=lambda: list(STRATEGIES))  # training strategies stage 6 compares: 'mix', 'curriculum', 'pretrain_finetune'
-    ratio: float = 1.0  # synthetic images per real image in the training set
-    ratios: list = field(default_factory=list)  # dose sweep: extra ratios, each one more mixed set (and stage-6 arm) per generator set
+    strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))  # training strategies stage 6 compares: 'mix', 'curriculum', 'pretrain_finetune'
+    ratio: NonNegative = 1.0  # synthetic images per real image in the training set
+    ratios: list[Positive] = field(default_factory=list)  # dose sweep: extra ratios, each one more mixed set (and stage-6 arm) per generator set
     source: str = 'synthetic_aug'  # 'synthetic_aug' (after stage 3) or 'synthetic' (raw stage-2 output)
     class_balance: bool = True  # draw synthetic images so the mixed set is as class-balanced as possible
     use_filter: bool = True  # drop synthetic images rejected by stage 4's `synthetic_keep`, when present
     per_generator: bool = False  # with several generators, also build one mixed set per generator (one more stage-6 arm each)
-    seed: int = 0
-    device: str = 'auto'
+    seed: int = 0  # experiment seed
+    device: str = 'auto'  # 'auto', 'cpu' or 'cuda'
     def __post_init__(self):
-        if self.ratio < 0: raise ValueError(f"ratio must be ≥ 0, got {self.ratio}")
-        if any(not isinstance(r, (int, float)) or r <= 0 for r in self.ratios): raise ValueError(f"ratios must be numbers > 0, got {self.ratios}")
         if self.source not in SOURCES: raise ValueError(f"source {self.source!r}{did_you_mean(self.source, SOURCES)}; choose from {SOURCES}")
         if not self.strategies: raise ValueError(f"strategies must name at least one of {STRATEGIES}")
         for s in self.strategies:
@@ -91,6 +90,10 @@ def apply_filter(syn: dict, keep: np.ndarray, source_rows: np.ndarray) -> dict:
     return {k: v[ok] for k, v in syn.items()}
 
 # %% ../nbs/05_integration.ipynb #7a20b28b
+# What stage 5 consumes: artifact (or glob) -> the stage that writes it; reading anything else is an error (`StageRun`).
+INPUTS = {'train': 'domain', 'profile': 'domain', 'synthetic': 'generation', 'synthetic_aug': 'augmentation',
+          'synthetic_keep': 'evaluation'}
+
 def _synthetic_rows(run: StageRun, cfg: IntegrationConfig) -> dict:
     "The chosen synthetic source, with each row's stage-2 index, filtered by stage 4 when asked."
     syn = run.load_arrays(cfg.source)
@@ -104,7 +107,7 @@ def _synthetic_rows(run: StageRun, cfg: IntegrationConfig) -> dict:
 
 def run_integration(cfg: IntegrationConfig, upstream_dir=None, out_dir=None) -> StageResult:
     "Stage 5: build the mixed training set(s)."
-    with StageRun('integration', cfg, upstream_dir, out_dir) as run:
+    with StageRun('integration', cfg, upstream_dir, out_dir, inputs=INPUTS) as run:
         real = run.load_arrays('train')
         classes = json.loads(run.artifact_path('profile').read_text())['classes']
         syn = _synthetic_rows(run, cfg)
@@ -117,7 +120,7 @@ def run_integration(cfg: IntegrationConfig, upstream_dir=None, out_dir=None) -> 
                 mixes[name] = integrate(real, sub, r, len(classes), cfg.class_balance, cfg.seed)
                 info[name] = {'generator': gen, 'generators': sorted(set(sub['generator'])), 'ratio': float(r), 'base': r == cfg.ratio}
         for name, mix in mixes.items(): run.save_arrays(name, **mix)
-        run.write_json('mixes', info)
+        run.write_json('mixes', {'strategies': list(cfg.strategies), 'sets': info})  # stage 6's plan: how to train, on which sets
         run.metrics.update({'strategies': list(cfg.strategies), 'mixes': list(mixes), 'counts': {}, 'n_synthetic_available': int(len(syn['labels']))})
         for name, mix in mixes.items():
             run.metrics['counts'][name] = {kind: {classes[c]: int(((mix['labels'] == c) & (mix['is_synthetic'] == s)).sum()) for c in range(len(classes))}

@@ -9,9 +9,11 @@ import torch
 from scipy import linalg
 from scipy.stats import wasserstein_distance
 
+from .models import classification_metrics, fit_classifier, predict_proba
+
 # %% auto #0
 __all__ = ['frechet_distance', 'poly_mmd2', 'kernel_distance', 'pixel_wasserstein', 'projected_wasserstein', 'prdc', 'nearest',
-           'memorisation', 'real_hit_fraction']
+           'memorisation', 'real_hit_fraction', 'proxy_scores']
 
 # %% ../nbs/04a_metrics.ipynb #037ce367
 def _check_sets(f1, f2, least: int = 2):
@@ -107,3 +109,12 @@ def real_hit_fraction(real: np.ndarray, fake: np.ndarray) -> float:
     "Fraction of real samples that are the nearest real neighbour of at least one fake sample."
     _, j = nearest(fake, real)
     return float(len(np.unique(j)) / len(real))
+
+# %% ../nbs/04a_metrics.ipynb #fcebf913
+def proxy_scores(syn_images: np.ndarray, syn_labels: np.ndarray, # one generator's images and labels
+                 real_images: np.ndarray, real_labels: np.ndarray, # real images to score on (stage 4: the held-out validation set)
+                 n_classes: int = 2, steps: int = 60, batch_size: int = 32, width: int = 8, seed: int = 0, device='cpu') -> dict:
+    "Accuracy, AUC, ... on real images of a SmallResNet trained on synthetic images only."
+    if len(np.unique(syn_labels)) < 2: return {'skipped': 'synthetic set holds a single class'}
+    model = fit_classifier(syn_images, syn_labels, n_classes, steps=steps, batch_size=batch_size, width=width, seed=seed, device=device, desc='proxy')
+    return classification_metrics(real_labels, predict_proba(model, real_images, device=device))

@@ -10,7 +10,7 @@ import torch
 from scipy import ndimage
 from fastcore.basics import patch
 
-from .models import check_labels
+from .images import check_labels
 
 # %% auto #0
 __all__ = ['defect_source', 'place_defect', 'DefectPasteGenerator']

@@ -4,14 +4,15 @@
 
 # %% ../nbs/06b_replicates.ipynb #1c4cb37b
 from __future__ import annotations
-import copy, json
-import numpy as np
+import copy
 from pathlib import Path
 
-from .core import STAGES, StageError, load_json, read_manifest, sha256_file, stage_folder
+from .config import STAGES, stage_folder
+from .stages import CONFIGS, RUNNERS, is_up_to_date, mark_complete, stage_key
+from .store import read_manifest
 
 # %% auto #0
-__all__ = ['pipeline_parameters', 'replicate_parameters', 'run_pipeline', 'ChainReader', 'curve_points']
+__all__ = ['pipeline_parameters', 'replicate_parameters', 'run_pipeline', 'curve_points']
 
 # %% ../nbs/06b_replicates.ipynb #4be6d63f
 def pipeline_parameters(stage_dir) -> dict:
@@ -43,7 +44,6 @@ def run_pipeline(params: dict, # stage -> parameters (see `replicate_parameters`
                  until: str = 'integration', # last stage to run
                 ) -> Path:
     "Run stages 1..`until` in-process with `params`, skipping stages already complete; return the last stage's folder."
-    from synthnb.runner import CONFIGS, RUNNERS, is_up_to_date, mark_complete, stage_key  # the runner imports no stage module at import time
     out_dir, key, prev = Path(out_dir), '', None
     for stage in STAGES[:STAGES.index(until) + 1]:
         d = out_dir/stage_folder(stage)
@@ -53,28 +53,6 @@ def run_pipeline(params: dict, # stage -> parameters (see `replicate_parameters`
             mark_complete(d, key, replicate=True)
         prev = d
     return prev
-
-# %% ../nbs/06b_replicates.ipynb #2836198d
-class ChainReader:
-    "The artifacts of a completed stage folder and its upstream chain, read through its manifest (sha256 checked)."
-    def __init__(self, stage_dir):
-        self.dir = Path(stage_dir); self.manifest = read_manifest(self.dir); self.artifacts = self.manifest['artifacts']
-    def has(self, name: str) -> bool: return name in self.artifacts
-    def path(self, name: str) -> Path:
-        if name not in self.artifacts: raise KeyError(f"no artifact {name!r} in {self.dir} or upstream; available: {sorted(self.artifacts)}")
-        a = self.artifacts[name]; p = self.dir.parent/a['path']
-        if sha256_file(p) != a['sha256']: raise StageError(f"{p} changed since {self.dir.name} recorded it (sha256 mismatch)")
-        return p
-    def arrays(self, name: str) -> dict:
-        with np.load(self.path(name)) as z: return {k: z[k] for k in z.files}
-    def json(self, name: str): return load_json(self.path(name))
-    @classmethod
-    def of_run(cls, run):
-        "The same interface over a running stage's upstream (`StageRun`: its reads are recorded as inputs)."
-        self = cls.__new__(cls); self.dir = run.upstream_dir
-        self.has, self.arrays = run.has_artifact, run.load_arrays
-        self.path, self.json = run.artifact_path, lambda name: load_json(run.artifact_path(name))
-        return self
 
 # %% ../nbs/06b_replicates.ipynb #48cbcf99
 def curve_points(pool: dict, # stage 1's `pool` arrays (labels; group or hashes)

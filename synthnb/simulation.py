@@ -9,7 +9,7 @@ import torch
 from scipy import ndimage
 from fastcore.basics import patch
 
-from .models import check_labels
+from .images import check_labels
 from .sources import normal_index
 
 # %% auto #0

@@ -4,66 +4,62 @@
 
 # %% ../nbs/06_training.ipynb #96d40bf6
 from __future__ import annotations
-import dataclasses, json
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import field
 
 import numpy as np
 import pandas as pd
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-from .core import StageResult, StageRun, did_you_mean, finite, progress, stage_result
+from .store import ChainReader, StageResult, StageRun, finite, stage_result
+from .config import Count, Fraction, Positive, PositiveInt, did_you_mean, stage_config
+from .env import progress
 from .evidence import gap_closed, paired_delta, data_equivalence, t_interval
-from .models import PRECISIONS, check_augment, classification_metrics, fit_classifier, predict_proba, val_threshold
-from .replicates import ChainReader, curve_points, pipeline_parameters, replicate_parameters, run_pipeline
+from .models import (PRECISIONS, check_augment, classification_metrics, fit_classifier, predict_proba, val_threshold)
+from .replicates import curve_points, pipeline_parameters, replicate_parameters, run_pipeline
 from .robustness import SEVERITIES, artefact_detector, mean_ci, robustness_metrics
 
 # %% auto #0
-__all__ = ['ARMS', 'STRATEGY_PREFIX', 'SCALARS', 'HEADLINE_METRIC', 'TrainingConfig', 'train_model', 'arm_strategy', 'mix_arm',
-           'ceiling_set', 'load_arms', 'summarise', 'synthetic_arms', 'headline', 'results_table', 'results_long',
-           'format_table', 'headline_markdown', 'recommend', 'apply_recommendations', 'robustness_subset',
-           'evaluate_unit', 'summarise_arm', 'train_arms', 'summarise_arms', 'merge_units', 'replicated_generators',
+__all__ = ['ARMS', 'STRATEGY_PREFIX', 'SCALARS', 'HEADLINE_METRIC', 'INPUTS', 'TrainingConfig', 'train_model', 'arm_strategy',
+           'mix_arm', 'ceiling_set', 'load_arms', 'summarise', 'synthetic_arms', 'headline', 'results_table',
+           'results_long', 'format_table', 'headline_markdown', 'recommend', 'robustness_subset', 'evaluate_unit',
+           'summarise_arm', 'train_arms', 'summarise_arms', 'merge_units', 'replicated_generators',
            'replicate_overrides', 'replicate_means', 'learning_curve', 'run_training']
 
 # %% ../nbs/06_training.ipynb #e5aa9080
 ARMS = ('real_only', 'real_aug', 'synthetic', 'ceiling')
 
-@dataclass
+@stage_config
 class TrainingConfig:
     "Parameters of stage 6."
-    steps: int = 40  # optimisation steps per model (the same for every arm)
-    batch_size: int = 64
-    lr: float = 2e-3
-    width: int = 16  # SmallResNet width
-    augment: list = field(default_factory=lambda: ['shift', 'photometric'])  # on-the-fly label-preserving transforms of every batch (`TRAIN_AUGMENTS`)
-    seeds: list = field(default_factory=lambda: [0, 1])  # model seeds: one model per arm, replicate and seed
-    arms: list = field(default_factory=lambda: list(ARMS))  # which arms to train ('synthetic' = every mixed set of stage 5)
-    phases: int = 4  # curriculum: steps in which the synthetic share grows
-    pretrain_fraction: float = 0.5  # pretrain_finetune: share of steps spent on synthetic data
-    replicates: int = 1  # scarce draws: replicate r re-runs stages 1-5 with seed + r (new scarce and validation sets, refitted generators)
-    replicate_generators: list = field(default_factory=list)  # generators the replicates may refit ([] = any); the one best on validation is replicated
-    ratios: list = field(default_factory=list)  # dose sweep in the replicates: synthetic:real ratios besides stage 5's ratio
-    curve: list = field(default_factory=list)  # learning curve: real images per class (besides the experiment's), real-only vs the replicated arm
-    curve_replicates: int = 3  # replicates per learning-curve point
-    monitor_every: int = 0  # score validation ROC-AUC every this many steps (the training curves); 0 = steps // 8
+    steps: PositiveInt = 40  # optimisation steps per model (the same for every arm)
+    batch_size: PositiveInt = 64  # images per step
+    lr: Positive = 2e-3  # peak learning rate
+    width: PositiveInt = 16  # SmallResNet width
+    augment: list[str] = field(default_factory=lambda: ['shift', 'photometric'])  # on-the-fly label-preserving transforms of every batch (`TRAIN_AUGMENTS`)
+    seeds: list[int] = field(default_factory=lambda: [0, 1])  # model seeds: one model per arm, replicate and seed
+    arms: list[str] = field(default_factory=lambda: list(ARMS))  # which arms to train ('synthetic': every mixed set of stage 5)
+    phases: PositiveInt = 4  # curriculum: steps in which the synthetic share grows
+    pretrain_fraction: Fraction = 0.5  # pretrain_finetune: share of steps spent on synthetic data
+    replicates: PositiveInt = 1  # scarce draws: replicate r re-runs stages 1-5 with seed + r (new scarce and validation sets, refitted generators)
+    replicate_generators: list[str] = field(default_factory=list)  # generators the replicates may refit ([]: any); the one best on validation is replicated
+    ratios: list[Positive] = field(default_factory=list)  # dose sweep in the replicates: synthetic:real ratios besides stage 5's ratio
+    curve: list[PositiveInt] = field(default_factory=list)  # learning curve: real images per class (besides the experiment's), real-only vs the replicated arm
+    curve_replicates: PositiveInt = 3  # replicates per learning-curve point
+    monitor_every: Count = 0  # score validation ROC-AUC every this many steps (the training curves); 0: steps // 8
     robustness: bool = True  # corruption and domain-shift curves (models of the first replicate)
-    robustness_images: int = 200  # test images the corruption and shift curves use (a fixed random subset); 0 = all
-    detector_steps: int = 30  # steps of the real-vs-synthetic detector (0 = skip)
+    robustness_images: Count = 200  # test images the corruption and shift curves use (a fixed random subset); 0: all
+    detector_steps: Count = 30  # steps of the real-vs-synthetic detector (0: skip)
     precision: str = 'auto'  # classifier autocast: 'auto' (bf16 where the hardware has it natively), 'fp32' or 'bf16'
-    seed: int = 0
-    device: str = 'auto'
+    seed: int = 0  # experiment seed
+    device: str = 'auto'  # 'auto', 'cpu' or 'cuda'
     def __post_init__(self):
-        if self.steps < 1 or self.batch_size < 1: raise ValueError("steps and batch_size must be ≥ 1")
         if not self.seeds: raise ValueError("seeds must name at least one seed")
         for a in self.arms:
             if a not in ARMS: raise ValueError(f"unknown arm {a!r}{did_you_mean(a, ARMS)}; arms: {ARMS}")
-        if not 0 < self.pretrain_fraction < 1: raise ValueError("pretrain_fraction must be in (0, 1)")
-        if self.robustness_images < 0: raise ValueError("robustness_images must be ≥ 0 (0 = the whole test split)")
         if self.precision not in PRECISIONS: raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         self.augment = list(check_augment(self.augment))
-        if self.replicates < 1 or self.curve_replicates < 1: raise ValueError("replicates and curve_replicates must be ≥ 1")
-        if any(not isinstance(r, (int, float)) or r <= 0 for r in self.ratios): raise ValueError(f"ratios must be numbers > 0, got {self.ratios}")
-        if any(not isinstance(n, int) or n < 1 for n in self.curve): raise ValueError(f"curve must list whole numbers of images per class ≥ 1, got {self.curve}")
 
 # %% ../nbs/06_training.ipynb #819fdc3b
 def train_model(data: dict, strategy: str, n_classes: int, cfg: TrainingConfig, seed: int, device, desc: str, monitor=None):
@@ -225,24 +221,6 @@ def recommend(metrics: dict, classes: list, detector: dict) -> list:
                      'reason': f"the best synthetic arm ({arm}, validation {val(arm):.3f}) is below real-only ({val('real_only'):.3f})"})
     return recs
 
-# %% ../nbs/06_training.ipynb #65c7a2b4
-def apply_recommendations(stages: dict, recs: list, defaults: dict) -> tuple:
-    "New stage parameters with `recs` applied, and the list of applied changes; `defaults` (stage -> {param: default}) fills values not set."
-    import copy
-    stages, applied = copy.deepcopy(stages), []
-    for r in recs:
-        stage, *path = r['key'].split('.')
-        params = stages.setdefault(stage, {})
-        if path[0] not in params and path[0] in defaults.get(stage, {}): params[path[0]] = copy.deepcopy(defaults[stage][path[0]])
-        node = params
-        for p in path[:-1]: node = node.setdefault(p, {})
-        old = node.get(path[-1])
-        if old is None and path[0] == 'class_counts': old = params.get('n_per_class', defaults.get(stage, {}).get('n_per_class'))
-        new = type(old)(old * r['factor']) if r['op'] == 'scale' else r['value']
-        node[path[-1]] = new
-        applied.append({**r, 'old': old, 'new': new})
-    return stages, applied
-
 # %% ../nbs/06_training.ipynb #445b87c9
 def robustness_subset(test: dict, n: int, seed: int = 0) -> dict:
     "A fixed random subset of `n` test images (stratified by class, the same for every arm and seed); all of them when `n` is 0 or larger."
@@ -281,7 +259,7 @@ def train_arms(src, cfg: TrainingConfig, strategies: list, test: dict, n_classes
                robust: bool = False, rename=None, only=None, reuse=None, positive: int = 1) -> tuple:
     "Every arm of one replicate (`src`: its stage-5 chain), one model per seed: arm -> (units, results, n_train, strategy, info); the last model of each arm."
     val, out, models = src.arrays('val'), {}, {}
-    for arm, (data, strategy, info) in load_arms(src, cfg, strategies, src.json('mixes')).items():
+    for arm, (data, strategy, info) in load_arms(src, cfg, strategies, src.json('mixes')['sets']).items():
         name = rename(arm) if rename else arm
         if only is not None and name not in only: continue
         if name in (reuse or {}): out[name] = reuse[name]; continue  # the same data and seeds were already trained
@@ -352,15 +330,19 @@ def learning_curve(points: dict, # real images per class -> {'real_only': [...],
     return {'arm': arm, 'headline_n': int(headline_n), 'rows': rows, 'data_equivalence': eq, 'ceiling': ceiling}
 
 # %% ../nbs/06_training.ipynb #c43389b4
+# What stage 6 consumes: artifact (or glob) -> the stage that writes it; reading anything else is an error (`StageRun`).
+INPUTS = {'train': 'domain', 'val': 'domain', 'test': 'domain', 'pool': 'domain', 'profile': 'domain',
+          'synthetic': 'generation', 'real_aug': 'augmentation', 'train_mix*': 'integration', 'mixes': 'integration'}
+
 def run_training(cfg: TrainingConfig, upstream_dir=None, out_dir=None) -> StageResult:
     "Stage 6: screen every arm, replicate the best on fresh scarce draws (with the dose sweep and learning curve), evaluate on the real test split, recommend changes."
-    with StageRun('training', cfg, upstream_dir, out_dir) as run:
+    with StageRun('training', cfg, upstream_dir, out_dir, inputs=INPUTS) as run:
         src = ChainReader.of_run(run)
         profile = src.json('profile'); classes = profile['classes']; n_classes = len(classes)
         normal = (profile.get('roles') or {}).get('normal_class')
         positive = 1 - classes.index(normal) if n_classes == 2 and normal in classes else 1  # two classes: F1/precision/recall of the abnormal class
         test, val = src.arrays('test'), src.arrays('val')
-        strategies = run.upstream['parameters'].get('strategies', ['mix'])
+        strategies = src.json('mixes')['strategies']  # stage 5's plan
         if cfg.curve:  # before any training: drop the learning-curve points the pool cannot give, and say why
             n_val = pipeline_parameters(run.upstream_dir)['domain']['n_val_per_class']
             counts, skipped = curve_points(src.arrays('pool'), cfg.curve, n_val, [cfg.seed + r for r in range(cfg.curve_replicates)])

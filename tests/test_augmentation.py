@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from synthnb.augmentation import AugmentationConfig, DEFAULT_POLICY, augment, build_policy, run_augmentation, validate_policy
-from synthnb.core import StageRun
+from synthnb.store import StageRun
 from synthnb.style import fourier_domain_adaptation, match_histograms, paste_region
 
 GEOMETRIC = ['hflip', 'vflip', 'rotate', 'scale', 'translate', 'affine', 'elastic']

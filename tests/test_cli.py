@@ -1,6 +1,6 @@
 """Validation before anything runs: parameter names, values and experiment ids.
 
-These call the command's entry point in this process (`synthnb.runner.main`), as `python -m synthnb` does; one test
+These call the command's entry point in this process (`synthnb.cli.main`), as `python -m synthnb` does; one test
 starts the real command in a fresh process to check it starts fast without loading torch.
 """
 import sys
@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import synthnb
-from synthnb.runner import main
+from synthnb.cli import main
 
 
 def cli(capsys, *args):
@@ -38,7 +38,7 @@ def test_typo_in_yaml_file(tmp_path, capsys):
 
 def test_bare_override_goes_to_the_one_stage_that_accepts_it(tmp_path, capsys):
     code, _, err = cli(capsys, 'run', 'experiments/healthcare.yaml', '-p', 'ratio=-1', '--runs-dir', tmp_path)
-    assert code == 2 and 'ratio must be ≥ 0' in err  # placed in integration, then its value rejected
+    assert code == 2 and 'integration.ratio = -1: expected a number ≥ 0' in err  # placed in integration, then its value rejected
     code, _, err = cli(capsys, 'run', 'experiments/healthcare.yaml', '-p', 'steps_x=1', '--runs-dir', tmp_path)
     assert code == 2 and 'no stage accepts it' in err
 
@@ -74,7 +74,7 @@ def test_command_starts_fast_without_torch():
     assert proc.returncode == 0 and 'run' in proc.stdout and 'sweep' in proc.stdout
     assert time.time() - t0 < 10, 'two starts of the CLI took over 10 s (loose bound: a busy machine)'
     import subprocess
-    probe = subprocess.run([sys.executable, '-c', 'import sys; from synthnb.runner import parser; parser(); print("torch" in sys.modules)'],
+    probe = subprocess.run([sys.executable, '-c', 'import sys; from synthnb.cli import parser; parser(); print("torch" in sys.modules)'],
                            capture_output=True, text=True)
     assert probe.stdout.strip() == 'False', probe.stderr
 

@@ -8,8 +8,9 @@ import nbformat
 import pytest
 
 from conftest import ROOT
-from synthnb.core import RESERVED_PARAMS, STAGES, load_experiment
-from synthnb.runner import CONFIGS, accepted_parameters, notebook_parameters, stage_notebook, validate_experiment
+from synthnb.config import RESERVED_PARAMS, STAGES, load_experiment
+from synthnb.stages import CONFIGS
+from synthnb.runner import accepted_parameters, notebook_parameters, stage_notebook, validate_experiment
 
 
 @pytest.mark.parametrize('stage', STAGES)
@@ -49,3 +50,51 @@ def test_readme_is_generated_from_index():
 def test_settings_keep_papermill_tags():
     text = (ROOT / 'settings.ini').read_text()
     assert 'allowed_cell_metadata_keys = tags' in text and 'tst_flags = slow gpu' in text
+
+
+def _wrong_values(hint):
+    "Values that `hint` must reject: one of the wrong type, and for a bounded number (or list of them) one out of range."
+    from typing import Annotated, get_args, get_origin
+    from synthnb.config import Bounds
+    base, bounds = hint, None
+    if get_origin(hint) is Annotated: base, bounds = get_args(hint)[0], next(m for m in get_args(hint)[1:] if isinstance(m, Bounds))
+    out = [5] if base is str else ['lots']
+    if get_origin(base) is list:
+        out.append([5] if get_args(base)[0] is str else ['x'])  # a list holding a wrong item
+        item = get_args(base)[0]
+        if get_origin(item) is Annotated: base, bounds = get_args(item)[0], get_args(item)[1]
+    if bounds is not None:
+        v = bounds.ge - 1 if bounds.ge is not None else bounds.gt if bounds.gt is not None else bounds.le + 1 if bounds.le is not None else bounds.lt
+        out.append([v] if get_origin(hint) is list else v)
+    return out
+
+
+@pytest.mark.parametrize('stage', STAGES)
+def test_every_wrong_type_or_range_fails_before_stage_1_naming_the_key(stage):
+    import typing
+    from synthnb.runner import ParameterError
+    accepted, hints = accepted_parameters(), typing.get_type_hints(CONFIGS[stage], include_extras=True)
+    checked = 0
+    for f in dataclasses.fields(CONFIGS[stage]):
+        for bad in _wrong_values(hints[f.name]):
+            exp = load_experiment({'exp_id': 'typed', stage: {f.name: bad}})
+            with pytest.raises(ParameterError) as e: validate_experiment(exp, accepted)
+            assert f'{stage}.{f.name} = ' in str(e.value) and 'expected' in str(e.value), (f.name, bad, str(e.value))
+            checked += 1
+    assert checked > len(dataclasses.fields(CONFIGS[stage]))  # every field, and the bounded ones twice
+
+
+def test_cli_rejects_a_bad_value_before_anything_runs(tmp_path, capsys):
+    from synthnb.cli import main
+    code = main(['run', str(ROOT / 'experiments' / 'healthcare.yaml'), '--runs-dir', str(tmp_path), '-p', 'training.steps=1.5'])
+    err = capsys.readouterr().err
+    assert code == 2 and '-p training.steps=1.5' in err and 'expected an integer ≥ 1' in err, err
+    assert not any(tmp_path.iterdir())  # no run folder: stage 1 never started
+
+
+@pytest.mark.parametrize('stage', STAGES)
+def test_parameters_cell_is_written_from_the_config_class(stage):
+    from synthnb.config import parameters_cell
+    nb = nbformat.read(stage_notebook(stage), as_version=4)
+    cell = next(c for c in nb.cells if 'parameters' in c.metadata.get('tags', []))
+    assert cell.source == parameters_cell(CONFIGS[stage], stage), f'run `python tools/parameters_cells.py`: {stage} notebook differs from its config class'

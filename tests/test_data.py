@@ -1,5 +1,4 @@
 """Real data: verification errors, offline downloads through file:// URLs, group-aware splits, stage 1's train/val carving."""
-import hashlib
 import os
 import shutil
 import zipfile
@@ -135,6 +134,6 @@ def test_stage1_writes_val(data_dir, tmp_path):
     assert not res.manifest['artifacts']['val']['held_out'] and res.manifest['artifacts']['test']['held_out']
     again = run_domain(cfg, None, tmp_path / 'again' / '01_domain')
     assert np.load(again.path('val'))['pool_index'].tolist() == val['pool_index'].tolist()  # seeded
-    with pytest.raises(ValueError, match='n_val_per_class must be'): DomainConfig(n_val_per_class=0)
+    with pytest.raises(ValueError, match='n_val_per_class = 0: expected an integer ≥ 1'): DomainConfig(n_val_per_class=0)
     with pytest.raises(DataError, match=r"Too few pool images for class\(es\) \{'normal': 1214, 'pneumonia': 3494\}"):
         run_domain(DomainConfig(data_dir=str(data_dir), n_val_per_class=100000), None, tmp_path / 'big' / '01_domain')

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import LIGHT, NO_CACHE, ROOT, synthnb
-from synthnb.core import STAGES, stage_folder
+from synthnb.config import STAGES, stage_folder
 
 pytestmark = pytest.mark.notebooks
 
@@ -87,7 +87,6 @@ def test_paste_defects_come_from_the_scarce_set_with_their_masks(defect_run):
 
 
 def test_second_run_skips_everything(healthcare_run, runs_dir, data_dir):
-    t0 = time.time()
     proc = synthnb('run', 'experiments/healthcare.yaml', '--runs-dir', runs_dir, env={'SYNTHNB_DATA': str(data_dir)})
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count('up to date, skipped') == 6, proc.stderr

@@ -3,14 +3,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from synthnb.core import StageRun
+from synthnb.store import StageRun
 from synthnb.diffusion import DiffusionGenerator, unet_config
 from synthnb.gan import GANGenerator
 from synthnb.generation import GENERATORS, GenerationConfig, check_samples, load_generator, sample_counts, save_generator
@@ -70,12 +69,12 @@ def test_unknown_class_is_an_error(fitted, name):
 
 
 def test_bad_counts_and_class_names():
-    with pytest.raises(ValueError, match='n_per_class must be ≥ 0'): GenerationConfig(n_per_class=-1)
-    with pytest.raises(ValueError, match=r"class_counts\['pneumonia'\] must be ≥ 0"): GenerationConfig(class_counts={'pneumonia': -5})
+    with pytest.raises(ValueError, match='n_per_class = -1: expected an integer ≥ 0'): GenerationConfig(n_per_class=-1)
+    with pytest.raises(ValueError, match=r"class_counts = \{'pneumonia': -5\}: expected a mapping of strings to integers ≥ 0"): GenerationConfig(class_counts={'pneumonia': -5})
     with pytest.raises(ValueError, match="unknown class 'pneumonai'"):
         sample_counts(GenerationConfig(class_counts={'pneumonai': 3}), PROFILE['classes'])
     with pytest.raises(ValueError, match="did you mean 'diffusion'"): GenerationConfig(generators=['difusion'])
-    with pytest.raises(ValueError, match=r'hybrid_strength must be in \(0, 1\]'): GenerationConfig(hybrid_strength=1.5)
+    with pytest.raises(ValueError, match=r'hybrid_strength = 1.5: expected a number > 0 and ≤ 1'): GenerationConfig(hybrid_strength=1.5)
 
 
 def test_wrong_image_size_is_an_error():
@@ -102,9 +101,9 @@ def test_accelerate_multi_process_training(tmp_path):
     """The diffusion training loop in accelerate's multi-process mode: 2 CPU processes (gloo) started by torchrun, which is what
     `accelerate launch --multi_gpu` runs on GPUs; the model trained across both processes is saved once and loads."""
     images, labels = toy_data(16)
-    domain = tmp_path / '01_domain'; domain.mkdir()
-    np.savez(domain / 'train.npz', images=images, labels=labels)
-    (domain / 'profile.json').write_text(json.dumps(PROFILE))
+    domain = tmp_path / '01_domain'
+    with StageRun('domain', {'seed': 0, 'device': 'cpu'}, None, domain) as run:  # a stage-1 folder, read back through its manifest
+        run.save_arrays('train', images=images, labels=labels); run.write_json('profile', PROFILE)
     out = tmp_path / 'model'
     proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
                            '-m', 'synthnb.diffusion', str(domain), str(out), '--steps', '3', '--batch_size', '4', '--channels', '8,16', '--device', 'cpu'],

@@ -7,8 +7,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import ROOT, synthnb
-from synthnb.core import STAGES, stage_folder
+from conftest import synthnb
+from synthnb.config import STAGES, stage_folder
 from synthnb.domain import DomainConfig, run_domain
 from synthnb.sources import DEMO_TYPES, DataError, demo_folder, demo_npz, load_card, load_source
 

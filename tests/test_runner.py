@@ -1,11 +1,11 @@
 """The runner never mistakes a dead kernel or an unfinished stage for a finished one."""
-import json
 
 import nbformat
 import pytest
 
-from synthnb.core import StageRun, read_manifest
-from synthnb.runner import StageFailed, execute_notebook, is_up_to_date, mark_complete
+from synthnb.store import StageRun
+from synthnb.runner import StageFailed, execute_notebook
+from synthnb.stages import is_up_to_date, mark_complete
 
 
 def _notebook(path, *sources):

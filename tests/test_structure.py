@@ -1,0 +1,62 @@
+"""The package's shape: imports run one way (foundations → stages → orchestration → command line), with no circle."""
+import ast
+from pathlib import Path
+
+import synthnb
+
+PKG = Path(synthnb.__file__).parent
+# Each module's layer; a module may import from its own layer or a lower one, never a higher one.
+LAYERS = [
+    {'env', 'tracking', 'hygiene'},  # foundations that import no synthnb module
+    {'config', 'images'},  # stages and experiment files; uint8 images and tensors
+    {'store', 'models'},  # the artifact store; the classifier
+    {'data', 'metrics', 'style', 'evidence', 'robustness', 'review'},  # datasets, stage helpers
+    {'sources', 'filtering', 'stages'},  # cards and readers of any dataset; the stage registry
+    {'simulation', 'paste', 'gan'},  # generators
+    {'diffusion'},  # the diffusion model and the hybrid (simulation refined by diffusion)
+    {'domain', 'generation', 'augmentation', 'evaluation', 'integration'},  # stages 1-5
+    {'replicates'},  # re-runs stages 1-5 for stage 6
+    {'training'},  # stage 6
+    {'runner'},  # executes the stage notebooks
+    {'feedback', 'sweep', 'sweep_report'},  # orchestration on top of the runner
+    {'cli'}, {'__main__'},  # the command line
+]
+LAYER = {m: i for i, layer in enumerate(LAYERS) for m in layer}
+
+
+def imports(path: Path) -> set:
+    "synthnb modules that `path` imports anywhere (top level or inside a function)."
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1: out.add((node.module or '').split('.')[0])
+            elif (node.module or '').startswith('synthnb.'): out.add(node.module.split('.')[1])
+            elif node.module == 'synthnb': out |= {a.name for a in node.names if (PKG / f'{a.name}.py').exists()}
+        elif isinstance(node, ast.Import):
+            out |= {a.name.split('.')[1] for a in node.names if a.name.startswith('synthnb.')}
+    return out - {''}
+
+
+GRAPH = {p.stem: imports(p) for p in PKG.glob('*.py') if p.stem not in ('__init__', '_modidx')}
+
+
+def test_every_module_has_a_layer():
+    assert set(GRAPH) == set(LAYER), f'modules without a layer: {set(GRAPH) - set(LAYER)}; layers naming no module: {set(LAYER) - set(GRAPH)}'
+
+
+def test_no_import_runs_up():
+    up = [f'{a} (layer {LAYER[a]}) imports {b} (layer {LAYER[b]})' for a, deps in GRAPH.items() for b in deps if LAYER[b] > LAYER[a]]
+    assert not up, up
+
+
+def test_no_import_circle():
+    state, cycles = {}, []
+    def visit(m, path):
+        state[m] = 'open'
+        for d in GRAPH[m]:
+            if state.get(d) == 'open': cycles.append(path[path.index(d):] + [d])
+            elif d not in state: visit(d, path + [d])
+        state[m] = 'done'
+    for m in GRAPH:
+        if m not in state: visit(m, [m])
+    assert not cycles, cycles
