@@ -3,6 +3,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PROFILE ?= smoke
+# pytest-xdist processes, one test file each at a time (a file's session fixtures, e.g. one smoke run, stay on one worker)
+TEST_WORKERS ?= 2
 
 .PHONY: install run run-defect data test test-all nbtest lint-notebooks clean docs readme parameters bench
 
@@ -43,13 +45,13 @@ lint-notebooks: install
 
 # What CI runs. Each notebook is executed once: docs/build.py runs every notebook in nbs/ as nbdev_test does (cells
 # flagged slow/gpu skipped) and fails on any error, then builds the site from those executions. The stage notebooks
-# share one cached smoke upstream ($$SYNTHNB_CACHE), and pytest's CLI runs share one stage cache.
+# share one cached smoke upstream ($$SYNTHNB_CACHE), and pytest's CLI runs share one stage cache per worker.
 test: install lint-notebooks
 	$(BIN)/ruff check synthnb tests tools bench docs
 	$(PY) tools/parameters_cells.py --check
 	$(PY) tools/readme.py --check
 	OMP_NUM_THREADS=1 $(PY) docs/build.py
-	$(BIN)/pytest -m "not gpu and not slow" --durations=25 tests
+	OMP_NUM_THREADS=1 $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not gpu and not slow" --durations=25 tests
 
 # Everything except GPU tests, the slow end-to-end runs included (not in CI).
 test-all: install lint-notebooks
@@ -57,7 +59,7 @@ test-all: install lint-notebooks
 	$(PY) tools/parameters_cells.py --check
 	$(PY) tools/readme.py --check
 	OMP_NUM_THREADS=1 $(PY) docs/build.py
-	$(BIN)/pytest -m "not gpu" --durations=25 tests
+	OMP_NUM_THREADS=1 $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not gpu" --durations=25 tests
 
 # nbdev's own notebook runner (what `make test` replaces with the docs build's single execution)
 nbtest: install

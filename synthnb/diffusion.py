@@ -18,14 +18,12 @@ from diffusers.training_utils import EMAModel
 from .env import bf16_supported, progress, resolve_device
 from .images import check_labels, to_tensor, to_uint8
 from .models import fused_adamw
-from .paste import DefectPasteGenerator
-from .simulation import ChestOpacitySimulator, SurfaceDefectSimulator
 from .store import ChainReader, write_model
 from .tracking import accelerator_tracking
 
 # %% auto #0
-__all__ = ['SCHEDULER', 'SIMULATORS', 'unet_config', 'patch_size', 'fold', 'unfold', 'train_ddpm', 'guided_noise', 'ddim_sample',
-           'DiffusionGenerator', 'mask_weight', 'HybridGenerator', 'train_diffusion', 'train_diffusion_cli']
+__all__ = ['SCHEDULER', 'unet_config', 'patch_size', 'fold', 'unfold', 'train_ddpm', 'guided_noise', 'ddim_sample',
+           'DiffusionGenerator', 'train_diffusion', 'train_diffusion_cli']
 
 # %% ../nbs/02b_diffusion.ipynb #ca9aa4e2
 def unet_config(image_size: int, # side of the (square) images
@@ -160,48 +158,6 @@ class DiffusionGenerator:
         self.unet = UNet2DModel.from_config(config['unet']); self.unet.load_state_dict(tensors)
         self.unet.to(resolve_device(self.settings['device'])).eval()
         return self
-
-# %% ../nbs/02b_diffusion.ipynb #3ee83fa0
-SIMULATORS = {c.__name__: c for c in (ChestOpacitySimulator, SurfaceDefectSimulator, DefectPasteGenerator)}
-
-def mask_weight(masks: np.ndarray, dilate: int = 2) -> np.ndarray:
-    "Soft blend weights (N, H, W) in [0, 1]: each mask dilated by `dilate` pixels and feathered."
-    m = torch.from_numpy(np.ascontiguousarray(masks)).float().unsqueeze(1)
-    m = F.max_pool2d(m, 2 * dilate + 1, 1, dilate) if dilate else m
-    return F.avg_pool2d(m, 3, 1, 1, count_include_pad=False).squeeze(1).numpy()
-
-class HybridGenerator:
-    "Images of a base generator (simulator or paste) refined by a class-conditional diffusion model (SDEdit), optionally only inside their masks."
-    def __init__(self, simulator, diffusion: DiffusionGenerator, strength: float = 0.5, masked: bool = False):
-        if not 0 < strength <= 1: raise ValueError(f"hybrid strength must be in (0, 1], got {strength}")
-        self.simulator, self.diffusion, self.strength, self.masked = simulator, diffusion, float(strength), bool(masked)
-        self.name = 'paste_hybrid' if isinstance(simulator, DefectPasteGenerator) else 'hybrid'
-
-    def fit(self, images, labels, masks=None, profile=None, kinds=None):
-        "Fit the base generator; train the diffusion model unless it is already trained."
-        if isinstance(self.simulator, DefectPasteGenerator): self.simulator.fit(images, labels, masks, profile, kinds)
-        else: self.simulator.fit(images, labels, masks, profile)
-        if self.diffusion.unet is None: self.diffusion.fit(images, labels, masks, profile)
-        return self
-
-    def sample(self, labels, generator: torch.Generator) -> dict:
-        sim = self.simulator.sample(check_labels(labels, self.diffusion.n_classes, self.name), generator)
-        out = self.diffusion.sample(sim['labels'], generator, init=to_tensor(sim['images']), strength=self.strength)
-        if self.masked:
-            w = mask_weight(sim['masks'])
-            out['images'] = (w * out['images'] + (1 - w) * sim['images']).round().astype(np.uint8)
-        return {**out, 'masks': sim['masks']}
-
-    def state(self) -> tuple:
-        (st, sc), (dt, dc) = self.simulator.state(), self.diffusion.state()
-        tensors = {**{f'simulator.{k}': v for k, v in st.items()}, **{f'diffusion.{k}': v for k, v in dt.items()}}
-        return tensors, {'strength': self.strength, 'masked': self.masked, 'simulator': {'class': type(self.simulator).__name__, **sc}, 'diffusion': dc}
-
-    @classmethod
-    def from_state(cls, tensors: dict, config: dict):
-        part = lambda p: {k[len(p) + 1:]: v for k, v in tensors.items() if k.startswith(p + '.')}
-        sc = dict(config['simulator']); sim = SIMULATORS[sc.pop('class')].from_state(part('simulator'), sc)
-        return cls(sim, DiffusionGenerator.from_state(part('diffusion'), config['diffusion']), config['strength'], config.get('masked', False))
 
 # %% ../nbs/02b_diffusion.ipynb #5f82a280
 def train_diffusion(domain_dir: str, # stage-1 run folder (holds train.npz and profile.json)

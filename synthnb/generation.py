@@ -4,7 +4,8 @@
 
 # %% ../nbs/02_generation.ipynb #b4e654be
 from __future__ import annotations
-import inspect, json, time
+import dataclasses, inspect, json, time
+from collections.abc import Callable
 from dataclasses import field
 from pathlib import Path
 
@@ -18,17 +19,18 @@ from .config import (Annotated, Bounds, Count, Fraction, NonNegative, Positive, 
                             stage_config)
 from .images import image_grid
 from .env import progress
-from .diffusion import DiffusionGenerator, HybridGenerator
+from .diffusion import DiffusionGenerator
 from .gan import GANGenerator
+from .hybrid import HybridGenerator
 from .paste import DefectPasteGenerator
 from .simulation import ChestOpacitySimulator, SurfaceDefectSimulator
 from .sources import SIMULATOR_NAMES, DataError, normal_index
 
 # %% auto #0
-__all__ = ['SIMULATOR_CLASSES', 'GENERATORS', 'GENERATOR_CLASSES', 'INPUTS', 'GenerationConfig', 'make_simulator',
-           'make_diffusion', 'make_gan', 'make_hybrid', 'make_paste', 'make_paste_hybrid', 'CopyGenerator',
-           'NoiseGenerator', 'sample_counts', 'request_labels', 'check_samples', 'save_generator', 'load_generator',
-           'smooth', 'plot_losses', 'run_generation']
+__all__ = ['SIMULATOR_CLASSES', 'GENERATORS', 'INPUTS', 'GenerationConfig', 'make_simulator', 'make_diffusion', 'make_gan',
+           'make_hybrid', 'make_paste', 'make_paste_hybrid', 'CopyGenerator', 'NoiseGenerator', 'make_copy',
+           'make_noise', 'GeneratorSpec', 'generator_classes', 'sample_counts', 'request_labels', 'check_samples',
+           'save_generator', 'load_generator', 'smooth', 'plot_losses', 'run_generation']
 
 # %% ../nbs/02_generation.ipynb #9e1ccf28
 @stage_config
@@ -99,9 +101,6 @@ def make_paste_hybrid(profile: dict, cfg=None, fitted=None):
     c = cfg or GenerationConfig()
     return HybridGenerator(fitted['paste'] if 'paste' in (fitted or {}) else make_paste(profile, c), _diffusion_of(fitted) or make_diffusion(profile, c), c.hybrid_strength, masked=True)
 
-GENERATORS = {'simulation': make_simulator, 'diffusion': make_diffusion, 'gan': make_gan, 'hybrid': make_hybrid, 'paste': make_paste,
-              'paste_hybrid': make_paste_hybrid}
-GENERATOR_CLASSES = {c.__name__: c for c in (ChestOpacitySimulator, SurfaceDefectSimulator, DiffusionGenerator, GANGenerator, HybridGenerator, DefectPasteGenerator)}
 
 # %% ../nbs/02_generation.ipynb #9aa0e6ae
 class CopyGenerator:
@@ -127,8 +126,32 @@ class NoiseGenerator:
     @classmethod
     def from_state(cls, tensors, config): self = cls(); self.shape = tuple(config['shape']); return self
 
-GENERATORS.update({'copy': lambda profile, cfg=None, fitted=None: CopyGenerator(), 'noise': lambda profile, cfg=None, fitted=None: NoiseGenerator()})
-GENERATOR_CLASSES.update({'CopyGenerator': CopyGenerator, 'NoiseGenerator': NoiseGenerator})
+def make_copy(profile: dict, cfg=None, fitted=None): return CopyGenerator()
+def make_noise(profile: dict, cfg=None, fitted=None): return NoiseGenerator()
+
+
+# %% ../nbs/02_generation.ipynb #6cc569de
+@dataclasses.dataclass(frozen=True)
+class GeneratorSpec:
+    "One generator of stage 2: `make(profile, cfg, fitted)` builds it untrained; a saved model names one of `classes`."
+    make: Callable
+    classes: tuple
+    summary: str
+
+GENERATORS = {
+    'simulation': GeneratorSpec(make_simulator, (ChestOpacitySimulator, SurfaceDefectSimulator), "procedural lesions, or scratches, cracks, blowholes and Perlin anomalies, on real normal images"),
+    'diffusion': GeneratorSpec(make_diffusion, (DiffusionGenerator,), "class-conditional DDPM (diffusers UNet2DModel) with classifier-free guidance and DDIM"),
+    'gan': GeneratorSpec(make_gan, (GANGenerator,), "conditional GAN with DiffAugment"),
+    'hybrid': GeneratorSpec(make_hybrid, (HybridGenerator,), "simulation refined by the diffusion model (SDEdit)"),
+    'paste': GeneratorSpec(make_paste, (DefectPasteGenerator,), "the scarce set's real defects pasted onto its defect-free images, by mask"),
+    'paste_hybrid': GeneratorSpec(make_paste_hybrid, (HybridGenerator,), "paste, then masked SDEdit by the diffusion model"),
+    'copy': GeneratorSpec(make_copy, (CopyGenerator,), "control: copies of real training images"),
+    'noise': GeneratorSpec(make_noise, (NoiseGenerator,), "control: uniform noise"),
+}
+
+def generator_classes() -> dict:
+    "Class name -> class, for every class a saved generator (or a part of one) may name."
+    return {c.__name__: c for spec in GENERATORS.values() for c in spec.classes}
 
 # %% ../nbs/02_generation.ipynb #260e0f6d
 def sample_counts(cfg: GenerationConfig, classes: list) -> dict:
@@ -161,9 +184,11 @@ def load_generator(folder):
     "Load a generator saved by `save_generator`."
     folder = Path(folder)
     config = json.loads((folder/'config.json').read_text())
-    cls = GENERATOR_CLASSES.get(config.pop('class', None))
-    if cls is None: raise ValueError(f"{folder}/config.json names no known generator class; known: {sorted(GENERATOR_CLASSES)}")
-    return cls.from_state(load_file(str(folder/'model.safetensors')), config)
+    classes = generator_classes()
+    cls = classes.get(config.pop('class', None))
+    if cls is None: raise ValueError(f"{folder}/config.json names no known generator class; known: {sorted(classes)}")
+    tensors = load_file(str(folder/'model.safetensors'))
+    return cls.from_state(tensors, config, classes) if 'classes' in inspect.signature(cls.from_state).parameters else cls.from_state(tensors, config)
 
 # %% ../nbs/02_generation.ipynb #6281025a
 def smooth(x, k: int = 20) -> np.ndarray:
@@ -196,7 +221,7 @@ def run_generation(cfg: GenerationConfig, upstream_dir=None, out_dir=None) -> St
         fitted, parts, losses = {}, [], {}
         for name in progress(sorted(cfg.generators, key=lambda g: g in ('hybrid', 'paste_hybrid')), desc='generators', leave=False):
             t0 = time.time()
-            gen = GENERATORS[name](profile, cfg, fitted)
+            gen = GENERATORS[name].make(profile, cfg, fitted)
             kinds = {'kinds': train['type']} if 'type' in train and 'kinds' in inspect.signature(gen.fit).parameters else {}
             gen = fitted[name] = gen.fit(train['images'], train['labels'], train.get('masks'), profile, **kinds)
             t1 = time.time()

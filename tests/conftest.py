@@ -4,12 +4,16 @@ experiment made through the CLI.
 Every CLI run in this session shares one stage cache (`SYNTHNB_STAGE_CACHE`), so tests that vary one experiment compute
 the stages they share once. Tests that check what a stage computes (determinism, resume) switch it off with `NO_CACHE`.
 """
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
+
+from synthnb.config import STAGES, stage_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_CACHE = {'SYNTHNB_STAGE_CACHE': ''}
@@ -76,3 +80,31 @@ def light_run(runs_dir, data_dir):
                    env={'SYNTHNB_DATA': str(data_dir)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return runs_dir / 'light'
+
+
+def check_complete_run(run_dir):
+    "Assert that every stage of `run_dir` completed and stage 6 wrote its tables, metrics, report and recommendations; return its metrics."
+    for s in STAGES:
+        d = run_dir / stage_folder(s)
+        m = json.loads((d / 'manifest.json').read_text())
+        assert m['status'] == 'complete' and m['runner']['key']
+        assert (d / 'report.ipynb').exists()
+        for k in ('packages', 'git', 'device', 'python'): assert k in m['provenance']
+    table = json.loads((run_dir / '06_training' / 'results_table.json').read_text())
+    assert {'real_only', 'real_aug', 'synthetic:all', 'curriculum:all', 'pretrain_finetune:all', 'ceiling'} <= {r['arm'] for r in table}
+    metrics = json.loads((run_dir / '06_training' / 'metrics.json').read_text())
+    for arm in ('real_only', 'real_aug', 'synthetic:all', 'curriculum:all', 'pretrain_finetune:all', 'ceiling'):
+        for summary in ('summary', 'val_summary'):  # test split, and the validation split that choices are made on
+            s = metrics[arm][summary]
+            for k in ('accuracy', 'f1', 'roc_auc'): assert 0 <= s[k]['mean'] <= 1
+    assert metrics['curriculum:all']['strategy'] == 'curriculum' and metrics['pretrain_finetune:all']['strategy'] == 'pretrain_finetune'
+    # every strategy trains its own models: same data as synthetic:all, different training, different predictions
+    assert metrics['curriculum:all']['per_seed'] != metrics['synthetic:all']['per_seed']
+    assert metrics['headline']['selected_on'] == 'val'
+    # the executed stage-6 report shows the table of real-test metrics
+    nb = nbformat.read(run_dir / '06_training' / 'report.ipynb', as_version=4)
+    html = ''.join(o.get('data', {}).get('text/html', '') for c in nb.cells if c.cell_type == 'code' for o in c.outputs)
+    assert 'real_only' in html and 'roc_auc' in html and 'gap closed' in ''.join(
+        o.get('data', {}).get('text/markdown', '') for c in nb.cells if c.cell_type == 'code' for o in c.outputs)
+    assert json.loads((run_dir / '06_training' / 'recommendations.json').read_text()), 'stage 6 recommends at least one change'
+    return metrics

@@ -10,42 +10,15 @@ import nbformat
 import numpy as np
 import pytest
 
-from conftest import LIGHT, NO_CACHE, ROOT, synthnb
+from conftest import LIGHT, NO_CACHE, ROOT, check_complete_run, synthnb
 from synthnb.config import STAGES, stage_folder
 
 pytestmark = pytest.mark.notebooks
 
 
-def _check_complete_run(run_dir):
-    for s in STAGES:
-        d = run_dir / stage_folder(s)
-        m = json.loads((d / 'manifest.json').read_text())
-        assert m['status'] == 'complete' and m['runner']['key']
-        assert (d / 'report.ipynb').exists()
-        for k in ('packages', 'git', 'device', 'python'): assert k in m['provenance']
-    table = json.loads((run_dir / '06_training' / 'results_table.json').read_text())
-    assert {'real_only', 'real_aug', 'synthetic:all', 'curriculum:all', 'pretrain_finetune:all', 'ceiling'} <= {r['arm'] for r in table}
-    metrics = json.loads((run_dir / '06_training' / 'metrics.json').read_text())
-    for arm in ('real_only', 'real_aug', 'synthetic:all', 'curriculum:all', 'pretrain_finetune:all', 'ceiling'):
-        for summary in ('summary', 'val_summary'):  # test split, and the validation split that choices are made on
-            s = metrics[arm][summary]
-            for k in ('accuracy', 'f1', 'roc_auc'): assert 0 <= s[k]['mean'] <= 1
-    assert metrics['curriculum:all']['strategy'] == 'curriculum' and metrics['pretrain_finetune:all']['strategy'] == 'pretrain_finetune'
-    # every strategy trains its own models: same data as synthetic:all, different training, different predictions
-    assert metrics['curriculum:all']['per_seed'] != metrics['synthetic:all']['per_seed']
-    assert metrics['headline']['selected_on'] == 'val'
-    # the executed stage-6 report shows the table of real-test metrics
-    nb = nbformat.read(run_dir / '06_training' / 'report.ipynb', as_version=4)
-    html = ''.join(o.get('data', {}).get('text/html', '') for c in nb.cells if c.cell_type == 'code' for o in c.outputs)
-    assert 'real_only' in html and 'roc_auc' in html and 'gap closed' in ''.join(
-        o.get('data', {}).get('text/markdown', '') for c in nb.cells if c.cell_type == 'code' for o in c.outputs)
-    assert json.loads((run_dir / '06_training' / 'recommendations.json').read_text()), 'stage 6 recommends at least one change'
-    return metrics
-
-
 def test_healthcare_smoke(healthcare_run, data_dir):
     run_dir, proc = healthcare_run
-    metrics = _check_complete_run(run_dir)
+    metrics = check_complete_run(run_dir)
     # 20 real X-rays per class already separate the classes well above chance (about 0.8 in our runs)
     assert metrics['real_only']['summary']['roc_auc']['mean'] > 0.65, metrics['real_only']['summary']
     m = json.loads((run_dir / '01_domain' / 'manifest.json').read_text())
@@ -54,36 +27,6 @@ def test_healthcare_smoke(healthcare_run, data_dir):
     from synthnb.data import PNEUMONIA_VERSIONS
     sha = hashlib.sha256((data_dir / 'pneumoniamnist' / 'pneumoniamnist.npz').read_bytes()).hexdigest()
     assert m['data']['checksums']['pneumoniamnist.npz'] == sha and sha in {v.sha256 for v in PNEUMONIA_VERSIONS}
-
-
-def test_defect_smoke(defect_run):
-    run_dir, _ = defect_run
-    _check_complete_run(run_dir)
-    syn = np.load(run_dir / '02_generation' / 'synthetic.npz')
-    assert {'paste', 'simulation', 'diffusion', 'gan', 'hybrid', 'paste_hybrid'} <= set(syn['generator'])
-    sim = (syn['labels'] == 1) & (syn['generator'] == 'simulation')
-    assert syn['masks'][sim].reshape(sim.sum(), -1).any(1).all(), 'every simulated defect has a mask'
-    # every arm trained on the data it names: the scarce set, the scarce set plus its augmentations, the 1:1 mix, the pool
-    m = json.loads((run_dir / '06_training' / 'metrics.json').read_text())
-    n_train, n_val, n_pool = (len(np.load(run_dir / '01_domain' / f'{a}.npz')['labels']) for a in ('train', 'val', 'pool'))
-    n_aug = len(np.load(run_dir / '03_augmentation' / 'real_aug.npz')['labels'])
-    assert (m['real_only']['n_train'], m['real_aug']['n_train'], m['synthetic:all']['n_train'], m['ceiling']['n_train']) == \
-        (n_train, n_train + n_aug, 2 * n_train, n_pool - n_val)  # the ceiling never trains on the validation images
-    assert all((run_dir / '06_training' / 'models' / f'classifier_{a.replace(":", "_")}' / 'model.safetensors').exists() for a in m if 'summary' in m[a])
-
-
-def test_paste_defects_come_from_the_scarce_set_with_their_masks(defect_run):
-    "Every pasted defect image has a non-empty mask, every defect-free one none, and every source image is a scarce training image."
-    run_dir, _ = defect_run
-    syn = np.load(run_dir / '02_generation' / 'synthetic.npz')
-    for g in ('paste', 'paste_hybrid'):
-        k = syn['generator'] == g
-        has_mask = syn['masks'][k].reshape(k.sum(), -1).any(1)
-        assert (has_mask == (syn['labels'][k] == 1)).all(), f'{g}: masks and labels disagree'
-    cfg = json.loads((run_dir / '02_generation' / 'models' / 'paste' / 'config.json').read_text())
-    hashes = {a: set(np.load(run_dir / '01_domain' / f'{a}.npz')['hashes']) for a in ('train', 'val', 'test')}
-    assert cfg['source_hashes'] and set(cfg['source_hashes']) <= hashes['train']
-    assert not set(cfg['source_hashes']) & (hashes['val'] | hashes['test'])
 
 
 def test_second_run_skips_everything(healthcare_run, runs_dir, data_dir):

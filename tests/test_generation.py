@@ -33,7 +33,7 @@ def fitted():
     images, labels = toy_data()
     cfg, out = GenerationConfig(**TINY), {}
     for name in NAMES:  # hybrid last: it reuses the fitted diffusion model, as run_generation does
-        out[name] = GENERATORS[name](PROFILE, cfg, out).fit(images, labels, np.zeros_like(images), PROFILE)
+        out[name] = GENERATORS[name].make(PROFILE, cfg, out).fit(images, labels, np.zeros_like(images), PROFILE)
     return out
 
 

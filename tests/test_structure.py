@@ -13,7 +13,8 @@ LAYERS = [
     {'data', 'metrics', 'style', 'evidence', 'robustness', 'review'},  # datasets, stage helpers
     {'sources', 'filtering', 'stages'},  # cards and readers of any dataset; the stage registry
     {'simulation', 'paste', 'gan'},  # generators
-    {'diffusion'},  # the diffusion model and the hybrid (simulation refined by diffusion)
+    {'diffusion'},  # the diffusion model
+    {'hybrid'},  # simulation or paste refined by the diffusion model
     {'domain', 'generation', 'augmentation', 'evaluation', 'integration'},  # stages 1-5
     {'replicates'},  # re-runs stages 1-5 for stage 6
     {'training'},  # stage 6
