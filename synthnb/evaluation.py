@@ -141,7 +141,7 @@ def real_reference(feats_real: dict, train: dict, cfg: EvaluationConfig) -> dict
 # %% ../nbs/04_evaluation.ipynb #aedf5157
 # What stage 4 consumes: artifact (or glob) -> the stage that writes it; reading anything else is an error (`StageRun`).
 INPUTS = {'train': 'domain', 'val': 'domain', 'profile': 'domain', 'synthetic': 'generation',
-          'real_aug': 'augmentation'}
+          'real_aug': 'augmentation', 'provenance': 'generation'}
 
 def run_evaluation(cfg: EvaluationConfig, upstream_dir=None, out_dir=None) -> StageResult:
     "Stage 4: quality metrics, proxy scores, review pack and filter of every generator's output against the scarce real set (and the real validation set)."
@@ -155,6 +155,9 @@ def run_evaluation(cfg: EvaluationConfig, upstream_dir=None, out_dir=None) -> St
         run.metrics['reference_real_halves'] = real_reference({k: v[1] for k, v in feats.items()}, train, cfg)
         gens = [str(g) for g in np.unique(syn['generator'])]
         run.metrics['generators'] = {g: generator_metrics(feats, syn, train, val, syn['generator'] == g, classes, cfg) for g in gens}
+        prov = json.loads(run.artifact_path('provenance').read_text()) if run.has_artifact('provenance') else {}
+        for g in gens:  # the formal guarantee (DP-SGD's ε), where a generator has one, beside the empirical memorisation audit
+            run.metrics['generators'][g]['overall']['memorisation']['dp_epsilon'] = ((prov.get(g) or {}).get('privacy') or {}).get('epsilon')
         for g in gens:
             k = syn['generator'] == g
             run.metrics['generators'][g]['proxy_on_real_val'] = proxy_scores(shrink(syn['images'][k], cfg.classifier_size), syn['labels'][k],

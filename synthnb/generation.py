@@ -15,12 +15,14 @@ import matplotlib.pyplot as plt
 from safetensors.torch import load_file
 
 from .store import StageResult, StageRun, stage_result
-from .config import (Annotated, Bounds, Count, Fraction, NonNegative, Positive, PositiveInt, did_you_mean,
+from .config import (Annotated, Bounds, ConfigError, Count, Fraction, NonNegative, Positive, PositiveInt, did_you_mean,
                             stage_config)
 from .images import image_grid
 from .env import progress
 from .diffusion import DiffusionGenerator
+from .external import ExternalGenerator
 from .gan import GANGenerator
+from .vae import VAEGenerator, VAESettings
 from .hybrid import HybridGenerator
 from .paste import DefectPasteGenerator
 from .simulation import ChestOpacitySimulator, SurfaceDefectSimulator
@@ -28,9 +30,10 @@ from .sources import SIMULATOR_NAMES, DataError, normal_index
 
 # %% auto #0
 __all__ = ['SIMULATOR_CLASSES', 'GENERATORS', 'INPUTS', 'GenerationConfig', 'make_simulator', 'make_diffusion', 'make_gan',
-           'make_hybrid', 'make_paste', 'make_paste_hybrid', 'CopyGenerator', 'NoiseGenerator', 'make_copy',
-           'make_noise', 'GeneratorSpec', 'generator_classes', 'sample_counts', 'request_labels', 'check_samples',
-           'save_generator', 'load_generator', 'smooth', 'plot_losses', 'run_generation']
+           'make_vae', 'make_dp_vae', 'make_hybrid', 'make_paste', 'make_paste_hybrid', 'CopyGenerator',
+           'NoiseGenerator', 'make_copy', 'make_noise', 'make_external', 'GeneratorSpec', 'generator_classes',
+           'sample_counts', 'request_labels', 'check_samples', 'save_generator', 'load_generator', 'smooth',
+           'plot_losses', 'run_generation']
 
 # %% ../nbs/02_generation.ipynb #9e1ccf28
 @stage_config
@@ -54,12 +57,21 @@ class GenerationConfig:
     hybrid_strength: Annotated[float, Bounds(gt=0, le=1)] = 0.5  # SDEdit noise level in (0, 1]
     paste_small_area: Fraction = 0.02  # paste: masks below this share of the image carry their high-pass residual, larger ones their mean-matched pixels
     paste_contrast: Annotated[float, Bounds(ge=0, lt=1)] = 0.2  # paste: each pasted defect's contrast is scaled by a random factor in 1 ± this
+    external: dict = field(default_factory=dict)  # the 'external' generator's set: {path: a folder or .npz (relative to the data directory), mask_suffix}
+    vae: dict = field(default_factory=dict)  # the vae and dp_vae generators' settings (`VAESettings`): train_steps, latent, lr, beta, epsilon, delta, max_grad_norm
     seed: int = 0  # experiment seed
     device: str = 'auto'  # 'auto', 'cpu' or 'cuda'
 
     def __post_init__(self):
         for g in self.generators:
             if g not in GENERATORS: raise ValueError(f"Unknown generator {g!r}{did_you_mean(g, GENERATORS)}; available: {sorted(GENERATORS)}")
+        known = [f.name for f in dataclasses.fields(VAESettings)]
+        for k in self.vae:
+            if k not in known: raise ValueError(f"generation.vae: unknown setting {k!r}{did_you_mean(k, known)}; it takes {known}")
+        try: VAESettings(**self.vae)  # typed like the stage's own parameters; a bad value is named generation.vae.<key>
+        except ConfigError as e: raise ConfigError({f'vae.{k}': v for k, v in e.problems.items()}) from None
+        if 'external' in self.generators and not self.external.get('path'):
+            raise ValueError("the external generator needs generation.external.path: a folder (one sub-folder per class) or an .npz of images and labels")
 
 # %% ../nbs/02_generation.ipynb #4f550d62
 SIMULATOR_CLASSES = dict(zip(SIMULATOR_NAMES, (ChestOpacitySimulator, SurfaceDefectSimulator)))  # the names a card may declare
@@ -81,6 +93,16 @@ def make_gan(profile: dict, cfg=None, fitted=None):
     "An untrained conditional GAN with `cfg`'s settings."
     c = cfg or GenerationConfig()
     return GANGenerator(c.gan_train_steps, c.batch_size, c.gan_width, 64, c.gan_lr, c.ema_decay, c.diff_augment, c.device, c.seed)
+
+def make_vae(profile: dict, cfg=None, fitted=None):
+    "An untrained conditional VAE with `generation.vae`'s settings."
+    c = cfg or GenerationConfig()
+    return VAEGenerator(c.vae, dp=False, device=c.device, seed=c.seed)
+
+def make_dp_vae(profile: dict, cfg=None, fitted=None):
+    "The same VAE, to be trained by DP-SGD to `generation.vae.epsilon`."
+    c = cfg or GenerationConfig()
+    return VAEGenerator(c.vae, dp=True, device=c.device, seed=c.seed)
 
 def _diffusion_of(fitted: dict|None):
     "A diffusion model already trained in this run (by `diffusion` or a hybrid), else None."
@@ -129,6 +151,12 @@ class NoiseGenerator:
 def make_copy(profile: dict, cfg=None, fitted=None): return CopyGenerator()
 def make_noise(profile: dict, cfg=None, fitted=None): return NoiseGenerator()
 
+def make_external(profile: dict, cfg=None, fitted=None):
+    "The external synthetic set named by `generation.external` (see External synthetic sets)."
+    spec = dict((cfg or GenerationConfig()).external)
+    if unknown := sorted(set(spec) - {'path', 'mask_suffix'}): raise ValueError(f"generation.external: unknown key(s) {unknown}; it takes path and mask_suffix")
+    return ExternalGenerator(spec.get('path', ''), spec.get('mask_suffix', ''))
+
 
 # %% ../nbs/02_generation.ipynb #6cc569de
 @dataclasses.dataclass(frozen=True)
@@ -143,8 +171,11 @@ GENERATORS = {
     'diffusion': GeneratorSpec(make_diffusion, (DiffusionGenerator,), "class-conditional DDPM (diffusers UNet2DModel) with classifier-free guidance and DDIM"),
     'gan': GeneratorSpec(make_gan, (GANGenerator,), "conditional GAN with DiffAugment"),
     'hybrid': GeneratorSpec(make_hybrid, (HybridGenerator,), "simulation refined by the diffusion model (SDEdit)"),
+    'vae': GeneratorSpec(make_vae, (VAEGenerator,), "conditional VAE (small, CPU-trainable)"),
+    'dp_vae': GeneratorSpec(make_dp_vae, (VAEGenerator,), "the conditional VAE trained by DP-SGD (opacus) to a stated (ε, δ)"),
     'paste': GeneratorSpec(make_paste, (DefectPasteGenerator,), "the scarce set's real defects pasted onto its defect-free images, by mask"),
     'paste_hybrid': GeneratorSpec(make_paste_hybrid, (HybridGenerator,), "paste, then masked SDEdit by the diffusion model"),
+    'external': GeneratorSpec(make_external, (ExternalGenerator,), "an external set: a simulator's renders, a pretrained model's samples, another lab's images"),
     'copy': GeneratorSpec(make_copy, (CopyGenerator,), "control: copies of real training images"),
     'noise': GeneratorSpec(make_noise, (NoiseGenerator,), "control: uniform noise"),
 }
@@ -230,11 +261,13 @@ def run_generation(cfg: GenerationConfig, upstream_dir=None, out_dir=None) -> St
             parts.append({**out, 'generator': np.full(len(labels), name)})
             run.metrics[name] = {'n': int(len(labels)), 'per_class': {classes[c]: int((labels == c).sum()) for c in range(len(classes))},
                                  'fit_seconds': round(t1 - t0, 2), 'sample_seconds': round(time.time() - t1, 2)}
+            if hasattr(gen, 'provenance'): run.metrics[name]['provenance'] = gen.provenance()  # e.g. the files an external set came from
             if getattr(gen, 'losses', None):
                 losses[name] = gen.losses if isinstance(gen.losses, dict) else {'loss': gen.losses}
                 run.metrics[name]['loss'] = {k: [round(v, 5) for v in s] for k, s in losses[name].items()}
         syn = {k: np.concatenate([p[k] for p in parts]) for k in ('images', 'labels', 'masks', 'generator')}
         run.save_arrays('synthetic', **syn)
+        run.write_json('provenance', {n: g.provenance() for n, g in fitted.items() if hasattr(g, 'provenance')})  # files read, privacy spent
         for name in cfg.generators:
             rows = {}
             for c, cname in enumerate(classes):

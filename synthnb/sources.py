@@ -222,6 +222,7 @@ def load_folder(root, # the source folder
                 mask_suffix: str = '', # sub-folders: mask naming rule
                 group: str = '', # sub-folders: group pattern
                 rgb: str = 'error', # 'convert' colour images to greyscale, or refuse them
+                resize: bool = True, # False: an image of another size is an error rather than resized
                ) -> dict:
     "Images, labels, masks, groups, types and splits (where given) of an image folder; every file's sha256."
     root, col = Path(root), {**COLUMNS, **(columns or {})}
@@ -245,6 +246,8 @@ def load_folder(root, # the source folder
         if not p.exists(): raise DataError(f"{where(i)}: image {p} does not exist; fix the path or remove the row")
         files[r[col['image']]] = _checked_sha(p, r.get(f"{col['image']}_sha256"), where(i))
         im, how, size = read_image(p, image_size, rgb); images.append(im); hows.add(how); sizes.add(size)
+        if not resize and size != (image_size, image_size):
+            raise DataError(f"{p} is {size[0]}×{size[1]} px, but the images of this run are {image_size}×{image_size}: resize the set to match (or let it be resized).")
         if has['mask']:
             if r.get(col['mask']):
                 mp = root/r[col['mask']]

@@ -25,7 +25,7 @@ __all__ = ['ARMS', 'STRATEGY_PREFIX', 'SCALARS', 'HEADLINE_METRIC', 'INPUTS', 'T
            'mix_arm', 'ceiling_set', 'load_arms', 'summarise', 'synthetic_arms', 'headline', 'results_table',
            'results_long', 'format_table', 'headline_markdown', 'recommend', 'robustness_subset', 'evaluate_unit',
            'summarise_arm', 'train_arms', 'summarise_arms', 'merge_units', 'replicated_generators',
-           'replicate_overrides', 'replicate_means', 'learning_curve', 'run_training']
+           'replicate_overrides', 'replicate_means', 'learning_curve', 'privacy_utility', 'run_training']
 
 # %% ../nbs/06_training.ipynb #e5aa9080
 ARMS = ('real_only', 'real_aug', 'synthetic', 'ceiling')
@@ -329,10 +329,26 @@ def learning_curve(points: dict, # real images per class -> {'real_only': [...],
     eq = data_equivalence(real, points[headline_n][arm]) if len(real) > 1 and arm in points[headline_n] else None
     return {'arm': arm, 'headline_n': int(headline_n), 'rows': rows, 'data_equivalence': eq, 'ceiling': ceiling}
 
+# %% ../nbs/06_training.ipynb #f137965c
+def privacy_utility(metrics: dict, # stage 6's arms (`summarise_arms`)
+                    provenance: dict, # stage 2's `provenance`: generator -> {'privacy': {'epsilon': …}, …}
+                    key: str = HEADLINE_METRIC) -> list:
+    "One row per single-generator mixed arm (and real-only): its generator, the ε it was trained to (None: no guarantee) and its test `key`."
+    eps = lambda g: (((provenance.get(g) or {}).get('privacy') or {}).get('epsilon'))
+    rows = []
+    for arm, m in metrics.items():
+        if not isinstance(m, dict) or 'summary' not in m or m.get('strategy') != 'mix' or len(m.get('generators', [])) > 1: continue
+        if arm != 'real_only' and not m.get('generators'): continue  # real_aug and the ceiling are not generator arms
+        g = m['generators'][0] if m.get('generators') else None
+        s = m['summary'][key]
+        rows.append({'arm': arm, 'generator': g, 'epsilon': eps(g) if g else None, 'mean': s['mean'], 'ci_low': s.get('ci_low'), 'ci_high': s.get('ci_high')})
+    return rows
+
 # %% ../nbs/06_training.ipynb #c43389b4
 # What stage 6 consumes: artifact (or glob) -> the stage that writes it; reading anything else is an error (`StageRun`).
 INPUTS = {'train': 'domain', 'val': 'domain', 'test': 'domain', 'pool': 'domain', 'profile': 'domain',
-          'synthetic': 'generation', 'real_aug': 'augmentation', 'train_mix*': 'integration', 'mixes': 'integration'}
+          'synthetic': 'generation', 'real_aug': 'augmentation', 'train_mix*': 'integration', 'mixes': 'integration',
+          'provenance': 'generation'}
 
 def run_training(cfg: TrainingConfig, upstream_dir=None, out_dir=None) -> StageResult:
     "Stage 6: screen every arm, replicate the best on fresh scarce draws (with the dose sweep and learning curve), evaluate on the real test split, recommend changes."
@@ -363,6 +379,9 @@ def run_training(cfg: TrainingConfig, upstream_dir=None, out_dir=None) -> StageR
                     for g in np.unique(syn['generator'])} if cfg.detector_steps else {}
         run.metrics.update({'strategies': strategies, 'val': {'n': int(len(val['labels']))}, 'test': {'n': int(len(test['labels'])), 'per_class': {c: int((test['labels'] == i).sum()) for i, c in enumerate(classes)}},
                             'detector': detector, 'headline': headline(arms)})
+        prov = src.json('provenance') if src.has('provenance') else {}
+        if any(((p or {}).get('privacy') or {}).get('epsilon') for p in prov.values()):  # a DP generator: what its guarantee cost
+            run.metrics['privacy_utility'] = privacy_utility(arms, prov); _privacy_figure(run, run.metrics['privacy_utility'])
         table = results_table(arms)
         run.write_json('results_table', table.reset_index().to_dict(orient='records')); run.write_csv('results_long', results_long(table))
         run.write_json('recommendations', recommend(arms, classes, detector))
@@ -479,3 +498,17 @@ def _robustness_figure(run, metrics):
     axes[-1].set_title('shifted test set', fontsize=9); axes[-1].tick_params(axis='x', rotation=60, labelsize=6)
     axes[0].set_ylabel('ROC-AUC (screening run)'); fig.legend(*axes[0].get_legend_handles_labels(), fontsize=6, loc='center right')
     fig.tight_layout(rect=(0, 0, 0.85, 1)); run.save_figure('robustness', fig); plt.close(fig)
+
+def _privacy_figure(run, rows: list):
+    "Test ROC-AUC of each single-generator arm at its ε (no guarantee: drawn at the right edge, ε = ∞), real-only as a band."
+    fig, ax = plt.subplots(figsize=(6, 3))
+    dp = [r for r in rows if r['epsilon'] is not None]; right = 2 * max(r['epsilon'] for r in dp)
+    for r in rows:
+        if r['arm'] == 'real_only':
+            ax.axhspan(r['ci_low'] if r['ci_low'] is not None else r['mean'], r['ci_high'] if r['ci_high'] is not None else r['mean'], color='grey', alpha=0.25)
+            ax.axhline(r['mean'], color='grey', lw=1, label='real-only (95% CI)'); continue
+        x = r['epsilon'] if r['epsilon'] is not None else right
+        yerr = [[r['mean'] - r['ci_low']], [r['ci_high'] - r['mean']]] if r['ci_low'] is not None else None
+        ax.errorbar([x], [r['mean']], yerr=yerr, fmt='o' if r['epsilon'] is not None else 's', capsize=3, label=f"{r['generator']} (ε={r['epsilon']:.2g})" if r['epsilon'] is not None else f"{r['generator']} (no DP)")
+    ax.set_xscale('log'); ax.set_xlabel('privacy budget ε (no DP: right edge)'); ax.set_ylabel('test ROC-AUC')
+    ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1)); fig.tight_layout(); run.save_figure('privacy_utility', fig); plt.close(fig)

@@ -14,9 +14,10 @@ from synthnb.diffusion import DiffusionGenerator, unet_config
 from synthnb.gan import GANGenerator
 from synthnb.generation import GENERATORS, GenerationConfig, check_samples, load_generator, sample_counts, save_generator
 
-NAMES = ['simulation', 'diffusion', 'gan', 'hybrid']
+NAMES = ['simulation', 'diffusion', 'gan', 'hybrid', 'vae', 'dp_vae', 'external']
 PROFILE = {'classes': ['normal', 'pneumonia'], 'roles': {'normal_class': 'normal', 'simulator': 'chest_opacity'}}  # what stage 1 declares for the healthcare card
-TINY = dict(batch_size=8, diffusion_train_steps=3, diffusion_channels=[8, 16, 16], ddim_steps=2, gan_train_steps=3, gan_width=8, device='cpu')
+TINY = dict(batch_size=8, diffusion_train_steps=3, diffusion_channels=[8, 16, 16], ddim_steps=2, gan_train_steps=3, gan_width=8, device='cpu',
+            vae={'train_steps': 8, 'batch_size': 8, 'latent': 4, 'width': 8})
 
 
 def toy_data(n=16, size=28, seed=0):
@@ -28,10 +29,13 @@ def toy_data(n=16, size=28, seed=0):
 
 
 @pytest.fixture(scope='module')
-def fitted():
+def fitted(tmp_path_factory):
     torch.manual_seed(0)
     images, labels = toy_data()
-    cfg, out = GenerationConfig(**TINY), {}
+    external = tmp_path_factory.mktemp('external') / 'set.npz'  # an external synthetic set: other toy images, named classes
+    ext_images, ext_labels = toy_data(seed=1)
+    np.savez(external, images=ext_images, labels=ext_labels, classes=np.array(PROFILE['classes']))
+    cfg, out = GenerationConfig(**TINY, external={'path': str(external)}), {}
     for name in NAMES:  # hybrid last: it reuses the fitted diffusion model, as run_generation does
         out[name] = GENERATORS[name].make(PROFILE, cfg, out).fit(images, labels, np.zeros_like(images), PROFILE)
     return out
