@@ -22,6 +22,7 @@ from .env import progress
 from .diffusion import DiffusionGenerator
 from .external import ExternalGenerator
 from .gan import GANGenerator
+from .pretrained import PretrainedGenerator, PretrainedSettings
 from .vae import VAEGenerator, VAESettings
 from .hybrid import HybridGenerator
 from .paste import DefectPasteGenerator
@@ -30,10 +31,10 @@ from .sources import SIMULATOR_NAMES, DataError, normal_index
 
 # %% auto #0
 __all__ = ['SIMULATOR_CLASSES', 'GENERATORS', 'INPUTS', 'GenerationConfig', 'make_simulator', 'make_diffusion', 'make_gan',
-           'make_vae', 'make_dp_vae', 'make_hybrid', 'make_paste', 'make_paste_hybrid', 'CopyGenerator',
-           'NoiseGenerator', 'make_copy', 'make_noise', 'make_external', 'GeneratorSpec', 'generator_classes',
-           'sample_counts', 'request_labels', 'check_samples', 'save_generator', 'load_generator', 'smooth',
-           'plot_losses', 'run_generation']
+           'make_vae', 'make_dp_vae', 'make_pretrained', 'make_hybrid', 'make_paste', 'make_paste_hybrid',
+           'CopyGenerator', 'NoiseGenerator', 'make_copy', 'make_noise', 'make_external', 'GeneratorSpec',
+           'generator_classes', 'sample_counts', 'request_labels', 'check_samples', 'save_generator', 'load_generator',
+           'smooth', 'plot_losses', 'run_generation']
 
 # %% ../nbs/02_generation.ipynb #9e1ccf28
 @stage_config
@@ -59,17 +60,21 @@ class GenerationConfig:
     paste_contrast: Annotated[float, Bounds(ge=0, lt=1)] = 0.2  # paste: each pasted defect's contrast is scaled by a random factor in 1 ± this
     external: dict = field(default_factory=dict)  # the 'external' generator's set: {path: a folder or .npz (relative to the data directory), mask_suffix}
     vae: dict = field(default_factory=dict)  # the vae and dp_vae generators' settings (`VAESettings`): train_steps, latent, lr, beta, epsilon, delta, max_grad_norm
+    pretrained: dict = field(default_factory=dict)  # the pretrained generator's settings (`PretrainedSettings`): path of a diffusers pipeline on disk, strength, steps, finetune_steps, lr, batch_size
     seed: int = 0  # experiment seed
     device: str = 'auto'  # 'auto', 'cpu' or 'cuda'
 
     def __post_init__(self):
         for g in self.generators:
             if g not in GENERATORS: raise ValueError(f"Unknown generator {g!r}{did_you_mean(g, GENERATORS)}; available: {sorted(GENERATORS)}")
-        known = [f.name for f in dataclasses.fields(VAESettings)]
-        for k in self.vae:
-            if k not in known: raise ValueError(f"generation.vae: unknown setting {k!r}{did_you_mean(k, known)}; it takes {known}")
-        try: VAESettings(**self.vae)  # typed like the stage's own parameters; a bad value is named generation.vae.<key>
-        except ConfigError as e: raise ConfigError({f'vae.{k}': v for k, v in e.problems.items()}) from None
+        for key, cls in (('vae', VAESettings), ('pretrained', PretrainedSettings)):  # typed like the stage's own parameters
+            known, given = [f.name for f in dataclasses.fields(cls)], getattr(self, key)
+            for k in given:
+                if k not in known: raise ValueError(f"generation.{key}: unknown setting {k!r}{did_you_mean(k, known)}; it takes {known}")
+            try: cls(**given)
+            except ConfigError as e: raise ConfigError({f'{key}.{k}': v for k, v in e.problems.items()}) from None
+        if 'pretrained' in self.generators and not self.pretrained.get('path'):
+            raise ValueError("the pretrained generator needs generation.pretrained.path: a diffusers pipeline folder saved with save_pretrained")
         if 'external' in self.generators and not self.external.get('path'):
             raise ValueError("the external generator needs generation.external.path: a folder (one sub-folder per class) or an .npz of images and labels")
 
@@ -103,6 +108,11 @@ def make_dp_vae(profile: dict, cfg=None, fitted=None):
     "The same VAE, to be trained by DP-SGD to `generation.vae.epsilon`."
     c = cfg or GenerationConfig()
     return VAEGenerator(c.vae, dp=True, device=c.device, seed=c.seed)
+
+def make_pretrained(profile: dict, cfg=None, fitted=None):
+    "The diffusers pipeline on disk named by `generation.pretrained`, for img2img from the scarce images."
+    c = cfg or GenerationConfig()
+    return PretrainedGenerator(c.pretrained, device=c.device, seed=c.seed)
 
 def _diffusion_of(fitted: dict|None):
     "A diffusion model already trained in this run (by `diffusion` or a hybrid), else None."
@@ -171,6 +181,7 @@ GENERATORS = {
     'diffusion': GeneratorSpec(make_diffusion, (DiffusionGenerator,), "class-conditional DDPM (diffusers UNet2DModel) with classifier-free guidance and DDIM"),
     'gan': GeneratorSpec(make_gan, (GANGenerator,), "conditional GAN with DiffAugment"),
     'hybrid': GeneratorSpec(make_hybrid, (HybridGenerator,), "simulation refined by the diffusion model (SDEdit)"),
+    'pretrained': GeneratorSpec(make_pretrained, (PretrainedGenerator,), "a diffusers pipeline on disk: img2img from the scarce images, optionally fine-tuned on them"),
     'vae': GeneratorSpec(make_vae, (VAEGenerator,), "conditional VAE (small, CPU-trainable)"),
     'dp_vae': GeneratorSpec(make_dp_vae, (VAEGenerator,), "the conditional VAE trained by DP-SGD (opacus) to a stated (ε, δ)"),
     'paste': GeneratorSpec(make_paste, (DefectPasteGenerator,), "the scarce set's real defects pasted onto its defect-free images, by mask"),

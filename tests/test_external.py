@@ -1,5 +1,6 @@
 """Generators through the CLI on one stage-1 run: an external synthetic set (checked against stage 1, its files hashed, judged by
-stage 4 like any generator's output) and the conditional VAE with and without DP-SGD (ε reported by stages 2 and 4)."""
+stage 4 like any generator's output), the conditional VAE with and without DP-SGD (ε reported by stages 2 and 4), and a diffusers
+pipeline on disk (a tiny random one: nothing is downloaded)."""
 import hashlib
 import json
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import synthnb
+from synthnb.pretrained import tiny_pipeline
 
 pytestmark = pytest.mark.notebooks
 LIGHT_EVAL = ['-p', 'evaluation.domain_steps=15', '-p', 'evaluation.proxy_steps=15', '-p', 'evaluation.kid_subsets=4']
@@ -24,15 +26,17 @@ def stage1(tmp_path_factory, data_dir):
 
 @pytest.fixture(scope='module')
 def judged(stage1, tmp_path_factory, data_dir):
-    "Stages 2-4 with three generators: the scarce training images themselves imported as an external set, the VAE and the DP-SGD VAE."
+    "Stages 2-4 with four generators: the scarce training images themselves imported as an external set, the VAE, the DP-SGD VAE and a pipeline on disk."
     run_dir, base = stage1
+    pipeline = tiny_pipeline(tmp_path_factory.mktemp('pretrained') / 'tiny-ddpm')
     train, copies = np.load(run_dir / '01_domain' / 'train.npz'), tmp_path_factory.mktemp('external') / 'copies.npz'
     np.savez(copies, images=train['images'], labels=train['labels'], classes=np.array(['normal', 'pneumonia']))
-    proc = synthnb(*base, '-p', 'generation.generators=[external, vae, dp_vae]', '-p', f'generation.external={{path: {copies}}}',
+    proc = synthnb(*base, '-p', 'generation.generators=[external, vae, dp_vae, pretrained]', '-p', f'generation.external={{path: {copies}}}',
+                   '-p', f'generation.pretrained={{path: {pipeline}, steps: 4, strength: 0.3}}',
                    '-p', 'generation.n_per_class=20', '-p', 'generation.vae={train_steps: 30, batch_size: 8, epsilon: 6.0}', *LIGHT_EVAL,
                    '--until', 'evaluation', env={'SYNTHNB_DATA': str(data_dir)})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return (copies, json.loads((run_dir / '02_generation' / 'provenance.json').read_text()),
+    return (copies, pipeline, json.loads((run_dir / '02_generation' / 'provenance.json').read_text()),
             {g: m['overall']['memorisation'] for g, m in json.loads((run_dir / '04_evaluation' / 'metrics.json').read_text())['generators'].items()})
 
 
@@ -47,14 +51,21 @@ def test_a_bad_external_set_fails_clearly(stage1, tmp_path, data_dir):
 
 
 def test_external_set_is_hashed_and_its_copies_are_caught(judged):
-    copies, prov, mem = judged
+    copies, _, prov, mem = judged
     assert prov['external']['files'] == {'copies.npz': hashlib.sha256(copies.read_bytes()).hexdigest()} and prov['external']['repeats'] == 0
     assert mem['external']['flagged_fraction'] == 1.0  # every image is a training image: stage 4's memorisation audit flags them all
 
 
 def test_vae_and_dp_vae_report_their_privacy_beside_the_memorisation_audit(judged):
-    _, prov, mem = judged
+    _, _, prov, mem = judged
     eps = prov['dp_vae']['privacy']['epsilon']
     assert 0 < eps <= 6.0 + 1e-6 and prov['dp_vae']['privacy']['noise_multiplier'] > 0 and prov['vae']['privacy']['epsilon'] is None
     assert mem['dp_vae']['dp_epsilon'] == eps and mem['vae']['dp_epsilon'] is None
     assert mem['vae']['flagged_fraction'] < 1.0  # a fitted model, not a copier
+
+
+def test_pretrained_pipeline_from_disk_is_hashed_and_judged(judged):
+    _, pipeline, prov, mem = judged
+    weights = 'unet/diffusion_pytorch_model.safetensors'
+    assert prov['pretrained']['files'][weights] == hashlib.sha256((pipeline / weights).read_bytes()).hexdigest()
+    assert 'pretrained' in mem  # stage 4 audited it like the others

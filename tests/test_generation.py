@@ -12,9 +12,10 @@ from safetensors.torch import load_file
 from synthnb.store import StageRun
 from synthnb.diffusion import DiffusionGenerator, unet_config
 from synthnb.gan import GANGenerator
+from synthnb.pretrained import tiny_pipeline
 from synthnb.generation import GENERATORS, GenerationConfig, check_samples, load_generator, sample_counts, save_generator
 
-NAMES = ['simulation', 'diffusion', 'gan', 'hybrid', 'vae', 'dp_vae', 'external']
+NAMES = ['simulation', 'diffusion', 'gan', 'hybrid', 'vae', 'dp_vae', 'external', 'pretrained']
 PROFILE = {'classes': ['normal', 'pneumonia'], 'roles': {'normal_class': 'normal', 'simulator': 'chest_opacity'}}  # what stage 1 declares for the healthcare card
 TINY = dict(batch_size=8, diffusion_train_steps=3, diffusion_channels=[8, 16, 16], ddim_steps=2, gan_train_steps=3, gan_width=8, device='cpu',
             vae={'train_steps': 8, 'batch_size': 8, 'latent': 4, 'width': 8})
@@ -35,7 +36,9 @@ def fitted(tmp_path_factory):
     external = tmp_path_factory.mktemp('external') / 'set.npz'  # an external synthetic set: other toy images, named classes
     ext_images, ext_labels = toy_data(seed=1)
     np.savez(external, images=ext_images, labels=ext_labels, classes=np.array(PROFILE['classes']))
-    cfg, out = GenerationConfig(**TINY, external={'path': str(external)}), {}
+    pipeline = tiny_pipeline(tmp_path_factory.mktemp('pretrained') / 'tiny-ddpm')  # a randomly initialised diffusers pipeline on disk
+    cfg = GenerationConfig(**TINY, external={'path': str(external)}, pretrained={'path': str(pipeline), 'steps': 3, 'finetune_steps': 2})
+    out = {}
     for name in NAMES:  # hybrid last: it reuses the fitted diffusion model, as run_generation does
         out[name] = GENERATORS[name].make(PROFILE, cfg, out).fit(images, labels, np.zeros_like(images), PROFILE)
     return out

@@ -12,7 +12,7 @@ LAYERS = [
     {'store', 'models'},  # the artifact store; the classifier
     {'data', 'metrics', 'style', 'evidence', 'robustness', 'review'},  # datasets, stage helpers
     {'sources', 'filtering', 'stages'},  # cards and readers of any dataset; the stage registry
-    {'simulation', 'paste', 'gan', 'external', 'vae'},  # generators (and the reader of external synthetic sets)
+    {'simulation', 'paste', 'gan', 'external', 'vae', 'pretrained'},  # generators (and the reader of external synthetic sets)
     {'diffusion'},  # the diffusion model
     {'hybrid'},  # simulation or paste refined by the diffusion model
     {'domain', 'generation', 'augmentation', 'evaluation', 'integration'},  # stages 1-5
