@@ -380,8 +380,9 @@ def run_training(cfg: TrainingConfig, upstream_dir=None, out_dir=None) -> StageR
         run.metrics.update({'strategies': strategies, 'val': {'n': int(len(val['labels']))}, 'test': {'n': int(len(test['labels'])), 'per_class': {c: int((test['labels'] == i).sum()) for i, c in enumerate(classes)}},
                             'detector': detector, 'headline': headline(arms)})
         prov = src.json('provenance') if src.has('provenance') else {}
-        if any(((p or {}).get('privacy') or {}).get('epsilon') for p in prov.values()):  # a DP generator: what its guarantee cost
-            run.metrics['privacy_utility'] = privacy_utility(arms, prov); _privacy_figure(run, run.metrics['privacy_utility'])
+        if any(((p or {}).get('privacy') or {}).get('epsilon') for p in prov.values()):  # a DP generator: what its guarantee cost,
+            rows = run.metrics['privacy_utility'] = privacy_utility(screen, prov)  # on the main draw, where every generator has its arm
+            if any(r['epsilon'] is not None for r in rows): _privacy_figure(run, rows)  # (one mixed set per generator: per_generator)
         table = results_table(arms)
         run.write_json('results_table', table.reset_index().to_dict(orient='records')); run.write_csv('results_long', results_long(table))
         run.write_json('recommendations', recommend(arms, classes, detector))
