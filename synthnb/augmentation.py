@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_augmentation.ipynb #6fb925ed
 from __future__ import annotations
-import inspect, math
+import dataclasses, inspect, math
 from dataclasses import field
 import json
 from functools import partial
@@ -17,15 +17,17 @@ import matplotlib.pyplot as plt
 from scipy.stats import wasserstein_distance
 
 from .store import StageResult, StageRun, stage_result
-from .config import Count, PositiveInt, did_you_mean, stage_config
+from .config import Count, PositiveInt, check_settings, did_you_mean, stage_config
 from .images import image_grid
 from .env import progress
 from .sources import normal_index
 from .style import fourier_domain_adaptation, match_histograms, paste_region, vignette
+from .translation import CycleGANTranslator, TranslationSettings
 
 # %% auto #0
 __all__ = ['OPS', 'LIMITS', 'DEFAULT_POLICY', 'INPUTS', 'RandomOp', 'elastic_warp', 'Policy', 'Randomize', 'validate_policy',
-           'build_policy', 'AugmentationConfig', 'augment', 'preview_grid', 'reference_banks', 'run_augmentation']
+           'build_policy', 'AugmentationConfig', 'augment', 'preview_grid', 'reference_banks', 'translate_synthetic',
+           'run_augmentation']
 
 # %% ../nbs/03_augmentation.ipynb #c45081b9
 def _pair(v): return (float(v[0]), float(v[1])) if isinstance(v, (list, tuple)) else (float(v), float(v))
@@ -183,11 +185,13 @@ class AugmentationConfig:
     policy: dict = field(default_factory=lambda: dict(DEFAULT_POLICY))  # operation -> settings
     synthetic_copies: Count = 1  # augmented views per synthetic image
     real_copies: Count = 4  # augmented views per scarce real image (classic-augmentation baseline)
+    translation: dict = field(default_factory=dict)  # unpaired translation (CycleGAN) of some generators' images towards the real ones before the policy (`TranslationSettings`): generators, train_steps, batch_size, width, res_blocks, lr, cycle_weight, identity_weight
     batch_size: PositiveInt = 256  # images per batch
     seed: int = 0  # experiment seed
     device: str = 'auto'  # 'auto', 'cpu' or 'cuda'
     def __post_init__(self):
         validate_policy(self.policy)
+        check_settings('translation', self.translation, TranslationSettings)  # typed like the stage's own parameters
 
 # %% ../nbs/03_augmentation.ipynb #ad0f01af
 def augment(images: np.ndarray, # uint8 (N, H, W)
@@ -228,6 +232,40 @@ def reference_banks(policy: dict, # the stage's policy
     normal = normal_index(profile, "the 'background' augmentation") if 'background' in policy else None
     return {'targets': train['images'], 'backgrounds': None if normal is None else train['images'][train['labels'] == normal]}
 
+# %% ../nbs/03_augmentation.ipynb #e5ad6398
+def translate_synthetic(syn: dict, # stage 2's synthetic set (images, labels, masks, generator)
+                        train: dict, # the scarce real set: the target domain
+                        settings: TranslationSettings, seed: int = 0, device='cpu') -> tuple:
+    "`(syn, translator)`: the synthetic set with the images of `settings.generators` translated towards the real ones (unchanged, and `None`, when none is named)."
+    if not settings.generators: return syn, None
+    made = sorted(set(syn['generator'].tolist()))
+    missing = [g for g in settings.generators if g not in made]
+    if missing: raise ValueError(f"augmentation.translation.generators names {missing}, which made no images in stage 2; it made {made}")
+    rows = np.isin(syn['generator'], settings.generators)
+    translator = CycleGANTranslator(dataclasses.asdict(settings), device, seed).fit(syn['images'][rows], train['images'])
+    images = syn['images'].copy(); images[rows] = translator.translate(syn['images'][rows])
+    return {**syn, 'images': images}, translator
+
+def _record_translation(run, translator, raw: dict, translated: dict, train: dict):
+    "Save the translator, its metrics and a figure: source, translated and cycled images, and the losses."
+    run.save_model('translator', *translator.state())
+    rows = np.isin(raw['generator'], translator.settings.generators)
+    before, after = raw['images'][rows], translated['images'][rows]
+    pick = np.linspace(0, len(before) - 1, min(8, len(before))).astype(int)
+    cycled = translator.reconstruct(before[pick])
+    tail = lambda v: round(float(np.mean(v[-max(1, len(v) // 10):])), 4)
+    run.metrics['translation'] = {'generators': list(translator.settings.generators), 'n_translated': int(rows.sum()),
+                                  'train_seconds': translator.train_seconds, 'final_losses': {k: tail(v) for k, v in translator.losses.items()},
+                                  'cycle_error': round(float(np.abs(cycled.astype(float) - before[pick]).mean()), 2),
+                                  'intensity_w1_to_real': {'before': _w1(before, train), 'after': _w1(after, train)}}
+    fig = image_grid({'source': before[pick], 'translated': after[pick], 'cycled back': cycled}, ncols=len(pick), size=0.8,
+                     title='unpaired translation towards the real images')
+    run.save_figure('translation', fig); plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 2.6))
+    for k, v in translator.losses.items(): ax.plot(v, label=k, lw=0.8)
+    ax.set(xlabel='step', ylabel='loss', yscale='log', title='CycleGAN losses'); ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1, 0.5))
+    fig.tight_layout(); run.save_figure('translation_losses', fig); plt.close(fig)
+
 # %% ../nbs/03_augmentation.ipynb #c0300b96
 # What stage 3 consumes: artifact (or glob) -> the stage that writes it; reading anything else is an error (`StageRun`).
 INPUTS = {'train': 'domain', 'profile': 'domain', 'synthetic': 'generation'}
@@ -239,7 +277,10 @@ def run_augmentation(cfg: AugmentationConfig, upstream_dir=None, out_dir=None) -
     with StageRun('augmentation', cfg, upstream_dir, out_dir, inputs=INPUTS) as run:
         train = run.load_arrays('train')
         refs = reference_banks(cfg.policy, train, json.loads(run.artifact_path('profile').read_text()))  # a missing role fails here, before any work
-        syn = run.load_arrays('synthetic')
+        raw = run.load_arrays('synthetic')
+        translation = TranslationSettings(**cfg.translation)
+        syn, translator = translate_synthetic(raw, train, translation, cfg.seed, run.device)
+        if translator is not None: _record_translation(run, translator, raw, syn, train)
         pipeline = build_policy(cfg.policy, **refs).to(run.device)
         s = _repeat({**syn, 'source_index': np.arange(len(syn['labels']))}, cfg.synthetic_copies)
         s['images'], s['masks'] = augment(s['images'], s['masks'], pipeline, cfg.seed, cfg.batch_size, run.device, 'augment synthetic')
@@ -248,11 +289,14 @@ def run_augmentation(cfg: AugmentationConfig, upstream_dir=None, out_dir=None) -
                      'source_index': np.arange(len(train['labels']))}, cfg.real_copies)
         r['images'], r['masks'] = augment(r['images'], r['masks'], pipeline, cfg.seed + 1, cfg.batch_size, run.device, 'augment real')
         run.save_arrays('real_aug', **r)
-        w1 = lambda a: round(float(wasserstein_distance(a.reshape(-1), train['images'].reshape(-1))), 3) if len(a) else None
         run.metrics.update({'n_synthetic_aug': int(len(s['labels'])), 'n_real_aug': int(len(r['labels'])), 'ops': list(cfg.policy),
-                            'intensity_w1_to_real': {'before': w1(syn['images']), 'after': w1(s['images'])}})
-        _save_previews(run, cfg, syn, train, s['images'], refs)
+                            'intensity_w1_to_real': {'before': _w1(raw['images'], train), 'after': _w1(s['images'], train)}})
+        _save_previews(run, cfg, raw, train, s['images'], refs)
     return stage_result('augmentation', run.out_dir)
+
+def _w1(images, train) -> float|None:
+    "Wasserstein-1 distance, in grey levels, between the pixels of `images` and of the real training images."
+    return round(float(wasserstein_distance(images.reshape(-1), train['images'].reshape(-1))), 3) if len(images) else None
 
 def _save_previews(run, cfg, syn, train, after, refs):
     idx = np.linspace(0, len(syn['images']) - 1, min(6, len(syn['images']))).astype(int)

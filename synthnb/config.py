@@ -14,7 +14,7 @@ import yaml
 __all__ = ['STAGE_NOTEBOOKS', 'STAGES', 'SHARED_KEYS', 'RESERVED_PARAMS', 'Count', 'PositiveInt', 'NonNegative', 'Positive',
            'Probability', 'Fraction', 'stage_folder', 'did_you_mean', 'validate_exp_id', 'Experiment', 'parse_override',
            'load_experiment', 'Bounds', 'describe', 'conforms', 'ConfigError', 'check_fields', 'stage_config',
-           'from_parameters', 'parameters_cell']
+           'check_settings', 'from_parameters', 'parameters_cell']
 
 # %% ../nbs/00_config.ipynb #4f2d1e0c
 STAGE_NOTEBOOKS = {'domain': '01_domain', 'generation': '02_generation', 'augmentation': '03_augmentation',  # stage -> its notebook in nbs/,
@@ -201,6 +201,16 @@ def stage_config(cls):
         if own: own(self)
     cls.__post_init__ = __post_init__
     return dataclasses.dataclass(cls)
+
+def check_settings(key: str, # the parameter that holds the mapping, e.g. 'vae'
+                   given: dict, # its value, as in the experiment
+                   cls): # the `stage_config` class of its fields
+    "Check a nested settings mapping: unknown keys (with the closest name) and wrong types or ranges, named `key.field`; return `cls(**given)`."
+    known = [f.name for f in dataclasses.fields(cls)]
+    for k in given:
+        if k not in known: raise ValueError(f"{key}: unknown setting {k!r}{did_you_mean(k, known)}; it takes {known}")
+    try: return cls(**given)
+    except ConfigError as e: raise ConfigError({f'{key}.{k}': v for k, v in e.problems.items()}) from None
 
 def from_parameters(cls, namespace: dict):
     "An instance of the config class `cls` from the variables of the same names in `namespace` (a stage notebook's `globals()`)."

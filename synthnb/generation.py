@@ -15,8 +15,8 @@ import matplotlib.pyplot as plt
 from safetensors.torch import load_file
 
 from .store import StageResult, StageRun, stage_result
-from .config import (Annotated, Bounds, ConfigError, Count, Fraction, NonNegative, Positive, PositiveInt, did_you_mean,
-                            stage_config)
+from .config import (Annotated, Bounds, Count, Fraction, NonNegative, Positive, PositiveInt, check_settings,
+                            did_you_mean, stage_config)
 from .images import image_grid
 from .env import progress
 from .diffusion import DiffusionGenerator
@@ -68,11 +68,7 @@ class GenerationConfig:
         for g in self.generators:
             if g not in GENERATORS: raise ValueError(f"Unknown generator {g!r}{did_you_mean(g, GENERATORS)}; available: {sorted(GENERATORS)}")
         for key, cls in (('vae', VAESettings), ('pretrained', PretrainedSettings)):  # typed like the stage's own parameters
-            known, given = [f.name for f in dataclasses.fields(cls)], getattr(self, key)
-            for k in given:
-                if k not in known: raise ValueError(f"generation.{key}: unknown setting {k!r}{did_you_mean(k, known)}; it takes {known}")
-            try: cls(**given)
-            except ConfigError as e: raise ConfigError({f'{key}.{k}': v for k, v in e.problems.items()}) from None
+            check_settings(key, getattr(self, key), cls)
         if 'pretrained' in self.generators and not self.pretrained.get('path'):
             raise ValueError("the pretrained generator needs generation.pretrained.path: a diffusers pipeline folder saved with save_pretrained")
         if 'external' in self.generators and not self.external.get('path'):

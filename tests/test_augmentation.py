@@ -149,3 +149,21 @@ def test_run_augmentation_artifacts(tmp_path):
     assert s['images'].dtype == r['images'].dtype == np.uint8 and s['images'].shape == (8, 32, 32) and r['images'].shape == (16, 32, 32)
     np.testing.assert_array_equal(r['labels'], np.tile([0, 1] * 4, 2))
     assert res.metrics['intensity_w1_to_real']['after'] >= 0 and res.path('preview').exists()
+
+
+def test_translation_changes_only_the_named_generators_images(tmp_path):
+    with StageRun('domain', _Cfg(), None, tmp_path / '01_domain') as r:
+        r.save_arrays('train', images=IMAGES // 3, labels=np.array([0, 1] * 4), masks=MASKS)
+        r.write_json('profile', {'classes': ['ok', 'defect'], 'roles': {'normal_class': 'ok', 'simulator': None}})
+    with StageRun('generation', _Cfg(), tmp_path / '01_domain', tmp_path / '02_generation') as r:
+        r.save_arrays('synthetic', images=IMAGES[::-1], labels=np.array([1, 0] * 4), masks=MASKS[::-1], generator=np.repeat(['simulation', 'gan'], 4))
+    plain = AugmentationConfig(policy=DEFAULT_POLICY, real_copies=1, device='cpu')
+    translated = dataclasses.replace(plain, translation={'generators': ['simulation'], 'train_steps': 10, 'width': 4, 'res_blocks': 1})
+    a = run_augmentation(plain, tmp_path / '02_generation', tmp_path / 'plain')
+    b = run_augmentation(translated, tmp_path / '02_generation', tmp_path / 'translated')
+    sa, sb = np.load(a.path('synthetic_aug')), np.load(b.path('synthetic_aug'))
+    np.testing.assert_array_equal(sa['images'][4:], sb['images'][4:])  # the GAN's images: the same policy draws, untouched by translation
+    assert (sa['images'][:4] != sb['images'][:4]).any()  # the simulated ones were translated first
+    np.testing.assert_array_equal(np.load(a.path('real_aug'))['images'], np.load(b.path('real_aug'))['images'])  # real copies never are
+    assert 'translation' not in a.metrics and b.metrics['translation']['n_translated'] == 4
+    assert b.path('translation').exists() and (tmp_path / 'translated' / 'models' / 'translator' / 'model.safetensors').exists()

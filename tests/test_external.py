@@ -1,4 +1,4 @@
-"""Generators through the CLI on one stage-1 run: an external synthetic set (checked against stage 1, its files hashed, judged by
+"""Generators (and stage 3's unpaired translation) through the CLI on one stage-1 run: an external synthetic set (checked against stage 1, its files hashed, judged by
 stage 4 like any generator's output), the conditional VAE with and without DP-SGD (ε reported by stages 2 and 4), and a diffusers
 pipeline on disk (a tiny random one: nothing is downloaded)."""
 import hashlib
@@ -26,7 +26,8 @@ def stage1(tmp_path_factory, data_dir):
 
 @pytest.fixture(scope='module')
 def judged(stage1, tmp_path_factory, data_dir):
-    "Stages 2-4 with four generators: the scarce training images themselves imported as an external set, the VAE, the DP-SGD VAE and a pipeline on disk."
+    """Stages 2-4 with four generators (the scarce training images themselves imported as an external set, the VAE, the DP-SGD VAE and a pipeline
+    on disk), the VAE's images translated towards the real ones by stage 3's CycleGAN."""
     run_dir, base = stage1
     pipeline = tiny_pipeline(tmp_path_factory.mktemp('pretrained') / 'tiny-ddpm')
     train, copies = np.load(run_dir / '01_domain' / 'train.npz'), tmp_path_factory.mktemp('external') / 'copies.npz'
@@ -34,6 +35,7 @@ def judged(stage1, tmp_path_factory, data_dir):
     proc = synthnb(*base, '-p', 'generation.generators=[external, vae, dp_vae, pretrained]', '-p', f'generation.external={{path: {copies}}}',
                    '-p', f'generation.pretrained={{path: {pipeline}, steps: 4, strength: 0.3}}',
                    '-p', 'generation.n_per_class=20', '-p', 'generation.vae={train_steps: 30, batch_size: 8, epsilon: 6.0}', *LIGHT_EVAL,
+                   '-p', 'augmentation.translation={generators: [vae], train_steps: 20, width: 4, res_blocks: 1}',
                    '--until', 'evaluation', env={'SYNTHNB_DATA': str(data_dir)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return (copies, pipeline, json.loads((run_dir / '02_generation' / 'provenance.json').read_text()),
@@ -69,3 +71,15 @@ def test_pretrained_pipeline_from_disk_is_hashed_and_judged(judged):
     weights = 'unet/diffusion_pytorch_model.safetensors'
     assert prov['pretrained']['files'][weights] == hashlib.sha256((pipeline / weights).read_bytes()).hexdigest()
     assert 'pretrained' in mem  # stage 4 audited it like the others
+
+
+def test_translation_runs_in_the_smoke_profile_and_saves_its_translator(judged, stage1):
+    run_dir, _ = stage1
+    m = json.loads((run_dir / '03_augmentation' / 'metrics.json').read_text())['translation']
+    assert m['generators'] == ['vae'] and m['n_translated'] == 40 and m['cycle_error'] >= 0  # 20 per class, of the VAE only
+    from synthnb.translation import CycleGANTranslator
+    from synthnb.store import load_json
+    from safetensors.torch import load_file
+    folder = run_dir / '03_augmentation' / 'models' / 'translator'
+    tr = CycleGANTranslator.from_state(load_file(folder / 'model.safetensors'), load_json(folder / 'config.json'))
+    assert tr.settings.train_steps == 20 and tr.translate(np.zeros((2, 28, 28), np.uint8)).shape == (2, 28, 28)
