@@ -17,8 +17,9 @@ __all__ = ['STAGE_NOTEBOOKS', 'STAGES', 'SHARED_KEYS', 'RESERVED_PARAMS', 'Count
            'check_settings', 'from_parameters', 'parameters_cell']
 
 # %% ../nbs/00_config.ipynb #4f2d1e0c
-STAGE_NOTEBOOKS = {'domain': '01_domain', 'generation': '02_generation', 'augmentation': '03_augmentation',  # stage -> its notebook in nbs/,
-                   'evaluation': '04_evaluation', 'integration': '05_integration', 'training': '06_training'}  # and its folder in a run
+# stage -> its notebook in nbs/, and its folder in a run
+STAGE_NOTEBOOKS = {'domain': '01_domain', 'generation': '02_generation', 'augmentation': '03_augmentation',
+                   'evaluation': '04_evaluation', 'integration': '05_integration', 'training': '06_training'}
 STAGES = tuple(STAGE_NOTEBOOKS)  # the order they run in
 SHARED_KEYS = ('exp_id', 'seed', 'device', 'profile', 'tracking')
 RESERVED_PARAMS = ('upstream_dir', 'out_dir')  # set by the runner, never by an experiment file
@@ -26,7 +27,8 @@ RESERVED_PARAMS = ('upstream_dir', 'out_dir')  # set by the runner, never by an 
 def stage_folder(stage: str, # one of `STAGES`
                 ) -> str:
     "Folder name of `stage` inside a run, e.g. `02_generation`."
-    if stage not in STAGES: raise ValueError(f"Unknown stage {stage!r}{did_you_mean(stage, STAGES)}. Stages: {', '.join(STAGES)}")
+    if stage not in STAGES: raise ValueError(f"Unknown stage {stage!r}{did_you_mean(stage, STAGES)}. "
+                                             f"Stages: {', '.join(STAGES)}")
     return STAGE_NOTEBOOKS[stage]
 
 def did_you_mean(name: str, choices) -> str:
@@ -40,8 +42,8 @@ _EXP_ID = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$')
 def validate_exp_id(exp_id: str) -> str:
     "Return `exp_id` if it is a safe folder name; raise `ValueError` otherwise."
     if not isinstance(exp_id, str) or not _EXP_ID.match(exp_id) or '..' in exp_id:
-        raise ValueError(f"Invalid exp_id {exp_id!r}: use letters, digits, '_', '-' and '.', start with a letter or digit, "
-                         "no '..' and no path separators (it names a folder under the runs directory).")
+        raise ValueError(f"Invalid exp_id {exp_id!r}: use letters, digits, '_', '-' and '.', start with a letter or "
+                         "digit, no '..' and no path separators (it names a folder under the runs directory).")
     return exp_id
 
 # %% ../nbs/00_config.ipynb #ee5f3438
@@ -83,20 +85,24 @@ def load_experiment(path, # experiment YAML file, or a dict with its content
     if not isinstance(raw, dict): raise ValueError(f"{path}: an experiment file must be a YAML mapping")
     allowed = set(SHARED_KEYS) | set(STAGES) | {'profiles', 'description'}
     for k in raw:
-        if k not in allowed: raise ValueError(f"{path}: unknown top-level key {k!r}{did_you_mean(k, allowed)}; allowed: {sorted(allowed)}")
+        if k not in allowed: raise ValueError(f"{path}: unknown top-level key {k!r}{did_you_mean(k, allowed)}; "
+                                              f"allowed: {sorted(allowed)}")
     parsed = [parse_override(o) if isinstance(o, str) else tuple(o) for o in overrides]
-    shared = {'exp_id': Path(str(path)).stem if not isinstance(path, dict) else 'experiment', 'seed': 0, 'device': 'auto', 'profile': 'smoke', 'tracking': ''}
+    shared = {'exp_id': Path(str(path)).stem if not isinstance(path, dict) else 'experiment', 'seed': 0,
+              'device': 'auto', 'profile': 'smoke', 'tracking': ''}
     shared.update({k: raw[k] for k in SHARED_KEYS if k in raw})
     shared.update({k: v for k, v in parsed if k in SHARED_KEYS})
     profiles = raw.get('profiles') or {}
     if shared['profile'] not in profiles and shared['profile'] != 'smoke':
-        raise ValueError(f"{path}: unknown profile {shared['profile']!r}{did_you_mean(shared['profile'], profiles)}; profiles: {sorted(profiles) or ['smoke']}")
+        raise ValueError(f"{path}: unknown profile {shared['profile']!r}{did_you_mean(shared['profile'], profiles)}; "
+                         f"profiles: {sorted(profiles) or ['smoke']}")
     stages = {s: _merge(raw.get(s) or {}, (profiles.get(shared['profile']) or {}).get(s) or {}) for s in STAGES}
     for key, value in parsed:
         if key in SHARED_KEYS: continue
         if '.' in key:
             stage, name = key.split('.', 1)
-            if stage not in STAGES: raise ValueError(f"Override {key!r}: unknown stage {stage!r}{did_you_mean(stage, STAGES)}")
+            if stage not in STAGES: raise ValueError(f"Override {key!r}: "
+                                                     f"unknown stage {stage!r}{did_you_mean(stage, STAGES)}")
             stages[stage][name] = value
             continue
         owners = [s for s in STAGES if stage_params and key in stage_params.get(s, ())]
@@ -105,8 +111,8 @@ def load_experiment(path, # experiment YAML file, or a dict with its content
             raise ValueError(f"Override {key!r}: {where}; write it as <stage>.{key}=...")
         stages[owners[0]][key] = value
     from synthnb.tracking import check_tracker
-    return Experiment(validate_exp_id(shared['exp_id']), int(shared['seed']), str(shared['device']), str(shared['profile']), stages, str(path),
-                      check_tracker(str(shared['tracking'] or '')))
+    return Experiment(validate_exp_id(shared['exp_id']), int(shared['seed']), str(shared['device']),
+                      str(shared['profile']), stages, str(path), check_tracker(str(shared['tracking'] or '')))
 
 # %% ../nbs/00_config.ipynb #e3e1f83b
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +128,8 @@ class Bounds:
                 and (self.le is None or v <= self.le) and (self.lt is None or v < self.lt))
 
     def __str__(self):
-        parts = [f'{op} {x:g}' for op, x in (('≥', self.ge), ('>', self.gt), ('≤', self.le), ('<', self.lt)) if x is not None]
+        parts = [f'{op} {x:g}' for op, x in (('≥', self.ge), ('>', self.gt), ('≤', self.le), ('<', self.lt))
+                 if x is not None]
         return ' and '.join(parts)
 
 Count = Annotated[int, Bounds(ge=0)]  # 0, 1, 2, …
@@ -133,7 +140,8 @@ Probability = Annotated[float, Bounds(ge=0, le=1)]  # a share or probability in 
 Fraction = Annotated[float, Bounds(gt=0, lt=1)]  # strictly between 0 and 1
 
 # %% ../nbs/00_config.ipynb #2dd422d2
-_NAMES = {int: 'an integer', float: 'a number', bool: 'true or false', str: 'a string', list: 'a list', dict: 'a mapping'}
+_NAMES = {int: 'an integer', float: 'a number', bool: 'true or false', str: 'a string', list: 'a list',
+          dict: 'a mapping'}
 
 def _origin(hint): return get_origin(hint) or hint
 
@@ -146,7 +154,8 @@ def _plural(desc: str) -> str:
     return f"{word}s {rest}".strip()
 
 def describe(hint) -> str:
-    "What a value of type `hint` looks like, in words: 'an integer ≥ 1', 'a list of numbers > 0', 'one of 'fp32', 'bf16''."
+    ("What a value of type `hint` looks like, in words: "
+     "'an integer ≥ 1', 'a list of numbers > 0', 'one of 'fp32', 'bf16''.")
     if get_origin(hint) is Annotated:
         base, *meta = get_args(hint)
         b = ' and '.join(str(m) for m in meta if isinstance(m, Bounds))
@@ -156,11 +165,13 @@ def describe(hint) -> str:
     if hint is type(None): return 'null'
     args = get_args(hint)
     if _origin(hint) is list and args: return f"a list of {_plural(describe(args[0]))}"
-    if _origin(hint) is dict and args: return f"a mapping of {_plural(describe(args[0]))} to {_plural(describe(args[1]))}"
+    if _origin(hint) is dict and args: return (f"a mapping of {_plural(describe(args[0]))} "
+                                               f"to {_plural(describe(args[1]))}")
     return _NAMES.get(_origin(hint), getattr(hint, '__name__', str(hint)))
 
 def conforms(value, hint) -> bool:
-    "Whether `value` (as YAML or a `-p` override gives it) is a valid `hint`: no coercion, except an integer where a number is asked for."
+    ("Whether `value` (as YAML or a `-p` override gives it) is a valid `hint`: "
+     "no coercion, except an integer where a number is asked for.")
     if get_origin(hint) is Annotated:
         base, *meta = get_args(hint)
         if not conforms(value, base): return False
@@ -174,9 +185,11 @@ def conforms(value, hint) -> bool:
     if t is bool: return isinstance(value, bool)
     if t is int: return isinstance(value, int) and not isinstance(value, bool)
     if t is float: return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if t is list: return isinstance(value, (list, tuple)) and all(conforms(v, args[0]) for v in value) if args else isinstance(value, (list, tuple))
+    if t is list: return (isinstance(value, (list, tuple)) and all(conforms(v, args[0]) for v in value) if args
+                          else isinstance(value, (list, tuple)))
     if t is dict:
-        return isinstance(value, dict) and (not args or all(conforms(k, args[0]) and conforms(v, args[1]) for k, v in value.items()))
+        return isinstance(value, dict) and (not args or all(conforms(k, args[0]) and conforms(v, args[1])
+                                                            for k, v in value.items()))
     return isinstance(value, t)
 
 # %% ../nbs/00_config.ipynb #87ce1359
@@ -194,7 +207,8 @@ def check_fields(cfg) -> None:
     if bad: raise ConfigError(bad)
 
 def stage_config(cls):
-    "Make `cls` a stage's config dataclass: every field is type- and range-checked (`check_fields`) before the class's own `__post_init__` checks."
+    ("Make `cls` a stage's config dataclass: every field is type- and range-checked (`check_fields`) "
+     "before the class's own `__post_init__` checks.")
     own = cls.__dict__.get('__post_init__')
     def __post_init__(self):
         check_fields(self)
@@ -205,7 +219,8 @@ def stage_config(cls):
 def check_settings(key: str, # the parameter that holds the mapping, e.g. 'vae'
                    given: dict, # its value, as in the experiment
                    cls): # the `stage_config` class of its fields
-    "Check a nested settings mapping: unknown keys (with the closest name) and wrong types or ranges, named `key.field`; return `cls(**given)`."
+    ("Check a nested settings mapping: unknown keys (with the closest name) and wrong types or ranges, "
+     "named `key.field`; return `cls(**given)`.")
     known = [f.name for f in dataclasses.fields(cls)]
     for k in given:
         if k not in known: raise ValueError(f"{key}: unknown setting {k!r}{did_you_mean(k, known)}; it takes {known}")
@@ -213,7 +228,8 @@ def check_settings(key: str, # the parameter that holds the mapping, e.g. 'vae'
     except ConfigError as e: raise ConfigError({f'{key}.{k}': v for k, v in e.problems.items()}) from None
 
 def from_parameters(cls, namespace: dict):
-    "An instance of the config class `cls` from the variables of the same names in `namespace` (a stage notebook's `globals()`)."
+    ("An instance of the config class `cls` from the variables of the same names in `namespace` "
+     "(a stage notebook's `globals()`).")
     return cls(**{f.name: namespace[f.name] for f in dataclasses.fields(cls) if f.init})
 
 # %% ../nbs/00_config.ipynb #a7acb3ce
@@ -236,14 +252,18 @@ def _upstream_help(stage: str) -> str:
     return f"stage {k} folder; '' → a cached smoke run of stage{'s 1-' if k > 1 else ' '}{k}"
 
 def parameters_cell(cls, stage: str) -> str:
-    "The `parameters` cell of `stage`'s notebook, written from its config class `cls`: one `name: type = default  # comment` line per field."
+    ("The `parameters` cell of `stage`'s notebook, written from its config class `cls`: "
+     "one `name: type = default  # comment` line per field.")
     from fastcore.docments import docments
     hints, docs, lines = get_type_hints(cls, include_extras=True), docments(cls), []
     for f in dataclasses.fields(cls):
         if not f.init: continue
-        if not docs.get(f.name): raise ValueError(f"{cls.__name__}.{f.name} has no comment: every parameter says what it does")
-        if '=' in docs[f.name]: raise ValueError(f"{cls.__name__}.{f.name}: papermill cannot read a parameter whose comment holds '=': {docs[f.name]!r}")
+        if not docs.get(f.name): raise ValueError(f"{cls.__name__}.{f.name} has no comment: "
+                                                  "every parameter says what it does")
+        if '=' in docs[f.name]: raise ValueError(f"{cls.__name__}.{f.name}: papermill cannot read a parameter "
+                                                 f"whose comment holds '=': {docs[f.name]!r}")
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         lines.append(f"{f.name}: {_cell_type(hints[f.name])} = {_literal(default)}  # {docs[f.name]}")
-    lines += [f'upstream_dir: str = ""  # {_upstream_help(stage)}', 'out_dir: str = ""  # where this stage writes; \'\' → a temporary folder']
+    lines += [f'upstream_dir: str = ""  # {_upstream_help(stage)}',
+              'out_dir: str = ""  # where this stage writes; \'\' → a temporary folder']
     return '\n'.join(lines)

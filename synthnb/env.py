@@ -34,7 +34,8 @@ def resolve_device(device: str = 'auto') -> torch.device:
     return torch.device(device)
 
 def bf16_supported(device='cpu') -> bool:
-    "True where bf16 runs natively: a CUDA GPU with bf16, or a CPU with AVX-512 BF16 or AMX tiles (elsewhere it is emulated, and slow)."
+    ("True where bf16 runs natively: a CUDA GPU with bf16, or a CPU with AVX-512 BF16 or AMX tiles "
+     "(elsewhere it is emulated, and slow).")
     import torch
     device = torch.device(device)
     if device.type == 'cuda': return torch.cuda.is_bf16_supported()
@@ -70,7 +71,8 @@ def package_versions(names=PACKAGES) -> dict:
     return out
 
 def project_root():
-    "The synthnb checkout (folder with `settings.ini` and `nbs/`), searched from the package and the working directory; None if absent."
+    ("The synthnb checkout (folder with `settings.ini` and `nbs/`), "
+     "searched from the package and the working directory; None if absent.")
     import synthnb
     for start in (Path(synthnb.__file__).resolve().parent, Path.cwd().resolve()):
         for p in (start, *start.parents):
@@ -84,7 +86,8 @@ def git_commit(path=None) -> dict:
         run = lambda *a: subprocess.run(['git', '-C', str(path), *a], capture_output=True, text=True, timeout=10)
         commit = run('rev-parse', 'HEAD')
         if commit.returncode: return {'commit': None, 'dirty': None}
-        return {'commit': commit.stdout.strip(), 'dirty': bool(run('status', '--porcelain', '--untracked-files=no').stdout.strip())}
+        return {'commit': commit.stdout.strip(),
+                'dirty': bool(run('status', '--porcelain', '--untracked-files=no').stdout.strip())}
     except (OSError, subprocess.SubprocessError): return {'commit': None, 'dirty': None}
 
 def provenance(device: str = 'auto') -> dict:

@@ -14,7 +14,8 @@ __all__ = ['to_tensor', 'to_uint8', 'check_labels', 'image_grid']
 def to_tensor(images: np.ndarray, # uint8 (N, H, W)
               device='cpu') -> torch.Tensor:
     "uint8 images → float tensor (N, 1, H, W) in [-1, 1]."
-    if images.dtype != np.uint8 or images.ndim != 3: raise ValueError(f"expected uint8 images of shape (N, H, W), got {images.dtype} {images.shape}")
+    if images.dtype != np.uint8 or images.ndim != 3: raise ValueError("expected uint8 images of shape (N, H, W), got "
+                                                                      f"{images.dtype} {images.shape}")
     return torch.from_numpy(images).to(device).float().div(127.5).sub(1).unsqueeze(1)
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -28,7 +29,8 @@ def check_labels(labels, n_classes: int, name: str) -> np.ndarray:
     if labels.ndim != 1 or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
         raise ValueError(f"generator {name!r} needs a 1-D integer label array, got {labels.dtype} {labels.shape}")
     if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
-        raise ValueError(f"generator {name!r} knows classes 0..{n_classes - 1}; requested {sorted(set(labels.tolist()) - set(range(n_classes)))}")
+        raise ValueError(f"generator {name!r} knows classes 0..{n_classes - 1}; requested "
+                         f"{sorted(set(labels.tolist()) - set(range(n_classes)))}")
     return labels.astype(np.int64)
 
 # %% ../nbs/00c_images.ipynb #a04c1317
@@ -38,7 +40,8 @@ def image_grid(rows: dict, # row label -> uint8 images (N, H, W)
                title: str = ''):
     "A matplotlib figure with one row of greyscale thumbnails per entry of `rows`."
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(ncols*size, len(rows)*size + (0.4 if title else 0)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), ncols,
+                             figsize=(ncols*size, len(rows)*size + (0.4 if title else 0)), squeeze=False)
     for r, (label, imgs) in enumerate(rows.items()):
         for c in range(ncols):
             ax = axes[r, c]; ax.set_xticks([]); ax.set_yticks([])

@@ -61,3 +61,11 @@ def test_no_import_circle():
     for m in GRAPH:
         if m not in state: visit(m, [m])
     assert not cycles, cycles
+
+
+def test_exported_lines_fit_in_120_columns():
+    """Every line of the exported package fits in 120 columns, except the first line of nbdev's generated `__all__` (nbdev wraps the
+    names at 120 columns, then prefixes `__all__ = `)."""
+    long = [f'{p.name}:{i}' for p in sorted(PKG.glob('*.py')) if p.stem != '_modidx'
+            for i, line in enumerate(p.read_text().splitlines(), 1) if len(line) > 120 and not line.startswith('__all__ = [')]
+    assert not long, f'lines over 120 characters (edit the notebooks, then nbdev_export): {long}'
