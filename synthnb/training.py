@@ -26,7 +26,8 @@ __all__ = ['ARMS', 'STRATEGY_PREFIX', 'SCALARS', 'HEADLINE_METRIC', 'INPUTS', 'T
            'mix_arm', 'ceiling_set', 'load_arms', 'summarise', 'synthetic_arms', 'headline', 'results_table',
            'results_long', 'format_table', 'headline_markdown', 'recommend', 'robustness_subset', 'evaluate_unit',
            'summarise_arm', 'train_arms', 'summarise_arms', 'merge_units', 'replicated_generators',
-           'replicate_overrides', 'replicate_means', 'learning_curve', 'privacy_utility', 'run_training']
+           'replicate_overrides', 'selection_table', 'replicate_means', 'learning_curve', 'privacy_utility',
+           'run_training']
 
 # %% ../nbs/06_training.ipynb #e5aa9080
 ARMS = ('real_only', 'real_aug', 'synthetic', 'ceiling')
@@ -210,10 +211,13 @@ def headline_markdown(metrics: dict # stage 6's metrics: 'headline' (and 'learni
      "closed, data equivalence.")
     h = metrics.get('headline') or {}
     if not h: return 'No synthetic arm was trained: there is no headline.'
+    screen, rep = metrics.get('screening') or {}, metrics.get('replication') or {}
+    among = f" among the replicated arms of {', '.join(rep['generators'])}" if rep else ''
     rows = [f"| | test {'ROC-AUC' if h['metric'] == 'roc_auc' else h['metric']}, mean [95% CI] over {h['n_units']} "
             f"units ({h['n_replicates']} scarce draws) |", '|---|---|',
             f"| scarce real only | {_ci_text(h['real_only'])} |",
-            f"| best synthetic: `{h['best_synthetic_arm']}` (chosen on validation) | {_ci_text(h['best_synthetic'])} |",
+            f"| best synthetic: `{h['best_synthetic_arm']}` (chosen on validation{among}) | "
+            f"{_ci_text(h['best_synthetic'])} |",
             f"| Δ best synthetic − real only (paired) | **{_ci_text(h['delta'], '+')}** |"]
     if 'ceiling' in h:
         lo, hi = h['gap_closed_ci']
@@ -222,6 +226,12 @@ def headline_markdown(metrics: dict # stage 6's metrics: 'headline' (and 'learni
         rows += [f"| full-data ceiling (pool minus validation) | {_ci_text(h['ceiling'])} |",
                  f"| Δ ceiling − real only (paired) | {_ci_text(h['ceiling_delta'], '+')} |",
                  f"| fraction of the gap closed (bootstrap 95% CI) | {gap} |"]
+    if rep and synthetic_arms(screen):  # say so when the best screened arm was not among those replicated
+        val = lambda a: screen[a]['val_summary'][HEADLINE_METRIC]['mean']
+        top = max(synthetic_arms(screen), key=lambda a: val(a) if val(a) is not None else -1)
+        if top != rep['chosen_from']:
+            rows.append(f"| best screened arm on validation (main draw only, not replicated) | `{top}`: val "
+                        f"{val(top):.3f} vs `{rep['chosen_from']}` {val(rep['chosen_from']):.3f} |")
     lc = metrics.get('learning_curve') or {}
     if e := lc.get('data_equivalence'):
         worth = (f"more than {e['counts'][-1]:.0f} (above the curve)" if e['above_curve'] else
@@ -366,6 +376,20 @@ def replicate_overrides(params: dict, generators: list, ratio: float, ratios: li
             'integration__ratios': [float(r) for r in ratios if r != ratio]}
     if n_per_class is not None: over['domain__n_per_class'] = int(n_per_class)
     return over
+
+def selection_table(screen: dict, cfg: TrainingConfig) -> pd.DataFrame:
+    ("The validation ROC-AUC behind the choice of the replicated arm: every screened arm, whether its generators "
+     "may be replicated (`cfg.replicate_generators`), and which arm was chosen. Test scores play no part.")
+    chosen = replicated_generators(screen, cfg)[1] if synthetic_arms(screen) else None
+    rows = []
+    for a, m in screen.items():
+        if not (isinstance(m, dict) and 'val_summary' in m): continue
+        gens = m.get('generators') or []
+        eligible = (a in synthetic_arms(screen) and m['strategy'] == 'mix' and bool(gens)
+                    and (not cfg.replicate_generators or set(gens) <= set(cfg.replicate_generators)))
+        rows.append({'arm': a, 'val ROC-AUC': m['val_summary'][HEADLINE_METRIC]['mean'], 'may be replicated': eligible,
+                     'chosen': a == chosen})
+    return pd.DataFrame(rows).set_index('arm').sort_values('val ROC-AUC', ascending=False)
 
 # %% ../nbs/06_training.ipynb #f817b7ac
 def replicate_means(arm: dict, key: str = HEADLINE_METRIC) -> list:
