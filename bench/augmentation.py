@@ -1,4 +1,4 @@
-"""Throughput of stage-3 augmentation: images/s for a realistic defect policy at batch 256 on 64×64 greyscale images,
+"""Throughput of stage-4 augmentation: images/s for a realistic defect policy at batch 256 on 64×64 greyscale images,
 on CPU and (when torch sees one) on GPU, next to an identity and a flip-only policy measured in the same run.
 
     python bench/augmentation.py [--n 1024] [--repeats 2] [--threads N]

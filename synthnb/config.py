@@ -18,8 +18,8 @@ __all__ = ['STAGE_NOTEBOOKS', 'STAGES', 'SHARED_KEYS', 'RESERVED_PARAMS', 'Count
 
 # %% ../nbs/00_config.ipynb #4f2d1e0c
 # stage -> its notebook in nbs/, and its folder in a run
-STAGE_NOTEBOOKS = {'domain': '01_domain', 'generation': '02_generation', 'augmentation': '03_augmentation',
-                   'evaluation': '04_evaluation', 'integration': '05_integration', 'training': '06_training'}
+STAGE_NOTEBOOKS = {'domain': '01_domain', 'generation': '02_generation', 'evaluation': '03_evaluation',
+                   'augmentation': '04_augmentation', 'integration': '05_integration', 'training': '06_training'}
 STAGES = tuple(STAGE_NOTEBOOKS)  # the order they run in
 SHARED_KEYS = ('exp_id', 'seed', 'device', 'profile', 'tracking')
 RESERVED_PARAMS = ('upstream_dir', 'out_dir')  # set by the runner, never by an experiment file

@@ -34,7 +34,7 @@ class DomainConfig:
     data_dir: str = ''  # data directory; '' → $SYNTHNB_DATA or the checkout's data/
     image_size: Annotated[int, Bounds(ge=16, le=256)] = 28  # square side every image is resized to (PneumoniaMNIST: 28)
     n_per_class: PositiveInt = 20  # real training images per class in the data-scarce set
-    n_val_per_class: PositiveInt = 20  # real val images per class, apart from train and test: stage 4 and 6 checks only
+    n_val_per_class: PositiveInt = 20  # real val images per class, apart from train and test: stage 3 and 6 checks only
     test_fraction: Fraction = 0.3  # group or stratified splits: fraction of groups (images) held out for testing
     split_seed: int = 0  # group or stratified splits: seed of the fixed test split
     seed: int = 0  # experiment seed: which scarce training and validation images are drawn

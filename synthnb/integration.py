@@ -16,10 +16,10 @@ from .metrics import nearest
 
 # %% auto #0
 __all__ = ['SOURCES', 'STRATEGIES', 'INPUTS', 'IntegrationConfig', 'check_consistency', 'draw_synthetic', 'realism_scores',
-           'integrate', 'apply_filter', 'run_integration']
+           'integrate', 'run_integration']
 
 # %% ../nbs/05_integration.ipynb #ea07b8c4
-SOURCES = ('synthetic_aug', 'synthetic')
+SOURCES = ('synthetic_aug', 'synthetic_kept')
 STRATEGIES = ('mix', 'curriculum', 'pretrain_finetune')
 
 @stage_config
@@ -28,9 +28,8 @@ class IntegrationConfig:
     strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))  # strategies stage 6 compares (STRATEGIES)
     ratio: NonNegative = 1.0  # synthetic images per real image in the training set
     ratios: list[Positive] = field(default_factory=list)  # dose sweep: extra ratios, each a mixed set (and stage-6 arm)
-    source: str = 'synthetic_aug'  # 'synthetic_aug' (after stage 3) or 'synthetic' (raw stage-2 output)
+    source: str = 'synthetic_aug'  # 'synthetic_aug' (kept and augmented, stage 4) or 'synthetic_kept' (kept, stage 3)
     class_balance: bool = True  # draw synthetic images so the mixed set is as class-balanced as possible
-    use_filter: bool = True  # drop synthetic images rejected by stage 4's `synthetic_keep`, when present
     per_generator: bool = False  # with several generators, also one mixed set per generator (one more stage-6 arm each)
     seed: int = 0  # experiment seed
     device: str = 'auto'  # 'auto', 'cpu' or 'cuda'
@@ -88,29 +87,16 @@ def integrate(real: dict, syn: dict, ratio: float, n_classes: int, balance: bool
             'labels': np.concatenate([real['labels'], syn['labels'][idx]]),
             'is_synthetic': np.concatenate([np.zeros(n, bool), np.ones(len(idx), bool)]),
             'generator': np.concatenate([np.full(n, 'real'), syn['generator'][idx].astype(str)]),
-            'realism': np.concatenate([np.ones(n), realism_scores(syn['images'][idx], real['images'])]),
-            'source_index': np.concatenate([np.arange(n), syn['row'][idx] if 'row' in syn else idx])}
-
-def apply_filter(syn: dict, keep: np.ndarray, source_rows: np.ndarray) -> dict:
-    "Synthetic rows whose stage-2 image passed stage 4's filter (`keep` is aligned with stage 2's `synthetic`)."
-    ok = keep[source_rows]
-    return {k: v[ok] for k, v in syn.items()}
+            'realism': np.concatenate([np.ones(n), realism_scores(syn['images'][idx], real['images'])])}
 
 # %% ../nbs/05_integration.ipynb #7a20b28b
 # What stage 5 consumes: artifact (or glob) -> the stage that writes it; reading anything else is an error (`StageRun`).
-INPUTS = {'train': 'domain', 'profile': 'domain', 'synthetic': 'generation', 'synthetic_aug': 'augmentation',
-          'synthetic_keep': 'evaluation'}
+INPUTS = {'train': 'domain', 'profile': 'domain', 'synthetic_kept': 'evaluation', 'synthetic_aug': 'augmentation'}
 
 def _synthetic_rows(run: StageRun, cfg: IntegrationConfig) -> dict:
-    "The chosen synthetic source, with each row's stage-2 index, filtered by stage 4 when asked."
+    "The chosen synthetic source (`cfg.source`): images, labels and generator of each row."
     syn = run.load_arrays(cfg.source)
-    rows = syn['source_index'] if 'source_index' in syn else np.arange(len(syn['labels']))
-    syn = {'images': syn['images'], 'labels': syn['labels'], 'generator': syn['generator'].astype(str), 'row': rows}
-    if cfg.use_filter and run.has_artifact('synthetic_keep'):
-        keep = run.load_arrays('synthetic_keep')['keep']
-        before = len(syn['labels']); syn = apply_filter(syn, keep, rows)
-        run.metrics['filtered_out'] = int(before - len(syn['labels']))
-    return syn
+    return {'images': syn['images'], 'labels': syn['labels'], 'generator': syn['generator'].astype(str)}
 
 def run_integration(cfg: IntegrationConfig, upstream_dir=None, out_dir=None) -> StageResult:
     "Stage 5: build the mixed training set(s)."

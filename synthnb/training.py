@@ -369,7 +369,7 @@ def replicate_overrides(params: dict, generators: list, ratio: float, ratios: li
     ("The keys a replicate changes: its generators only, one mixed set per dose, enough synthetic "
      "images for the largest dose.")
     n_real = n_per_class or params['domain']['n_per_class']
-    need = int(np.ceil(1.1 * max([ratio] + list(ratios)) * n_real))  # per class, with room for stage 4's filter
+    need = int(np.ceil(1.1 * max([ratio] + list(ratios)) * n_real))  # per class, with room for stage 3's filter
     over = {'generation__generators': list(generators),
             'generation__n_per_class': max(params['generation']['n_per_class'], need),
             'integration__per_generator': False, 'integration__strategies': ['mix'], 'integration__ratio': float(ratio),

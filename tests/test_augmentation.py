@@ -1,4 +1,4 @@
-"Stage 3 augmentation: determinism, label preservation, validation, style transfer and the stage's artifacts (CPU, tiny sizes)."
+"Stage 4 augmentation: determinism, label preservation, validation, style transfer and the stage's artifacts (CPU, tiny sizes)."
 import dataclasses
 
 import numpy as np
@@ -138,14 +138,15 @@ class _Cfg:
 def test_run_augmentation_artifacts(tmp_path):
     with StageRun('domain', _Cfg(), None, tmp_path / '01_domain') as r:
         r.save_arrays('train', images=IMAGES, labels=np.array([0, 1] * 4), masks=MASKS * np.array([0, 1] * 4)[:, None, None])
-        r.write_json('profile', {'classes': ['ok', 'defect'], 'roles': {'normal_class': 'ok', 'simulator': None}})  # stage 3 reads the declared normal class
-    with StageRun('generation', _Cfg(), tmp_path / '01_domain', tmp_path / '02_generation') as r:
-        r.save_arrays('synthetic', images=IMAGES[::-1], labels=np.array([1, 0] * 4), masks=MASKS[::-1], generator=np.full(8, 'simulation'))
+        r.write_json('profile', {'classes': ['ok', 'defect'], 'roles': {'normal_class': 'ok', 'simulator': None}})  # stage 4 reads the declared normal class
+    with StageRun('evaluation', _Cfg(), tmp_path / '01_domain', tmp_path / '03_evaluation') as r:  # the images stage 3 kept
+        r.save_arrays('synthetic_kept', images=IMAGES[::-1], labels=np.array([1, 0] * 4), masks=MASKS[::-1], generator=np.full(8, 'simulation'))
     cfg = AugmentationConfig(policy={**DEFAULT_POLICY, **RICH}, real_copies=2, device='cpu')
-    res = run_augmentation(cfg, tmp_path / '02_generation', tmp_path / '03_augmentation')
+    res = run_augmentation(cfg, tmp_path / '03_evaluation', tmp_path / '04_augmentation')
+    assert res.manifest['inputs']['synthetic_kept']['stage'] == 'evaluation' and 'synthetic' not in res.manifest['inputs']
     s, r = np.load(res.path('synthetic_aug')), np.load(res.path('real_aug'))
-    assert set(s.files) == {'images', 'labels', 'masks', 'generator', 'source_index'}
-    assert set(r.files) == {'images', 'labels', 'masks', 'source_index'}
+    assert set(s.files) == {'images', 'labels', 'masks', 'generator'}
+    assert set(r.files) == {'images', 'labels', 'masks'}
     assert s['images'].dtype == r['images'].dtype == np.uint8 and s['images'].shape == (8, 32, 32) and r['images'].shape == (16, 32, 32)
     np.testing.assert_array_equal(r['labels'], np.tile([0, 1] * 4, 2))
     assert res.metrics['intensity_w1_to_real']['after'] >= 0 and res.path('preview').exists()
@@ -155,12 +156,12 @@ def test_translation_changes_only_the_named_generators_images(tmp_path):
     with StageRun('domain', _Cfg(), None, tmp_path / '01_domain') as r:
         r.save_arrays('train', images=IMAGES // 3, labels=np.array([0, 1] * 4), masks=MASKS)
         r.write_json('profile', {'classes': ['ok', 'defect'], 'roles': {'normal_class': 'ok', 'simulator': None}})
-    with StageRun('generation', _Cfg(), tmp_path / '01_domain', tmp_path / '02_generation') as r:
-        r.save_arrays('synthetic', images=IMAGES[::-1], labels=np.array([1, 0] * 4), masks=MASKS[::-1], generator=np.repeat(['simulation', 'gan'], 4))
+    with StageRun('evaluation', _Cfg(), tmp_path / '01_domain', tmp_path / '03_evaluation') as r:
+        r.save_arrays('synthetic_kept', images=IMAGES[::-1], labels=np.array([1, 0] * 4), masks=MASKS[::-1], generator=np.repeat(['simulation', 'gan'], 4))
     plain = AugmentationConfig(policy=DEFAULT_POLICY, real_copies=1, device='cpu')
     translated = dataclasses.replace(plain, translation={'generators': ['simulation'], 'train_steps': 10, 'width': 4, 'res_blocks': 1})
-    a = run_augmentation(plain, tmp_path / '02_generation', tmp_path / 'plain')
-    b = run_augmentation(translated, tmp_path / '02_generation', tmp_path / 'translated')
+    a = run_augmentation(plain, tmp_path / '03_evaluation', tmp_path / 'plain')
+    b = run_augmentation(translated, tmp_path / '03_evaluation', tmp_path / 'translated')
     sa, sb = np.load(a.path('synthetic_aug')), np.load(b.path('synthetic_aug'))
     np.testing.assert_array_equal(sa['images'][4:], sb['images'][4:])  # the GAN's images: the same policy draws, untouched by translation
     assert (sa['images'][:4] != sb['images'][:4]).any()  # the simulated ones were translated first

@@ -19,7 +19,7 @@ def test_defect_smoke(defect_run):
     # every arm trained on the data it names: the scarce set, the scarce set plus its augmentations, the 1:1 mix, the pool
     m = json.loads((run_dir / '06_training' / 'metrics.json').read_text())
     n_train, n_val, n_pool = (len(np.load(run_dir / '01_domain' / f'{a}.npz')['labels']) for a in ('train', 'val', 'pool'))
-    n_aug = len(np.load(run_dir / '03_augmentation' / 'real_aug.npz')['labels'])
+    n_aug = len(np.load(run_dir / '04_augmentation' / 'real_aug.npz')['labels'])
     assert (m['real_only']['n_train'], m['real_aug']['n_train'], m['synthetic:all']['n_train'], m['ceiling']['n_train']) == \
         (n_train, n_train + n_aug, 2 * n_train, n_pool - n_val)  # the ceiling never trains on the validation images
     assert all((run_dir / '06_training' / 'models' / f'classifier_{a.replace(":", "_")}' / 'model.safetensors').exists() for a in m if 'summary' in m[a])

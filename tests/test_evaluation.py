@@ -1,4 +1,4 @@
-"""Stage 4 correctness: our metrics against torchmetrics and the `prdc` package, known cases, the review round trip, the filter, and one stage run."""
+"""Stage 3 correctness: our metrics against torchmetrics and the `prdc` package, known cases, the review round trip, the filter, and one stage run."""
 import csv
 
 import numpy as np
@@ -118,7 +118,7 @@ def stage(tmp_path_factory, data_dir):
     import os
     from synthnb.runner import smoke_upstream
     os.environ.setdefault('SYNTHNB_DATA', str(data_dir))
-    return run_evaluation(EvaluationConfig(), smoke_upstream('evaluation'), tmp_path_factory.mktemp('eval') / '04_evaluation')
+    return run_evaluation(EvaluationConfig(), smoke_upstream('evaluation'), tmp_path_factory.mktemp('eval') / '03_evaluation')
 
 
 def test_stage_outputs(stage):
@@ -127,6 +127,11 @@ def test_stage_outputs(stage):
     assert keep['keep'].shape == syn['labels'].shape and keep['keep'].dtype == bool
     assert set(np.unique(keep['reason'])) <= {'', 'near-duplicate', 'label contradicted', 'off-manifold'}
     assert (keep['reason'] == '').tolist() == keep['keep'].tolist()
+    kept = np.load(stage.path('synthetic_kept'))  # what stages 4 and 5 use: exactly the rows that passed, in order
+    np.testing.assert_array_equal(kept['images'], syn['images'][keep['keep']])
+    np.testing.assert_array_equal(kept['generator'], syn['generator'][keep['keep']])
+    assert m['filtering']['applied'] and m['filtering']['n_passed_on'] == keep['keep'].sum()
+    assert set(stage.manifest['inputs']) <= {'train', 'val', 'profile', 'synthetic', 'provenance'}  # nothing from a later stage
     assert {'domain', 'random', 'pixel'} <= set(m['feature_spaces']) and 'inception' in m['feature_spaces']
     for g, gm in m['generators'].items():
         for space in ('domain', 'random'):

@@ -41,7 +41,7 @@ def test_test_split_never_reaches_stages_2_to_5(healthcare_run):
     train = np.load(run_dir / '01_domain' / 'train.npz')
     assert not test_hashes & set(train['hashes'])
     from synthnb.domain import image_hashes
-    for stage, art in [('02_generation', 'synthetic'), ('03_augmentation', 'synthetic_aug'), ('03_augmentation', 'real_aug'), ('05_integration', 'train_mix')]:
+    for stage, art in [('02_generation', 'synthetic'), ('04_augmentation', 'synthetic_aug'), ('04_augmentation', 'real_aug'), ('05_integration', 'train_mix')]:
         assert not test_hashes & set(image_hashes(np.load(run_dir / stage / f'{art}.npz')['images'])), f'{art} holds a test image'
     for s in STAGES[1:5]:
         inputs = json.loads((run_dir / stage_folder(s) / 'manifest.json').read_text())['inputs']
@@ -81,23 +81,23 @@ def _metrics(run_dir, stage):
 
 
 def test_run_killed_mid_stage_resumes(light_run, runs_dir, data_dir):
-    """Killed in stage 3, run again: stages 1-2 are kept, the rest runs, and the result equals the uninterrupted run's.
+    """Killed in stage 4, run again: stages 1-3 are kept, the rest runs, and the result equals the uninterrupted run's.
     Both runs compute every stage from scratch (no cache), so this is also the reproducibility test: the same configuration
     gives every array, model and figure with the same sha256, and the same metrics."""
     args = [sys.executable, '-m', 'synthnb', 'run', 'experiments/healthcare.yaml', '-p', 'exp_id=killed', *LIGHT, '--runs-dir', str(runs_dir)]
     env = {**os.environ, 'SYNTHNB_DATA': str(data_dir), **NO_CACHE}
     p = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    target = runs_dir / 'killed' / '03_augmentation' / 'report.ipynb'
+    target = runs_dir / 'killed' / '04_augmentation' / 'report.ipynb'
     deadline = time.time() + 300
     while not target.exists() and time.time() < deadline and p.poll() is None: time.sleep(0.2)
-    assert target.exists(), 'the run never reached stage 3'
+    assert target.exists(), 'the run never reached stage 4'
     os.killpg(p.pid, signal.SIGKILL); p.wait()
     assert not (runs_dir / 'killed' / '06_training' / 'manifest.json').exists()
     proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=killed', *LIGHT, '--runs-dir', runs_dir,
                    env={'SYNTHNB_DATA': str(data_dir), **NO_CACHE})
     assert proc.returncode == 0, proc.stderr
-    assert '01_domain: up to date, skipped' in proc.stderr and '02_generation: up to date, skipped' in proc.stderr
-    assert '03_augmentation: running' in proc.stderr and '06_training: done' in proc.stderr
+    assert all(f'{s}: up to date, skipped' in proc.stderr for s in ('01_domain', '02_generation', '03_evaluation'))
+    assert '04_augmentation: running' in proc.stderr and '06_training: done' in proc.stderr
     assert 'restored' not in proc.stderr
     a, b = _artifact_hashes(light_run), _artifact_hashes(runs_dir / 'killed')
     assert sum(len(v) for v in a.values()) >= 15
@@ -198,6 +198,6 @@ def test_replicates_redraw_the_scarce_set_and_pair_the_arms(light_run, runs_dir,
     assert h['delta']['per_unit'] == [b['roc_auc'] - r['roc_auc'] for b, r in zip(best, real)]  # paired unit by unit
     assert (h['gap_closed'] is None and h['gap_note']) or all(c is not None and abs(c) < 1e6 for c in h['gap_closed_ci'])
     lc = m['learning_curve']
-    assert {r['n_per_class'] for r in lc['rows']} == {2, 20} and lc['arm'] == h['best_synthetic_arm']  # 2 per class: fewer real images than stage 4's k
+    assert {r['n_per_class'] for r in lc['rows']} == {2, 20} and lc['arm'] == h['best_synthetic_arm']  # 2 per class: fewer real images than stage 3's k
     assert list(m['learning_curve_skipped']) == ['5000'] and 'fewer than n_per_class=5000' in m['learning_curve_skipped']['5000']  # dropped before any training
     assert (d / 'learning_curve.png').exists() and (d / 'paired_deltas.png').exists() and (d / 'training_curves.png').exists()

@@ -1,5 +1,5 @@
-"""Generators (and stage 3's unpaired translation) through the CLI on one stage-1 run: an external synthetic set (checked against stage 1, its files hashed, judged by
-stage 4 like any generator's output), the conditional VAE with and without DP-SGD (ε reported by stages 2 and 4), and a diffusers
+"""Generators (and stage 4's unpaired translation) through the CLI on one stage-1 run: an external synthetic set (checked against stage 1, its files hashed, judged by
+stage 3 like any generator's output), the conditional VAE with and without DP-SGD (ε reported by stages 2 and 3), and a diffusers
 pipeline on disk (a tiny random one: nothing is downloaded)."""
 import hashlib
 import json
@@ -27,7 +27,7 @@ def stage1(tmp_path_factory, data_dir):
 @pytest.fixture(scope='module')
 def judged(stage1, tmp_path_factory, data_dir):
     """Stages 2-4 with four generators (the scarce training images themselves imported as an external set, the VAE, the DP-SGD VAE and a pipeline
-    on disk), the VAE's images translated towards the real ones by stage 3's CycleGAN."""
+    on disk), the VAE's images translated towards the real ones by stage 4's CycleGAN."""
     run_dir, base = stage1
     pipeline = tiny_pipeline(tmp_path_factory.mktemp('pretrained') / 'tiny-ddpm')
     train, copies = np.load(run_dir / '01_domain' / 'train.npz'), tmp_path_factory.mktemp('external') / 'copies.npz'
@@ -39,7 +39,7 @@ def judged(stage1, tmp_path_factory, data_dir):
                    '--until', 'evaluation', env={'SYNTHNB_DATA': str(data_dir)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return (copies, pipeline, json.loads((run_dir / '02_generation' / 'provenance.json').read_text()),
-            {g: m['overall']['memorisation'] for g, m in json.loads((run_dir / '04_evaluation' / 'metrics.json').read_text())['generators'].items()})
+            {g: m['overall']['memorisation'] for g, m in json.loads((run_dir / '03_evaluation' / 'metrics.json').read_text())['generators'].items()})
 
 
 def test_a_bad_external_set_fails_clearly(stage1, tmp_path, data_dir):
@@ -55,7 +55,7 @@ def test_a_bad_external_set_fails_clearly(stage1, tmp_path, data_dir):
 def test_external_set_is_hashed_and_its_copies_are_caught(judged):
     copies, _, prov, mem = judged
     assert prov['external']['files'] == {'copies.npz': hashlib.sha256(copies.read_bytes()).hexdigest()} and prov['external']['repeats'] == 0
-    assert mem['external']['flagged_fraction'] == 1.0  # every image is a training image: stage 4's memorisation audit flags them all
+    assert mem['external']['flagged_fraction'] == 1.0  # every image is a training image: stage 3's memorisation audit flags them all
 
 
 def test_vae_and_dp_vae_report_their_privacy_beside_the_memorisation_audit(judged):
@@ -70,16 +70,16 @@ def test_pretrained_pipeline_from_disk_is_hashed_and_judged(judged):
     _, pipeline, prov, mem = judged
     weights = 'unet/diffusion_pytorch_model.safetensors'
     assert prov['pretrained']['files'][weights] == hashlib.sha256((pipeline / weights).read_bytes()).hexdigest()
-    assert 'pretrained' in mem  # stage 4 audited it like the others
+    assert 'pretrained' in mem  # stage 3 audited it like the others
 
 
 def test_translation_runs_in_the_smoke_profile_and_saves_its_translator(judged, stage1):
     run_dir, _ = stage1
-    m = json.loads((run_dir / '03_augmentation' / 'metrics.json').read_text())['translation']
+    m = json.loads((run_dir / '04_augmentation' / 'metrics.json').read_text())['translation']
     assert m['generators'] == ['vae'] and m['n_translated'] == 40 and m['cycle_error'] >= 0  # 20 per class, of the VAE only
     from synthnb.translation import CycleGANTranslator
     from synthnb.store import load_json
     from safetensors.torch import load_file
-    folder = run_dir / '03_augmentation' / 'models' / 'translator'
+    folder = run_dir / '04_augmentation' / 'models' / 'translator'
     tr = CycleGANTranslator.from_state(load_file(folder / 'model.safetensors'), load_json(folder / 'config.json'))
     assert tr.settings.train_steps == 20 and tr.translate(np.zeros((2, 28, 28), np.uint8)).shape == (2, 28, 28)

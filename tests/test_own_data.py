@@ -49,7 +49,7 @@ def test_folder_of_defect_types_runs_end_to_end(tmp_path, runs_dir):
     m = json.loads((run / '06_training' / 'metrics.json').read_text())
     s = m['real_only']['per_seed'][0]  # test metrics of the first unit
     assert len(s['per_class_recall']) == 3 and np.array(s['confusion']).shape == (3, 3) and 0 <= s['roc_auc'] <= 1
-    q = json.loads((run / '04_evaluation' / 'metrics.json').read_text())
+    q = json.loads((run / '03_evaluation' / 'metrics.json').read_text())
     assert all(set(q['generators'][g]['per_class']) == set(TYPES) for g in ('diffusion', 'gan'))  # per-class quality, by class name
     files = json.loads((run / '01_domain' / 'files.json').read_text())
     assert len(files) == 60 + 39 and all(len(v) == 64 for v in files.values())  # every image and mask read, with its sha256
@@ -113,7 +113,7 @@ def test_generators_and_augmentations_need_their_declared_roles(tmp_path):
     two = {'classes': ['ok', 'dent', 'scratch'], 'roles': {'normal_class': 'ok', 'simulator': 'surface_defects'}}
     from synthnb.simulation import SurfaceDefectSimulator
     with pytest.raises(DataError, match='has 3 classes'): SurfaceDefectSimulator().fit(np.zeros((3, 16, 16), np.uint8), np.arange(3), profile=two)
-    # the background augmentation of stage 3 needs the declared defect-free class, and uses only its images
+    # the background augmentation of stage 4 needs the declared defect-free class, and uses only its images
     from synthnb.augmentation import reference_banks
     train = {'images': np.arange(4)[:, None, None] * np.ones((4, 8, 8), np.uint8), 'labels': np.array([0, 1, 2, 1])}
     with pytest.raises(DataError, match="'background' augmentation needs defect-free / normal images"):

@@ -12,10 +12,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from synthnb.config import STAGE_NOTEBOOKS  # noqa: E402
 from synthnb.store import save_json  # noqa: E402  (strict JSON: NaN -> null)
 from synthnb.training import headline_markdown  # noqa: E402
 
-STAGES = ('01_domain', '02_generation', '03_augmentation', '04_evaluation', '05_integration', '06_training')
+STAGES = tuple(STAGE_NOTEBOOKS.values())  # run folders, in the order the stages run
 
 
 def completed_manifests(run_dir, partial=False) -> dict:
