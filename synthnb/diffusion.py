@@ -4,6 +4,7 @@
 
 # %% ../nbs/02b_diffusion.ipynb #e138bb03
 from __future__ import annotations
+from dataclasses import field
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 
 from .env import bf16_supported, progress, resolve_device
+from .config import Annotated, Bounds, NonNegative, Positive, PositiveInt, stage_config
 from .images import check_labels, to_tensor, to_uint8
 from .models import fused_adamw
 from .store import ChainReader, write_model
@@ -23,7 +25,7 @@ from .tracking import accelerator_tracking
 
 # %% auto #0
 __all__ = ['SCHEDULER', 'unet_config', 'patch_size', 'fold', 'unfold', 'train_ddpm', 'guided_noise', 'ddim_sample',
-           'DiffusionGenerator', 'train_diffusion', 'train_diffusion_cli']
+           'DiffusionSettings', 'DiffusionGenerator', 'train_diffusion', 'train_diffusion_cli']
 
 # %% ../nbs/02b_diffusion.ipynb #ca9aa4e2
 def unet_config(image_size: int, # side of the (square) images
@@ -129,6 +131,19 @@ def ddim_sample(unet: UNet2DModel, # trained model
         for t in ts: x = sched.step(guided_noise(unet, x, t, y, guidance_scale), t, x).prev_sample
         out.append(unfold(x, p).cpu())
     return torch.cat(out) if out else torch.zeros(0, 1, s * p, s * p)
+
+# %% ../nbs/02b_diffusion.ipynb #f14e4292
+@stage_config
+class DiffusionSettings:
+    "Settings of the `diffusion` generator, also the refiner of `hybrid` and `paste_hybrid` (`generation.diffusion`)."
+    train_steps: PositiveInt = 60  # optimisation steps
+    channels: list[PositiveInt] = field(default_factory=lambda: [16, 32, 32])  # UNet block widths
+    batch_size: PositiveInt = 16  # images per step (and process)
+    lr: Positive = 0.002  # peak learning rate (cosine schedule)
+    label_dropout: Annotated[float, Bounds(ge=0, lt=1)] = 0.1  # null-class share for classifier-free guidance
+    ddim_steps: PositiveInt = 8  # DDIM sampling steps (a hybrid runs `hybrid.strength` of them)
+    guidance_scale: NonNegative = 1.5  # classifier-free guidance scale (1: plain conditional model)
+    ema_decay: Annotated[float, Bounds(ge=0, lt=1)] = 0.999  # EMA of the weights; 0: off
 
 # %% ../nbs/02b_diffusion.ipynb #490c5339
 class DiffusionGenerator:

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import stage_config
 from .images import check_labels
 from .sources import DataError, load_folder, source_path
 from .store import sha256_file
 
 # %% auto #0
-__all__ = ['read_external_npz', 'read_external', 'ExternalGenerator']
+__all__ = ['read_external_npz', 'read_external', 'ExternalSettings', 'ExternalGenerator']
 
 # %% ../nbs/02f_external.ipynb #2499d834
 def read_external_npz(path, # .npz of `images` (N, H, W) uint8, `labels` (N,), opt. `masks` (N, H, W), `classes` (names)
@@ -75,6 +76,13 @@ def read_external(path, # a folder (one sub-folder per stage 1 class) or an `.np
     d = load_folder(p, image_size, classes, mask_suffix=mask_suffix, resize=False)
     return {'images': d['images'], 'labels': d['labels'], 'masks': d.get('masks', np.zeros_like(d['images'])),
             'files': d['files']}
+
+# %% ../nbs/02f_external.ipynb #d738cd9d
+@stage_config
+class ExternalSettings:
+    "Settings of the `external` generator (`generation.external`)."
+    path: str = ''  # folder (one sub-folder per class) or .npz: absolute, or relative to the data directory
+    mask_suffix: str = ''  # in a folder, masks sit beside their images with this suffix, e.g. '_mask'
 
 # %% ../nbs/02f_external.ipynb #19ab3a78
 class ExternalGenerator:

@@ -14,10 +14,12 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from .env import progress, resolve_device
 from .tracking import live_tracker
+from .config import Annotated, Bounds, Positive, PositiveInt, stage_config
 from .images import check_labels, to_tensor, to_uint8
 
 # %% auto #0
-__all__ = ['diff_augment', 'upsamplings', 'CondGenerator', 'ProjectionDiscriminator', 'ema_update', 'train_gan', 'GANGenerator']
+__all__ = ['diff_augment', 'upsamplings', 'CondGenerator', 'ProjectionDiscriminator', 'ema_update', 'train_gan', 'GANSettings',
+           'GANGenerator']
 
 # %% ../nbs/02c_gan.ipynb #a8eaeb8c
 def diff_augment(x: torch.Tensor, # images (N, C, H, W) in [-1, 1]
@@ -108,6 +110,17 @@ def train_gan(G: CondGenerator, D: ProjectionDiscriminator,
         if tracker: tracker.log({'gan/d_loss': losses['d'][-1], 'gan/g_loss': losses['g'][-1]}, step=step + 1)
     if tracker: tracker.finish()
     return (ema if ema is not None else G).eval(), losses
+
+# %% ../nbs/02c_gan.ipynb #0ca4af2f
+@stage_config
+class GANSettings:
+    "Settings of the `gan` generator (`generation.gan`)."
+    train_steps: PositiveInt = 60  # steps (one D and one G update each)
+    batch_size: PositiveInt = 16  # images per step
+    width: PositiveInt = 16  # base channel width of G and D
+    lr: Positive = 0.0002  # Adam learning rate of G and D
+    ema_decay: Annotated[float, Bounds(ge=0, lt=1)] = 0.999  # EMA of the generator's weights; 0: off
+    diff_augment: bool = True  # DiffAugment on real and fake images for the discriminator
 
 # %% ../nbs/02c_gan.ipynb #fd68d97c
 class GANGenerator:

@@ -15,23 +15,22 @@ import matplotlib.pyplot as plt
 from safetensors.torch import load_file
 
 from .store import StageResult, StageRun, stage_result
-from .config import (Annotated, Bounds, Count, Fraction, NonNegative, Positive, PositiveInt, check_settings,
-                            did_you_mean, stage_config)
+from .config import Count, check_settings, did_you_mean, stage_config
 from .images import image_grid
 from .env import progress
-from .diffusion import DiffusionGenerator
-from .external import ExternalGenerator
-from .gan import GANGenerator
+from .diffusion import DiffusionGenerator, DiffusionSettings
+from .external import ExternalGenerator, ExternalSettings
+from .gan import GANGenerator, GANSettings
 from .pretrained import PretrainedGenerator, PretrainedSettings
 from .vae import VAEGenerator, VAESettings
-from .hybrid import HybridGenerator
-from .paste import DefectPasteGenerator
+from .hybrid import HybridGenerator, HybridSettings
+from .paste import DefectPasteGenerator, PasteSettings
 from .simulation import ChestOpacitySimulator, SurfaceDefectSimulator
 from .sources import SIMULATOR_NAMES, DataError, normal_index
 
 # %% auto #0
-__all__ = ['SIMULATOR_CLASSES', 'GENERATORS', 'INPUTS', 'GenerationConfig', 'make_simulator', 'make_diffusion', 'make_gan',
-           'make_vae', 'make_dp_vae', 'make_pretrained', 'make_hybrid', 'make_paste', 'make_paste_hybrid',
+__all__ = ['SIMULATOR_CLASSES', 'SETTINGS', 'GENERATORS', 'INPUTS', 'GenerationConfig', 'make_simulator', 'make_diffusion',
+           'make_gan', 'make_vae', 'make_dp_vae', 'make_pretrained', 'make_hybrid', 'make_paste', 'make_paste_hybrid',
            'CopyGenerator', 'NoiseGenerator', 'make_copy', 'make_noise', 'make_external', 'GeneratorSpec',
            'generator_classes', 'sample_counts', 'request_labels', 'check_samples', 'save_generator', 'load_generator',
            'smooth', 'plot_losses', 'run_generation']
@@ -43,24 +42,14 @@ class GenerationConfig:
     generators: list[str] = field(default_factory=lambda: ['simulation', 'diffusion', 'gan', 'hybrid'])  # fit & sample
     n_per_class: Count = 64  # synthetic images per class and generator
     class_counts: dict[str, Count] = field(default_factory=dict)  # per-class override by name, e.g. {'defect': 200}
-    batch_size: PositiveInt = 16  # training batch of the diffusion model and the GAN
-    diffusion_train_steps: PositiveInt = 60  # diffusion optimisation steps
-    diffusion_channels: list[PositiveInt] = field(default_factory=lambda: [16, 32, 32])  # UNet block widths
-    diffusion_lr: Positive = 0.002  # diffusion peak learning rate (cosine schedule)
-    label_dropout: Annotated[float, Bounds(ge=0, lt=1)] = 0.1  # null-class share for classifier-free guidance
-    ddim_steps: PositiveInt = 8  # DDIM sampling steps (hybrid uses hybrid_strength of them)
-    guidance_scale: NonNegative = 1.5  # classifier-free guidance scale (1: plain conditional model)
-    ema_decay: Annotated[float, Bounds(ge=0, lt=1)] = 0.999  # diffusion and GAN weights; 0: off
-    gan_train_steps: PositiveInt = 60  # GAN steps (one D and one G update each)
-    gan_width: PositiveInt = 16  # GAN base channel width
-    gan_lr: Positive = 0.0002  # Adam learning rate of G and D
-    diff_augment: bool = True  # DiffAugment on real and fake images for the discriminator
-    hybrid_strength: Annotated[float, Bounds(gt=0, le=1)] = 0.5  # SDEdit noise level in (0, 1]
-    paste_small_area: Fraction = 0.02  # paste: masks < this area share: high-pass residual; larger: mean-matched pixels
-    paste_contrast: Annotated[float, Bounds(ge=0, lt=1)] = 0.2  # paste: defect contrast × a random factor in 1 ± this
-    external: dict = field(default_factory=dict)  # external set {path (folder/.npz, relative to data dir), mask_suffix}
-    vae: dict = field(default_factory=dict)  # vae, dp_vae settings (`VAESettings`): train_steps, latent, lr, epsilon, …
+    # one mapping of settings per generator family, each checked by its settings class (`SETTINGS`)
+    diffusion: dict = field(default_factory=dict)  # `DiffusionSettings`: train_steps, channels, lr, ddim_steps, …
+    gan: dict = field(default_factory=dict)  # `GANSettings`: train_steps, batch_size, width, lr, …
+    hybrid: dict = field(default_factory=dict)  # `HybridSettings` of hybrid and paste_hybrid: strength
+    paste: dict = field(default_factory=dict)  # `PasteSettings`: small_area, contrast
+    vae: dict = field(default_factory=dict)  # `VAESettings` of vae and dp_vae: train_steps, latent, lr, epsilon, …
     pretrained: dict = field(default_factory=dict)  # `PretrainedSettings`: path (diffusers pipeline dir), strength, …
+    external: dict = field(default_factory=dict)  # `ExternalSettings`: path (folder or .npz), mask_suffix
     seed: int = 0  # experiment seed
     device: str = 'auto'  # 'auto', 'cpu' or 'cuda'
 
@@ -69,8 +58,7 @@ class GenerationConfig:
             if g not in GENERATORS: raise ValueError(f"Unknown generator {g!r}{did_you_mean(g, GENERATORS)}; "
                                                      f"available: {sorted(GENERATORS)}")
         # typed like the stage's own parameters
-        for key, cls in (('vae', VAESettings), ('pretrained', PretrainedSettings)):
-            check_settings(key, getattr(self, key), cls)
+        for key, cls in SETTINGS.items(): check_settings(key, getattr(self, key), cls)
         if 'pretrained' in self.generators and not self.pretrained.get('path'):
             raise ValueError("the pretrained generator needs generation.pretrained.path: "
                              "a diffusers pipeline folder saved with save_pretrained")
@@ -92,16 +80,15 @@ def make_simulator(profile: dict, cfg=None, fitted=None):
     return SIMULATOR_CLASSES[name]()
 
 def make_diffusion(profile: dict, cfg=None, fitted=None):
-    "An untrained class-conditional diffusion model with `cfg`'s settings."
-    c = cfg or GenerationConfig()
-    return DiffusionGenerator(c.diffusion_channels, c.diffusion_train_steps, c.batch_size, c.diffusion_lr,
-                              c.label_dropout, c.ema_decay, c.ddim_steps, c.guidance_scale, c.device, c.seed)
+    "An untrained class-conditional diffusion model with `generation.diffusion`'s settings."
+    c = cfg or GenerationConfig(); s = DiffusionSettings(**c.diffusion)
+    return DiffusionGenerator(s.channels, s.train_steps, s.batch_size, s.lr, s.label_dropout, s.ema_decay, s.ddim_steps,
+                              s.guidance_scale, c.device, c.seed)
 
 def make_gan(profile: dict, cfg=None, fitted=None):
-    "An untrained conditional GAN with `cfg`'s settings."
-    c = cfg or GenerationConfig()
-    return GANGenerator(c.gan_train_steps, c.batch_size, c.gan_width, 64, c.gan_lr, c.ema_decay, c.diff_augment,
-                        c.device, c.seed)
+    "An untrained conditional GAN with `generation.gan`'s settings."
+    c = cfg or GenerationConfig(); s = GANSettings(**c.gan)
+    return GANGenerator(s.train_steps, s.batch_size, s.width, 64, s.lr, s.ema_decay, s.diff_augment, c.device, c.seed)
 
 def make_vae(profile: dict, cfg=None, fitted=None):
     "An untrained conditional VAE with `generation.vae`'s settings."
@@ -127,19 +114,19 @@ def _diffusion_of(fitted: dict|None):
 def make_hybrid(profile: dict, cfg=None, fitted=None):
     "Simulator + diffusion refiner; reuses a diffusion model already in `fitted`."
     return HybridGenerator(make_simulator(profile), _diffusion_of(fitted) or make_diffusion(profile, cfg),
-                           (cfg or GenerationConfig()).hybrid_strength)
+                           HybridSettings(**(cfg or GenerationConfig()).hybrid).strength)
 
 def make_paste(profile: dict, cfg=None, fitted=None):
     "Mask-guided paste of the scarce set's real defects onto its real defect-free tiles."
-    c = cfg or GenerationConfig()
-    return DefectPasteGenerator(c.paste_small_area, c.paste_contrast,
-                                normal_class=normal_index(profile, 'the paste generator'))
+    s = PasteSettings(**(cfg or GenerationConfig()).paste)
+    return DefectPasteGenerator(s.small_area, s.contrast, normal_class=normal_index(profile, 'the paste generator'))
 
 def make_paste_hybrid(profile: dict, cfg=None, fitted=None):
     "Paste, then masked SDEdit by the diffusion model (reused from `fitted` when there)."
     c = cfg or GenerationConfig()
     return HybridGenerator(fitted['paste'] if 'paste' in (fitted or {}) else make_paste(profile, c),
-                           _diffusion_of(fitted) or make_diffusion(profile, c), c.hybrid_strength, masked=True)
+                           _diffusion_of(fitted) or make_diffusion(profile, c), HybridSettings(**c.hybrid).strength,
+                           masked=True)
 
 
 # %% ../nbs/02_generation.ipynb #9aa0e6ae
@@ -179,10 +166,8 @@ def make_noise(profile: dict, cfg=None, fitted=None): return NoiseGenerator()
 
 def make_external(profile: dict, cfg=None, fitted=None):
     "The external synthetic set named by `generation.external` (see External synthetic sets)."
-    spec = dict((cfg or GenerationConfig()).external)
-    if unknown := sorted(set(spec) - {'path', 'mask_suffix'}):
-        raise ValueError(f"generation.external: unknown key(s) {unknown}; it takes path and mask_suffix")
-    return ExternalGenerator(spec.get('path', ''), spec.get('mask_suffix', ''))
+    s = ExternalSettings(**(cfg or GenerationConfig()).external)
+    return ExternalGenerator(s.path, s.mask_suffix)
 
 
 # %% ../nbs/02_generation.ipynb #6cc569de
@@ -192,28 +177,37 @@ class GeneratorSpec:
     make: Callable
     classes: tuple
     summary: str
+    settings: tuple = ()  # the `generation` settings mappings it reads (keys of `SETTINGS`)
+
+# `generation.<key>` -> the class that types and checks that mapping
+SETTINGS = {'diffusion': DiffusionSettings, 'gan': GANSettings, 'hybrid': HybridSettings, 'paste': PasteSettings,
+            'vae': VAESettings, 'pretrained': PretrainedSettings, 'external': ExternalSettings}
 
 GENERATORS = {
     'simulation': GeneratorSpec(make_simulator, (ChestOpacitySimulator, SurfaceDefectSimulator),
                                 "procedural lesions, or scratches, cracks, blowholes and Perlin anomalies, "
                                 "on real normal images"),
     'diffusion': GeneratorSpec(make_diffusion, (DiffusionGenerator,),
-                               "class-conditional DDPM (diffusers UNet2DModel) with classifier-free guidance and DDIM"),
-    'gan': GeneratorSpec(make_gan, (GANGenerator,), "conditional GAN with DiffAugment"),
-    'hybrid': GeneratorSpec(make_hybrid, (HybridGenerator,), "simulation refined by the diffusion model (SDEdit)"),
+                               "class-conditional DDPM (diffusers UNet2DModel) with classifier-free guidance and DDIM",
+                               ('diffusion',)),
+    'gan': GeneratorSpec(make_gan, (GANGenerator,), "conditional GAN with DiffAugment", ('gan',)),
+    'hybrid': GeneratorSpec(make_hybrid, (HybridGenerator,), "simulation refined by the diffusion model (SDEdit)",
+                            ('hybrid', 'diffusion')),
     'pretrained': GeneratorSpec(make_pretrained, (PretrainedGenerator,),
                                 "a diffusers pipeline on disk: "
-                                "img2img from the scarce images, optionally fine-tuned on them"),
-    'vae': GeneratorSpec(make_vae, (VAEGenerator,), "conditional VAE (small, CPU-trainable)"),
+                                "img2img from the scarce images, optionally fine-tuned on them", ('pretrained',)),
+    'vae': GeneratorSpec(make_vae, (VAEGenerator,), "conditional VAE (small, CPU-trainable)", ('vae',)),
     'dp_vae': GeneratorSpec(make_dp_vae, (VAEGenerator,),
-                            "the conditional VAE trained by DP-SGD (opacus) to a stated (ε, δ)"),
+                            "the conditional VAE trained by DP-SGD (opacus) to a stated (ε, δ)", ('vae',)),
     'paste': GeneratorSpec(make_paste, (DefectPasteGenerator,),
-                           "the scarce set's real defects pasted onto its defect-free images, by mask"),
+                           "the scarce set's real defects pasted onto its defect-free images, by mask", ('paste',)),
     'paste_hybrid': GeneratorSpec(make_paste_hybrid, (HybridGenerator,),
-                                  "paste, then masked SDEdit by the diffusion model"),
+                                  "paste, then masked SDEdit by the diffusion model",
+                                  ('paste', 'hybrid', 'diffusion')),
     'external': GeneratorSpec(make_external, (ExternalGenerator,),
                               "an external set: "
-                              "a simulator's renders, a pretrained model's samples, another lab's images"),
+                              "a simulator's renders, a pretrained model's samples, another lab's images",
+                              ('external',)),
     'copy': GeneratorSpec(make_copy, (CopyGenerator,), "control: copies of real training images"),
     'noise': GeneratorSpec(make_noise, (NoiseGenerator,), "control: uniform noise"),
 }

@@ -9,11 +9,18 @@ import torch
 import torch.nn.functional as F
 
 from .diffusion import DiffusionGenerator
+from .config import Annotated, Bounds, stage_config
 from .images import check_labels, to_tensor
 from .paste import DefectPasteGenerator
 
 # %% auto #0
-__all__ = ['mask_weight', 'HybridGenerator']
+__all__ = ['HybridSettings', 'mask_weight', 'HybridGenerator']
+
+# %% ../nbs/02e_hybrid.ipynb #23bd62a4
+@stage_config
+class HybridSettings:
+    "Settings of `hybrid` and `paste_hybrid` (`generation.hybrid`)."
+    strength: Annotated[float, Bounds(gt=0, le=1)] = 0.5  # SDEdit noise level in (0, 1]
 
 # %% ../nbs/02e_hybrid.ipynb #3ee83fa0
 def mask_weight(masks: np.ndarray, dilate: int = 2) -> np.ndarray:

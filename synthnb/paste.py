@@ -10,10 +10,11 @@ import torch
 from scipy import ndimage
 from fastcore.basics import patch
 
+from .config import Annotated, Bounds, Fraction, stage_config
 from .images import check_labels
 
 # %% auto #0
-__all__ = ['defect_source', 'place_defect', 'DefectPasteGenerator']
+__all__ = ['defect_source', 'place_defect', 'PasteSettings', 'DefectPasteGenerator']
 
 # %% ../nbs/02d_paste.ipynb #8283ad69
 def defect_source(image: np.ndarray, # uint8 (H, W)
@@ -57,6 +58,13 @@ def place_defect(target: np.ndarray, # uint8 (H, W) defect-free tile
     out[box] = out[box] * (1 - wgt) + patch * wgt
     mask = np.zeros(target.shape, np.uint8); mask[box] = parts['mask']
     return np.clip(out, 0, 255).round().astype(np.uint8), mask
+
+# %% ../nbs/02d_paste.ipynb #c49e92ee
+@stage_config
+class PasteSettings:
+    "Settings of the `paste` generator, also the base of `paste_hybrid` (`generation.paste`)."
+    small_area: Fraction = 0.02  # masks below this share of the image: high-pass residual; larger: mean-matched pixels
+    contrast: Annotated[float, Bounds(ge=0, lt=1)] = 0.2  # defect contrast × a random factor in 1 ± this
 
 # %% ../nbs/02d_paste.ipynb #e4d63ee1
 def _sha1(a: np.ndarray) -> str: return hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest()

@@ -84,6 +84,30 @@ def test_every_wrong_type_or_range_fails_before_stage_1_naming_the_key(stage):
     assert checked > len(dataclasses.fields(CONFIGS[stage]))  # every field, and the bounded ones twice
 
 
+
+def _nested_settings():
+    "(stage, key, class) of every nested settings mapping: generation's per-generator ones and stage 4's translation."
+    from synthnb.generation import SETTINGS
+    from synthnb.translation import TranslationSettings
+    return [('generation', k, cls) for k, cls in SETTINGS.items()] + [('augmentation', 'translation', TranslationSettings)]
+
+
+@pytest.mark.parametrize('stage,key,cls', _nested_settings(), ids=lambda v: getattr(v, '__name__', v))
+def test_every_wrong_nested_setting_fails_before_stage_1_naming_the_key(stage, key, cls):
+    import typing
+    from synthnb.runner import ParameterError
+    accepted, hints = accepted_parameters(), typing.get_type_hints(cls, include_extras=True)
+    checked = 0
+    for f in dataclasses.fields(cls):
+        for bad in _wrong_values(hints[f.name]):
+            exp = load_experiment({'exp_id': 'typed', stage: {key: {f.name: bad}}})
+            with pytest.raises(ParameterError) as e: validate_experiment(exp, accepted)
+            assert f'{stage}.{key}.{f.name} = ' in str(e.value) and 'expected' in str(e.value), (f.name, bad, str(e.value))
+            checked += 1
+    exp = load_experiment({'exp_id': 'typed', stage: {key: {'no_such_setting': 1}}})
+    with pytest.raises(ParameterError, match=f"{key}: unknown setting 'no_such_setting'"): validate_experiment(exp, accepted)
+    assert checked >= len(dataclasses.fields(cls))
+
 def test_cli_rejects_a_bad_value_before_anything_runs(tmp_path, capsys):
     from synthnb.cli import main
     code = main(['run', str(ROOT / 'experiments' / 'healthcare.yaml'), '--runs-dir', str(tmp_path), '-p', 'training.steps=1.5'])

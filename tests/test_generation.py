@@ -17,7 +17,7 @@ from synthnb.generation import GENERATORS, GenerationConfig, check_samples, load
 
 NAMES = ['simulation', 'diffusion', 'gan', 'hybrid', 'vae', 'dp_vae', 'external', 'pretrained']
 PROFILE = {'classes': ['normal', 'pneumonia'], 'roles': {'normal_class': 'normal', 'simulator': 'chest_opacity'}}  # what stage 1 declares for the healthcare card
-TINY = dict(batch_size=8, diffusion_train_steps=3, diffusion_channels=[8, 16, 16], ddim_steps=2, gan_train_steps=3, gan_width=8, device='cpu',
+TINY = dict(diffusion={'train_steps': 3, 'channels': [8, 16, 16], 'ddim_steps': 2, 'batch_size': 8}, gan={'train_steps': 3, 'width': 8, 'batch_size': 8}, device='cpu',
             vae={'train_steps': 8, 'batch_size': 8, 'latent': 4, 'width': 8})
 
 
@@ -81,7 +81,7 @@ def test_bad_counts_and_class_names():
     with pytest.raises(ValueError, match="unknown class 'pneumonai'"):
         sample_counts(GenerationConfig(class_counts={'pneumonai': 3}), PROFILE['classes'])
     with pytest.raises(ValueError, match="did you mean 'diffusion'"): GenerationConfig(generators=['difusion'])
-    with pytest.raises(ValueError, match=r'hybrid_strength = 1.5: expected a number > 0 and ≤ 1'): GenerationConfig(hybrid_strength=1.5)
+    with pytest.raises(ValueError, match=r'hybrid.strength = 1.5: expected a number > 0 and ≤ 1'): GenerationConfig(hybrid={'strength': 1.5})
 
 
 def test_wrong_image_size_is_an_error():
