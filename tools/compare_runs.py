@@ -19,13 +19,25 @@ def stages(run_dir: Path) -> dict:
             for d in sorted(run_dir.iterdir()) if (d / 'manifest.json').exists()}
 
 
+def file_hash(f: Path) -> str:
+    "sha256 of a file; of a JSON file, of its canonical form (diffusers writes the set `_use_default_values` unordered)."
+    if f.suffix != '.json': return hashlib.sha256(f.read_bytes()).hexdigest()
+    def canonical(d):
+        if isinstance(d, list): return [canonical(v) for v in d]
+        if not isinstance(d, dict): return d
+        return {k: sorted(v) if k == '_use_default_values' else canonical(v) for k, v in d.items()}
+    return hashlib.sha256(json.dumps(canonical(json.loads(f.read_text())), sort_keys=True).encode()).hexdigest()
+
+
 def artifact_hashes(stage_dir: Path) -> dict:
-    "artifact -> sha256 of every file the stage wrote (inputs from upstream stages excluded)."
+    ("artifact -> hash of every file the stage wrote (inputs from upstream stages excluded; "
+     "metrics.json is compared value by value instead).")
     m = json.loads((stage_dir / 'manifest.json').read_text())
-    out = {k: a['sha256'] for k, a in m['artifacts'].items() if a.get('stage') == m['stage']}
+    out = {k: file_hash(stage_dir.parent / a['path']) for k, a in m['artifacts'].items()
+           if a.get('stage') == m['stage'] and k != 'metrics'}
     models = stage_dir / 'models'
     for f in sorted(models.rglob('*')) if models.exists() else []:
-        if f.is_file(): out[str(f.relative_to(stage_dir))] = hashlib.sha256(f.read_bytes()).hexdigest()
+        if f.is_file(): out[str(f.relative_to(stage_dir))] = file_hash(f)
     return out
 
 
