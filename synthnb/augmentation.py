@@ -27,7 +27,7 @@ from .translation import CycleGANTranslator, TranslationSettings
 # %% auto #0
 __all__ = ['OPS', 'LIMITS', 'DEFAULT_POLICY', 'INPUTS', 'RandomOp', 'elastic_warp', 'Policy', 'Randomize', 'validate_policy',
            'build_policy', 'AugmentationConfig', 'augment', 'preview_grid', 'reference_banks', 'translate_synthetic',
-           'run_augmentation']
+           'run_augmentation', 'preview_images']
 
 # %% ../nbs/04_augmentation.ipynb #c45081b9
 def _pair(v): return (float(v[0]), float(v[1])) if isinstance(v, (list, tuple)) else (float(v), float(v))
@@ -329,10 +329,18 @@ def _w1(images, train) -> float|None:
     return (round(float(wasserstein_distance(images.reshape(-1), train['images'].reshape(-1))), 3) if len(images)
             else None)
 
+def preview_images(syn: dict, train: dict, n: int = 6) -> tuple:
+    ("`(images, masks, what)`: up to `n` evenly spaced kept synthetic images to preview the policy on, "
+     "or real training images when stage 3 kept none.")
+    src, what = (syn, 'synthetic') if len(syn['images']) else (train, 'real (no synthetic image was kept)')
+    idx = np.linspace(0, len(src['images']) - 1, min(n, len(src['images']))).astype(int)
+    masks = src['masks'] if 'masks' in src else np.zeros_like(src['images'])
+    return src['images'][idx], masks[idx], what
+
 def _save_previews(run, cfg, syn, train, after, refs):
-    idx = np.linspace(0, len(syn['images']) - 1, min(6, len(syn['images']))).astype(int)
-    fig = preview_grid({'policy': cfg.policy}, syn['images'][idx], syn['masks'][idx], **refs, draws=3,
-                       seed=cfg.seed + 100, device=run.device, title='policy preview: the same images, three draws')
+    images, masks, what = preview_images(syn, train)
+    fig = preview_grid({'policy': cfg.policy}, images, masks, **refs, draws=3, seed=cfg.seed + 100,
+                       device=run.device, title=f'policy preview on {what} images: the same images, three draws')
     run.save_figure('preview', fig); plt.close(fig)
     fig, ax = plt.subplots(figsize=(4.5, 2.6))
     for label, a in (('synthetic before', syn['images']), ('synthetic after', after), ('real train', train['images'])):
