@@ -161,6 +161,7 @@ class DiffusionGenerator:
         s = self.settings; n_classes = len(profile['classes']) if profile else int(labels.max()) + 1
         if images.ndim != 3 or images.shape[1] != images.shape[2]:
             raise ValueError(f"diffusion needs square uint8 images (N, H, W), got {images.shape}")
+        torch.manual_seed(s['seed'])  # the weights' initialisation too: same seed, same generator
         unet = UNet2DModel.from_config(unet_config(images.shape[1], n_classes, s['channels']))
         self.unet, self.losses = train_ddpm(unet, images, check_labels(labels, n_classes, self.name), s['train_steps'],
                                             s['batch_size'], s['lr'], s['label_dropout'], s['ema_decay'], s['seed'],

@@ -137,6 +137,7 @@ class GANGenerator:
         if images.ndim != 3 or images.shape[1] != images.shape[2]: raise ValueError("gan needs square uint8 images "
                                                                                     f"(N, H, W), got {images.shape}")
         self.arch = dict(image_size=int(images.shape[1]), n_classes=n_classes, z_dim=s['z_dim'], width=s['width'])
+        torch.manual_seed(s['seed'])  # the weights' initialisation too: same seed, same generator
         G, D = CondGenerator(**self.arch), ProjectionDiscriminator(self.arch['image_size'], n_classes, s['width'])
         self.net, self.losses = train_gan(G, D, images, check_labels(labels, n_classes, self.name),
                                           s['train_steps'], s['batch_size'],

@@ -124,6 +124,7 @@ class VAEGenerator:
     def fit(self, images: np.ndarray, labels: np.ndarray, masks=None, profile=None):
         n_classes = len(profile['classes']) if profile else int(labels.max()) + 1
         labels = check_labels(labels, n_classes, self.name)
+        torch.manual_seed(self.seed)  # the weights' initialisation too: same seed, same generator
         net = CondVAE(int(images.shape[1]), n_classes, self.settings.latent, self.settings.width)
         self.net, self.losses, self.privacy = train_vae(net, images, labels, self.settings, self.seed,
                                                         self.device, self.dp)
