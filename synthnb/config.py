@@ -12,9 +12,10 @@ import yaml
 
 # %% auto #0
 __all__ = ['STAGE_NOTEBOOKS', 'STAGES', 'SHARED_KEYS', 'RESERVED_PARAMS', 'Count', 'PositiveInt', 'NonNegative', 'Positive',
-           'Probability', 'Fraction', 'stage_folder', 'did_you_mean', 'validate_exp_id', 'Experiment', 'parse_override',
-           'load_experiment', 'Bounds', 'describe', 'conforms', 'ConfigError', 'check_fields', 'stage_config',
-           'check_settings', 'from_parameters', 'parameters_cell']
+           'Probability', 'Fraction', 'ALL', 'ClassCounts', 'stage_folder', 'did_you_mean', 'validate_exp_id',
+           'Experiment', 'parse_override', 'load_experiment', 'Bounds', 'scarce_count', 'with_scarce_count', 'describe',
+           'conforms', 'ConfigError', 'check_fields', 'stage_config', 'check_settings', 'from_parameters',
+           'parameters_cell']
 
 # %% ../nbs/00_config.ipynb #4f2d1e0c
 # stage -> its notebook in nbs/, and its folder in a run
@@ -138,6 +139,19 @@ NonNegative = Annotated[float, Bounds(ge=0)]
 Positive = Annotated[float, Bounds(gt=0)]
 Probability = Annotated[float, Bounds(ge=0, le=1)]  # a share or probability in [0, 1]
 Fraction = Annotated[float, Bounds(gt=0, lt=1)]  # strictly between 0 and 1
+ALL = 'all'  # a class count meaning every image the pool has
+ClassCounts = Union[PositiveInt, dict[str, Union[PositiveInt, Literal['all']]]]  # one count, or one per class name
+
+# %% ../nbs/00_config.ipynb #45d7148a
+def scarce_count(n_per_class: int|dict) -> int:
+    "The count a learning curve varies: `n_per_class` itself, or the smallest count of a per-class mapping."
+    if not isinstance(n_per_class, dict): return int(n_per_class)
+    return min(int(v) for v in n_per_class.values() if v != ALL)
+
+def with_scarce_count(n_per_class: int|dict, n: int) -> int|dict:
+    "`n_per_class` with its scarce count set to `n` (a mapping: every class with a number; 'all' stays 'all')."
+    if not isinstance(n_per_class, dict): return int(n)
+    return {c: v if v == ALL else int(n) for c, v in n_per_class.items()}
 
 # %% ../nbs/00_config.ipynb #2dd422d2
 _NAMES = {int: 'an integer', float: 'a number', bool: 'true or false', str: 'a string', list: 'a list',
@@ -244,6 +258,7 @@ def _cell_type(hint) -> str:
     "The plain type a parameters cell annotates (papermill reads it): `int`, `float`, `str`, `bool`, `list` or `dict`."
     while get_origin(hint) is Annotated: hint = get_args(hint)[0]
     if get_origin(hint) is Literal: return type(get_args(hint)[0]).__name__
+    if get_origin(hint) in (Union, types.UnionType): return 'object'  # papermill's parser reads names only, not `int|dict`
     return _origin(hint).__name__
 
 def _upstream_help(stage: str) -> str:

@@ -11,14 +11,16 @@ import numpy as np
 import matplotlib.pyplot as plt
 from scipy import ndimage
 
-from .config import Annotated, Bounds, Fraction, PositiveInt, stage_config
+from .config import (ALL, Annotated, Bounds, ClassCounts, ConfigError, Fraction, PositiveInt, did_you_mean,
+                            stage_config)
 from .store import StageResult, StageRun, stage_result
 from .images import image_grid
 from .sources import DataError, load_card, load_source
 
 # %% auto #0
-__all__ = ['INPUTS', 'DomainConfig', 'load_real', 'check_counts', 'carve_scarce', 'carve_validation', 'image_hashes',
-           'texture_stats', 'intensity_stats', 'defect_stats', 'profile_domain', 'card_profile', 'run_domain']
+__all__ = ['INPUTS', 'DomainConfig', 'load_real', 'class_counts', 'check_counts', 'carve_scarce', 'carve_validation',
+           'image_hashes', 'take_all', 'texture_stats', 'intensity_stats', 'defect_stats', 'profile_domain',
+           'card_profile', 'run_domain']
 
 # %% ../nbs/01_domain.ipynb #695a4656
 @stage_config
@@ -33,7 +35,7 @@ class DomainConfig:
     constraints: dict = field(default_factory=dict)  # licence, privacy, intended_use, known_issues ({} → the card's)
     data_dir: str = ''  # data directory; '' → $SYNTHNB_DATA or the checkout's data/
     image_size: Annotated[int, Bounds(ge=16, le=256)] = 28  # square side every image is resized to (PneumoniaMNIST: 28)
-    n_per_class: PositiveInt = 20  # real training images per class in the data-scarce set
+    n_per_class: ClassCounts = 20  # scarce training images per class, or per class name ({ok: all, defect: 10})
     n_val_per_class: PositiveInt = 20  # real val images per class, apart from train and test: stage 3 and 6 checks only
     test_fraction: Fraction = 0.3  # group or stratified splits: fraction of groups (images) held out for testing
     split_seed: int = 0  # group or stratified splits: seed of the fixed test split
@@ -43,26 +45,45 @@ class DomainConfig:
     def __post_init__(self):
         self.card = load_card(self.dataset, source=self.source, classes=self.classes, normal_class=self.normal_class,
                               simulator=self.simulator, description=self.description, constraints=self.constraints)
+        if isinstance(self.n_per_class, dict) and self.card['classes']:  # known classes: checked before any loading
+            try: class_counts(self.n_per_class, [str(c) for c in self.card['classes']])
+            except DataError as e: raise ConfigError({'n_per_class': f"{self.n_per_class!r}: {e}"}) from None
 
 # %% ../nbs/01_domain.ipynb #5ef613b0
 def load_real(cfg: DomainConfig) -> dict:
     "Real training pool and test split of `cfg`'s card."
     return load_source(cfg.card, cfg.image_size, cfg.data_dir or None, cfg.test_fraction, cfg.split_seed)
 
+# %% ../nbs/01_domain.ipynb #4c0c7635
+def class_counts(n_per_class: int|dict, # `DomainConfig.n_per_class`: one count, or class name -> count or 'all'
+                 classes: list, # class names in label order
+                ) -> dict:
+    "Class index -> scarce training images of that class (None: all the pool has outside validation groups)."
+    if not isinstance(n_per_class, dict): return {c: int(n_per_class) for c in range(len(classes))}
+    for name in n_per_class:
+        if name not in classes: raise DataError(
+            f"domain.n_per_class names class {name!r}{did_you_mean(str(name), classes)}, which is not one of the "
+            f"classes {classes}")
+    if missing := [c for c in classes if c not in n_per_class]: raise DataError(
+        f"domain.n_per_class gives no count for class(es) {missing}: name every class of {classes} (a number or 'all')")
+    return {c: None if n_per_class[name] == ALL else int(n_per_class[name]) for c, name in enumerate(classes)}
+
 def check_counts(labels: np.ndarray, # pool labels
                  classes: list, # class names
-                 n_per_class: int, n_val_per_class: int, # what stage 1 will draw per class
+                 counts: dict, # class index -> scarce images (`class_counts`; None: all)
+                 n_val_per_class: int, # validation images per class
                 ):
-    "A `DataError` naming every class whose pool cannot give `n_per_class` + `n_val_per_class` images."
-    need, n = n_per_class + n_val_per_class, np.bincount(labels, minlength=len(classes))
-    if short := {classes[c]: int(n[c]) for c in range(len(classes)) if n[c] < need}:
-        raise DataError(f"Too few pool images for class(es) {short}: each class needs "
-                        f"n_per_class + n_val_per_class = {need} (and more when groups exclude some). "
-                        "Lower domain.n_per_class / domain.n_val_per_class, or add images.")
+    "A `DataError` naming every class whose pool cannot give its count (at least one for 'all') + `n_val_per_class`."
+    have = np.bincount(labels, minlength=len(classes))
+    need = {c: (n or 1) + n_val_per_class for c, n in counts.items()}
+    if short := {classes[c]: int(have[c]) for c in range(len(classes)) if have[c] < need[c]}:
+        raise DataError(f"Too few pool images for class(es) {short}: each class needs its n_per_class + "
+                        f"n_val_per_class = {[need[classes.index(k)] for k in short]} (and more when groups exclude "
+                        "some). Lower domain.n_per_class / domain.n_val_per_class, or add images.")
 
 # %% ../nbs/01_domain.ipynb #75563ec9
 def carve_scarce(labels: np.ndarray, # pool labels
-                 n_per_class: int, # images per class
+                 n_per_class: int|dict, # images per class, or class index -> images (None or absent: none drawn)
                  seed: int, # experiment seed
                  groups: np.ndarray|None = None, # group per image: prefer distinct groups
                  classes: list|None = None, # class names, for error messages
@@ -70,15 +91,17 @@ def carve_scarce(labels: np.ndarray, # pool labels
     "Sorted pool indices of the data-scarce training set."
     rng = np.random.default_rng(seed)
     chosen = []
+    counts = n_per_class if isinstance(n_per_class, dict) else {c: n_per_class for c in np.unique(labels)}
     for c in np.unique(labels):
+        if (n := counts.get(c)) is None: continue
         idx = rng.permutation(np.flatnonzero(labels == c))
-        if len(idx) < n_per_class: raise ValueError(f"class {classes[c] if classes else c} has only {len(idx)} "
-                                                    f"pool images, fewer than n_per_class={n_per_class}")
+        if len(idx) < n: raise ValueError(f"class {classes[c] if classes else c} has only {len(idx)} "
+                                          f"pool images, fewer than n_per_class={n}")
         if groups is not None:  # rank of each image within its group, in shuffled order: distinct groups first
             seen, rank = {}, []
             for i in idx: rank.append(seen.get(groups[i], 0)); seen[groups[i]] = rank[-1] + 1
             idx = idx[np.argsort(rank, kind='stable')]
-        chosen += list(idx[:n_per_class])
+        chosen += list(idx[:n])
     return np.sort(np.array(chosen))
 
 def carve_validation(labels: np.ndarray, # pool labels
@@ -102,6 +125,17 @@ def carve_validation(labels: np.ndarray, # pool labels
 def image_hashes(images: np.ndarray) -> np.ndarray:
     "sha1 of each image's bytes: lets tests prove which real images reached which stage."
     return np.array([hashlib.sha1(np.ascontiguousarray(im).tobytes()).hexdigest() for im in images])
+
+# %% ../nbs/01_domain.ipynb #734f1914
+def take_all(labels: np.ndarray, # pool labels
+             counts: dict, # class index -> scarce images (`class_counts`); None: take all
+             val_index: np.ndarray, # pool indices of the validation set
+             groups: np.ndarray|None = None, # group per image: no validation group is taken
+            ) -> np.ndarray:
+    "Sorted pool indices of every image of the 'all' classes outside the validation set (and its groups)."
+    free = np.ones(len(labels), bool); free[val_index] = False
+    if groups is not None: free &= ~np.isin(groups, groups[val_index])
+    return np.flatnonzero(free & np.isin(labels, [c for c, n in counts.items() if n is None]))
 
 # %% ../nbs/01_domain.ipynb #06248b41
 def texture_stats(images: np.ndarray) -> dict:
@@ -166,14 +200,15 @@ def run_domain(cfg: DomainConfig, upstream_dir=None, out_dir=None) -> StageResul
     with StageRun('domain', cfg, None, out_dir, inputs=INPUTS) as run:
         real = load_real(cfg)
         pool, test, classes = real['pool'], real['test'], real['classes']
-        check_counts(pool['labels'], classes, cfg.n_per_class, cfg.n_val_per_class)
-        groups = pool.get('group')
-        idx = carve_scarce(pool['labels'], cfg.n_per_class, cfg.seed, groups, classes)
-        train = {k: v[idx] for k, v in pool.items()}
-        run.save_arrays('train', **train, pool_index=idx, hashes=image_hashes(train['images']))
-        hashes = image_hashes(pool['images'])
+        counts = class_counts(cfg.n_per_class, classes)
+        check_counts(pool['labels'], classes, counts, cfg.n_val_per_class)
+        groups, hashes = pool.get('group'), image_hashes(pool['images'])
+        idx = carve_scarce(pool['labels'], counts, cfg.seed, groups, classes)
         vidx = carve_validation(pool['labels'], cfg.n_val_per_class, cfg.seed, idx,
                                 hashes if groups is None else groups, classes)
+        idx = np.union1d(idx, take_all(pool['labels'], counts, vidx, groups))  # the 'all' classes, after validation
+        train = {k: v[idx] for k, v in pool.items()}
+        run.save_arrays('train', **train, pool_index=idx, hashes=image_hashes(train['images']))
         val = {k: v[vidx] for k, v in pool.items()}
         run.save_arrays('val', **val, pool_index=vidx, hashes=image_hashes(val['images']))
         run.save_arrays('pool', held_out=True, **pool, hashes=hashes)

@@ -178,6 +178,7 @@ class GeneratorSpec:
     classes: tuple
     summary: str
     settings: tuple = ()  # the `generation` settings mappings it reads (keys of `SETTINGS`)
+    family: str = 'generative'  # what its images are: generative, simulation, copy-paste, their hybrids, …
 
 # `generation.<key>` -> the class that types and checks that mapping
 SETTINGS = {'diffusion': DiffusionSettings, 'gan': GANSettings, 'hybrid': HybridSettings, 'paste': PasteSettings,
@@ -186,13 +187,13 @@ SETTINGS = {'diffusion': DiffusionSettings, 'gan': GANSettings, 'hybrid': Hybrid
 GENERATORS = {
     'simulation': GeneratorSpec(make_simulator, (ChestOpacitySimulator, SurfaceDefectSimulator),
                                 "procedural lesions, or scratches, cracks, blowholes and Perlin anomalies, "
-                                "on real normal images"),
+                                "on real normal images", family='simulation'),
     'diffusion': GeneratorSpec(make_diffusion, (DiffusionGenerator,),
                                "class-conditional DDPM (diffusers UNet2DModel) with classifier-free guidance and DDIM",
                                ('diffusion',)),
     'gan': GeneratorSpec(make_gan, (GANGenerator,), "conditional GAN with DiffAugment", ('gan',)),
     'hybrid': GeneratorSpec(make_hybrid, (HybridGenerator,), "simulation refined by the diffusion model (SDEdit)",
-                            ('hybrid', 'diffusion')),
+                            ('hybrid', 'diffusion'), 'simulation+generative'),
     'pretrained': GeneratorSpec(make_pretrained, (PretrainedGenerator,),
                                 "a diffusers pipeline on disk: "
                                 "img2img from the scarce images, optionally fine-tuned on them", ('pretrained',)),
@@ -200,16 +201,18 @@ GENERATORS = {
     'dp_vae': GeneratorSpec(make_dp_vae, (VAEGenerator,),
                             "the conditional VAE trained by DP-SGD (opacus) to a stated (ε, δ)", ('vae',)),
     'paste': GeneratorSpec(make_paste, (DefectPasteGenerator,),
-                           "the scarce set's real defects pasted onto its defect-free images, by mask", ('paste',)),
+                           "the scarce set's real defects pasted onto its defect-free images, by mask", ('paste',),
+                           'copy-paste'),
     'paste_hybrid': GeneratorSpec(make_paste_hybrid, (HybridGenerator,),
                                   "paste, then masked SDEdit by the diffusion model",
-                                  ('paste', 'hybrid', 'diffusion')),
+                                  ('paste', 'hybrid', 'diffusion'), 'copy-paste+generative'),
     'external': GeneratorSpec(make_external, (ExternalGenerator,),
                               "an external set: "
                               "a simulator's renders, a pretrained model's samples, another lab's images",
-                              ('external',)),
-    'copy': GeneratorSpec(make_copy, (CopyGenerator,), "control: copies of real training images"),
-    'noise': GeneratorSpec(make_noise, (NoiseGenerator,), "control: uniform noise"),
+                              ('external',), 'external'),
+    'copy': GeneratorSpec(make_copy, (CopyGenerator,), "control: copies of real training images",
+                         family='control'),
+    'noise': GeneratorSpec(make_noise, (NoiseGenerator,), "control: uniform noise", family='control'),
 }
 
 def generator_classes() -> dict:
@@ -310,6 +313,7 @@ def run_generation(cfg: GenerationConfig, upstream_dir=None, out_dir=None) -> St
         run.save_arrays('synthetic', **syn)
         # files read, privacy spent
         run.write_json('provenance', {n: g.provenance() for n, g in fitted.items() if hasattr(g, 'provenance')})
+        run.write_json('families', {n: GENERATORS[n].family for n in cfg.generators})  # each generator's family
         for name in cfg.generators:
             rows = {}
             for c, cname in enumerate(classes):

@@ -4,6 +4,9 @@
 
 # %% ../nbs/00e_models.ipynb #f4e315cd
 from __future__ import annotations
+import copy
+import math
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -14,9 +17,9 @@ from .env import bf16_supported, progress
 from .images import to_tensor
 
 # %% auto #0
-__all__ = ['TRAIN_AUGMENTS', 'PRECISIONS', 'BasicBlock', 'stem_stride', 'SmallResNet', 'check_augment', 'train_augment',
-           'autocast_dtype', 'fit_classifier', 'roc_auc', 'memory_format', 'fused_adamw', 'predict_proba',
-           'classification_metrics', 'val_threshold']
+__all__ = ['TRAIN_AUGMENTS', 'RAND_OPS', 'MIXES', 'PRECISIONS', 'BasicBlock', 'stem_stride', 'SmallResNet', 'check_augment',
+           'train_augment', 'rand_augment', 'mix_batch', 'autocast_dtype', 'fit_classifier', 'roc_auc', 'memory_format',
+           'fused_adamw', 'predict_proba', 'classification_metrics', 'val_threshold']
 
 # %% ../nbs/00e_models.ipynb #881bcf18
 class BasicBlock(nn.Module):
@@ -84,6 +87,56 @@ def train_augment(x: torch.Tensor, # batch (B, 1, H, W) in [-1, 1]
         x = (x - mean) * (1 + 0.3 * (draw(B, 1, 1, 1) - .5)) + mean + 0.2 * (draw(B, 1, 1, 1) - .5)
     return x
 
+# %% ../nbs/00e_models.ipynb #945dde0a
+RAND_OPS = ('identity', 'rotate', 'shear', 'translate', 'scale', 'brightness', 'contrast', 'sharpness', 'noise')
+
+def rand_augment(x: torch.Tensor, # batch (B, 1, H, W) in [-1, 1]
+                 n_ops: int, # operations per image, drawn uniformly from `RAND_OPS` (with replacement)
+                 magnitude: float, # strength of every operation, 0–1 (1: ±30°, ±0.3 shear, ±25 % shift or zoom, …)
+                 generator: torch.Generator, # CPU generator: the draws
+                ) -> torch.Tensor:
+    "A RandAugment-style view of each image: `n_ops` random operations at one `magnitude`, random signs."
+    B, dev = len(x), x.device
+    pick = torch.randint(0, len(RAND_OPS), (B, n_ops), generator=generator)
+    def amount(op: str, scale: float) -> torch.Tensor:  # per image: ±scale·magnitude where `op` was drawn, else 0
+        sign = torch.randint(0, 2, (B,), generator=generator) * 2 - 1
+        return ((pick == RAND_OPS.index(op)).any(1) * sign * scale * magnitude).float().to(dev)
+    angle, shear = amount('rotate', math.pi / 6), amount('shear', 0.3)
+    zoom = 1 + amount('scale', 0.25)
+    shift = torch.stack([amount('translate', 0.5), amount('translate', 0.5)], 1)  # grid units: 0.5 = 25 % of the side
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin + shear, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    x = F.grid_sample(x, F.affine_grid(theta, list(x.shape), align_corners=False), padding_mode='border',
+                      align_corners=False)
+    mean = x.mean((2, 3), keepdim=True)
+    contrast, brightness = amount('contrast', 0.6).view(-1, 1, 1, 1), amount('brightness', 0.4).view(-1, 1, 1, 1)
+    x = (x - mean) * (1 + contrast) + mean + brightness
+    blurred = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode='replicate'), 3, 1)
+    x = x + amount('sharpness', 1.0).view(-1, 1, 1, 1) * (x - blurred)  # > 0 sharpens, < 0 blurs
+    noise = torch.randn(x.shape, generator=generator).to(dev)
+    return (x + amount('noise', 0.15).abs().view(-1, 1, 1, 1) * noise).clamp(-1, 1)
+
+# %% ../nbs/00e_models.ipynb #a6829bdd
+MIXES = ('', 'mixup', 'cutmix')
+
+def mix_batch(x: torch.Tensor, # batch (B, 1, H, W)
+              kind: str, # 'mixup' or 'cutmix' (see `MIXES`)
+              alpha: float, # Beta(alpha, alpha) draws the mixing share
+              generator: torch.Generator, # CPU generator: the partner permutation and the box
+              rng: np.random.Generator, # draws the share
+             ) -> tuple:
+    "(mixed batch, partner index, share `lam` of each image's own label) for mixup or CutMix."
+    if kind not in MIXES[1:]: raise ValueError(f"unknown mix {kind!r}; choose from {MIXES[1:]}")
+    perm = torch.randperm(len(x), generator=generator).to(x.device)
+    lam = float(rng.beta(alpha, alpha))
+    if kind == 'mixup': return lam * x + (1 - lam) * x[perm], perm, lam
+    H, W = x.shape[-2:]
+    h, w = round(H * math.sqrt(1 - lam)), round(W * math.sqrt(1 - lam))
+    top, left = (int(torch.randint(0, n - d + 1, (1,), generator=generator)) for n, d in ((H, h), (W, w)))
+    out = x.clone()
+    out[..., top:top + h, left:left + w] = x[perm][..., top:top + h, left:left + w]
+    return out, perm, 1 - h * w / (H * W)
+
 # %% ../nbs/00e_models.ipynb #4520d135
 def autocast_dtype(device='cpu', # where the model runs
                    precision: str = 'auto', # 'auto': bf16 if bf16_supported, else fp32; 'fp32'; 'bf16' (emulated: slow)
@@ -99,7 +152,7 @@ PRECISIONS = ('auto', 'fp32', 'bf16')
 def fit_classifier(images: np.ndarray, # uint8 (N, H, W)
                    labels: np.ndarray, # int (N,)
                    n_classes: int = 2,
-                   steps: int = 300, # optimisation steps
+                   steps: int = 300, # optimisation steps (the most, with `patience`)
                    batch_size: int = 64,
                    lr: float = 2e-3,
                    width: int = 16,
@@ -114,15 +167,23 @@ def fit_classifier(images: np.ndarray, # uint8 (N, H, W)
                    monitor: tuple|None = None, # (images, labels): ROC-AUC each `monitor_every` steps (learning curve)
                    monitor_every: int = 0, # 0: every steps // 8
                    weight_decay: float = 5e-4,
+                   rand_ops: int = 0, # RandAugment-style operations per image after `augment` (0: none)
+                   rand_magnitude: float = 0.0, # their magnitude, 0–1 (`rand_augment`)
+                   mix: str = '', # 'mixup' or 'cutmix' every batch ('': neither; `mix_batch`)
+                   mix_alpha: float = 1.0, # Beta(alpha, alpha) of the mixing share
+                   restore_best: bool = False, # keep the weights of the monitored check with the best ROC-AUC
+                   patience: int = 0, # stop after this many checks without a better monitored ROC-AUC (0: never)
                   ) -> nn.Module:
     ("Train a `SmallResNet` (or continue `model`) with AdamW and a one-cycle schedule; `model.history` "
      "holds the learning curve.")
     if len(images) != len(labels): raise ValueError(f"{len(images)} images but {len(labels)} labels")
     if len(images) == 0: raise ValueError("cannot train on an empty training set")
     if steps < 1: raise ValueError(f"steps must be ≥ 1, got {steps}")
+    if (restore_best or patience) and monitor is None: raise ValueError("restore_best and patience need `monitor`")
     augment = check_augment(augment)
     device, dtype = torch.device(device), autocast_dtype(device, precision)
     g = torch.Generator().manual_seed(seed); torch.manual_seed(seed)
+    mix_rng = np.random.default_rng(seed)
     model = (model or SmallResNet(n_classes, width, stride=stride or stem_stride(images.shape[-1]))).to(device).train()
     layout = memory_format(model, device)
     model = model.to(memory_format=layout)
@@ -134,18 +195,29 @@ def fit_classifier(images: np.ndarray, # uint8 (N, H, W)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     every = monitor_every or max(1, steps // 8)
     history, losses = {'step': [], 'train_loss': [], 'monitor_auc': []}, []
+    best, since = (-1.0, 0, None), 0  # (monitored ROC-AUC, step, weights); checks since the best
     for t, idx in enumerate(progress(batches, desc=desc, leave=False)):
         xb = train_augment(x[idx], augment, g) if augment else x[idx]
+        if rand_ops: xb = rand_augment(xb, rand_ops, rand_magnitude, g)
+        yb, partner, lam = y[idx], None, 1.0
+        if mix: xb, partner, lam = mix_batch(xb, mix, mix_alpha, g, mix_rng)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = F.cross_entropy(model(xb.contiguous(memory_format=layout)), y[idx])
+            logits = model(xb.contiguous(memory_format=layout))
+            loss = F.cross_entropy(logits, yb)
+            if partner is not None: loss = lam * loss + (1 - lam) * F.cross_entropy(logits, yb[partner])
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
         losses.append(loss.detach())
         if monitor is not None and ((t + 1) % every == 0 or t + 1 == steps):
             history['step'].append(t + 1); history['train_loss'].append(float(torch.stack(losses).float().mean()))
             losses = []
-            history['monitor_auc'].append(roc_auc(monitor[1],
-                                                  predict_proba(model, monitor[0], device=device, precision=precision)))
+            auc = roc_auc(monitor[1], predict_proba(model, monitor[0], device=device, precision=precision))
+            history['monitor_auc'].append(auc)
             model.train()
+            since = 0 if auc == auc and auc > best[0] else since + 1  # NaN never wins; ties keep the earlier check
+            if since == 0: best = (auc, t + 1, copy.deepcopy(model.state_dict()) if restore_best else None)
+            elif patience and since >= patience: break
+    history['best_step'], history['stopped_at'] = best[1], t + 1
+    if restore_best and best[2] is not None: model.load_state_dict(best[2])
     model.history = history
     return model.eval()
 

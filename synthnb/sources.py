@@ -17,16 +17,18 @@ from .store import sha256_file
 from .data import DataError, PNEUMONIA_VERSIONS, data_root, verify_file
 
 # %% auto #0
-__all__ = ['CARD_KEYS', 'SIMULATOR_NAMES', 'SOURCE_KEYS', 'COLUMNS', 'GREY_MODES', 'KNOWN_FILES', 'IMAGE_EXTS', 'SPLIT_VALUES',
-           'DEMO_TYPES', 'builtin_cards', 'load_card', 'check_card', 'normal_index', 'read_image', 'load_npz',
-           'folder_rows', 'load_folder', 'group_split', 'stratified_split', 'split_rule', 'test_mask', 'source_path',
-           'load_source', 'demo_folder', 'demo_npz']
+__all__ = ['CARD_KEYS', 'SIMULATOR_NAMES', 'SOURCE_KEYS', 'RESIZE_RULES', 'COLUMNS', 'GREY_MODES', 'KNOWN_FILES', 'IMAGE_EXTS',
+           'SPLIT_VALUES', 'DEMO_TYPES', 'builtin_cards', 'load_card', 'check_card', 'normal_index', 'fit_square',
+           'read_image', 'load_npz', 'folder_rows', 'load_folder', 'group_split', 'stratified_split', 'split_rule',
+           'test_mask', 'split_summary', 'source_path', 'load_source', 'demo_folder', 'demo_npz']
 
 # %% ../nbs/00f_sources.ipynb #85f8890a
 CARD_KEYS = ('source', 'classes', 'normal_class', 'simulator', 'description', 'constraints')
 # the simulators a card may declare (classes in synthnb.generation)
 SIMULATOR_NAMES = ('chest_opacity', 'surface_defects')
-SOURCE_KEYS = ('format', 'path', 'split', 'manifest', 'columns', 'mask_suffix', 'group', 'rgb', 'verify')
+SOURCE_KEYS = ('format', 'path', 'split', 'manifest', 'columns', 'mask_suffix', 'group', 'rgb', 'verify', 'resize')
+# how an image that is not square is made square (see `fit_square`)
+RESIZE_RULES = ('squash', 'letterbox', 'crop')
 COLUMNS = {'image': 'image', 'label': 'label', 'mask': 'mask', 'group': 'group', 'type': 'type', 'split': 'split'}
 
 def _card_dir() -> Path:
@@ -79,6 +81,9 @@ def check_card(card: dict) -> dict:
                                                                f"{src['format']!r}")
     if src.get('rgb', 'error') not in ('error', 'convert'): raise DataError("source rgb must be 'error' or 'convert', "
                                                                             f"got {src['rgb']!r}")
+    if (fit := src.get('resize', 'squash')) not in RESIZE_RULES: raise DataError(
+        f"source resize {fit!r}{did_you_mean(fit, RESIZE_RULES)} is not a resize rule; choose "
+        f"{', '.join(RESIZE_RULES)} (squash stretches, letterbox pads, crop cuts the longer side)")
     if src.get('split') not in (None, 'official', 'group', 'stratified'): raise DataError(
         f"source split must be official, group or stratified, got {src['split']!r}")
     if card['simulator'] and card['simulator'] not in SIMULATOR_NAMES:
@@ -105,6 +110,27 @@ def normal_index(profile: dict|None, # stage 1's profile (None: examples on bare
                         f"classes {classes}: use paste, diffusion or gan for several classes.")
     return classes.index(normal)
 
+# %% ../nbs/00f_sources.ipynb #345eaa64
+def fit_square(im: Image.Image, # greyscale image or mask
+               size: int, # side of the square output
+               fit: str = 'squash', # 'squash' (stretch), 'letterbox' (keep the aspect ratio, pad) or 'crop' (centre)
+               fill: int = 0, # letterbox: grey value of the padding
+              ) -> Image.Image:
+    "`im` made `size`×`size` by the rule `fit`, resampled by area-averaging."
+    if fit not in RESIZE_RULES: raise DataError(f"resize {fit!r}{did_you_mean(fit, RESIZE_RULES)} is not a resize "
+                                                f"rule; choose {', '.join(RESIZE_RULES)}")
+    w, h = im.size
+    if (w, h) == (size, size): return im
+    if fit == 'squash': return im.resize((size, size), Image.BOX)
+    if fit == 'crop':
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        return im.crop((left, top, left + side, top + side)).resize((size, size), Image.BOX)
+    nw, nh = max(1, round(w * size / max(w, h))), max(1, round(h * size / max(w, h)))
+    out = Image.new(im.mode, (size, size), fill)
+    out.paste(im.resize((nw, nh), Image.BOX), ((size - nw) // 2, (size - nh) // 2))
+    return out
+
 # %% ../nbs/00f_sources.ipynb #a5c9e73a
 GREY_MODES = ('1', 'L', 'LA', 'I', 'F')  # and 'I;16', 'I;16B', 'I;16L', 'I;16N'
 
@@ -130,6 +156,7 @@ def read_image(path, # image file
                image_size: int, # side of the square output
                rgb: str = 'error', # 'convert' colour images to greyscale, or refuse them
                mask: bool = False, # pixel mask: thresholded at half after resizing (0/1 or dark masks: non-zero counts)
+               fit: str = 'squash', # how a non-square image becomes square (`fit_square`); letterbox pads a mask with 0
               ) -> tuple:
     "(uint8 (S, S) array, how it was read, size of the file) of the image at `path`."
     try:
@@ -141,8 +168,8 @@ def read_image(path, # image file
         # a 0/1 mask becomes 0/255
         im, how = (Image.fromarray((m > 0).astype(np.uint8) * 255) if 0 < m.max() < 128 else Image.fromarray(m)), 'mask'
     else: im, how = _grey(im, path, rgb)
-    arr = (np.asarray(im.resize((image_size, image_size), Image.BOX)) if im.size != (image_size, image_size)
-           else np.asarray(im))
+    fill = round(float(np.median(np.asarray(im)))) if fit == 'letterbox' and not mask else 0
+    arr = np.asarray(fit_square(im, image_size, fit, fill))
     return ((arr >= 128).astype(np.uint8) if mask else arr.copy()), how, size
 
 # %% ../nbs/00f_sources.ipynb #94c26c79
@@ -162,6 +189,7 @@ def load_npz(path, # the .npz file
              image_size: int, # side of the square output images
              rgb: str = 'error', # 'convert' RGB images to greyscale, or refuse them
              verify: str = '', # name of a known file whose pinned sha256 it must match
+             fit: str = 'squash', # how non-square images become square (`fit_square`)
             ) -> dict:
     "Images, labels and split ('train'/'val'/'test' per image) of a MedMNIST-style `.npz`; the file's sha256."
     path = Path(path)
@@ -195,8 +223,12 @@ def load_npz(path, # the .npz file
             if x.ndim != 3: raise DataError(f"{path}: {s}_images has shape {x.shape}; expected "
                                             "(N, H, W) or (N, H, W, 3)")
             if x.shape[1:] != (image_size, image_size):
-                x = np.stack([np.asarray(Image.fromarray(im).resize((image_size, image_size), Image.BOX)) for im in x])
-                notes.append(f'{s}: resized from {z[f"{s}_images"].shape[1:3]} to {image_size}×{image_size}')
+                fill = [round(float(np.median(im))) if fit == 'letterbox' else 0 for im in x]
+                x = np.stack([np.asarray(fit_square(Image.fromarray(im), image_size, fit, v))
+                              for im, v in zip(x, fill)])
+                h, w = z[f"{s}_images"].shape[1:3]
+                notes.append(f'{s}: resized from {(h, w)} to {image_size}×{image_size}'
+                             + (f' ({fit})' if h != w else ''))
             parts[s] = (x, y.astype(np.int64))
         names = [str(c) for c in z['classes']] if 'classes' in z.files else []
     return {'images': np.concatenate([p[0] for p in parts.values()]),
@@ -272,6 +304,7 @@ def load_folder(root, # the source folder
                 group: str = '', # sub-folders: group pattern
                 rgb: str = 'error', # 'convert' colour images to greyscale, or refuse them
                 resize: bool = True, # False: an image of another size is an error rather than resized
+                fit: str = 'squash', # how non-square images (and their masks) become square (`fit_square`)
                ) -> dict:
     "Images, labels, masks, groups, types and splits (where given) of an image folder; every file's sha256."
     root, col = Path(root), {**COLUMNS, **(columns or {})}
@@ -298,7 +331,7 @@ def load_folder(root, # the source folder
         p = root/r[col['image']]
         if not p.exists(): raise DataError(f"{where(i)}: image {p} does not exist; fix the path or remove the row")
         files[r[col['image']]] = _checked_sha(p, r.get(f"{col['image']}_sha256"), where(i))
-        im, how, size = read_image(p, image_size, rgb); images.append(im); hows.add(how); sizes.add(size)
+        im, how, size = read_image(p, image_size, rgb, fit=fit); images.append(im); hows.add(how); sizes.add(size)
         if not resize and size != (image_size, image_size):
             raise DataError(f"{p} is {size[0]}×{size[1]} px, but the images of this run are {image_size}×{image_size}: "
                             "resize the set to match (or let it be resized).")
@@ -308,7 +341,7 @@ def load_folder(root, # the source folder
                 if not mp.exists(): raise DataError(f"{where(i)}: mask {mp} does not exist (image {p}); fix the path "
                                                     "or leave the mask empty")
                 files[r[col['mask']]] = _checked_sha(mp, r.get(f"{col['mask']}_sha256"), where(i))
-                m, _, msize = read_image(mp, image_size, mask=True)
+                m, _, msize = read_image(mp, image_size, mask=True, fit=fit)
                 if msize != size: raise DataError(f"{where(i)}: mask {mp} is {msize[0]}×{msize[1]} px but its image "
                                                   f"{p} is {size[0]}×{size[1]}: a mask must cover "
                                                   "its image pixel for pixel")
@@ -324,8 +357,10 @@ def load_folder(root, # the source folder
     if hows - {'greyscale'}: out['notes'].append(f"images read as: {', '.join(sorted(hows))}")
     if sizes != {(image_size, image_size)}:
         w, h = zip(*sizes)
-        out['notes'].append(f"image sizes {min(w)}–{max(w)} × {min(h)}–{max(h)} px, resized to "
-                            f"{image_size}×{image_size} by area-averaging")
+        rule = {'squash': ', squashed (aspect ratio not kept)', 'crop': ', centre square kept',
+                'letterbox': ", letterboxed (aspect ratio kept, padded with each image's median grey)"}[fit]
+        out['notes'].append(f"image sizes {min(w)}–{max(w)} × {min(h)}–{max(h)} px, resized to {image_size}×"
+                            f"{image_size} by area-averaging{rule if any(a != b for a, b in sizes) else ''}")
     return out
 
 def _checked_sha(path: Path, expected: str|None, where: str) -> str:
@@ -336,19 +371,29 @@ def _checked_sha(path: Path, expected: str|None, where: str) -> str:
     return digest
 
 # %% ../nbs/00f_sources.ipynb #73ea0b94
+def _stratum(labels: np.ndarray, types: np.ndarray|None) -> tuple:
+    "A group's stratum: its highest label, and the most common type among its images with that label."
+    top = int(labels.max())
+    if types is None: return (top,)
+    kinds, counts = np.unique(types[labels == top].astype(str), return_counts=True)
+    return top, str(kinds[counts.argmax()])
+
 def group_split(groups: np.ndarray, # group id per image
                 labels: np.ndarray, # label per image (used to stratify groups)
                 test_fraction: float = 0.3, # fraction of groups held out
                 seed: int = 0, # split seed (kept fixed across experiments so the test set never moves)
+                types: np.ndarray|None = None, # type per image (e.g. the defect type): also stratify groups by type
                ) -> np.ndarray:
     "Boolean mask of test images, choosing whole groups."
     if not 0 < test_fraction < 1: raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    if types is not None and len(types) != len(groups):
+        raise ValueError(f"types has {len(types)} entries but groups {len(groups)}: give one type per image")
     rng = np.random.default_rng(seed)
     uniq = np.unique(groups)
-    strata = np.array([labels[groups == g].max() for g in uniq])
+    strata = [_stratum(labels[groups == g], None if types is None else types[groups == g]) for g in uniq]
     test_groups = []
-    for s in np.unique(strata):
-        gs = rng.permutation(uniq[strata == s])
+    for s in sorted(set(strata)):
+        gs = rng.permutation(uniq[[t == s for t in strata]])
         test_groups += list(gs[:max(1, round(test_fraction*len(gs)))])
     return np.isin(groups, test_groups)
 
@@ -390,10 +435,28 @@ def test_mask(data: dict, split: str|None, test_fraction: float, seed: int) -> n
         if 'group' not in data: raise DataError(
             "split: group needs groups: a group column in the manifest (domain.source.columns.group) or a group "
             "pattern (domain.source.group)")
-        return group_split(data['group'], data['labels'], test_fraction, seed)
+        return group_split(data['group'], data['labels'], test_fraction, seed, data.get('type'))
     if 'group' in data: raise DataError("split: stratified would put images of one group on both sides of the split; "
                                         "use split: group (or drop the groups)")
     return stratified_split(data['labels'], test_fraction, seed)
+
+# %% ../nbs/00f_sources.ipynb #a6f76ea9
+def split_summary(data: dict, # a loaded source: labels, and group and type where it has them
+                  is_test: np.ndarray, # boolean test mask, one per image (`test_mask`)
+                 ) -> dict:
+    "Images (per type, where given) on each side of the split, and the groups that mix labels, by side."
+    if len(is_test) != len(data['labels']): raise ValueError(f"is_test has {len(is_test)} entries but there are "
+                                                             f"{len(data['labels'])} images")
+    sides = {'pool': ~is_test, 'test': is_test}
+    out = {'images': {k: int(m.sum()) for k, m in sides.items()}}
+    if 'type' in data:
+        out['types'] = {k: {str(t): int(n) for t, n in zip(*np.unique(data['type'][m], return_counts=True))}
+                        for k, m in sides.items()}
+    if 'group' in data:
+        mixed = [g for g in np.unique(data['group']) if len(np.unique(data['labels'][data['group'] == g])) > 1]
+        side = {g.item(): 'test' if is_test[data['group'] == g].any() else 'pool' for g in mixed}
+        out['mixed_groups'] = {k: [g for g, s in side.items() if s == k] for k in sides}
+    return out
 
 # %% ../nbs/00f_sources.ipynb #0cfa4873
 def source_path(path: str, data_dir=None) -> Path:
@@ -407,11 +470,12 @@ def load_source(card: dict, # a checked card (`load_card`)
                 test_fraction: float = 0.3, # group/stratified splits: share held out
                 split_seed: int = 0, # group/stratified splits: seed of the fixed test split
                ) -> dict:
-    "The real pool and test split of `card`'s source, its class names, file hashes and notes."
+    "The real pool and test split of `card`'s source, its class names, file hashes, notes and split summary."
     src = card['source']; path = source_path(src['path'], data_dir)
-    if src['format'] == 'npz': data = load_npz(path, image_size, src.get('rgb', 'error'), src.get('verify', ''))
+    fit = src.get('resize', 'squash')
+    if src['format'] == 'npz': data = load_npz(path, image_size, src.get('rgb', 'error'), src.get('verify', ''), fit)
     else: data = load_folder(path, image_size, card['classes'] or None, src.get('manifest', ''), src.get('columns'),
-                             src.get('mask_suffix', ''), src.get('group', ''), src.get('rgb', 'error'))
+                             src.get('mask_suffix', ''), src.get('group', ''), src.get('rgb', 'error'), fit=fit)
     classes = ([str(c) for c in card['classes']] or data['classes']
                or [f'class_{c}' for c in range(int(data['labels'].max()) + 1)])
     if card['normal_class'] and card['normal_class'] not in classes:
@@ -433,11 +497,16 @@ def load_source(card: dict, # a checked card (`load_card`)
             raise DataError(f"Class(es) {empty} have no images in the {name} split of {path}: every class needs "
                             "training and test images. "
                             "Add images, drop the class from domain.classes, or change the split.")
+    summary, notes = split_summary(data, is_test), list(data['notes'])
+    mixed = summary.get('mixed_groups', {'pool': [], 'test': []})
+    if n := len(mixed['pool']) + len(mixed['test']):
+        notes.append(f"{n} groups mix labels (kept whole: {len(mixed['pool'])} in the pool, "
+                     f"{len(mixed['test'])} in test)")
     listing = '\n'.join(f'{k} {v}' for k, v in sorted(data['files'].items()))
-    return {'pool': pool, 'test': test, 'classes': classes, 'notes': data['notes'],
+    return {'pool': pool, 'test': test, 'classes': classes, 'notes': notes,
             'checksums': {f"listing of {len(data['files'])} files": hashlib.sha256(listing.encode()).hexdigest(),
                           **(data['files'] if len(data['files']) <= 8 else {})},
-            'files': data['files']}
+            'files': data['files'], 'split': summary}
 
 # %% ../nbs/00f_sources.ipynb #bff2b391
 DEMO_TYPES = ('scratch', 'spot', 'stain')

@@ -13,24 +13,25 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 
 from .store import ChainReader, StageResult, StageRun, finite, stage_result
-from .config import Count, Fraction, Positive, PositiveInt, did_you_mean, stage_config
+from .config import (Count, Fraction, Positive, PositiveInt, Probability, did_you_mean, scarce_count,
+                            stage_config, with_scarce_count)
 from .env import progress
 from .evidence import gap_closed, paired_delta, data_equivalence, t_interval
 from .models import (PRECISIONS, check_augment, classification_metrics, fit_classifier,
-                            predict_proba, val_threshold)
+                            predict_proba, roc_auc, val_threshold)
 from .replicates import curve_points, pipeline_parameters, replicate_parameters, run_pipeline
 from .robustness import SEVERITIES, artefact_detector, mean_ci, robustness_metrics
 
 # %% auto #0
-__all__ = ['ARMS', 'STRATEGY_PREFIX', 'SCALARS', 'HEADLINE_METRIC', 'INPUTS', 'TrainingConfig', 'train_model', 'arm_strategy',
-           'mix_arm', 'ceiling_set', 'load_arms', 'summarise', 'synthetic_arms', 'headline', 'results_table',
-           'results_long', 'format_table', 'headline_markdown', 'recommend', 'robustness_subset', 'evaluate_unit',
-           'summarise_arm', 'train_arms', 'summarise_arms', 'merge_units', 'replicated_generators',
-           'replicate_overrides', 'selection_table', 'replicate_means', 'learning_curve', 'privacy_utility',
-           'run_training']
+__all__ = ['ARMS', 'STRATEGY_PREFIX', 'REAL_ARMS', 'SCALARS', 'HEADLINE_METRIC', 'INPUTS', 'TrainingConfig', 'train_model',
+           'arm_strategy', 'mix_arm', 'ceiling_set', 'arm_options', 'arm_family', 'load_arms', 'summarise',
+           'synthetic_arms', 'headline', 'results_table', 'results_long', 'format_table', 'headline_markdown',
+           'recommend', 'robustness_subset', 'per_type_metrics', 'evaluate_unit', 'summarise_arm', 'train_arms',
+           'summarise_arms', 'merge_units', 'replicated_generators', 'replicate_overrides', 'selection_table',
+           'replicate_means', 'learning_curve', 'privacy_utility', 'run_training']
 
 # %% ../nbs/06_training.ipynb #e5aa9080
-ARMS = ('real_only', 'real_aug', 'synthetic', 'ceiling')
+ARMS = ('real_only', 'real_natural', 'real_aug', 'real_randaug', 'real_mixup', 'real_cutmix', 'synthetic', 'ceiling')
 
 @stage_config
 class TrainingConfig:
@@ -50,6 +51,11 @@ class TrainingConfig:
     curve: list[PositiveInt] = field(default_factory=list)  # learning curve: extra n/class, real-only vs replicated arm
     curve_replicates: PositiveInt = 3  # replicates per learning-curve point
     monitor_every: Count = 0  # score validation ROC-AUC every this many steps (the training curves); 0: steps // 8
+    restore_best: bool = True  # every arm keeps the weights of its validation-best check (early stopping's selection)
+    patience: Count = 0  # stop after this many checks without a better validation ROC-AUC (0: run every step)
+    randaugment_ops: list[PositiveInt] = field(default_factory=lambda: [1, 2])  # real_randaug: ops/image searched
+    randaugment_magnitudes: list[Probability] = field(default_factory=lambda: [0.5])  # real_randaug: strengths searched
+    mix_alpha: Positive = 1.0  # real_mixup / real_cutmix: Beta(alpha, alpha) draws the mixing share
     robustness: bool = True  # corruption and domain-shift curves (models of the first replicate)
     robustness_images: Count = 200  # test images the corruption and shift curves use (a fixed random subset); 0: all
     detector_steps: Count = 30  # steps of the real-vs-synthetic detector (0: skip)
@@ -66,25 +72,31 @@ class TrainingConfig:
 
 # %% ../nbs/06_training.ipynb #819fdc3b
 def train_model(data: dict, strategy: str, n_classes: int, cfg: TrainingConfig, seed: int, device,
-                desc: str, monitor=None):
-    ("A classifier trained on `data` by `strategy` with `cfg.steps` steps in total; `monitor` (images, labels) gives "
-     "its training curve.")
-    fit = lambda x, y, steps, model=None: fit_classifier(x, y, n_classes, steps, cfg.batch_size, cfg.lr, cfg.width,
-                                                         seed=seed, device=device, model=model, desc=desc,
-                                                         precision=cfg.precision, augment=cfg.augment,
-                                                         monitor=monitor, monitor_every=cfg.monitor_every)
+                desc: str, monitor=None,
+                options: dict|None = None, # the arm's own `fit_classifier` options (sampling, mixing, RandAugment)
+               ):
+    ("A classifier trained on `data` by `strategy` with at most `cfg.steps` steps in total; `monitor` (images, "
+     "labels) gives its training curve and, with `cfg.restore_best`/`cfg.patience`, its early stopping.")
+    opts = dict(options or {})
+    if opts.pop('sampling', 'balanced') == 'natural': opts['weights'] = np.ones(len(data['labels']))
+    def fit(x, y, steps, model=None, last=False):
+        stop = {'restore_best': cfg.restore_best, 'patience': cfg.patience} if last and monitor is not None else {}
+        return fit_classifier(x, y, n_classes, steps, cfg.batch_size, cfg.lr, cfg.width, seed=seed, device=device,
+                              model=model, desc=desc, precision=cfg.precision, augment=cfg.augment, monitor=monitor,
+                              monitor_every=cfg.monitor_every, **stop, **opts)
     syn = data.get('is_synthetic', np.zeros(len(data['labels']), bool))
-    if strategy == 'mix' or not syn.any(): return fit(data['images'], data['labels'], cfg.steps)
+    if strategy == 'mix' or not syn.any(): return fit(data['images'], data['labels'], cfg.steps, last=True)
+    if opts: raise ValueError(f"options {sorted(opts)} apply to the mix strategy only, not {strategy!r}")
     if strategy == 'pretrain_finetune':
         pre = max(1, int(cfg.steps * cfg.pretrain_fraction))
         model = fit(data['images'][syn], data['labels'][syn], pre)
-        return fit(data['images'][~syn], data['labels'][~syn], cfg.steps - pre, model)
+        return fit(data['images'][~syn], data['labels'][~syn], cfg.steps - pre, model, last=True)
     if strategy == 'curriculum':
         model, per = None, max(1, cfg.steps // cfg.phases)
         for p in range(1, cfg.phases + 1):
             ok = ~syn | (data['realism'] >= 1 - p / cfg.phases)
             model = fit(data['images'][ok], data['labels'][ok],
-                        per if p < cfg.phases else cfg.steps - per * (cfg.phases - 1), model)
+                        per if p < cfg.phases else cfg.steps - per * (cfg.phases - 1), model, last=p == cfg.phases)
         return model
     raise ValueError(f"unknown strategy {strategy!r}")
 
@@ -100,28 +112,58 @@ def mix_arm(info: dict) -> str:
     return f"synthetic:{info['generator']}" + ('' if info.get('base', True) else f"×{info['ratio']:g}")
 
 def ceiling_set(pool: dict, val: dict) -> dict:
-    "Every real pool image except the validation images: the full-data ceiling's training set."
+    ("Every real pool image except the validation images and, where the data has groups, every image of a "
+     "validation group (another lighting of a validation tile would leak): the full-data ceiling's training set.")
     keep = ~np.isin(np.arange(len(pool['labels'])), val['pool_index'])
+    if 'group' in pool: keep &= ~np.isin(pool['group'], pool['group'][val['pool_index']])
     return {'images': pool['images'][keep], 'labels': pool['labels'][keep]}
 
+# %% ../nbs/06_training.ipynb #b53c9e25
+# the real-data arms: arm -> (family, `fit_classifier` options; 'search': the RandAugment grid searched on validation)
+REAL_ARMS = {'real_only': ('real', {}), 'real_natural': ('real', {'sampling': 'natural'}),
+             'real_aug': ('augmentation', {}), 'real_randaug': ('augmentation', {'search': 'randaugment'}),
+             'real_mixup': ('augmentation', {'mix': 'mixup'}), 'real_cutmix': ('augmentation', {'mix': 'cutmix'}),
+             'ceiling': ('ceiling', {})}
+
+def arm_options(arm: str, cfg: TrainingConfig) -> dict:
+    "The `fit_classifier` options of a real-data arm (none for synthetic arms), with `cfg`'s settings filled in."
+    opts = dict(REAL_ARMS.get(arm, ('', {}))[1])
+    if 'mix' in opts: opts['mix_alpha'] = cfg.mix_alpha
+    if opts.pop('search', None): opts['search'] = [{'rand_ops': n, 'rand_magnitude': m}
+                                                   for n in cfg.randaugment_ops for m in cfg.randaugment_magnitudes]
+    return opts
+
+def arm_family(arm: str, # an arm's name
+               generators: list = (), # the generators of its synthetic images
+               families: dict|None = None, # generator -> family (stage 2's `families`)
+              ) -> str:
+    "The family of an arm: its real-data family, or its generators' families joined by '+'."
+    if arm in REAL_ARMS: return REAL_ARMS[arm][0]
+    fams = {f for g in generators for f in (families or {}).get(g, 'generative').split('+')}  # hybrids: both parts
+    return '+'.join(sorted(fams)) if fams else 'real'
+
+# %% ../nbs/06_training.ipynb #d8d544b9
 def load_arms(src, # a reader of the stage-5 chain's artifacts (`ChainReader`)
               cfg: TrainingConfig, strategies: list, mixes: dict) -> dict:
     ("arm name -> (training arrays, strategy, description), as requested by `cfg.arms` and stage 5's "
-     "strategies and mixed sets.")
+     "strategies and mixed sets; the description names the arm's family and its `fit_classifier` options.")
     train, out = src.arrays('train'), {}
-    if 'real_only' in cfg.arms: out['real_only'] = (train, 'mix', {'generators': [], 'ratio': 0.0})
+    families = src.json('families') if src.has('families') else {}
+    real = lambda arm: {'generators': [], 'ratio': 0.0, 'family': arm_family(arm), 'options': arm_options(arm, cfg)}
+    for arm in ('real_only', 'real_natural', 'real_randaug', 'real_mixup', 'real_cutmix'):
+        if arm in cfg.arms: out[arm] = (train, 'mix', real(arm))
     if 'real_aug' in cfg.arms:
         aug = src.arrays('real_aug')
         out['real_aug'] = ({'images': np.concatenate([train['images'], aug['images']]),
-                            'labels': np.concatenate([train['labels'], aug['labels']])}, 'mix',
-                           {'generators': [], 'ratio': 0.0})
+                            'labels': np.concatenate([train['labels'], aug['labels']])}, 'mix', real('real_aug'))
     if 'synthetic' in cfg.arms:
         for name, info in mixes.items():
+            info = {**info, 'family': arm_family('synthetic', info['generators'], families)}
             if 'mix' in strategies: out[mix_arm(info)] = (src.arrays(name), 'mix', info)
             if info['generator'] == 'all' and info.get('base', True):
                 out.update({f'{STRATEGY_PREFIX[s]}:all': (src.arrays(name), s, info) for s in strategies if s != 'mix'})
     if 'ceiling' in cfg.arms: out['ceiling'] = (ceiling_set(src.arrays('pool'), src.arrays('val')), 'mix',
-                                                {'generators': [], 'ratio': 0.0})
+                                                real('ceiling'))
     return out
 
 # %% ../nbs/06_training.ipynb #c5dc118c
@@ -173,7 +215,7 @@ def results_table(metrics: dict) -> pd.DataFrame:
     rows = {}
     for a, m in metrics.items():
         if not (isinstance(m, dict) and 'summary' in m): continue
-        r = {'n_train': m['n_train'], 'units': len(m['per_seed'])}
+        r = {'family': m.get('family', ''), 'n_train': m['n_train'], 'units': len(m['per_seed'])}
         for k in SCALARS: r.update({k: m['summary'][k]['mean'], f'{k}_ci_low': m['summary'][k].get('ci_low'),
                                     f'{k}_ci_high': m['summary'][k].get('ci_high')})
         r['balanced_accuracy_at_val_threshold'] = (m['thresholded_summary']['balanced_accuracy']['mean']
@@ -184,7 +226,8 @@ def results_table(metrics: dict) -> pd.DataFrame:
 
 def results_long(table: pd.DataFrame) -> pd.DataFrame:
     "The results table in long format, one row per (arm, metric): mean, ci_low, ci_high as numbers, n_train and units."
-    return pd.DataFrame([{'arm': a, 'metric': k, 'mean': r[k], 'ci_low': r[f'{k}_ci_low'], 'ci_high': r[f'{k}_ci_high'],
+    return pd.DataFrame([{'arm': a, 'family': r.get('family', ''), 'metric': k, 'mean': r[k],
+                          'ci_low': r[f'{k}_ci_low'], 'ci_high': r[f'{k}_ci_high'],
                           'n_train': int(r['n_train']), 'units': int(r['units'])}
                          for a, r in table.iterrows() for k in SCALARS])
 
@@ -193,7 +236,8 @@ def format_table(table: pd.DataFrame, keys=SCALARS) -> pd.DataFrame:
     f = lambda r, k: '–' if r[k] is None or r[k] != r[k] else f"{r[k]:.3f}" + (
         '' if r[f'{k}_ci_low'] is None or r[f'{k}_ci_low'] != r[f'{k}_ci_low']
         else f" [{r[f'{k}_ci_low']:.3f}, {r[f'{k}_ci_high']:.3f}]")
-    return pd.DataFrame({a: {'n_train': int(r['n_train']), 'units': int(r['units']), **{k: f(r, k) for k in keys},
+    return pd.DataFrame({a: {'family': r.get('family', ''), 'n_train': int(r['n_train']), 'units': int(r['units']),
+                             **{k: f(r, k) for k in keys},
                              'bal. acc. @ val threshold': '–' if r['balanced_accuracy_at_val_threshold'] is None
                              else f"{r['balanced_accuracy_at_val_threshold']:.3f}"}
                          for a, r in table.iterrows()}).T.rename_axis('arm')
@@ -279,36 +323,84 @@ def robustness_subset(test: dict, n: int, seed: int = 0) -> dict:
     return {k: test[k][idx] for k in ('images', 'labels')}
 
 # %% ../nbs/06_training.ipynb #8e7edb79
+def per_type_metrics(labels: np.ndarray, # true labels
+                     types: np.ndarray, # type per image (e.g. the defect type; normal images carry one too)
+                     proba: np.ndarray, # predicted probabilities (N, 2)
+                     threshold: float, # the validation-chosen threshold on the `positive` probability
+                     positive: int = 1, # the abnormal / defect class
+                    ) -> dict:
+    ("Per type: images, recall of their own class at `threshold`, and for abnormal types the ROC-AUC of that "
+     "type's images against every normal image.")
+    pred, out = np.where(proba[:, positive] >= threshold, positive, 1 - positive), {}
+    for t in np.unique(types):
+        sel = types == t
+        own = int(np.bincount(labels[sel]).argmax())
+        r = {'n': int(sel.sum()), 'recall': float((pred[sel] == own).mean())}
+        if own == positive:
+            vs = sel | (labels != positive)
+            r['roc_auc'] = roc_auc((labels[vs] == positive).astype(int), proba[vs][:, [1 - positive, positive]])
+        out[str(t)] = r
+    return out
+
+# %% ../nbs/06_training.ipynb #c2d36020
 def evaluate_unit(data: dict, strategy: str, test: dict, val: dict, n_classes: int, cfg: TrainingConfig, device,
-                  seed: int, desc: str, positive: int = 1) -> dict:
-    ("Train one model; its test metrics (argmax and at the validation-chosen threshold), validation "
-     "metrics and training curve.")
-    model = train_model(data, strategy, n_classes, cfg, seed, device, desc, monitor=(val['images'], val['labels']))
-    p_test, p_val = (predict_proba(model, d['images'], device=device, precision=cfg.precision) for d in (test, val))
+                  seed: int, desc: str, positive: int = 1,
+                  options: dict|None = None, # the arm's options; 'search': candidate options, the val-best is kept
+                 ) -> dict:
+    ("Train one model (with a search: one per candidate, the best on validation kept); its test metrics (argmax, at "
+     "the validation-chosen threshold, per type), validation metrics and training curve.")
+    opts = dict(options or {}); grid = opts.pop('search', None) or [{}]
+    fits = []
+    for cand in grid:
+        model = train_model(data, strategy, n_classes, cfg, seed, device, desc, monitor=(val['images'], val['labels']),
+                            options={**opts, **cand})
+        p_val = predict_proba(model, val['images'], device=device, precision=cfg.precision)
+        fits.append((roc_auc(val['labels'], p_val), cand, model, p_val))
+    _, chosen, model, p_val = max(fits, key=lambda f: f[0] if finite(f[0]) else -1)  # the first best on a tie
+    p_test = predict_proba(model, test['images'], device=device, precision=cfg.precision)  # the chosen model only
     out = {'test': classification_metrics(test['labels'], p_test, positive=positive),
            'val': classification_metrics(val['labels'], p_val, positive=positive),
            'history': model.history, 'model': model}
-    if n_classes == 2: out['thresholded'] = classification_metrics(
-        test['labels'], p_test, val_threshold(val['labels'], p_val, positive), positive)
+    if grid != [{}]: out['search'] = {'chosen': chosen, 'candidates': [{**c, 'val_roc_auc': a} for a, c, _, _ in fits]}
+    if n_classes == 2:
+        thr = val_threshold(val['labels'], p_val, positive)
+        out['thresholded'] = classification_metrics(test['labels'], p_test, thr, positive)
+        if 'type' in test: out['per_type'] = per_type_metrics(test['labels'], test['type'], p_test, thr, positive)
     return out
 
+# %% ../nbs/06_training.ipynb #c3250fb4
+def _mean_curve(histories: list, key: str) -> list:
+    "Mean of `key` over units at each check (NaN-padded where early stopping ended a unit sooner)."
+    n = max(len(h[key]) for h in histories)
+    return np.nanmean([list(h[key]) + [np.nan] * (n - len(h[key])) for h in histories], 0).tolist()
+
+def _per_type_summary(results: list) -> dict:
+    "type -> images and mean [95 % CI] of recall (and ROC-AUC for abnormal types) over units."
+    types = results[0].get('per_type') or {}
+    return {t: {'n': types[t]['n'], **{k: mean_ci([r['per_type'][t][k] for r in results if finite(r['per_type'][t][k])])
+                                       for k in ('recall', 'roc_auc') if k in types[t]}} for t in types}
+
 def summarise_arm(units: list, results: list, n_train: int, strategy: str, info: dict) -> dict:
-    ("An arm's record: per-unit and summarised test, validation and val-threshold metrics, recall by "
-     "class, the mean training curve.")
+    ("An arm's record: its family, per-unit and summarised test, validation and val-threshold metrics, recall by "
+     "class and type, the mean training curve, where early stopping settled, the policy search.")
     recall = np.mean([r['test']['per_class_recall'] for r in results], 0)
     hist = [r['history'] for r in results]
+    longest = max(hist, key=lambda h: len(h['step']))
     out = {'n_train': int(n_train), 'strategy': strategy, 'generators': info.get('generators', []),
+           'family': info.get('family', arm_family('synthetic', info.get('generators', []))),
            'ratio': info.get('ratio', 0.0), 'units': units,
            'per_seed': [r['test'] for r in results], 'summary': summarise([r['test'] for r in results]),
            'val_summary': summarise([r['val'] for r in results]),
            'val_per_class_recall': np.mean([r['val']['per_class_recall'] for r in results], 0).tolist(),
            'per_class_recall': recall.tolist(), 'recall_gap': float(recall.max() - recall.min()),
            'confusion': np.sum([r['test']['confusion'] for r in results], 0).tolist(),  # summed over units
-           'training_curve': {'step': hist[0]['step'],
-                              'val_auc': np.nanmean([h['monitor_auc'] for h in hist], 0).tolist(),
-                              'train_loss': np.mean([h['train_loss'] for h in hist], 0).tolist()}}
+           'training_curve': {'step': longest['step'], 'val_auc': _mean_curve(hist, 'monitor_auc'),
+                              'train_loss': _mean_curve(hist, 'train_loss')},
+           'best_step': [int(h.get('best_step', h['step'][-1] if h['step'] else 0)) for h in hist]}
     if all('thresholded' in r for r in results): out['thresholded_summary'] = summarise(
         [r['thresholded'] for r in results])
+    if all('per_type' in r for r in results): out['per_type'] = _per_type_summary(results)
+    if all('search' in r for r in results): out['search'] = [r['search'] for r in results]
     return out
 
 # %% ../nbs/06_training.ipynb #6d549b14
@@ -324,7 +416,7 @@ def train_arms(src, cfg: TrainingConfig, strategies: list, test: dict, n_classes
         units, results = [], []
         for s in cfg.seeds:
             r = evaluate_unit(data, strategy, test, val, n_classes, cfg, device, int(s),
-                              f'{name} · replicate {replicate} · seed {s}', positive)
+                              f'{name} · replicate {replicate} · seed {s}', positive, info.get('options'))
             if robust: r['robustness'] = robustness_metrics(
                 r['model'], robustness_subset(test, cfg.robustness_images, cfg.seed), device, int(s))
             models[name] = r.pop('model'); units.append({'replicate': replicate, 'seed': int(s)}); results.append(r)
@@ -368,13 +460,14 @@ def replicate_overrides(params: dict, generators: list, ratio: float, ratios: li
                         n_per_class: int|None = None) -> dict:
     ("The keys a replicate changes: its generators only, one mixed set per dose, enough synthetic "
      "images for the largest dose.")
-    n_real = n_per_class or params['domain']['n_per_class']
+    n_real = n_per_class or scarce_count(params['domain']['n_per_class'])
     need = int(np.ceil(1.1 * max([ratio] + list(ratios)) * n_real))  # per class, with room for stage 3's filter
     over = {'generation__generators': list(generators),
             'generation__n_per_class': max(params['generation']['n_per_class'], need),
             'integration__per_generator': False, 'integration__strategies': ['mix'], 'integration__ratio': float(ratio),
             'integration__ratios': [float(r) for r in ratios if r != ratio]}
-    if n_per_class is not None: over['domain__n_per_class'] = int(n_per_class)
+    if n_per_class is not None: over['domain__n_per_class'] = with_scarce_count(params['domain']['n_per_class'],
+                                                                                  n_per_class)
     return over
 
 def selection_table(screen: dict, cfg: TrainingConfig) -> pd.DataFrame:
@@ -433,7 +526,7 @@ def privacy_utility(metrics: dict, # stage 6's arms (`summarise_arms`)
 # What stage 6 consumes: artifact (or glob) -> the stage that writes it; reading anything else is an error (`StageRun`).
 INPUTS = {'train': 'domain', 'val': 'domain', 'test': 'domain', 'pool': 'domain', 'profile': 'domain',
           'synthetic': 'generation', 'real_aug': 'augmentation', 'train_mix*': 'integration', 'mixes': 'integration',
-          'provenance': 'generation'}
+          'provenance': 'generation', 'families': 'generation'}
 
 def run_training(cfg: TrainingConfig, upstream_dir=None, out_dir=None) -> StageResult:
     ("Stage 6: screen every arm, replicate the best on fresh scarce draws (with the dose sweep and learning curve), "
@@ -513,7 +606,8 @@ def _replicate(run, cfg: TrainingConfig, screen: dict, screened: dict, test: dic
                              'ratios': [ratio] + [r for r in cfg.ratios if r != ratio]}}
     h = headline(arms)
     if cfg.curve and h:
-        best = h['best_synthetic_arm']; best_ratio = arms[best]['ratio']; n0 = params['domain']['n_per_class']
+        best = h['best_synthetic_arm']; best_ratio = arms[best]['ratio']
+        n0 = scarce_count(params['domain']['n_per_class'])
         points = {n0: {'real_only': replicate_means(arms['real_only'])[:cfg.curve_replicates],
                        best: replicate_means(arms[best])[:cfg.curve_replicates]}}
         for n in progress([n for n in cfg.curve if n != n0], desc='learning curve', leave=False):
@@ -533,6 +627,8 @@ def _replicate(run, cfg: TrainingConfig, screen: dict, screened: dict, test: dic
     return arms, extra
 
 # %% ../nbs/06_training.ipynb #f12a78c2
+def _label(arm: str, m: dict) -> str: return f"{arm} [{m['family']}]" if m.get('family') else arm
+
 def _err(s: dict) -> list: return [[s['mean'] - (s.get('ci_low') if s.get('ci_low') is not None else s['mean'])],
                                    [(s.get('ci_high') if s.get('ci_high') is not None else s['mean']) - s['mean']]]
 
@@ -542,7 +638,7 @@ def _training_figures(run, metrics, screen, cfg):
     for i, a in enumerate(arms):
         s = metrics[a]['summary']
         ax.bar(x + (i - (len(arms)-1)/2)*w, [s[k]['mean'] or 0 for k in SCALARS], w,
-               yerr=np.hstack([_err(s[k]) for k in SCALARS]), label=a, capsize=2)
+               yerr=np.hstack([_err(s[k]) for k in SCALARS]), label=_label(a, metrics[a]), capsize=2)
     ax.set_xticks(x, SCALARS, fontsize=8); ax.set_ylim(0, 1)
     ax.legend(fontsize=6, loc='upper left', bbox_to_anchor=(1.01, 1))
     ax.set_title('real test split (mean and 95% CI over units)', fontsize=9); fig.tight_layout()
@@ -564,7 +660,8 @@ def _delta_figure(run, metrics):
                    alpha=0.5, color='C0')
         if d['ci_low'] is not None: ax.plot([d['ci_low'], d['ci_high']], [i, i], color='k', lw=2)
         ax.plot(d['mean'], i, 'D', color='k', ms=5)
-    ax.axvline(0, color='grey', lw=1, ls='--'); ax.set_yticks(range(len(others)), others, fontsize=8)
+    ax.axvline(0, color='grey', lw=1, ls='--')
+    ax.set_yticks(range(len(others)), [_label(a, metrics[a]) for a in others], fontsize=8)
     ax.set_xlabel('test ROC-AUC minus real-only, paired by unit (dots), mean and 95% CI'); fig.tight_layout()
     run.save_figure('paired_deltas', fig); plt.close(fig)
 
@@ -588,7 +685,7 @@ def _curve_figure(run, metrics):
     "The recipe's training curves: mean validation ROC-AUC against the optimisation step, per arm."
     fig, ax = plt.subplots(figsize=(6, 2.8))
     for a, m in metrics.items(): ax.plot(m['training_curve']['step'], m['training_curve']['val_auc'],
-                                         marker='.', label=a)
+                                         marker='.', label=_label(a, m))
     ax.set_xlabel('optimisation step'); ax.set_ylabel('validation ROC-AUC')
     ax.set_title('training curves (mean over units)', fontsize=9)
     ax.legend(fontsize=6, loc='upper left', bbox_to_anchor=(1.01, 1)); fig.tight_layout()

@@ -18,10 +18,18 @@ def test_defect_smoke(defect_run):
     assert syn['masks'][sim].reshape(sim.sum(), -1).any(1).all(), 'every simulated defect has a mask'
     # every arm trained on the data it names: the scarce set, the scarce set plus its augmentations, the 1:1 mix, the pool
     m = json.loads((run_dir / '06_training' / 'metrics.json').read_text())
-    n_train, n_val, n_pool = (len(np.load(run_dir / '01_domain' / f'{a}.npz')['labels']) for a in ('train', 'val', 'pool'))
+    n_train = len(np.load(run_dir / '01_domain' / 'train.npz')['labels'])
+    pool, val = (np.load(run_dir / '01_domain' / f'{a}.npz') for a in ('pool', 'val'))
+    n_ceiling = int((~np.isin(pool['group'], pool['group'][val['pool_index']])).sum())
     n_aug = len(np.load(run_dir / '04_augmentation' / 'real_aug.npz')['labels'])
     assert (m['real_only']['n_train'], m['real_aug']['n_train'], m['synthetic:all']['n_train'], m['ceiling']['n_train']) == \
-        (n_train, n_train + n_aug, 2 * n_train, n_pool - n_val)  # the ceiling never trains on the validation images
+        (n_train, n_train + n_aug, 2 * n_train, n_ceiling)  # the ceiling never trains on a validation group (other lightings)
+    assert n_ceiling < len(pool['labels']) - len(val['labels'])
+    # every arm carries its family in the metrics and the tables
+    assert {a: m[a]['family'] for a in ('real_only', 'real_aug', 'ceiling')} == {'real_only': 'real', 'real_aug': 'augmentation', 'ceiling': 'ceiling'}
+    assert m['synthetic:all']['family'] == 'copy-paste+generative+simulation'  # paste, simulation, the learned ones, hybrids
+    table = json.loads((run_dir / '06_training' / 'results_table.json').read_text())
+    assert all(r['family'] for r in table)
     assert all((run_dir / '06_training' / 'models' / f'classifier_{a.replace(":", "_")}' / 'model.safetensors').exists() for a in m if 'summary' in m[a])
 
 
