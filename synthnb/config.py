@@ -258,7 +258,7 @@ def _cell_type(hint) -> str:
     "The plain type a parameters cell annotates (papermill reads it): `int`, `float`, `str`, `bool`, `list` or `dict`."
     while get_origin(hint) is Annotated: hint = get_args(hint)[0]
     if get_origin(hint) is Literal: return type(get_args(hint)[0]).__name__
-    if get_origin(hint) in (Union, types.UnionType): return 'object'  # papermill's parser reads names only, not `int|dict`
+    if get_origin(hint) in (Union, types.UnionType): return 'object'  # papermill reads names only, not `int|dict`
     return _origin(hint).__name__
 
 def _upstream_help(stage: str) -> str:

@@ -87,8 +87,9 @@ def carve_scarce(labels: np.ndarray, # pool labels
                  seed: int, # experiment seed
                  groups: np.ndarray|None = None, # group per image: prefer distinct groups
                  classes: list|None = None, # class names, for error messages
+                 whole_groups: bool = False, # with groups: take whole groups in random order instead
                 ) -> np.ndarray:
-    "Sorted pool indices of the data-scarce training set."
+    "Sorted pool indices of the data-scarce training set (or, with `whole_groups`, of a validation set)."
     rng = np.random.default_rng(seed)
     chosen = []
     counts = n_per_class if isinstance(n_per_class, dict) else {c: n_per_class for c in np.unique(labels)}
@@ -97,7 +98,10 @@ def carve_scarce(labels: np.ndarray, # pool labels
         idx = rng.permutation(np.flatnonzero(labels == c))
         if len(idx) < n: raise ValueError(f"class {classes[c] if classes else c} has only {len(idx)} "
                                           f"pool images, fewer than n_per_class={n}")
-        if groups is not None:  # rank of each image within its group, in shuffled order: distinct groups first
+        if groups is not None and whole_groups:  # the groups in random order, each group's images together
+            order = {g: k for k, g in enumerate(rng.permutation(np.unique(groups[idx])))}
+            idx = idx[np.argsort([order[groups[i]] for i in idx], kind='stable')]
+        elif groups is not None:  # rank of each image within its group, in shuffled order: distinct groups first
             seen, rank = {}, []
             for i in idx: rank.append(seen.get(groups[i], 0)); seen[groups[i]] = rank[-1] + 1
             idx = idx[np.argsort(rank, kind='stable')]
@@ -111,7 +115,8 @@ def carve_validation(labels: np.ndarray, # pool labels
                      groups: np.ndarray|None = None, # group per image: no group of the training set is used
                      classes: list|None = None, # class names, for error messages
                     ) -> np.ndarray:
-    "Sorted pool indices of the real validation set: no training image and, with groups, no training group."
+    ("Sorted pool indices of the real validation set: no training image and, with groups, no training group; "
+     "whole groups, so that leaving its groups out of the ceiling costs few other images.")
     free = np.ones(len(labels), bool); free[train_index] = False
     if groups is not None: free &= ~np.isin(groups, groups[train_index])
     for c in np.unique(labels):
@@ -120,7 +125,8 @@ def carve_validation(labels: np.ndarray, # pool labels
                              f"{' and its groups' * (groups is not None)}, fewer than n_val_per_class={n_per_class}"
                              + (": lower n_per_class or n_val_per_class, or add images (groups)" if classes else ''))
     cand = np.flatnonzero(free)
-    return cand[carve_scarce(labels[cand], n_per_class, seed, None if groups is None else groups[cand])]
+    return cand[carve_scarce(labels[cand], n_per_class, seed, None if groups is None else groups[cand],
+                             whole_groups=True)]
 
 def image_hashes(images: np.ndarray) -> np.ndarray:
     "sha1 of each image's bytes: lets tests prove which real images reached which stage."
