@@ -199,7 +199,8 @@ def headline(metrics: dict, key: str = HEADLINE_METRIC) -> dict:
                                                        "units: they cannot be paired")
     out = {'metric': key, 'selected_on': 'val', 'n_units': len(real['units']),
            'n_replicates': len({u['replicate'] for u in real['units']}),
-           'real_only': real['summary'][key], 'best_synthetic_arm': best, 'best_synthetic': top['summary'][key],
+           'real_only': real['summary'][key], 'best_synthetic_arm': best, 'best_synthetic_family': top.get('family'),
+           'best_synthetic': top['summary'][key],
            'delta': paired_delta(_scores(top, key), _scores(real, key))}
     if 'ceiling' in metrics:
         ceil = metrics['ceiling']
@@ -257,10 +258,11 @@ def headline_markdown(metrics: dict # stage 6's metrics: 'headline' (and 'learni
     if not h: return 'No synthetic arm was trained: there is no headline.'
     screen, rep = metrics.get('screening') or {}, metrics.get('replication') or {}
     among = f" among the replicated arms of {', '.join(rep['generators'])}" if rep else ''
+    fam = f" [{h['best_synthetic_family']}]" if h.get('best_synthetic_family') else ''
     rows = [f"| | test {'ROC-AUC' if h['metric'] == 'roc_auc' else h['metric']}, mean [95% CI] over {h['n_units']} "
             f"units ({h['n_replicates']} scarce draws) |", '|---|---|',
             f"| scarce real only | {_ci_text(h['real_only'])} |",
-            f"| best synthetic: `{h['best_synthetic_arm']}` (chosen on validation{among}) | "
+            f"| best synthetic: `{h['best_synthetic_arm']}`{fam} (chosen on validation{among}) | "
             f"{_ci_text(h['best_synthetic'])} |",
             f"| Δ best synthetic − real only (paired) | **{_ci_text(h['delta'], '+')}** |"]
     if 'ceiling' in h:
@@ -480,7 +482,8 @@ def selection_table(screen: dict, cfg: TrainingConfig) -> pd.DataFrame:
         gens = m.get('generators') or []
         eligible = (a in synthetic_arms(screen) and m['strategy'] == 'mix' and bool(gens)
                     and (not cfg.replicate_generators or set(gens) <= set(cfg.replicate_generators)))
-        rows.append({'arm': a, 'val ROC-AUC': m['val_summary'][HEADLINE_METRIC]['mean'], 'may be replicated': eligible,
+        rows.append({'arm': a, 'family': m.get('family', ''), 'val ROC-AUC': m['val_summary'][HEADLINE_METRIC]['mean'],
+                     'may be replicated': eligible,
                      'chosen': a == chosen})
     return pd.DataFrame(rows).set_index('arm').sort_values('val ROC-AUC', ascending=False)
 
