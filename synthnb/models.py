@@ -18,8 +18,8 @@ from .images import to_tensor
 
 # %% auto #0
 __all__ = ['TRAIN_AUGMENTS', 'RAND_OPS', 'MIXES', 'PRECISIONS', 'BasicBlock', 'stem_stride', 'SmallResNet', 'check_augment',
-           'train_augment', 'rand_augment', 'mix_batch', 'autocast_dtype', 'fit_classifier', 'roc_auc', 'memory_format',
-           'fused_adamw', 'predict_proba', 'classification_metrics', 'val_threshold']
+           'train_augment', 'tta_views', 'rand_augment', 'mix_batch', 'autocast_dtype', 'fit_classifier', 'roc_auc',
+           'memory_format', 'fused_adamw', 'predict_proba', 'classification_metrics', 'val_threshold']
 
 # %% ../nbs/00e_models.ipynb #881bcf18
 class BasicBlock(nn.Module):
@@ -86,6 +86,16 @@ def train_augment(x: torch.Tensor, # batch (B, 1, H, W) in [-1, 1]
         mean = x.mean((2, 3), keepdim=True)
         x = (x - mean) * (1 + 0.3 * (draw(B, 1, 1, 1) - .5)) + mean + 0.2 * (draw(B, 1, 1, 1) - .5)
     return x
+
+# %% ../nbs/00e_models.ipynb #beed6eba
+def tta_views(x: torch.Tensor, # batch (B, 1, H, W)
+              ops: tuple, # training transforms (`TRAIN_AUGMENTS`); only 'flip' and 'rot90' give views
+             ) -> list:
+    "The batch under every symmetry that `ops` train for: 1, 4 (flips) or 8 (flips and quarter turns) views."
+    views = [x]
+    if 'flip' in ops: views += [x.flip(3), x.flip(2), x.flip(2).flip(3)]
+    if 'rot90' in ops and x.shape[-1] == x.shape[-2]: views += [v.transpose(2, 3) for v in views]
+    return views
 
 # %% ../nbs/00e_models.ipynb #945dde0a
 RAND_OPS = ('identity', 'rotate', 'shear', 'translate', 'scale', 'brightness', 'contrast', 'sharpness', 'noise')
@@ -173,6 +183,7 @@ def fit_classifier(images: np.ndarray, # uint8 (N, H, W)
                    mix_alpha: float = 1.0, # Beta(alpha, alpha) of the mixing share
                    restore_best: bool = False, # keep the weights of the monitored check with the best ROC-AUC
                    patience: int = 0, # stop after this many checks without a better monitored ROC-AUC (0: never)
+                   tta: tuple = (), # the monitor's test-time augmentation (`predict_proba`)
                   ) -> nn.Module:
     ("Train a `SmallResNet` (or continue `model`) with AdamW and a one-cycle schedule; `model.history` "
      "holds the learning curve.")
@@ -194,8 +205,8 @@ def fit_classifier(images: np.ndarray, # uint8 (N, H, W)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, **fused_adamw(device))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     every = monitor_every or max(1, steps // 8)
-    history, losses = {'step': [], 'train_loss': [], 'monitor_auc': []}, []
-    best, since = (-1.0, 0, None), 0  # (monitored ROC-AUC, step, weights); checks since the best
+    history, losses = {'step': [], 'train_loss': [], 'monitor_auc': [], 'monitor_loss': []}, []
+    best, since = ((-1.0, -np.inf), 0, None), 0  # ((monitored ROC-AUC, -loss), step, weights); checks since the best
     for t, idx in enumerate(progress(batches, desc=desc, leave=False)):
         xb = train_augment(x[idx], augment, g) if augment else x[idx]
         if rand_ops: xb = rand_augment(xb, rand_ops, rand_magnitude, g)
@@ -210,11 +221,14 @@ def fit_classifier(images: np.ndarray, # uint8 (N, H, W)
         if monitor is not None and ((t + 1) % every == 0 or t + 1 == steps):
             history['step'].append(t + 1); history['train_loss'].append(float(torch.stack(losses).float().mean()))
             losses = []
-            auc = roc_auc(monitor[1], predict_proba(model, monitor[0], device=device, precision=precision))
-            history['monitor_auc'].append(auc)
+            proba = predict_proba(model, monitor[0], device=device, precision=precision, tta=tta)
+            auc = roc_auc(monitor[1], proba)
+            nll = float(-np.log(np.clip(proba[np.arange(len(proba)), monitor[1]], 1e-7, 1)).mean())
+            history['monitor_auc'].append(auc); history['monitor_loss'].append(nll)
             model.train()
-            since = 0 if auc == auc and auc > best[0] else since + 1  # NaN never wins; ties keep the earlier check
-            if since == 0: best = (auc, t + 1, copy.deepcopy(model.state_dict()) if restore_best else None)
+            # the best check: the highest ROC-AUC, then (a saturated AUC ties) the lowest loss; NaN never wins
+            since = 0 if auc == auc and (auc, -nll) > best[0] else since + 1
+            if since == 0: best = ((auc, -nll), t + 1, copy.deepcopy(model.state_dict()) if restore_best else None)
             elif patience and since >= patience: break
     history['best_step'], history['stopped_at'] = best[1], t + 1
     if restore_best and best[2] is not None: model.load_state_dict(best[2])
@@ -242,7 +256,9 @@ def fused_adamw(device) -> dict:
 
 def predict_proba(model: nn.Module, images: np.ndarray,
                   batch_size: int|None = None, # None: 32 on CPU (cache-sized: 64 px ~2.5× faster than 512), 512 on GPU
-                  device='cpu', precision: str = 'auto') -> np.ndarray:
+                  device='cpu', precision: str = 'auto',
+                  tta: tuple = (), # test-time augmentation: mean over the views of these `TRAIN_AUGMENTS` (`tta_views`)
+                 ) -> np.ndarray:
     "Class probabilities (N, C) for uint8 images."
     device, dtype = torch.device(device), autocast_dtype(device, precision)
     batch_size = batch_size or (32 if device.type == 'cpu' else 512)
@@ -251,9 +267,10 @@ def predict_proba(model: nn.Module, images: np.ndarray,
     for i in range(0, len(images), batch_size):
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32,
                                                     enabled=dtype is not None):
-            logits = model(
-                to_tensor(images[i:i+batch_size], device).contiguous(memory_format=memory_format(model, device)))
-        out.append(logits.float().softmax(1).cpu())
+            x = to_tensor(images[i:i+batch_size], device)
+            views = tta_views(x, tta)
+            probs = [model(v.contiguous(memory_format=memory_format(model, device))).float().softmax(1) for v in views]
+        out.append(torch.stack(probs).mean(0).cpu())
     return torch.cat(out).numpy()
 
 # %% ../nbs/00e_models.ipynb #91649bf1

@@ -53,6 +53,7 @@ class TrainingConfig:
     monitor_every: Count = 0  # score validation ROC-AUC every this many steps (the training curves); 0: steps // 8
     restore_best: bool = True  # every arm keeps the weights of its validation-best check (early stopping's selection)
     patience: Count = 0  # stop after this many checks without a better validation ROC-AUC (0: run every step)
+    tta: bool = False  # predict as the mean over the flips / quarter turns in `augment` (val checks included)
     randaugment_ops: list[PositiveInt] = field(default_factory=lambda: [1, 2])  # real_randaug: ops/image searched
     randaugment_magnitudes: list[Probability] = field(default_factory=lambda: [0.5])  # real_randaug: strengths searched
     mix_alpha: Positive = 1.0  # real_mixup / real_cutmix: Beta(alpha, alpha) draws the mixing share
@@ -83,7 +84,8 @@ def train_model(data: dict, strategy: str, n_classes: int, cfg: TrainingConfig, 
         stop = {'restore_best': cfg.restore_best, 'patience': cfg.patience} if last and monitor is not None else {}
         return fit_classifier(x, y, n_classes, steps, cfg.batch_size, cfg.lr, cfg.width, seed=seed, device=device,
                               model=model, desc=desc, precision=cfg.precision, augment=cfg.augment, monitor=monitor,
-                              monitor_every=cfg.monitor_every, **stop, **opts)
+                              monitor_every=cfg.monitor_every, tta=tuple(cfg.augment) if cfg.tta else (), **stop,
+                              **opts)
     syn = data.get('is_synthetic', np.zeros(len(data['labels']), bool))
     if strategy == 'mix' or not syn.any(): return fit(data['images'], data['labels'], cfg.steps, last=True)
     if opts: raise ValueError(f"options {sorted(opts)} apply to the mix strategy only, not {strategy!r}")
@@ -352,14 +354,14 @@ def evaluate_unit(data: dict, strategy: str, test: dict, val: dict, n_classes: i
     ("Train one model (with a search: one per candidate, the best on validation kept); its test metrics (argmax, at "
      "the validation-chosen threshold, per type), validation metrics and training curve.")
     opts = dict(options or {}); grid = opts.pop('search', None) or [{}]
-    fits = []
+    fits, tta = [], tuple(cfg.augment) if cfg.tta else ()
     for cand in grid:
         model = train_model(data, strategy, n_classes, cfg, seed, device, desc, monitor=(val['images'], val['labels']),
                             options={**opts, **cand})
-        p_val = predict_proba(model, val['images'], device=device, precision=cfg.precision)
+        p_val = predict_proba(model, val['images'], device=device, precision=cfg.precision, tta=tta)
         fits.append((roc_auc(val['labels'], p_val), cand, model, p_val))
     _, chosen, model, p_val = max(fits, key=lambda f: f[0] if finite(f[0]) else -1)  # the first best on a tie
-    p_test = predict_proba(model, test['images'], device=device, precision=cfg.precision)  # the chosen model only
+    p_test = predict_proba(model, test['images'], device=device, precision=cfg.precision, tta=tta)  # the chosen only
     out = {'test': classification_metrics(test['labels'], p_test, positive=positive),
            'val': classification_metrics(val['labels'], p_val, positive=positive),
            'history': model.history, 'model': model}
