@@ -110,4 +110,6 @@ def test_load_source_reports_the_split_of_the_magnetic_tiles(tiles, data_dir):
     assert len(mixed['pool']) + len(mixed['test']) == 19  # DATASET.md: 19 groups mix Free and defect images
     assert not set(mixed['test']) & set(d['pool']['group'].tolist()) and set(mixed['test']) <= set(d['test']['group'].tolist())
     assert f"19 groups mix labels (kept whole: {len(mixed['pool'])} in the pool, {len(mixed['test'])} in test)" in d['notes']
-    assert any('letterboxed (aspect ratio kept' in n for n in d['notes'])
+    assert any('squashed (aspect ratio not kept)' in n for n in d['notes'])  # the card's rule, chosen on validation
+    card = load_card('magnetic-tiles'); card['source']['resize'] = 'letterbox'
+    assert any('letterboxed (aspect ratio kept' in n for n in load_source(card, 32, data_dir)['notes'])

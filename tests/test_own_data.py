@@ -131,11 +131,11 @@ def test_shipped_cards_give_the_splits_of_the_old_loaders(data_dir):
     mt = load_source(load_card('magnetic-tiles'), 64, data_dir)
     # recorded with the dedicated loaders (synthnb before the generic sources) on the same data
     assert (digest(pm['pool']), digest(pm['test'])) == ('8764aec8b065', 'a73042d68e96')
-    # magnetic tiles: letterboxed and split stratified by defect type since the baselines issue (the old loader squashed
-    # them and stratified by label only; tests/test_geometry.py checks that `squash` without types still gives that split)
-    assert (digest(mt['pool']), digest(mt['test'])) == ('863c3cf9f962', '9100cedef000')
+    # magnetic tiles: split stratified by defect type since the baselines issue (the old loader stratified by label only;
+    # tests/test_geometry.py checks that the split without types is still the old one, to the image)
+    assert (digest(mt['pool']), digest(mt['test'])) == ('2d61b0ebed11', '178ff18c5618')
     masks = np.concatenate([mt['pool']['masks'], mt['test']['masks']])
-    assert hashlib.sha1(np.ascontiguousarray(masks).tobytes()).hexdigest()[:12] == '8b3e02fed11f'  # and the same pixel masks
+    assert hashlib.sha1(np.ascontiguousarray(masks).tobytes()).hexdigest()[:12] == 'f8bb16426c9d'  # and the same pixel masks
 
 
 def test_json_manifest_with_label_indices_groups_and_an_official_split(tmp_path):
