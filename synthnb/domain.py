@@ -18,9 +18,23 @@ from .images import image_grid
 from .sources import DataError, load_card, load_source
 
 # %% auto #0
-__all__ = ['INPUTS', 'DomainConfig', 'load_real', 'class_counts', 'check_counts', 'carve_scarce', 'carve_validation',
+__all__ = ['INPUTS', 'class_counts', 'DomainConfig', 'load_real', 'check_counts', 'carve_scarce', 'carve_validation',
            'image_hashes', 'take_all', 'texture_stats', 'intensity_stats', 'defect_stats', 'profile_domain',
            'card_profile', 'run_domain']
+
+# %% ../nbs/01_domain.ipynb #512d0991
+def class_counts(n_per_class: int|dict, # `DomainConfig.n_per_class`: one count, or class name -> count or 'all'
+                 classes: list, # class names in label order
+                ) -> dict:
+    "Class index -> scarce training images of that class (None: all the pool has outside validation groups)."
+    if not isinstance(n_per_class, dict): return {c: int(n_per_class) for c in range(len(classes))}
+    for name in n_per_class:
+        if name not in classes: raise DataError(
+            f"domain.n_per_class names class {name!r}{did_you_mean(str(name), classes)}, which is not one of the "
+            f"classes {classes}")
+    if missing := [c for c in classes if c not in n_per_class]: raise DataError(
+        f"domain.n_per_class gives no count for class(es) {missing}: name every class of {classes} (a number or 'all')")
+    return {c: None if n_per_class[name] == ALL else int(n_per_class[name]) for c, name in enumerate(classes)}
 
 # %% ../nbs/01_domain.ipynb #695a4656
 @stage_config
@@ -55,19 +69,6 @@ def load_real(cfg: DomainConfig) -> dict:
     return load_source(cfg.card, cfg.image_size, cfg.data_dir or None, cfg.test_fraction, cfg.split_seed)
 
 # %% ../nbs/01_domain.ipynb #4c0c7635
-def class_counts(n_per_class: int|dict, # `DomainConfig.n_per_class`: one count, or class name -> count or 'all'
-                 classes: list, # class names in label order
-                ) -> dict:
-    "Class index -> scarce training images of that class (None: all the pool has outside validation groups)."
-    if not isinstance(n_per_class, dict): return {c: int(n_per_class) for c in range(len(classes))}
-    for name in n_per_class:
-        if name not in classes: raise DataError(
-            f"domain.n_per_class names class {name!r}{did_you_mean(str(name), classes)}, which is not one of the "
-            f"classes {classes}")
-    if missing := [c for c in classes if c not in n_per_class]: raise DataError(
-        f"domain.n_per_class gives no count for class(es) {missing}: name every class of {classes} (a number or 'all')")
-    return {c: None if n_per_class[name] == ALL else int(n_per_class[name]) for c, name in enumerate(classes)}
-
 def check_counts(labels: np.ndarray, # pool labels
                  classes: list, # class names
                  counts: dict, # class index -> scarce images (`class_counts`; None: all)

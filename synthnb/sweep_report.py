@@ -52,7 +52,8 @@ def load_sweep_metrics(sweep_dir) -> pd.DataFrame:
         for arm in (a for a, v in m.items() if isinstance(v, dict) and 'per_seed' in v):
             for i, s in enumerate(m[arm]['per_seed']):
                 rows.append({'exp_id': exp_id, 'case': e['case'], 'generators': _hashable(e['generators']),
-                             'ratio': e['ratio'], **point, 'seed': e['seed'], 'arm': arm, 'model_seed': i,
+                             'ratio': e['ratio'], **point, 'seed': e['seed'], 'arm': arm,
+                             'family': m[arm].get('family', ''), 'model_seed': i,
                              **{k: v for k, v in s.items() if isinstance(v, (int, float))}})
     df = pd.DataFrame(rows)
     df.attrs['config'] = config_columns(sweep)
@@ -89,7 +90,7 @@ def summarize(df: pd.DataFrame, # rows from `load_sweep_metrics`
               metric: str = 'balanced_accuracy', # the column to summarize
               confidence: float = 0.95) -> pd.DataFrame:
     "One row per configuration and arm: n (experiments), mean, CI half-width and a `mean ± ci` text."
-    keys, rows = [*df.attrs['config'], 'arm'], []
+    keys, rows = [*df.attrs['config'], 'arm', *(['family'] if 'family' in df else [])], []
     if df.empty: return pd.DataFrame(columns=[*keys, 'n', 'mean', 'ci', metric])
     if metric not in df: raise KeyError(f"no metric {metric!r} in the sweep; "
                                         f"metrics: {sorted(c for c in df.columns if df[c].dtype.kind == 'f')}")
@@ -102,8 +103,10 @@ def summarize(df: pd.DataFrame, # rows from `load_sweep_metrics`
     return pd.DataFrame(rows)
 
 def summary_table(summary: pd.DataFrame, metric: str = 'balanced_accuracy') -> pd.DataFrame:
-    "The summary with one column per arm, configurations as rows."
-    return summary.pivot(index=[c for c in summary.columns if c not in ('arm', 'n', 'mean', 'ci', metric)],
+    "The summary with one column per arm (labelled with its family), configurations as rows."
+    if 'family' in summary: summary = summary.assign(arm=[f"{a} [{f}]" if f else a
+                                                           for a, f in zip(summary.arm, summary.family)])
+    return summary.pivot(index=[c for c in summary.columns if c not in ('arm', 'family', 'n', 'mean', 'ci', metric)],
                          columns='arm', values=metric)
 
 # %% ../nbs/13_sweep_report.ipynb #ebdfdab4
@@ -116,10 +119,11 @@ def plot_ratio(summary: pd.DataFrame, metric: str = 'balanced_accuracy', confide
     for ax, case in zip(axes[0], cases):
         s = summary[summary.case == case]
         for (gen, arm), g in s.groupby(['generators', 'arm']):
+            fam = f" [{g.family.iloc[0]}]" if 'family' in g and g.family.iloc[0] else ''
             g = g.groupby('ratio', as_index=False)[['mean', 'ci']].mean()
             synthetic = arm.split(':')[0] in ('synthetic', 'curriculum', 'pretrain_finetune')
-            style = (dict(marker='o', label=f'{gen} · {arm}') if synthetic
-                     else dict(color='grey', ls=_REF.get(arm, ':'), alpha=0.6, label=f'{arm} ({gen})'))
+            style = (dict(marker='o', label=f'{gen} · {arm}{fam}') if synthetic
+                     else dict(color='grey', ls=_REF.get(arm, ':'), alpha=0.6, label=f'{arm}{fam} ({gen})'))
             ax.errorbar(g.ratio, g['mean'], yerr=g.ci.fillna(0), capsize=3, **style)
         ax.set(title=case, xlabel='synthetic : real ratio', ylabel=f'test {metric}'); ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=8)

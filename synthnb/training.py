@@ -650,7 +650,7 @@ def _training_figures(run, metrics, screen, cfg):
     run.save_figure('test_metrics', fig); plt.close(fig)
     _delta_figure(run, metrics); _curve_figure(run, metrics)
     _confusion_figure(run, metrics, run.metrics['test']['per_class'])
-    if 'learning_curve' in run.metrics: _learning_curve_figure(run, run.metrics['learning_curve'])
+    if 'learning_curve' in run.metrics: _learning_curve_figure(run, run.metrics['learning_curve'], metrics)
     if cfg.robustness: _robustness_figure(run, screen)
 
 def _delta_figure(run, metrics):
@@ -696,12 +696,12 @@ def _curve_figure(run, metrics):
     ax.legend(fontsize=6, loc='upper left', bbox_to_anchor=(1.01, 1)); fig.tight_layout()
     run.save_figure('training_curves', fig); plt.close(fig)
 
-def _learning_curve_figure(run, lc):
+def _learning_curve_figure(run, lc, metrics: dict):
     rows = pd.DataFrame(lc['rows']); fig, ax = plt.subplots(figsize=(6, 3))
     for i, (a, g) in enumerate(rows.groupby('arm', sort=False)):
         g = g.sort_values('n_per_class'); lo = g.ci_low.fillna(g['mean']); hi = g.ci_high.fillna(g['mean'])
         ax.errorbar(g.n_per_class * (1 + 0.03 * i), g['mean'], [g['mean'] - lo, hi - g['mean']],
-                    marker='o', capsize=3, label=a)
+                    marker='o', capsize=3, label=_label(a, metrics.get(a, {})))
     if lc['ceiling']: ax.axhline(np.mean(lc['ceiling']['scores']), color='k', ls='--', lw=1,
                                  label=f"ceiling (~{lc['ceiling']['n_per_class']}/class)")
     eq = lc['data_equivalence']
@@ -720,7 +720,7 @@ def _robustness_figure(run, metrics):
         r, clean = metrics[a]['robustness'], metrics[a]['summary']['roc_auc']['mean']
         for ax, kind in zip(axes, SEVERITIES):
             ax.plot([0, 1, 2, 3], [clean] + [r[f'{kind}_{s}']['roc_auc']['mean'] for s in (1, 2, 3)],
-                    marker='o', label=a)
+                    marker='o', label=_label(a, metrics[a]))
             ax.set_title(kind, fontsize=9); ax.set_xlabel('severity', fontsize=8)
         axes[-1].bar(a, r['shift']['roc_auc']['mean'])
     axes[-1].set_title('shifted test set', fontsize=9); axes[-1].tick_params(axis='x', rotation=60, labelsize=6)
