@@ -381,8 +381,9 @@ def _mean_curve(histories: list, key: str) -> list:
 def _per_type_summary(results: list) -> dict:
     "type -> images and mean [95 % CI] of recall (and ROC-AUC for abnormal types) over units."
     types = results[0].get('per_type') or {}
-    return {t: {'n': types[t]['n'], **{k: mean_ci([r['per_type'][t][k] for r in results if finite(r['per_type'][t][k])])
-                                       for k in ('recall', 'roc_auc') if k in types[t]}} for t in types}
+    values = lambda t, k: [r['per_type'][t][k] for r in results if finite(r['per_type'][t][k])]
+    return {t: {'n': types[t]['n'], **{k: mean_ci(values(t, k)) for k in ('recall', 'roc_auc')
+                                       if k in types[t] and values(t, k)}} for t in types}
 
 def summarise_arm(units: list, results: list, n_train: int, strategy: str, info: dict) -> dict:
     ("An arm's record: its family, per-unit and summarised test, validation and val-threshold metrics, recall by "
