@@ -113,6 +113,7 @@ def mix_arm(info: dict) -> str:
     "Arm name of a stage-5 mixed set: `synthetic:<generator>`, with `×<ratio>` for a dose-sweep ratio."
     return f"synthetic:{info['generator']}" + ('' if info.get('base', True) else f"×{info['ratio']:g}")
 
+# %% ../nbs/06_training.ipynb #ec0766fe
 def ceiling_set(pool: dict, val: dict) -> dict:
     ("Every real pool image except the validation images and, where the data has groups, every image of a "
      "validation group (another lighting of a validation tile would leak): the full-data ceiling's training set.")
@@ -127,6 +128,7 @@ REAL_ARMS = {'real_only': ('real', {}), 'real_natural': ('real', {'sampling': 'n
              'real_mixup': ('augmentation', {'mix': 'mixup'}), 'real_cutmix': ('augmentation', {'mix': 'cutmix'}),
              'ceiling': ('ceiling', {})}
 
+# %% ../nbs/06_training.ipynb #9618cc82
 def arm_options(arm: str, cfg: TrainingConfig) -> dict:
     "The `fit_classifier` options of a real-data arm (none for synthetic arms), with `cfg`'s settings filled in."
     opts = dict(REAL_ARMS.get(arm, ('', {}))[1])
@@ -135,6 +137,7 @@ def arm_options(arm: str, cfg: TrainingConfig) -> dict:
                                                    for n in cfg.randaugment_ops for m in cfg.randaugment_magnitudes]
     return opts
 
+# %% ../nbs/06_training.ipynb #31e1ee90
 def arm_family(arm: str, # an arm's name
                generators: list = (), # the generators of its synthetic images
                families: dict|None = None, # generator -> family (stage 2's `families`)
@@ -385,6 +388,7 @@ def _per_type_summary(results: list) -> dict:
     return {t: {'n': types[t]['n'], **{k: mean_ci(values(t, k)) for k in ('recall', 'roc_auc')
                                        if k in types[t] and values(t, k)}} for t in types}
 
+# %% ../nbs/06_training.ipynb #47b7b1e6
 def summarise_arm(units: list, results: list, n_train: int, strategy: str, info: dict) -> dict:
     ("An arm's record: its family, per-unit and summarised test, validation and val-threshold metrics, recall by "
      "class and type, the mean training curve, where early stopping settled, the policy search.")
