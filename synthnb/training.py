@@ -399,6 +399,7 @@ def summarise_arm(units: list, results: list, n_train: int, strategy: str, info:
            'family': info.get('family', arm_family('synthetic', info.get('generators', []))),
            'ratio': info.get('ratio', 0.0), 'units': units,
            'per_seed': [r['test'] for r in results], 'summary': summarise([r['test'] for r in results]),
+           'per_seed_val': [r['val'] for r in results],
            'val_summary': summarise([r['val'] for r in results]),
            'val_per_class_recall': np.mean([r['val']['per_class_recall'] for r in results], 0).tolist(),
            'per_class_recall': recall.tolist(), 'recall_gap': float(recall.max() - recall.min()),
@@ -495,20 +496,26 @@ def selection_table(screen: dict, cfg: TrainingConfig) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index('arm').sort_values('val ROC-AUC', ascending=False)
 
 # %% ../nbs/06_training.ipynb #f817b7ac
-def replicate_means(arm: dict, key: str = HEADLINE_METRIC) -> list:
-    "Per-replicate mean of test `key` over the arm's model seeds, in replicate order."
+def replicate_means(arm: dict, key: str = HEADLINE_METRIC, split: str = 'test') -> list:
+    "Per-replicate mean of `split`'s `key` ('test' or 'val') over the arm's model seeds, in replicate order."
     by = {}
-    for u, m in zip(arm['units'], arm['per_seed']): by.setdefault(u['replicate'], []).append(m[key])
+    for u, m in zip(arm['units'], arm['per_seed' if split == 'test' else 'per_seed_val']):
+        by.setdefault(u['replicate'], []).append(m[key])
     return [float(np.nanmean(by[r])) for r in sorted(by)]
 
 def learning_curve(points: dict, # real images per class -> {'real_only': [...], arm: [...]} per-replicate test scores
-                   headline_n: int, arm: str, ceiling: dict|None = None) -> dict:
-    "The curve's table (mean and t-interval per count and arm) and the data equivalence of `arm` at `headline_n`."
+                   headline_n: int, arm: str, ceiling: dict|None = None,
+                   val_points: dict|None = None, # the same on each draw's validation set: where a count is chosen
+                  ) -> dict:
+    ("The curve's table (mean and t-interval per count and arm, test and validation) and the data equivalence of "
+     "`arm` at `headline_n`.")
     rows = []
     for n in sorted(points):
         for a, v in points[n].items():
             mean, lo, hi = t_interval(v)
             rows.append({'n_per_class': int(n), 'arm': a, 'mean': mean, 'ci_low': lo, 'ci_high': hi, 'n': len(v)})
+            if val_points: rows[-1].update(zip(('val_mean', 'val_ci_low', 'val_ci_high'),
+                                               t_interval(val_points[n][a])))
     real = {n: p['real_only'] for n, p in points.items()}
     if ceiling: real[ceiling['n_per_class']] = ceiling['scores']
     eq = data_equivalence(real, points[headline_n][arm]) if len(real) > 1 and arm in points[headline_n] else None
@@ -618,10 +625,10 @@ def _replicate(run, cfg: TrainingConfig, screen: dict, screened: dict, test: dic
     if cfg.curve and h:
         best = h['best_synthetic_arm']; best_ratio = arms[best]['ratio']
         n0 = scarce_count(params['domain']['n_per_class'])
-        points = {n0: {'real_only': replicate_means(arms['real_only'])[:cfg.curve_replicates],
-                       best: replicate_means(arms[best])[:cfg.curve_replicates]}}
+        points, vals = ({n0: {a: replicate_means(arms[a], split=s)[:cfg.curve_replicates] for a in ('real_only', best)}}
+                        for s in ('test', 'val'))
         for n in progress([n for n in cfg.curve if n != n0], desc='learning curve', leave=False):
-            points[n] = {'real_only': [], best: []}
+            points[n], vals[n] = {'real_only': [], best: []}, {'real_only': [], best: []}
             for r in range(cfg.curve_replicates):
                 p = replicate_parameters(params, cfg.seed + r,
                                          **replicate_overrides(params, gens, best_ratio, [], n_per_class=n))
@@ -629,11 +636,12 @@ def _replicate(run, cfg: TrainingConfig, screen: dict, screened: dict, test: dic
                 same = rename('synthetic:all')  # the headline arm's generators at its ratio, now stage 5's base ratio
                 got = train_arms(ChainReader(d), cfg, ['mix'], test, n_classes, run.device, r, rename=rename,
                                  only={'real_only', same}, positive=positive)[0]
-                for a, b in (('real_only', 'real_only'), (best, same)): points[n][a].append(
-                    float(np.nanmean([m['test'][HEADLINE_METRIC] for m in got[b][1]])))
+                for a, b in (('real_only', 'real_only'), (best, same)):
+                    for s, out in (('test', points), ('val', vals)):
+                        out[n][a].append(float(np.nanmean([m[s][HEADLINE_METRIC] for m in got[b][1]])))
         ceil = {'n_per_class': int(arms['ceiling']['n_train'] // n_classes),
                 'scores': replicate_means(arms['ceiling'])} if 'ceiling' in arms else None
-        extra['learning_curve'] = learning_curve(points, n0, best, ceil)
+        extra['learning_curve'] = learning_curve(points, n0, best, ceil, val_points=vals)
     return arms, extra
 
 # %% ../nbs/06_training.ipynb #f12a78c2
@@ -702,7 +710,18 @@ def _curve_figure(run, metrics):
     run.save_figure('training_curves', fig); plt.close(fig)
 
 def _learning_curve_figure(run, lc, metrics: dict):
-    rows = pd.DataFrame(lc['rows']); fig, ax = plt.subplots(figsize=(6, 3))
+    ("The learning curve on validation (where a count is chosen), when recorded, beside the curve on test, with the "
+     "ceiling and the headline arm's data equivalence.")
+    rows = pd.DataFrame(lc['rows']); panels = [('val_', 'validation')] if 'val_mean' in rows else []
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4.2 * (len(panels) + 1) + 1.8, 3), squeeze=False)
+    for (p, name), vax in zip(panels, axes[0]):
+        for i, (a, g) in enumerate(rows.groupby('arm', sort=False)):
+            g = g.sort_values('n_per_class'); m = g[p + 'mean']
+            lo, hi = g[p + 'ci_low'].fillna(m), g[p + 'ci_high'].fillna(m)
+            vax.errorbar(g.n_per_class * (1 + 0.03 * i), m, [m - lo, hi - m], marker='o', capsize=3)
+        vax.set_xscale('log'); vax.set_xlabel('real images per class (the scarce class)')
+        vax.set_ylabel(f'{name} ROC-AUC'); vax.set_title(f'on {name} (each draw its own set)', fontsize=9)
+    ax = axes[0][-1]
     for i, (a, g) in enumerate(rows.groupby('arm', sort=False)):
         g = g.sort_values('n_per_class'); lo = g.ci_low.fillna(g['mean']); hi = g.ci_high.fillna(g['mean'])
         ax.errorbar(g.n_per_class * (1 + 0.03 * i), g['mean'], [g['mean'] - lo, hi - g['mean']],
@@ -712,8 +731,8 @@ def _learning_curve_figure(run, lc, metrics: dict):
     eq = lc['data_equivalence']
     if eq and eq['n_equivalent']: ax.axvline(eq['n_equivalent'], color='grey', ls=':', lw=1,
                                              label=f"real-only equivalent: {eq['n_equivalent']:.1f}/class")
-    ax.set_xscale('log'); ax.set_xlabel('real images per class'); ax.set_ylabel('test ROC-AUC')
-    ax.set_title('learning curve (mean and 95% CI over replicates)', fontsize=9)
+    ax.set_xscale('log'); ax.set_xlabel('real images per class (the scarce class)'); ax.set_ylabel('test ROC-AUC')
+    ax.set_title('learning curve on test (mean and 95% CI over replicates)', fontsize=9)
     ax.legend(fontsize=6, loc='upper left', bbox_to_anchor=(1.01, 1)); fig.tight_layout()
     run.save_figure('learning_curve', fig); plt.close(fig)
 

@@ -198,6 +198,7 @@ def test_replicates_redraw_the_scarce_set_and_pair_the_arms(light_run, runs_dir,
     assert h['delta']['per_unit'] == [b['roc_auc'] - r['roc_auc'] for b, r in zip(best, real)]  # paired unit by unit
     assert (h['gap_closed'] is None and h['gap_note']) or all(c is not None and abs(c) < 1e6 for c in h['gap_closed_ci'])
     lc = m['learning_curve']
+    assert all(0 <= r['val_mean'] <= 1 for r in lc['rows']), 'every curve point carries its validation score: where a count is chosen'
     assert {r['n_per_class'] for r in lc['rows']} == {2, 20} and lc['arm'] == h['best_synthetic_arm']  # 2 per class: fewer real images than stage 3's k
     assert list(m['learning_curve_skipped']) == ['5000'] and 'fewer than n_per_class=5000' in m['learning_curve_skipped']['5000']  # dropped before any training
     assert (d / 'learning_curve.png').exists() and (d / 'paired_deltas.png').exists() and (d / 'training_curves.png').exists()
