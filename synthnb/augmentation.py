@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 from scipy.stats import wasserstein_distance
 
 from .store import StageResult, StageRun, stage_result
-from .config import Count, PositiveInt, check_settings, did_you_mean, stage_config
+from .config import Count, PositiveInt, Seed, check_settings, did_you_mean, stage_config
 from .images import image_grid
 from .env import progress
 from .sources import normal_index
@@ -203,7 +203,7 @@ class AugmentationConfig:
     real_copies: Count = 4  # augmented views per scarce real image (classic-augmentation baseline)
     translation: dict = field(default_factory=dict)  # CycleGAN towards the real images first (`TranslationSettings`)
     batch_size: PositiveInt = 256  # images per batch
-    seed: int = 0  # experiment seed
+    seed: Seed = 0  # experiment seed
     device: str = 'auto'  # 'auto', 'cpu' or 'cuda'
     def __post_init__(self):
         validate_policy(self.policy)

@@ -4,26 +4,39 @@
 
 # %% ../nbs/14_cli.ipynb #139afd92
 from __future__ import annotations
-import argparse, logging, os, sys, time
+import argparse, logging, os, sys, time, traceback
 from pathlib import Path
 
 import synthnb
 from .config import RESERVED_PARAMS, STAGES, load_experiment
-from .runner import (LOG, StageFailed, accepted_parameters, find_experiment, notebook_parameters, run_experiment,
-                            setup_logging, validate_experiment)
+from .runner import (LOG, StageFailed, accepted_parameters, check_runs_dir, find_experiment, notebook_parameters,
+                            run_experiment, setup_logging, validate_experiment)
 
 # %% auto #0
-__all__ = ['cmd_run', 'cmd_params', 'cmd_download', 'cmd_sweep', 'add_sweep_parser', 'parser', 'main']
+__all__ = ['fail', 'cmd_run', 'cmd_params', 'cmd_download', 'cmd_sweep', 'add_sweep_parser', 'parser', 'main']
 
 # %% ../nbs/14_cli.ipynb #73f2f26c
+def fail(e: BaseException, code: int) -> int:
+    "Print `e` as one short `error: …` (its traceback too at `-v`); return the exit `code`."
+    LOG.error(f"error: {e}")
+    if LOG.isEnabledFor(logging.DEBUG): LOG.debug(''.join(traceback.format_exception(e)))
+    elif code == 1: LOG.error('  (run with -v for the traceback)')
+    return code
+
 def cmd_run(args) -> int:
-    "synthnb run CONFIG [-p key=value ...]"
-    accepted = accepted_parameters()
+    "synthnb run CONFIG [-p key=value ...]: exit 2 on a usage error (before any stage), 1 when a stage fails."
+    from synthnb.data import DataError
+    from synthnb.store import StageError
+    if args.iterations < 1: return fail(ValueError(f"--iterations {args.iterations}: give 1 or more"), 2)
+    if args.iterations > 1 and args.until: return fail(ValueError(
+        "--until cannot be combined with --iterations > 1: each feedback iteration needs stage 6's "
+        "recommendations. Run --until first, or the whole loop without it."), 2)
     try:
+        accepted = accepted_parameters()
         exp = validate_experiment(load_experiment(find_experiment(args.config), args.p or [], accepted),
                                   accepted, args.p or [])
-    except (ValueError, FileNotFoundError) as e:
-        LOG.error(f"error: {e}"); return 2
+        check_runs_dir(args.runs_dir)
+    except (ValueError, OSError, DataError) as e: return fail(e, 2)
     LOG.info(f"experiment {exp.exp_id} (profile {exp.profile}, seed {exp.seed}, device {exp.device}) → "
              f"{Path(args.runs_dir)/exp.exp_id}")
     if args.stage_cache: os.environ['SYNTHNB_STAGE_CACHE'] = str(Path(args.stage_cache).resolve())
@@ -34,9 +47,7 @@ def cmd_run(args) -> int:
             from synthnb.feedback import run_feedback_loop
             run_feedback_loop(exp, args.runs_dir, args.iterations, args.force, log=log)
         else: run_experiment(exp, args.runs_dir, args.force, args.until, log=log)
-    except StageFailed as e:
-        LOG.error(f"error: {e}" + ('' if LOG.isEnabledFor(logging.DEBUG) else '\n  (run with -v for the traceback)'))
-        return 1
+    except (StageFailed, StageError, DataError, OSError) as e: return fail(e, 1)
     LOG.info(f"finished in {time.time() - t0:.1f}s; reports in {Path(args.runs_dir)/exp.exp_id}/*/report.ipynb")
     return 0
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['STAGE_NOTEBOOKS', 'STAGES', 'SHARED_KEYS', 'RESERVED_PARAMS', 'Count', 'PositiveInt', 'NonNegative', 'Positive',
-           'Probability', 'Fraction', 'ALL', 'ClassCounts', 'stage_folder', 'did_you_mean', 'validate_exp_id',
-           'Experiment', 'parse_override', 'load_experiment', 'Bounds', 'scarce_count', 'with_scarce_count', 'describe',
-           'conforms', 'ConfigError', 'check_fields', 'stage_config', 'check_settings', 'from_parameters',
-           'parameters_cell']
+__all__ = ['STAGE_NOTEBOOKS', 'STAGES', 'SHARED_KEYS', 'SEED_LIMIT', 'DEVICES', 'RESERVED_PARAMS', 'MAX_COUNT', 'Count',
+           'PositiveInt', 'Seed', 'NonNegative', 'Positive', 'Probability', 'Fraction', 'ALL', 'ClassCounts',
+           'stage_folder', 'did_you_mean', 'validate_exp_id', 'Replace', 'load_yaml', 'Experiment', 'parse_override',
+           'load_experiment', 'Bounds', 'scarce_count', 'with_scarce_count', 'describe', 'conforms', 'ConfigError',
+           'check_fields', 'stage_config', 'check_settings', 'from_parameters', 'parameters_cell']
 
 # %% ../nbs/00_config.ipynb #4f2d1e0c
 # stage -> its notebook in nbs/, and its folder in a run
@@ -23,6 +23,8 @@ STAGE_NOTEBOOKS = {'domain': '01_domain', 'generation': '02_generation', 'evalua
                    'augmentation': '04_augmentation', 'integration': '05_integration', 'training': '06_training'}
 STAGES = tuple(STAGE_NOTEBOOKS)  # the order they run in
 SHARED_KEYS = ('exp_id', 'seed', 'device', 'profile', 'tracking')
+SEED_LIMIT = 2**32  # a seed is an integer in [0, 2³²): the range numpy's and torch's generators share
+DEVICES = re.compile(r'auto|cpu|cuda(:\d+)?')  # what `device` may name (fullmatch)
 RESERVED_PARAMS = ('upstream_dir', 'out_dir')  # set by the runner, never by an experiment file
 
 def stage_folder(stage: str, # one of `STAGES`
@@ -38,14 +40,32 @@ def did_you_mean(name: str, choices) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 # %% ../nbs/00_config.ipynb #f30689ee
-_EXP_ID = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$')
+_EXP_ID = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,99}')  # matched in full: no trailing newline slips through
 
 def validate_exp_id(exp_id: str) -> str:
     "Return `exp_id` if it is a safe folder name; raise `ValueError` otherwise."
-    if not isinstance(exp_id, str) or not _EXP_ID.match(exp_id) or '..' in exp_id:
+    if not isinstance(exp_id, str) or not _EXP_ID.fullmatch(exp_id) or '..' in exp_id:
         raise ValueError(f"Invalid exp_id {exp_id!r}: use letters, digits, '_', '-' and '.', start with a letter or "
                          "digit, no '..' and no path separators (it names a folder under the runs directory).")
     return exp_id
+
+# %% ../nbs/00_config.ipynb #2d197c4f
+class Replace(dict):
+    "A mapping tagged `!replace`: it replaces, rather than merges into, the mapping it overrides."
+
+class _Loader(yaml.SafeLoader): "Safe YAML plus the `!replace` tag."
+_Loader.add_constructor('!replace', lambda loader, node: Replace(loader.construct_mapping(node, deep=True)))
+
+def load_yaml(text: str, # YAML text
+              where: str, # the file or override it came from, for the error
+             ):
+    "`text` parsed as safe YAML (with `!replace`); a syntax error raises `ValueError` naming `where`, line and column."
+    try: return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, 'problem_mark', None)
+        at = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ''
+        what = ' '.join(str(x) for x in (getattr(e, 'context', None), getattr(e, 'problem', None)) if x) or str(e)
+        raise ValueError(f"{where}{at}: invalid YAML: {what}") from None
 
 # %% ../nbs/00_config.ipynb #ee5f3438
 @dataclasses.dataclass
@@ -64,25 +84,53 @@ class Experiment:
         return {'seed': self.seed, 'device': self.device, **self.stages.get(stage, {})}
 
 def parse_override(text: str) -> tuple:
-    "Split a `key=value` override; the value is parsed as YAML."
+    "Split a `key=value` override; the value is parsed as YAML (`load_yaml`: `!replace` works here too)."
     if '=' not in text: raise ValueError(f"Override {text!r} must look like key=value or stage.key=value")
     key, value = text.split('=', 1)
     if not key.strip(): raise ValueError(f"Override {text!r} has an empty key")
-    return key.strip(), yaml.safe_load(value) if value.strip() else ''
+    return key.strip(), load_yaml(value, f"-p {text}") if value.strip() else ''
 
 # %% ../nbs/00_config.ipynb #c511f897
+def _plain(v):
+    "`v` with every `Replace` turned into a plain dict (what YAML dumps and JSON stores)."
+    if isinstance(v, dict): return {k: _plain(x) for k, x in v.items()}
+    return [_plain(x) for x in v] if isinstance(v, list) else v
+
 def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
+    "`extra` merged into `base`, mapping into mapping; a `Replace` mapping replaces."
+    out = _plain(base)
     for k, v in (extra or {}).items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        merge = isinstance(v, dict) and not isinstance(v, Replace) and isinstance(out.get(k), dict)
+        out[k] = _merge(out[k], v) if merge else _plain(v)
     return out
 
+def _set(params: dict, path: list, value, key: str) -> None:
+    "Set `params[path[0]][path[1]]…` to `value` (merged where both are mappings), naming `key` when it cannot."
+    for i, p in enumerate(path[:-1]):
+        if params.get(p) is None: params[p] = {}
+        if not isinstance(params[p], dict): raise ValueError(
+            f"Override {key!r}: {'.'.join(path[:i + 1])} is {params[p]!r}, not a mapping; set it whole instead")
+        params = params[p]
+    params.update(_merge(params, {path[-1]: value}))
+
+def _shared(name: str, value, where: str):
+    "A shared setting checked: `seed` an integer in [0, 2³²), `device` one of auto, cpu, cuda[:N]."
+    if name == 'seed' and not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value < SEED_LIMIT):
+        raise ValueError(f"{where}: seed = {value!r}: expected an integer ≥ 0 and < 2³² ({SEED_LIMIT})")
+    if name == 'device' and not (isinstance(value, str) and DEVICES.fullmatch(value)):
+        raise ValueError(f"{where}: device = {value!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'"
+                         f"{did_you_mean(value, ('auto', 'cpu', 'cuda'))}")
+    return value
+
 def load_experiment(path, # experiment YAML file, or a dict with its content
-                    overrides=(), # `key=value` strings (`-p` on the command line)
+                    overrides=(), # `key=value` strings (`-p` on the command line); keys may be nested (a.b.c)
                     stage_params: dict|None=None, # stage -> accepted parameter names, to place bare keys
                    ) -> Experiment:
-    "Read an experiment file and apply its profile and the overrides."
-    raw = dict(path) if isinstance(path, dict) else yaml.safe_load(Path(path).read_text())
+    "Read an experiment file and apply its profile and the overrides (mappings merge: see `load_yaml`)."
+    if not isinstance(path, dict) and Path(path).is_dir():
+        raise ValueError(f"{path} is a folder: give the experiment's YAML file "
+                         f"({', '.join(sorted(p.name for p in Path(path).glob('*.yaml'))[:4]) or 'none here'})")
+    raw = dict(path) if isinstance(path, dict) else load_yaml(Path(path).read_text(), str(path))
     if not isinstance(raw, dict): raise ValueError(f"{path}: an experiment file must be a YAML mapping")
     allowed = set(SHARED_KEYS) | set(STAGES) | {'profiles', 'description'}
     for k in raw:
@@ -91,28 +139,35 @@ def load_experiment(path, # experiment YAML file, or a dict with its content
     parsed = [parse_override(o) if isinstance(o, str) else tuple(o) for o in overrides]
     shared = {'exp_id': Path(str(path)).stem if not isinstance(path, dict) else 'experiment', 'seed': 0,
               'device': 'auto', 'profile': 'smoke', 'tracking': ''}
-    shared.update({k: raw[k] for k in SHARED_KEYS if k in raw})
-    shared.update({k: v for k, v in parsed if k in SHARED_KEYS})
+    shared.update({k: _shared(k, raw[k], str(path)) for k in SHARED_KEYS if k in raw})
+    shared.update({k: _shared(k, v, f"-p {k}={v}") for k, v in parsed if k in SHARED_KEYS})
     profiles = raw.get('profiles') or {}
+    if not isinstance(profiles, dict) or not all(isinstance(p or {}, dict) for p in profiles.values()):
+        raise ValueError(f"{path}: profiles must map each profile name to stage mappings")
     if shared['profile'] not in profiles and shared['profile'] != 'smoke':
         raise ValueError(f"{path}: unknown profile {shared['profile']!r}{did_you_mean(shared['profile'], profiles)}; "
                          f"profiles: {sorted(profiles) or ['smoke']}")
-    stages = {s: _merge(raw.get(s) or {}, (profiles.get(shared['profile']) or {}).get(s) or {}) for s in STAGES}
+    chosen = profiles.get(shared['profile']) or {}
+    for where, part in ((str(path), raw), (f"{path}: profile {shared['profile']}", chosen)):
+        for s in STAGES:
+            if not isinstance(part.get(s) or {}, dict): raise ValueError(
+                f"{where}: {s} must be a mapping of its parameters (name: value), not {type(part[s]).__name__}")
+    stages = {s: _merge(raw.get(s) or {}, chosen.get(s) or {}) for s in STAGES}
     for key, value in parsed:
         if key in SHARED_KEYS: continue
         if '.' in key:
-            stage, name = key.split('.', 1)
+            stage, *names = key.split('.')
             if stage not in STAGES: raise ValueError(f"Override {key!r}: "
                                                      f"unknown stage {stage!r}{did_you_mean(stage, STAGES)}")
-            stages[stage][name] = value
+            _set(stages[stage], names, value, key)
             continue
         owners = [s for s in STAGES if stage_params and key in stage_params.get(s, ())]
         if len(owners) != 1:
             where = f"stages {owners} all accept it" if owners else "no stage accepts it"
             raise ValueError(f"Override {key!r}: {where}; write it as <stage>.{key}=...")
-        stages[owners[0]][key] = value
+        _set(stages[owners[0]], [key], value, key)
     from synthnb.tracking import check_tracker
-    return Experiment(validate_exp_id(shared['exp_id']), int(shared['seed']), str(shared['device']),
+    return Experiment(validate_exp_id(shared['exp_id']), shared['seed'], shared['device'],
                       str(shared['profile']), stages, str(path), check_tracker(str(shared['tracking'] or '')))
 
 # %% ../nbs/00_config.ipynb #e3e1f83b
@@ -129,12 +184,15 @@ class Bounds:
                 and (self.le is None or v <= self.le) and (self.lt is None or v < self.lt))
 
     def __str__(self):
-        parts = [f'{op} {x:g}' for op, x in (('≥', self.ge), ('>', self.gt), ('≤', self.le), ('<', self.lt))
+        num = lambda x: f'{x:,}'.replace(',', '_') if float(x).is_integer() and abs(x) >= 1e4 else f'{x:g}'
+        parts = [f'{op} {num(x)}' for op, x in (('≥', self.ge), ('>', self.gt), ('≤', self.le), ('<', self.lt))
                  if x is not None]
         return ' and '.join(parts)
 
-Count = Annotated[int, Bounds(ge=0)]  # 0, 1, 2, …
-PositiveInt = Annotated[int, Bounds(ge=1)]  # 1, 2, …
+MAX_COUNT = 10**7  # the most steps, images or draws any count may ask for: a typo such as 10**12 fails at once
+Count = Annotated[int, Bounds(ge=0, le=MAX_COUNT)]  # 0, 1, 2, …
+PositiveInt = Annotated[int, Bounds(ge=1, le=MAX_COUNT)]  # 1, 2, …
+Seed = Annotated[int, Bounds(ge=0, lt=SEED_LIMIT)]  # a seed numpy and torch both accept
 NonNegative = Annotated[float, Bounds(ge=0)]
 Positive = Annotated[float, Bounds(gt=0)]
 Probability = Annotated[float, Bounds(ge=0, le=1)]  # a share or probability in [0, 1]

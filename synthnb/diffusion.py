@@ -179,8 +179,9 @@ class DiffusionGenerator:
         images = to_uint8(x)
         return {'images': images, 'labels': labels, 'masks': np.zeros_like(images)}
 
-    def state(self) -> tuple: return dict(self.unet.state_dict()), {'unet': dict(self.unet.config),
-                                                                    'settings': self.settings}
+    def state(self) -> tuple:  # diffusers' private config keys ('_use_default_values': a set) would vary by run
+        return dict(self.unet.state_dict()), {'unet': {k: v for k, v in self.unet.config.items()
+                                                       if not k.startswith('_')}, 'settings': self.settings}
 
     @classmethod
     def from_state(cls, tensors: dict, config: dict):

@@ -11,7 +11,7 @@ import numpy as np
 import matplotlib.pyplot as plt
 from scipy import ndimage
 
-from .config import (ALL, Annotated, Bounds, ClassCounts, ConfigError, Fraction, PositiveInt, did_you_mean,
+from .config import (ALL, Annotated, Bounds, ClassCounts, ConfigError, Fraction, PositiveInt, Seed, did_you_mean,
                             stage_config)
 from .store import StageResult, StageRun, stage_result
 from .images import image_grid
@@ -52,8 +52,8 @@ class DomainConfig:
     n_per_class: ClassCounts = 20  # scarce training images per class, or per class name ({ok: all, defect: 10})
     n_val_per_class: PositiveInt = 20  # real val images per class, apart from train and test: stage 3 and 6 checks only
     test_fraction: Fraction = 0.3  # group or stratified splits: fraction of groups (images) held out for testing
-    split_seed: int = 0  # group or stratified splits: seed of the fixed test split
-    seed: int = 0  # experiment seed: which scarce training and validation images are drawn
+    split_seed: Seed = 0  # group or stratified splits: seed of the fixed test split
+    seed: Seed = 0  # experiment seed: which scarce training and validation images are drawn
     device: str = 'auto'  # 'auto', 'cpu' or 'cuda'
 
     def __post_init__(self):

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import matplotlib.pyplot as plt
 
-from .config import Count, NonNegative, PositiveInt, Probability, stage_config
+from .config import Count, NonNegative, PositiveInt, Probability, Seed, stage_config
 from .store import StageResult, StageRun, stage_result
 from .images import image_grid, to_tensor
 from .models import SmallResNet, check_augment, fit_classifier, predict_proba
@@ -30,7 +30,7 @@ __all__ = ['INCEPTION_FILE', 'INPUTS', 'EvaluationConfig', 'network_features', '
 @stage_config
 class EvaluationConfig:
     "Parameters of stage 3."
-    feature_seed: int = 1234  # seed of the fixed random CNN feature space
+    feature_seed: Seed = 1234  # seed of the fixed random CNN feature space
     domain_steps: PositiveInt = 60  # domain classifier steps (real train only): features and label checks
     domain_augment: list[str] = field(default_factory=lambda: ['shift', 'photometric'])  # its TRAIN_AUGMENTS
     proxy_steps: PositiveInt = 60  # training steps of each train-on-synthetic proxy classifier
@@ -51,7 +51,7 @@ class EvaluationConfig:
     review_per_generator: Count = 8  # synthetic images per generator in the review pack
     n_pairs: Count = 6  # closest synthetic/real pairs and dropped examples shown
     apply_filter: bool = True  # drop rejected images from synthetic_kept; False keeps all (synthetic_keep still flags)
-    seed: int = 0  # experiment seed
+    seed: Seed = 0  # experiment seed
     device: str = 'auto'  # 'auto', 'cpu' or 'cuda'
     def __post_init__(self): self.domain_augment = list(check_augment(self.domain_augment))
 

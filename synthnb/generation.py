@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 from safetensors.torch import load_file
 
 from .store import StageResult, StageRun, stage_result
-from .config import Count, check_settings, did_you_mean, stage_config
+from .config import Count, Seed, check_settings, did_you_mean, stage_config
 from .images import image_grid
 from .env import progress
 from .diffusion import DiffusionGenerator, DiffusionSettings
@@ -50,7 +50,7 @@ class GenerationConfig:
     vae: dict = field(default_factory=dict)  # `VAESettings` of vae and dp_vae: train_steps, latent, lr, epsilon, …
     pretrained: dict = field(default_factory=dict)  # `PretrainedSettings`: path (diffusers pipeline dir), strength, …
     external: dict = field(default_factory=dict)  # `ExternalSettings`: path (folder or .npz), mask_suffix
-    seed: int = 0  # experiment seed
+    seed: Seed = 0  # experiment seed
     device: str = 'auto'  # 'auto', 'cpu' or 'cuda'
 
     def __post_init__(self):

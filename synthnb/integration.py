@@ -11,7 +11,7 @@ import numpy as np
 import matplotlib.pyplot as plt
 
 from .store import StageResult, StageRun, stage_result
-from .config import NonNegative, Positive, did_you_mean, stage_config
+from .config import NonNegative, Positive, Seed, did_you_mean, stage_config
 from .metrics import nearest
 
 # %% auto #0
@@ -31,7 +31,7 @@ class IntegrationConfig:
     source: str = 'synthetic_aug'  # 'synthetic_aug' (kept and augmented, stage 4) or 'synthetic_kept' (kept, stage 3)
     class_balance: bool = True  # draw synthetic images so the mixed set is as class-balanced as possible
     per_generator: bool = False  # with several generators, also one mixed set per generator (one more stage-6 arm each)
-    seed: int = 0  # experiment seed
+    seed: Seed = 0  # experiment seed
     device: str = 'auto'  # 'auto', 'cpu' or 'cuda'
     def __post_init__(self):
         if self.source not in SOURCES: raise ValueError(f"source {self.source!r}{did_you_mean(self.source, SOURCES)}; "

@@ -4,22 +4,24 @@
 
 # %% ../nbs/10_runner.ipynb #b6c471c7
 from __future__ import annotations
-import codecs, contextlib, dataclasses, logging, os, re, shutil, subprocess, sys, tempfile, time
+import codecs, contextlib, dataclasses, logging, os, re, shutil, signal, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import yaml  # nbformat, papermill and filelock are imported where they are used: `synthnb --help` starts fast
 
 from .config import (RESERVED_PARAMS, STAGE_NOTEBOOKS, ConfigError, STAGES, Experiment, did_you_mean,
                             stage_folder, validate_exp_id)
+from .data import DataError
 from .env import project_root
-from .stages import CONFIGS, RUNNERS, code_hash, is_up_to_date, mark_complete, stage_key
+from .stages import CONFIGS, RUNNERS, code_hash, is_up_to_date, mark_complete, stage_key, stale_reason
 from .store import MANIFEST, StageError, read_manifest, save_json, sha256_file
 
 # %% auto #0
-__all__ = ['LOG', 'NOISE', 'RUN_HEADING', 'setup_logging', 'installed_share', 'notebooks_dir', 'find_experiment',
+__all__ = ['LOG', 'GUARD', 'NOISE', 'RUN_HEADING', 'setup_logging', 'installed_share', 'notebooks_dir', 'find_experiment',
            'stage_notebook', 'notebook_parameters', 'ParameterError', 'accepted_parameters', 'validate_experiment',
-           'StageFailed', 'report_error', 'execute_notebook', 'stream_output', 'report_header', 'report_notebook',
-           'stage_cache_dir', 'store_stage', 'restore_stage', 'file_lock', 'run_experiment', 'smoke_upstream']
+           'guard_child', 'StageFailed', 'report_error', 'execute_notebook', 'stream_output', 'report_header',
+           'report_notebook', 'stage_cache_dir', 'store_stage', 'restore_stage', 'file_lock', 'check_runs_dir',
+           'run_experiment', 'smoke_upstream']
 
 # %% ../nbs/10_runner.ipynb #81f5218d
 LOG = logging.getLogger('synthnb')  # the runner's messages; `synthnb run -v/-q` sets its level
@@ -81,7 +83,8 @@ def _override_keys(overrides, accepted: dict) -> dict:
     for o in overrides:
         key = o.split('=', 1)[0].strip()
         owners = [key.split('.', 1)[0]] if '.' in key else [s for s in STAGES if key in accepted.get(s, ())]
-        if len(owners) == 1: out[f"{owners[0]}.{key.split('.', 1)[-1]}"] = o
+        # a nested key (generation.diffusion.train_steps) belongs to its stage's parameter (diffusion)
+        if len(owners) == 1: out[f"{owners[0]}.{key.split('.')[1 if '.' in key else 0]}"] = o
     return out
 
 def validate_experiment(exp: Experiment, accepted: dict|None = None,
@@ -102,12 +105,51 @@ def validate_experiment(exp: Experiment, accepted: dict|None = None,
             lines = [f"-p {given[f'{s}.{k}']}: {s}.{k} = {v}" if f'{s}.{k}' in given else f"{s}.{k} = {v}"
                      for k, v in e.problems.items()]
             raise ParameterError(f"{exp.source}: bad values\n  " + '\n  '.join(lines)) from e
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, DataError) as e:  # DataError: the card a domain names (dataset, source)
             mine = [f"-p {o}" for k, o in given.items() if k.split('.', 1)[0] == s]
             where = (f"bad value from {', '.join(mine)} (stage {s})" if mine
                      else f"{exp.source}: bad value for stage {s}")
             raise ParameterError(f"{where}: {e}") from e
+    devices = {exp.device} | {p['device'] for p in exp.stages.values() if isinstance(p.get('device'), str)}
+    if any(d.startswith('cuda') for d in devices):  # before any stage: a GPU asked for must be there
+        import torch
+        if not torch.cuda.is_available():
+            raise ParameterError(f"{exp.source}: device = 'cuda' but torch sees no CUDA GPU (torch "
+                                 f"{torch.__version__}); use device: auto (CUDA when present) or cpu")
     return exp
+
+# %% ../nbs/10_runner.ipynb #63fce013
+def _descendants(pid: int) -> list:
+    "Ids of the processes below `pid`, read from /proc ([] where there is none)."
+    kids = {}
+    for d in Path('/proc').glob('[0-9]*'):
+        try: ppid = int((d/'stat').read_text().rsplit(')', 1)[1].split()[1])
+        except (OSError, ValueError, IndexError): continue
+        kids.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in kids.get(todo.pop(), []): out.append(c); todo.append(c)
+    return out
+
+def guard_child(parent: int, # the runner's process id: when it dies, this process and all it started die too
+                argv: list, # papermill's command-line arguments
+               ) -> None:
+    ("Run papermill in this process, tied to the runner: a parent-death signal (Linux) delivers SIGTERM, which kills "
+     "every process papermill started (the kernel, in its own session) before this one exits.")
+    def stop(signum, frame):
+        for pid in _descendants(os.getpid()):
+            with contextlib.suppress(OSError): os.kill(pid, signal.SIGKILL)
+        os._exit(128 + signum)
+    signal.signal(signal.SIGTERM, stop)
+    if sys.platform.startswith('linux'):
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent: stop(signal.SIGTERM, None)  # the runner died before the signal was armed
+    from papermill.cli import papermill
+    papermill.main(args=list(argv), prog_name='papermill')
+
+# the child `execute_notebook` starts: `python -c GUARD <runner pid> <papermill arguments>`
+GUARD = 'import sys; from synthnb.runner import guard_child; guard_child(int(sys.argv[1]), sys.argv[2:])'
 
 # %% ../nbs/10_runner.ipynb #5873d742
 class StageFailed(RuntimeError):
@@ -135,6 +177,7 @@ def execute_notebook(notebook, stage_dir, params: dict, kernel: str = 'python3',
                      out=None, # where to stream (default: sys.stderr)
                      env: dict|None = None, # extra environment variables for papermill and the kernel
                      manifest: bool = True, # a stage notebook's manifest shows it completed (False for other notebooks)
+                     keep_fds: tuple = (), # open files the child keeps (the run's lock: held until the child is gone)
                     ) -> Path:
     ("Run `notebook` with `params` into `stage_dir/report.ipynb`, streaming its progress; raise `StageFailed` unless "
      "it really completed.")
@@ -142,11 +185,12 @@ def execute_notebook(notebook, stage_dir, params: dict, kernel: str = 'python3',
     report, pfile = stage_dir/'report.ipynb', stage_dir/'parameters.yaml'
     pfile.write_text(yaml.safe_dump(params, sort_keys=False))
     verbose = LOG.isEnabledFor(logging.DEBUG) if verbose is None else verbose
-    cmd = [sys.executable, '-m', 'papermill', str(notebook), str(report), '-f', str(pfile), '-k', kernel,
+    # papermill runs under `guard_child`: it and its kernel die with this process, however this process dies
+    cmd = [sys.executable, '-c', GUARD, str(os.getpid()), str(notebook), str(report), '-f', str(pfile), '-k', kernel,
            '--cwd', str(cwd or Path.cwd()), '--log-level', 'INFO' if verbose else 'WARNING']
     cmd += ['--stdout-file', '-'] if progress_bar else ['--no-progress-bar']
     env = {**os.environ, **(env or {}), 'SYNTHNB_RUNNER': '1', 'PYTHONUNBUFFERED': '1'}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=keep_fds)
     text = stream_output(proc.stdout, out or sys.stderr, show=progress_bar or verbose, traceback=verbose)
     code = proc.wait()
     err = report_error(report) if report.exists() else 'no report was written'
@@ -256,15 +300,35 @@ def restore_stage(cache: Path, stage: str, key: str, stage_dir) -> bool:
 # %% ../nbs/10_runner.ipynb #3315ae60
 @contextlib.contextmanager
 def file_lock(path):
-    "An exclusive lock on `path` (created if needed), released on exit."
+    ("An exclusive lock on `path` (created if needed), released on exit. Yields the lock's file descriptor (None off "
+     "POSIX): a child given it (`execute_notebook(keep_fds=...)`) holds the lock for as long as it lives.")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    from filelock import FileLock, Timeout  # cross-platform (fcntl is Unix-only)
-    lock = FileLock(str(path))
-    try: lock.acquire(timeout=0)
-    except Timeout:
-        LOG.warning(f"waiting for the lock on {path} (another run of this experiment?)"); lock.acquire()
-    try: yield
-    finally: lock.release()
+    wait = lambda: LOG.warning(f"waiting for the lock on {path} (another run of this experiment?)")
+    try: import fcntl
+    except ImportError:  # Windows: filelock, whose lock no child inherits
+        from filelock import FileLock, Timeout
+        lock = FileLock(str(path))
+        try: lock.acquire(timeout=0)
+        except Timeout: wait(); lock.acquire()
+        try: yield None
+        finally: lock.release()
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError: wait(); fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd
+    finally: os.close(fd)
+
+def check_runs_dir(runs_dir) -> Path:
+    "`runs_dir`, created if needed; a `ValueError` naming it when it is a file or not writable."
+    p = Path(runs_dir)
+    if p.exists() and not p.is_dir(): raise ValueError(f"--runs-dir {p} is a file, not a folder: give a folder")
+    try: p.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise ValueError(f"--runs-dir {p}: cannot create it ({e.strerror}); give a writable folder")
+    try: tempfile.TemporaryFile(dir=p).close()  # a real write: permissions, read-only file systems
+    except OSError as e: raise ValueError(f"--runs-dir {p} is not writable ({e.strerror}): give a writable folder")
+    return p
 
 def run_experiment(exp: Experiment, # a loaded experiment (see `load_experiment`)
                    runs_dir='runs', # parent folder of run folders
@@ -275,7 +339,7 @@ def run_experiment(exp: Experiment, # a loaded experiment (see `load_experiment`
                   ) -> list:
     "Execute the stages of `exp`; return one record per stage."
     validate_experiment(exp)
-    run_dir = (Path(runs_dir)/validate_exp_id(exp.exp_id)).resolve()
+    run_dir = (check_runs_dir(runs_dir)/validate_exp_id(exp.exp_id)).resolve()
     last = STAGES.index(until) if until else len(STAGES) - 1
     records, upstream_key, upstream_dir = [], '', ''
     cache = None if force else stage_cache_dir(stage_cache)
@@ -285,26 +349,28 @@ def run_experiment(exp: Experiment, # a loaded experiment (see `load_experiment`
     from synthnb.tracking import ENV as TRACKING_ENV
     # the kernels' StageRuns mirror themselves
     track = {TRACKING_ENV: f"{exp.tracking}:{run_dir/'tracking'}"} if exp.tracking else {}
-    with file_lock(run_dir/'.lock'):
+    with file_lock(run_dir/'.lock') as lock_fd:
         save_json(run_dir/'experiment.json', dataclasses.asdict(exp))
         for i, stage in enumerate(STAGES[:last + 1]):
             nb, stage_dir = stage_notebook(stage), run_dir/stage_folder(stage)
-            params = exp.stage_params(stage)
-            key = stage_key(stage, params, upstream_key, sha256_file(nb))
+            params, parts = exp.stage_params(stage), {}
+            key = stage_key(stage, params, upstream_key, sha256_file(nb), parts=parts)
             tag = f"[{i+1}/{last+1}] {stage_folder(stage)}"
-            if not force and is_up_to_date(stage_dir, key):
+            why = 'forced (--force)' if force else stale_reason(stage_dir, key, parts, params)
+            if why is None:
                 log(f"{tag}: up to date, skipped"); status, secs = 'skipped', 0.0
             elif cache and restore_stage(cache, stage, key, stage_dir):
                 log(f"{tag}: restored from the stage cache"); status, secs = 'restored', 0.0
             else:
-                log(f"{tag}: running …"); t0 = time.time()
+                log(f"{tag}: running ({why}) …"); t0 = time.time()
                 if stage_dir.exists(): shutil.rmtree(stage_dir)
                 with tempfile.TemporaryDirectory() as tmp:
                     execute_notebook(report_notebook(nb, Path(tmp)/nb.name, header), stage_dir,
                                      {**params, 'upstream_dir': str(upstream_dir), 'out_dir': str(stage_dir)},
-                                     progress_bar=LOG.isEnabledFor(logging.INFO), env=track)
+                                     progress_bar=LOG.isEnabledFor(logging.INFO), env=track,
+                                     keep_fds=(lock_fd,) if lock_fd is not None else ())
                 secs = time.time() - t0
-                mark_complete(stage_dir, key, notebook=str(nb.relative_to(nb.parent.parent)),
+                mark_complete(stage_dir, key, parts=parts, notebook=str(nb.relative_to(nb.parent.parent)),
                               notebook_sha256=sha256_file(nb), wall_seconds=round(secs, 2))
                 if cache: store_stage(cache, stage, key, stage_dir)
                 status = 'ran'; log(f"{tag}: done in {secs:.1f}s")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00f_sources.ipynb #96031343
 from __future__ import annotations
-import csv, hashlib, json, re, zipfile
+import collections, csv, hashlib, json, os, re, zipfile
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +19,15 @@ from .data import DataError, PNEUMONIA_VERSIONS, data_root, verify_file
 # %% auto #0
 __all__ = ['CARD_KEYS', 'SIMULATOR_NAMES', 'SOURCE_KEYS', 'RESIZE_RULES', 'COLUMNS', 'GREY_MODES', 'KNOWN_FILES', 'IMAGE_EXTS',
            'SPLIT_VALUES', 'DEMO_TYPES', 'builtin_cards', 'load_card', 'check_card', 'normal_index', 'fit_square',
-           'read_image', 'load_npz', 'folder_rows', 'load_folder', 'group_split', 'stratified_split', 'split_rule',
-           'test_mask', 'split_summary', 'source_path', 'load_source', 'demo_folder', 'demo_npz']
+           'read_image', 'load_npz', 'folder_rows', 'outside_rows', 'load_folder', 'group_split', 'stratified_split',
+           'split_rule', 'test_mask', 'split_summary', 'source_path', 'load_source', 'demo_folder', 'demo_npz']
 
 # %% ../nbs/00f_sources.ipynb #85f8890a
 CARD_KEYS = ('source', 'classes', 'normal_class', 'simulator', 'description', 'constraints')
 # the simulators a card may declare (classes in synthnb.generation)
 SIMULATOR_NAMES = ('chest_opacity', 'surface_defects')
-SOURCE_KEYS = ('format', 'path', 'split', 'manifest', 'columns', 'mask_suffix', 'group', 'rgb', 'verify', 'resize')
+SOURCE_KEYS = ('format', 'path', 'split', 'manifest', 'columns', 'mask_suffix', 'group', 'rgb', 'verify', 'resize',
+               'outside_files')
 # how an image that is not square is made square (see `fit_square`)
 RESIZE_RULES = ('squash', 'letterbox', 'crop')
 COLUMNS = {'image': 'image', 'label': 'label', 'mask': 'mask', 'group': 'group', 'type': 'type', 'split': 'split'}
@@ -84,6 +85,8 @@ def check_card(card: dict) -> dict:
     if (fit := src.get('resize', 'squash')) not in RESIZE_RULES: raise DataError(
         f"source resize {fit!r}{did_you_mean(fit, RESIZE_RULES)} is not a resize rule; choose "
         f"{', '.join(RESIZE_RULES)} (squash stretches, letterbox pads, crop cuts the longer side)")
+    if not isinstance(src.get('outside_files', False), bool): raise DataError(
+        f"source outside_files must be true or false, got {src['outside_files']!r}")
     if src.get('split') not in (None, 'official', 'group', 'stratified'): raise DataError(
         f"source split must be official, group or stratified, got {src['split']!r}")
     if card['simulator'] and card['simulator'] not in SIMULATOR_NAMES:
@@ -288,6 +291,17 @@ def folder_rows(root: Path, # the source folder
             rows.append(row)
     return rows
 
+# %% ../nbs/00f_sources.ipynb #3d4bbc60
+def outside_rows(root: Path, # the source folder
+                 rows: list, # manifest rows (`_read_rows`)
+                 columns: dict|None = None, # manifest column names (see `COLUMNS`)
+                ) -> list:
+    "(row index, path) of every image or mask a manifest names outside `root` (absolute, or escaping with '..')."
+    col, base = {**COLUMNS, **(columns or {})}, os.path.normpath(root)
+    inside = lambda v: os.path.normpath(os.path.join(base, v)).startswith(base + os.sep)
+    return [(i, r[col[k]]) for i, r in enumerate(rows) for k in ('image', 'mask')
+            if r.get(col[k]) and not inside(r[col[k]])]
+
 # %% ../nbs/00f_sources.ipynb #c1133860
 def _label_index(value, classes: list, where: str) -> int:
     if str(value) in classes: return classes.index(str(value))
@@ -305,6 +319,7 @@ def load_folder(root, # the source folder
                 rgb: str = 'error', # 'convert' colour images to greyscale, or refuse them
                 resize: bool = True, # False: an image of another size is an error rather than resized
                 fit: str = 'squash', # how non-square images (and their masks) become square (`fit_square`)
+                outside_files: bool = False, # True: manifest rows may name files outside `root` (`outside_rows`)
                ) -> dict:
     "Images, labels, masks, groups, types and splits (where given) of an image folder; every file's sha256."
     root, col = Path(root), {**COLUMNS, **(columns or {})}
@@ -321,7 +336,20 @@ def load_folder(root, # the source folder
         if (first := seen.setdefault(r[col['image']], i)) != i:
             raise DataError(f"{where(i)} lists {r[col['image']]} again (first at {where(first)}): one image must not "
                             "be counted twice (it could land in train and test). Remove the duplicate row.")
+    if (out_of := outside_rows(root, rows, columns)) and not outside_files:
+        i, name = out_of[0]
+        raise DataError(f"{where(i)}: {name} lies outside the source folder {root} ({len(out_of)} such file(s)). "
+                        "Move the files inside it, or set domain.source.outside_files: true (they are then "
+                        "fingerprinted one by one, so a change to them re-runs stage 1).")
     found = {str(r[col['label']]) for r in rows}
+    if not classes:  # inferred classes: a label seen a handful of times among many is a typo, not a class
+        counts = collections.Counter(str(r[col['label']]) for r in rows)
+        top = max(counts.values())
+        if rare := sorted(c for c, n in counts.items() if n < max(2, top / 20)):
+            i = next(i for i, r in enumerate(rows) if str(r[col['label']]) == rare[0])
+            raise DataError(f"{where(i)}: label {rare[0]!r} appears in only {counts[rare[0]]} of {len(rows)} rows"
+                            f"{did_you_mean(rare[0], [c for c in counts if c not in rare])}. Fix the label, or list "
+                            "the classes in domain.classes if it really is a class.")
     names = ([str(c) for c in classes] if classes
              else sorted(found, key=int) if all(re.fullmatch(r'-?\d+', v) for v in found) else sorted(found))
     labels = np.array([_label_index(r[col['label']], names, where(i)) for i, r in enumerate(rows)], np.int64)
@@ -475,7 +503,8 @@ def load_source(card: dict, # a checked card (`load_card`)
     fit = src.get('resize', 'squash')
     if src['format'] == 'npz': data = load_npz(path, image_size, src.get('rgb', 'error'), src.get('verify', ''), fit)
     else: data = load_folder(path, image_size, card['classes'] or None, src.get('manifest', ''), src.get('columns'),
-                             src.get('mask_suffix', ''), src.get('group', ''), src.get('rgb', 'error'), fit=fit)
+                             src.get('mask_suffix', ''), src.get('group', ''), src.get('rgb', 'error'), fit=fit,
+                             outside_files=src.get('outside_files', False))
     classes = ([str(c) for c in card['classes']] or data['classes']
                or [f'class_{c}' for c in range(int(data['labels'].max()) + 1)])
     if card['normal_class'] and card['normal_class'] not in classes:

@@ -13,7 +13,8 @@ from .config import STAGES, did_you_mean
 from .store import MANIFEST, StageError, read_manifest, save_json, sha256_file
 
 # %% auto #0
-__all__ = ['STAGE_API', 'CONFIGS', 'RUNNERS', 'code_hash', 'data_fingerprint', 'stage_key', 'is_up_to_date', 'mark_complete']
+__all__ = ['STAGE_API', 'CONFIGS', 'RUNNERS', 'code_hash', 'data_fingerprint', 'stage_key', 'stale_reason', 'is_up_to_date',
+           'mark_complete']
 
 # %% ../nbs/00i_stages.ipynb #1babb50e
 # stage -> module, config class, run function
@@ -42,9 +43,9 @@ def code_hash() -> str:
     return h.hexdigest()
 
 def data_fingerprint(params: dict) -> dict:
-    ("Where stage 1 reads its data and what is there: the card's source, resolved, "
-     "and a hash of every file's path, size and mtime.")
-    from synthnb.sources import load_card, source_path
+    ("Where stage 1 reads its data and what is there: the card's source, resolved, and a hash of every file's path, "
+     "size and mtime (files a manifest names outside the folder too).")
+    from synthnb.sources import _read_rows, load_card, outside_rows, source_path
     card = load_card(params.get('dataset', 'pneumoniamnist'),
                      **{k: params.get(k)
                         for k in ('source', 'classes', 'normal_class', 'simulator', 'description', 'constraints')})
@@ -54,22 +55,56 @@ def data_fingerprint(params: dict) -> dict:
         if p.is_file():
             st = p.stat()
             h.update(f'{p.relative_to(folder) if p != folder else p.name}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
+    src = card['source']
+    if src.get('manifest') and (folder/src['manifest']).is_file():  # rows naming files elsewhere (`outside_files`)
+        for _, name in outside_rows(folder, _read_rows(folder/src['manifest']), src.get('columns')):
+            p = folder/name
+            st = p.stat() if p.exists() else None
+            h.update(f"{name}\0{st.st_size if st else -1}\0{st.st_mtime_ns if st else -1}\n".encode())
     return {'folder': str(folder), 'files': h.hexdigest(), 'card': card}
 
-def stage_key(stage: str, params: dict, upstream_key: str = '', notebook_sha: str = '') -> str:
+def _sha(o) -> str: return hashlib.sha256(json.dumps(o, sort_keys=True, default=str).encode()).hexdigest()
+
+def stage_key(stage: str, params: dict, upstream_key: str = '', notebook_sha: str = '',
+              parts: dict|None = None, # filled with one hash per part of the key, for `stale_reason`
+             ) -> str:
     "Hash identifying one stage's inputs (for stage 1, the data it reads too)."
     blob = {'stage': stage, 'params': params, 'upstream': upstream_key, 'notebook': notebook_sha, 'code': code_hash()}
     if stage == 'domain': blob['data'] = data_fingerprint(params)
-    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
+    if parts is not None: parts.update({k: _sha(v) for k, v in blob.items() if k != 'stage'})
+    return _sha(blob)
+
+# what changed, by part of the key, in the words `stale_reason` prints
+_CHANGED = {'params': 'parameters changed', 'data': 'its input data changed', 'upstream': 'an upstream stage changed',
+            'notebook': 'its notebook changed', 'code': 'the synthnb code changed'}
+
+def stale_reason(stage_dir, key: str,
+                 parts: dict|None = None, # this run's key parts (`stage_key(parts=...)`), to say which changed
+                 params: dict|None = None, # this run's stage parameters, to name those that changed
+                ) -> str|None:
+    "None if `stage_dir` holds a complete run of this exact key with intact artifacts; else why it must run."
+    if not (Path(stage_dir)/MANIFEST).exists():
+        return 'the last run did not finish' if Path(stage_dir).exists() else 'first run'
+    try: m = read_manifest(stage_dir)
+    except StageError as e: return str(e).split(':')[0] if 'damaged' in str(e) else 'the last run did not finish'
+    old = m.get('runner') or {}
+    if not old.get('key'): return 'the last run did not finish'
+    if old['key'] != key:
+        why = [_CHANGED[k] for k in _CHANGED if parts and old.get('parts') and old['parts'].get(k) != parts.get(k)]
+        if 'parameters changed' in why and params:
+            before = m.get('parameters') or {}
+            names = [f"{k} {before.get(k)!r} → {v!r}" for k, v in params.items() if before.get(k) != v][:3]
+            if names: why[why.index('parameters changed')] = 'parameters changed: ' + ', '.join(names)
+        return '; '.join(why) or 'its inputs changed'
+    root = Path(stage_dir).parent
+    for a in (a for a in m['artifacts'].values() if a['stage'] == m['stage']):
+        if not (root/a['path']).exists(): return f"artifact {a['path']} is missing"
+        if sha256_file(root/a['path']) != a['sha256']: return f"artifact {a['path']} changed on disk"
+    return None
 
 def is_up_to_date(stage_dir, key: str) -> bool:
-    "True if `stage_dir` holds a complete run of this exact key with intact artifacts."
-    try: m = read_manifest(stage_dir)
-    except StageError: return False
-    if m.get('runner', {}).get('key') != key: return False
-    root = Path(stage_dir).parent
-    return all((root/a['path']).exists() and sha256_file(root/a['path']) == a['sha256']
-               for a in m['artifacts'].values() if a['stage'] == m['stage'])
+    "True if `stage_dir` holds a complete run of this exact key with intact artifacts (see `stale_reason`)."
+    return stale_reason(stage_dir, key) is None
 
 def mark_complete(stage_dir, key: str, **info) -> dict:
     "Record the runner's key (and `info`) in a completed stage's manifest."

@@ -43,9 +43,9 @@ def atomic_path(path):
 def _umask() -> int:
     mask = os.umask(0); os.umask(mask); return mask
 
-def save_json(path, obj) -> Path:
+def save_json(path, obj, sort_keys: bool = False) -> Path:
     "Write `obj` as indented, strict JSON (NaN and ±inf become null), atomically."
-    text = json.dumps(plain_json(obj), indent=1, allow_nan=False)
+    text = json.dumps(plain_json(obj), indent=1, allow_nan=False, sort_keys=sort_keys)
     with atomic_path(path) as tmp: Path(tmp).write_text(text + '\n')
     return Path(path)
 
@@ -95,7 +95,9 @@ def read_manifest(stage_dir, require_complete: bool = True) -> dict:
     path = Path(stage_dir)/MANIFEST
     if not path.exists(): raise StageError(f"No {MANIFEST} in {stage_dir}: "
                                            "the stage never ran or did not finish. Run it first.")
-    m = load_json(path)
+    try: m = load_json(path)
+    except (ValueError, UnicodeDecodeError) as e:  # truncated or overwritten: the stage must run again
+        raise StageError(f"{path} is damaged: {e}; the stage runs again") from None
     if require_complete and m.get('status') != 'complete':
         raise StageError(f"Stage {m.get('stage')} in {stage_dir} has status {m.get('status')!r}: {m.get('error', '')}")
     return m
@@ -212,7 +214,7 @@ def write_model(folder, # written: `model.safetensors` and `config.json`
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder/'model.safetensors') as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-    save_json(folder/'config.json', config)
+    save_json(folder/'config.json', config, sort_keys=True)  # canonical: identical runs write identical bytes
     return folder
 
 @patch

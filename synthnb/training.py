@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 
 from .store import ChainReader, StageResult, StageRun, finite, stage_result
-from .config import (Count, Fraction, Positive, PositiveInt, Probability, did_you_mean, scarce_count,
+from .config import (Count, Fraction, Positive, PositiveInt, Probability, Seed, did_you_mean, scarce_count,
                             stage_config, with_scarce_count)
 from .env import progress
 from .evidence import gap_closed, paired_delta, data_equivalence, t_interval
@@ -41,7 +41,7 @@ class TrainingConfig:
     lr: Positive = 2e-3  # peak learning rate
     width: PositiveInt = 16  # SmallResNet width
     augment: list[str] = field(default_factory=lambda: ['shift', 'photometric'])  # batch transforms (`TRAIN_AUGMENTS`)
-    seeds: list[int] = field(default_factory=lambda: [0, 1])  # model seeds: one model per arm, replicate and seed
+    seeds: list[Seed] = field(default_factory=lambda: [0, 1])  # model seeds: one model per arm, replicate and seed
     arms: list[str] = field(default_factory=lambda: list(ARMS))  # arms to train ('synthetic': every stage-5 mixed set)
     phases: PositiveInt = 4  # curriculum: steps in which the synthetic share grows
     pretrain_fraction: Fraction = 0.5  # pretrain_finetune: share of steps spent on synthetic data
@@ -61,7 +61,7 @@ class TrainingConfig:
     robustness_images: Count = 200  # test images the corruption and shift curves use (a fixed random subset); 0: all
     detector_steps: Count = 30  # steps of the real-vs-synthetic detector (0: skip)
     precision: str = 'auto'  # classifier autocast: 'auto' (bf16 where the hardware has it natively), 'fp32' or 'bf16'
-    seed: int = 0  # experiment seed
+    seed: Seed = 0  # experiment seed
     device: str = 'auto'  # 'auto', 'cpu' or 'cuda'
     def __post_init__(self):
         if not self.seeds: raise ValueError("seeds must name at least one seed")
