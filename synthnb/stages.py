@@ -13,8 +13,8 @@ from .config import STAGES, did_you_mean
 from .store import MANIFEST, StageError, read_manifest, save_json, sha256_file
 
 # %% auto #0
-__all__ = ['STAGE_API', 'CONFIGS', 'RUNNERS', 'code_hash', 'data_fingerprint', 'stage_key', 'stale_reason', 'is_up_to_date',
-           'mark_complete']
+__all__ = ['STAGE_API', 'CONFIGS', 'RUNNERS', 'code_hash', 'data_fingerprint', 'files_digest', 'generator_inputs', 'stage_key',
+           'stale_reason', 'is_up_to_date', 'mark_complete']
 
 # %% ../nbs/00i_stages.ipynb #1babb50e
 # stage -> module, config class, run function
@@ -50,11 +50,7 @@ def data_fingerprint(params: dict) -> dict:
                      **{k: params.get(k)
                         for k in ('source', 'classes', 'normal_class', 'simulator', 'description', 'constraints')})
     folder = source_path(card['source']['path'], params.get('data_dir') or None).resolve()
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob('*')) if folder.is_dir() else [folder] if folder.exists() else []:
-        if p.is_file():
-            st = p.stat()
-            h.update(f'{p.relative_to(folder) if p != folder else p.name}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
+    h = files_digest(folder)
     src = card['source']
     if src.get('manifest') and (folder/src['manifest']).is_file():  # rows naming files elsewhere (`outside_files`)
         for _, name in outside_rows(folder, _read_rows(folder/src['manifest']), src.get('columns')):
@@ -62,6 +58,25 @@ def data_fingerprint(params: dict) -> dict:
             st = p.stat() if p.exists() else None
             h.update(f"{name}\0{st.st_size if st else -1}\0{st.st_mtime_ns if st else -1}\n".encode())
     return {'folder': str(folder), 'files': h.hexdigest(), 'card': card}
+
+def files_digest(path: Path):
+    "A sha256 object fed every file's relative path, size and mtime under `path` (a file: itself; missing: nothing)."
+    h = hashlib.sha256()
+    for p in sorted(path.rglob('*')) if path.is_dir() else [path] if path.exists() else []:
+        if p.is_file():
+            st = p.stat()
+            h.update(f'{p.relative_to(path) if p != path else p.name}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
+    return h
+
+def generator_inputs(params: dict) -> dict:
+    "What stage 2 reads from disk besides stage 1: the files of an `external` set and of a `pretrained` pipeline."
+    from synthnb.sources import source_path
+    out = {}
+    for g in ('external', 'pretrained'):
+        if g in (params.get('generators') or []) and (params.get(g) or {}).get('path'):
+            p = source_path(str(params[g]['path'])).resolve()
+            out[g] = {'path': str(p), 'files': files_digest(p).hexdigest()}
+    return out
 
 def _sha(o) -> str: return hashlib.sha256(json.dumps(o, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -71,6 +86,7 @@ def stage_key(stage: str, params: dict, upstream_key: str = '', notebook_sha: st
     "Hash identifying one stage's inputs (for stage 1, the data it reads too)."
     blob = {'stage': stage, 'params': params, 'upstream': upstream_key, 'notebook': notebook_sha, 'code': code_hash()}
     if stage == 'domain': blob['data'] = data_fingerprint(params)
+    if stage == 'generation' and (inputs := generator_inputs(params)): blob['data'] = inputs
     if parts is not None: parts.update({k: _sha(v) for k, v in blob.items() if k != 'stage'})
     return _sha(blob)
 

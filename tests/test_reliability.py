@@ -208,3 +208,19 @@ def test_diffusion_and_hybrid_write_identical_bytes_run_after_run(tmp_path, data
 
 def _no_timings(d):
     return {k: _no_timings(v) if isinstance(v, dict) else v for k, v in d.items() if 'second' not in k and k != 'timings'}
+
+
+def test_a_changed_external_set_reruns_stage_2(tmp_path, data_dir):
+    "Stage 2 reads an external set from disk: a change to that file re-runs stage 2 (its key fingerprints it)."
+    import numpy as np
+    env, runs = {'SYNTHNB_DATA': str(data_dir), **NO_CACHE}, tmp_path / 'runs'
+    base = ['run', HC, '-p', 'exp_id=ext', '--runs-dir', runs]
+    assert synthnb(*base, '--until', 'domain', env=env).returncode == 0
+    train, ext = np.load(runs / 'ext' / '01_domain' / 'train.npz'), tmp_path / 'made-elsewhere.npz'
+    np.savez(ext, images=train['images'], labels=train['labels'])
+    run = lambda: synthnb(*base, '-p', 'generation.generators=[external]', '-p', f'generation.external={{path: {ext}}}',
+                          '--until', 'generation', env=env)
+    assert run().returncode == 0 and '02_generation: up to date, skipped' in run().stderr
+    np.savez(ext, images=255 - train['images'], labels=train['labels'])
+    proc = run()
+    assert proc.returncode == 0 and '02_generation: running (its input data changed)' in proc.stderr, proc.stderr
