@@ -7,10 +7,10 @@ from __future__ import annotations
 import contextlib, dataclasses, datetime, hashlib, itertools, json, os, platform, re, sys, time, uuid
 from pathlib import Path
 
-import yaml
 from tqdm.auto import tqdm
 
-from .config import Experiment, did_you_mean, load_experiment, parse_override, stage_folder, validate_exp_id
+from .config import (Experiment, did_you_mean, load_experiment, load_yaml, parse_override, stage_folder,
+                            validate_exp_id)
 from .env import project_root
 from .stages import CONFIGS
 from .store import load_json, read_manifest, save_json
@@ -51,7 +51,7 @@ def load_sweep(path, # sweep YAML file, or a dict with its content
                grid=(), # `key=[v1, v2]` strings that replace or add a grid axis (`-g`)
               ) -> SweepSpec:
     "Read a sweep file; command-line overrides and grid axes win over the file."
-    raw = dict(path) if isinstance(path, dict) else yaml.safe_load(Path(path).read_text())
+    raw = dict(path) if isinstance(path, dict) else load_yaml(Path(path).read_text(), str(path))
     if not isinstance(raw, dict): raise ValueError(f"{path}: a sweep file must be a YAML mapping")
     for k in raw:
         if k not in SPEC_KEYS: raise ValueError(f"{path}: unknown key {k!r}{did_you_mean(k, SPEC_KEYS)}; "
