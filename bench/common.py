@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: the machine's measured matmul peak, the FLOPs of a model, isolated measurements."""
+"""Helpers shared by the benchmarks: the machine's measured matmul peak, the FLOPs of a training image, isolated measurements."""
 import multiprocessing as mp
 import resource
 import time
@@ -16,16 +16,14 @@ def matmul_peak(dtype=torch.float32, n: int = 2048, repeats: int = 5, device: st
     return 2 * n ** 3 / best / 1e9
 
 
-def forward_flops(model: torch.nn.Module, *inputs, **kwargs) -> float:
-    "FLOPs of one forward pass, counting the multiply-adds of convolutions and linear layers (2 FLOPs each)."
-    total = []
-    def conv(m, i, o): total.append(2 * o.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1])
-    def lin(m, i, o): total.append(2 * o.numel() * m.in_features)
-    hooks = [m.register_forward_hook(conv if isinstance(m, torch.nn.Conv2d) else lin)
-             for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    with torch.no_grad(): model(*inputs, **kwargs)
-    for h in hooks: h.remove()
-    return float(sum(total))
+def train_flops(model: torch.nn.Module, loss_of, batch: int = 8) -> float:
+    """FLOPs of one training image on the actual model: forward and backward of `loss_of(model, batch)` counted by torch's
+    `FlopCounterMode` (matmuls and convolutions, 2 FLOPs per multiply-add, as the matmul peak counts them), per image."""
+    from torch.utils.flop_counter import FlopCounterMode
+    model.train()
+    with FlopCounterMode(display=False) as counter: loss_of(model, batch).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / batch
 
 
 def _sync(device):

@@ -18,7 +18,7 @@ from synthnb.env import bf16_supported
 from synthnb.images import to_tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import forward_flops, matmul_peak
+from common import matmul_peak, train_flops
 
 
 def data(n: int, size: int, seed: int = 0):
@@ -55,9 +55,10 @@ def main(size=28, channels='32,64,64', batch=32, steps=8, ddim=20, n=64, threads
           f"DDIM {ddim} steps, guidance 2.0, {n} images; torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     for device in ['cpu'] + (['cuda'] if torch.cuda.is_available() else []):
         peak = matmul_peak(torch.bfloat16 if bf16_supported(device) else torch.float32, device=device)
-        probe = UNet2DModel.from_config(config).to(device).eval(); s = config['sample_size']
-        flops = 3 * forward_flops(probe, torch.zeros(1, config['in_channels'], s, s, device=device), torch.zeros(1, dtype=torch.long, device=device),
-                                  class_labels=torch.zeros(1, dtype=torch.long, device=device))  # forward + backward per image
+        s = config['sample_size']  # forward and backward of the UNet the stage trains, per image
+        flops = train_flops(UNet2DModel.from_config(config).to(device), lambda m, b: m(
+            torch.zeros(b, config['in_channels'], s, s, device=device), torch.zeros(b, dtype=torch.long, device=device),
+            class_labels=torch.zeros(b, dtype=torch.long, device=device)).sample.pow(2).mean())
         if device == 'cuda': torch.cuda.reset_peak_memory_stats()
         def timed(k):  # seconds of a whole train_ddpm call of k steps (set-up included)
             sync(device); t0 = time.perf_counter()

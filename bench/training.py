@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import forward_flops, isolated, matmul_peak
+from common import isolated, matmul_peak, train_flops
 
 
 def _data(n, size, seed=0):
@@ -30,13 +30,15 @@ def naive(size, batch, width, steps, threads):
     "img/s of the tutorial loop (after one warm-up epoch)."
     torch.set_num_threads(threads)
     from torch.utils.data import DataLoader, Dataset
-    from synthnb.models import SmallResNet
+    from synthnb.models import SmallResNet, stem_stride
     x, y = _data(1024, size)
     class Images(Dataset):
         def __len__(self): return len(x)
         def __getitem__(self, i): return torch.from_numpy(x[i]).float().div(127.5).sub(1)[None], int(y[i])
     torch.manual_seed(0)
-    model = SmallResNet(2, width).train(); opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    # the same model fit_classifier trains at this size (stem stride included): only the loop differs
+    model = SmallResNet(2, width, stride=stem_stride(size)).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     loader = DataLoader(Images(), batch_size=batch, shuffle=True, drop_last=True)
     def run(k):
         done = 0
@@ -78,7 +80,7 @@ def accuracy(size, width, precision, threads):
 def main(sizes='28,64', batch=64, width=16, steps=30, threads=0):
     threads = threads or os.cpu_count()
     torch.set_num_threads(threads)
-    from synthnb.models import SmallResNet
+    from synthnb.models import SmallResNet, stem_stride
     from synthnb.env import bf16_supported
     native = bf16_supported('cpu')
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16, *((2048, 5) if native else (512, 2)))  # emulated bf16 is slow
@@ -87,7 +89,9 @@ def main(sizes='28,64', batch=64, width=16, steps=30, threads=0):
     print(f"matmul peak: fp32 {peak32:.1f} GFLOP/s, bf16 {peak16:.1f} GFLOP/s (bf16/fp32 {peak16 / peak32:.2f}"
           f"{'' if native else '; bf16 is emulated here, so every loop is measured against the fp32 peak'})")
     for size in map(int, sizes.split(',')):
-        flops = 3 * forward_flops(SmallResNet(2, width).eval(), torch.zeros(1, 1, size, size))  # forward + backward ≈ 3 forwards
+        # the model fit_classifier builds for this size (its stem stride included), forward and backward counted
+        flops = train_flops(SmallResNet(2, width, stride=stem_stride(size)),
+                            lambda m, b: m(torch.zeros(b, 1, size, size)).logsumexp(1).mean())
         (base, rss_base) = isolated(naive, size, batch, width, steps, threads)
         rows = {'naive loop (DataLoader, NCHW fp32)': (base, rss_base)}
         rows['ours, channels_last off'] = isolated(ours, size, batch, width, steps, threads, 'fp32', False, True)
