@@ -4,16 +4,28 @@
 
 # %% ../nbs/14_cli.ipynb #139afd92
 from __future__ import annotations
-import argparse, logging, os, sys, time, traceback
+import argparse, json, logging, os, sys, time, traceback
 from pathlib import Path
 
 import synthnb
-from .config import RESERVED_PARAMS, STAGES, load_experiment
+from .config import RESERVED_PARAMS, STAGES, load_experiment, stage_folder
 from .runner import (LOG, StageFailed, accepted_parameters, check_runs_dir, find_experiment, notebook_parameters,
                             run_experiment, setup_logging, validate_experiment)
 
 # %% auto #0
-__all__ = ['fail', 'cmd_run', 'cmd_params', 'cmd_download', 'cmd_sweep', 'add_sweep_parser', 'parser', 'main']
+__all__ = ['print_headline', 'fail', 'cmd_run', 'cmd_params', 'cmd_download', 'cmd_sweep', 'add_sweep_parser', 'parser', 'main']
+
+# %% ../nbs/14_cli.ipynb #774a05ce
+def print_headline(run_dir, # a run folder whose stage 6 completed
+                  ) -> str|None:
+    ("Print stage 6's headline table (the answer: real-only, best synthetic arm, ceiling, paired Δs, gap closed, data "
+     "equivalence) on stdout, where `-q` keeps it; return it (None when stage 6 has not run).")
+    f = Path(run_dir)/stage_folder('training')/'metrics.json'
+    if not f.exists(): return None
+    from synthnb.training import headline_markdown
+    text = f"\nheadline ({f.parent/'report.ipynb'}):\n" + headline_markdown(json.loads(f.read_text()))
+    print(text, flush=True)
+    return text
 
 # %% ../nbs/14_cli.ipynb #73f2f26c
 def fail(e: BaseException, code: int) -> int:
@@ -49,6 +61,8 @@ def cmd_run(args) -> int:
         else: run_experiment(exp, args.runs_dir, args.force, args.until, log=log)
     except (StageFailed, StageError, DataError, OSError) as e: return fail(e, 1)
     LOG.info(f"finished in {time.time() - t0:.1f}s; reports in {Path(args.runs_dir)/exp.exp_id}/*/report.ipynb")
+    last = exp.exp_id if args.iterations == 1 else f'{exp.exp_id}-iter{args.iterations}'
+    if args.until in (None, 'training'): print_headline(Path(args.runs_dir)/last)
     return 0
 
 

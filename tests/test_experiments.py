@@ -19,6 +19,8 @@ pytestmark = pytest.mark.notebooks
 def test_healthcare_smoke(healthcare_run, data_dir):
     run_dir, proc = healthcare_run
     metrics = check_complete_run(run_dir)
+    last = proc.stdout.strip().splitlines()[-12:]  # the run ends with its answer: stage 6's headline table
+    assert any(line.startswith('| scarce real only |') for line in last) and any('Δ best synthetic − real only' in line for line in last), proc.stdout[-2000:]
     # 20 real X-rays per class already separate the classes well above chance (about 0.8 in our runs)
     assert metrics['real_only']['summary']['roc_auc']['mean'] > 0.65, metrics['real_only']['summary']
     m = json.loads((run_dir / '01_domain' / 'manifest.json').read_text())
