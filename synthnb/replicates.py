@@ -4,7 +4,7 @@
 
 # %% ../nbs/06b_replicates.ipynb #1c4cb37b
 from __future__ import annotations
-import copy
+import copy, time
 from pathlib import Path
 
 from .config import STAGES, stage_folder
@@ -12,7 +12,7 @@ from .stages import CONFIGS, RUNNERS, is_up_to_date, mark_complete, stage_key
 from .store import read_manifest
 
 # %% auto #0
-__all__ = ['pipeline_parameters', 'replicate_parameters', 'run_pipeline', 'curve_points']
+__all__ = ['pipeline_parameters', 'replicate_parameters', 'run_pipeline', 'stage_costs', 'curve_points']
 
 # %% ../nbs/06b_replicates.ipynb #4be6d63f
 def pipeline_parameters(stage_dir) -> dict:
@@ -50,10 +50,23 @@ def run_pipeline(params: dict, # stage -> parameters (see `replicate_parameters`
         d = out_dir/stage_folder(stage)
         key = stage_key(stage, params[stage], key)
         if not is_up_to_date(d, key):
+            t0, c0 = time.time(), time.process_time()  # in this process: CPU seconds of all its threads
             RUNNERS[stage](CONFIGS[stage](**params[stage]), prev, d)
-            mark_complete(d, key, replicate=True)
+            mark_complete(d, key, replicate=True, wall_seconds=round(time.time() - t0, 2),
+                          cpu_seconds=round(time.process_time() - c0, 2))
         prev = d
     return prev
+
+# %% ../nbs/06b_replicates.ipynb #cc8405c0
+def stage_costs(stage_dir) -> dict:
+    ("stage -> {'wall_seconds', 'cpu_seconds'} of `stage_dir` and of every stage upstream of it, from their manifests "
+     "(None where a stage did not record them).")
+    out, d = {}, Path(stage_dir)
+    while d is not None:
+        m = read_manifest(d); r = m.get('runner') or {}
+        out[m['stage']] = {k: r.get(k) for k in ('wall_seconds', 'cpu_seconds')}
+        d = (d.parent/m['upstream']).resolve() if m.get('upstream') else None
+    return {s: out[s] for s in STAGES if s in out}
 
 # %% ../nbs/06b_replicates.ipynb #48cbcf99
 def curve_points(pool: dict, # stage 1's `pool` arrays (labels; group or hashes)

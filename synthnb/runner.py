@@ -20,8 +20,8 @@ from .store import MANIFEST, StageError, read_manifest, save_json, sha256_file
 __all__ = ['LOG', 'GUARD', 'NOISE', 'RUN_HEADING', 'setup_logging', 'installed_share', 'notebooks_dir', 'find_experiment',
            'stage_notebook', 'notebook_parameters', 'ParameterError', 'accepted_parameters', 'validate_experiment',
            'guard_child', 'StageFailed', 'report_error', 'execute_notebook', 'stream_output', 'report_header',
-           'report_notebook', 'stage_cache_dir', 'store_stage', 'restore_stage', 'file_lock', 'check_runs_dir',
-           'run_experiment', 'smoke_upstream']
+           'report_notebook', 'stage_cache_dir', 'store_stage', 'restore_stage', 'file_lock', 'children_cpu',
+           'check_runs_dir', 'run_experiment', 'smoke_upstream']
 
 # %% ../nbs/10_runner.ipynb #81f5218d
 LOG = logging.getLogger('synthnb')  # the runner's messages; `synthnb run -v/-q` sets its level
@@ -320,6 +320,15 @@ def file_lock(path):
         yield fd
     finally: os.close(fd)
 
+# %% ../nbs/10_runner.ipynb #a1f466c3
+def children_cpu() -> float:
+    ("CPU seconds (user + system) of this process's finished children and of theirs: a stage's papermill child and "
+     "its kernel, once reaped (0 where the platform does not say).")
+    try: import resource
+    except ImportError: return 0.0
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
 def check_runs_dir(runs_dir) -> Path:
     "`runs_dir`, created if needed; a `ValueError` naming it when it is a file or not writable."
     p = Path(runs_dir)
@@ -330,6 +339,7 @@ def check_runs_dir(runs_dir) -> Path:
     except OSError as e: raise ValueError(f"--runs-dir {p} is not writable ({e.strerror}): give a writable folder")
     return p
 
+# %% ../nbs/10_runner.ipynb #f5c6f2e0
 def run_experiment(exp: Experiment, # a loaded experiment (see `load_experiment`)
                    runs_dir='runs', # parent folder of run folders
                    force: bool = False, # re-run stages even if up to date
@@ -362,16 +372,16 @@ def run_experiment(exp: Experiment, # a loaded experiment (see `load_experiment`
             elif cache and restore_stage(cache, stage, key, stage_dir):
                 log(f"{tag}: restored from the stage cache"); status, secs = 'restored', 0.0
             else:
-                log(f"{tag}: running ({why}) …"); t0 = time.time()
+                log(f"{tag}: running ({why}) …"); t0, c0 = time.time(), children_cpu()
                 if stage_dir.exists(): shutil.rmtree(stage_dir)
                 with tempfile.TemporaryDirectory() as tmp:
                     execute_notebook(report_notebook(nb, Path(tmp)/nb.name, header), stage_dir,
                                      {**params, 'upstream_dir': str(upstream_dir), 'out_dir': str(stage_dir)},
                                      progress_bar=LOG.isEnabledFor(logging.INFO), env=track,
                                      keep_fds=(lock_fd,) if lock_fd is not None else ())
-                secs = time.time() - t0
+                secs, cpu = time.time() - t0, children_cpu() - c0
                 mark_complete(stage_dir, key, parts=parts, notebook=str(nb.relative_to(nb.parent.parent)),
-                              notebook_sha256=sha256_file(nb), wall_seconds=round(secs, 2))
+                              notebook_sha256=sha256_file(nb), wall_seconds=round(secs, 2), cpu_seconds=round(cpu, 2))
                 if cache: store_stage(cache, stage, key, stage_dir)
                 status = 'ran'; log(f"{tag}: done in {secs:.1f}s")
             records.append({'stage': stage, 'status': status, 'seconds': secs, 'dir': str(stage_dir)})

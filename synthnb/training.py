@@ -4,22 +4,23 @@
 
 # %% ../nbs/06_training.ipynb #96d40bf6
 from __future__ import annotations
-import dataclasses
+import dataclasses, time
 from dataclasses import field
 
 import numpy as np
 import pandas as pd
+import matplotlib as mpl
 import matplotlib.pyplot as plt
 import seaborn as sns
 
 from .store import ChainReader, StageResult, StageRun, finite, stage_result
 from .config import (Count, Fraction, Positive, PositiveInt, Probability, Seed, did_you_mean, scarce_count,
-                            stage_config, with_scarce_count)
+                            stage_config, stage_folder, with_scarce_count)
 from .env import progress
 from .evidence import gap_closed, paired_delta, data_equivalence, t_interval
 from .models import (PRECISIONS, check_augment, classification_metrics, fit_classifier,
                             predict_proba, roc_auc, val_threshold)
-from .replicates import curve_points, pipeline_parameters, replicate_parameters, run_pipeline
+from .replicates import curve_points, pipeline_parameters, replicate_parameters, run_pipeline, stage_costs
 from .robustness import SEVERITIES, artefact_detector, mean_ci, robustness_metrics
 
 # %% auto #0
@@ -28,7 +29,7 @@ __all__ = ['ARMS', 'STRATEGY_PREFIX', 'REAL_ARMS', 'SCALARS', 'HEADLINE_METRIC',
            'synthetic_arms', 'headline', 'results_table', 'results_long', 'format_table', 'headline_markdown',
            'recommend', 'robustness_subset', 'per_type_metrics', 'evaluate_unit', 'summarise_arm', 'train_arms',
            'summarise_arms', 'merge_units', 'replicated_generators', 'replicate_overrides', 'selection_table',
-           'replicate_means', 'learning_curve', 'privacy_utility', 'run_training']
+           'replicate_means', 'learning_curve', 'privacy_utility', 'chain_costs', 'run_training']
 
 # %% ../nbs/06_training.ipynb #e5aa9080
 ARMS = ('real_only', 'real_natural', 'real_aug', 'real_randaug', 'real_mixup', 'real_cutmix', 'synthetic', 'ceiling')
@@ -358,6 +359,7 @@ def evaluate_unit(data: dict, strategy: str, test: dict, val: dict, n_classes: i
      "the validation-chosen threshold, per type), validation metrics and training curve.")
     opts = dict(options or {}); grid = opts.pop('search', None) or [{}]
     fits, tta = [], tuple(cfg.augment) if cfg.tta else ()
+    t0, c0 = time.time(), time.process_time()  # the unit's cost, every candidate of a search included
     for cand in grid:
         model = train_model(data, strategy, n_classes, cfg, seed, device, desc, monitor=(val['images'], val['labels']),
                             options={**opts, **cand})
@@ -367,7 +369,8 @@ def evaluate_unit(data: dict, strategy: str, test: dict, val: dict, n_classes: i
     p_test = predict_proba(model, test['images'], device=device, precision=cfg.precision, tta=tta)  # the chosen only
     out = {'test': classification_metrics(test['labels'], p_test, positive=positive),
            'val': classification_metrics(val['labels'], p_val, positive=positive),
-           'history': model.history, 'model': model}
+           'history': model.history, 'model': model,
+           'cost': {'wall_seconds': round(time.time() - t0, 2), 'cpu_seconds': round(time.process_time() - c0, 2)}}
     if grid != [{}]: out['search'] = {'chosen': chosen, 'candidates': [{**c, 'val_roc_auc': a} for a, c, _, _ in fits]}
     if n_classes == 2:
         thr = val_threshold(val['labels'], p_val, positive)
@@ -399,7 +402,7 @@ def summarise_arm(units: list, results: list, n_train: int, strategy: str, info:
            'family': info.get('family', arm_family('synthetic', info.get('generators', []))),
            'ratio': info.get('ratio', 0.0), 'units': units,
            'per_seed': [r['test'] for r in results], 'summary': summarise([r['test'] for r in results]),
-           'per_seed_val': [r['val'] for r in results],
+           'per_seed_val': [r['val'] for r in results], 'unit_costs': [r['cost'] for r in results],
            'val_summary': summarise([r['val'] for r in results]),
            'val_per_class_recall': np.mean([r['val']['per_class_recall'] for r in results], 0).tolist(),
            'per_class_recall': recall.tolist(), 'recall_gap': float(recall.max() - recall.min()),
@@ -539,6 +542,24 @@ def privacy_utility(metrics: dict, # stage 6's arms (`summarise_arms`)
                      'ci_low': s.get('ci_low'), 'ci_high': s.get('ci_high')})
     return rows
 
+# %% ../nbs/06_training.ipynb #7e8a0b39
+def chain_costs(arms: dict, # stage 6's arms (`summarise_arms`): per unit, its replicate and its `unit_costs`
+                chains: dict, # replicate -> the folder of its stage 5 (its stages 1-5, `stage_costs`)
+               ) -> dict:
+    ("The cost of each replicate chain (wall and CPU seconds of its stages 1–5 and of each arm's fits, and their "
+     "total) and the mean over chains: what one more chain costs on this machine.")
+    keys, rows = ('wall_seconds', 'cpu_seconds'), []
+    for r, d in chains.items():
+        stages = stage_costs(d)
+        fits = {a: {k: round(sum(c[k] for u, c in zip(m['units'], m.get('unit_costs') or []) if u['replicate'] == r), 2)
+                    for k in keys} for a, m in arms.items()}
+        parts = [*stages.values(), *fits.values()]
+        rows.append({'replicate': int(r), 'stages': stages, 'arms': fits,
+                     'total': {k: round(sum(p[k] or 0 for p in parts), 1) for k in keys},
+                     'complete': all(p[k] is not None for p in parts for k in keys)})
+    return {'chains': rows, 'mean': {k: round(float(np.mean([c['total'][k] for c in rows])), 1) for k in keys}
+            if rows else {}}
+
 # %% ../nbs/06_training.ipynb #c43389b4
 # What stage 6 consumes: artifact (or glob) -> the stage that writes it; reading anything else is an error (`StageRun`).
 INPUTS = {'train': 'domain', 'val': 'domain', 'test': 'domain', 'pool': 'domain', 'profile': 'domain',
@@ -576,6 +597,9 @@ def run_training(cfg: TrainingConfig, upstream_dir=None, out_dir=None) -> StageR
             arms, extra = _replicate(run, cfg, screen, collected, test, n_classes, positive)
             run.metrics['screening'] = screen; run.metrics.update(extra)
         run.metrics.update(arms)
+        chains = ({r: run.out_dir/'replicates'/f'seed{cfg.seed + r}'/stage_folder('integration')
+                   for r in range(cfg.replicates)} if 'replication' in run.metrics else {0: run.upstream_dir})
+        run.metrics['cost'] = chain_costs(arms, chains)
         syn, train = src.arrays('synthetic'), src.arrays('train')
         detector = {str(g): artefact_detector(train['images'], syn['images'][syn['generator'] == g], cfg.detector_steps,
                                               cfg.seed, run.device)
@@ -639,7 +663,7 @@ def _replicate(run, cfg: TrainingConfig, screen: dict, screened: dict, test: dic
                 for a, b in (('real_only', 'real_only'), (best, same)):
                     for s, out in (('test', points), ('val', vals)):
                         out[n][a].append(float(np.nanmean([m[s][HEADLINE_METRIC] for m in got[b][1]])))
-        ceil = {'n_per_class': int(arms['ceiling']['n_train'] // n_classes),
+        ceil = {'n_per_class': int(arms['ceiling']['n_train'] // n_classes), 'n_train': int(arms['ceiling']['n_train']),
                 'scores': replicate_means(arms['ceiling'])} if 'ceiling' in arms else None
         extra['learning_curve'] = learning_curve(points, n0, best, ceil, val_points=vals)
     return arms, extra
@@ -719,7 +743,7 @@ def _learning_curve_figure(run, lc, metrics: dict):
             g = g.sort_values('n_per_class'); m = g[p + 'mean']
             lo, hi = g[p + 'ci_low'].fillna(m), g[p + 'ci_high'].fillna(m)
             vax.errorbar(g.n_per_class * (1 + 0.03 * i), m, [m - lo, hi - m], marker='o', capsize=3)
-        vax.set_xscale('log'); vax.set_xlabel('real images per class (the scarce class)')
+        vax.set_xlabel('real images per class (the scarce class)')
         vax.set_ylabel(f'{name} ROC-AUC'); vax.set_title(f'on {name} (each draw its own set)', fontsize=9)
     ax = axes[0][-1]
     for i, (a, g) in enumerate(rows.groupby('arm', sort=False)):
@@ -727,11 +751,14 @@ def _learning_curve_figure(run, lc, metrics: dict):
         ax.errorbar(g.n_per_class * (1 + 0.03 * i), g['mean'], [g['mean'] - lo, hi - g['mean']],
                     marker='o', capsize=3, label=_label(a, metrics.get(a, {})))
     if lc['ceiling']: ax.axhline(np.mean(lc['ceiling']['scores']), color='k', ls='--', lw=1,
-                                 label=f"ceiling (~{lc['ceiling']['n_per_class']}/class)")
+                                 label=f"ceiling ({lc['ceiling'].get('n_train', '?')} pool images)")
     eq = lc['data_equivalence']
     if eq and eq['n_equivalent']: ax.axvline(eq['n_equivalent'], color='grey', ls=':', lw=1,
                                              label=f"real-only equivalent: {eq['n_equivalent']:.1f}/class")
-    ax.set_xscale('log'); ax.set_xlabel('real images per class (the scarce class)'); ax.set_ylabel('test ROC-AUC')
+    for a in axes[0]:  # a log axis labelled at the curve's own counts, in plain numbers
+        a.set_xscale('log'); a.set_xticks(sorted(rows.n_per_class.unique()))
+        a.xaxis.set_major_formatter(mpl.ticker.ScalarFormatter()); a.xaxis.set_minor_locator(mpl.ticker.NullLocator())
+    ax.set_xlabel('real images per class (the scarce class)'); ax.set_ylabel('test ROC-AUC')
     ax.set_title('learning curve on test (mean and 95% CI over replicates)', fontsize=9)
     ax.legend(fontsize=6, loc='upper left', bbox_to_anchor=(1.01, 1)); fig.tight_layout()
     run.save_figure('learning_curve', fig); plt.close(fig)

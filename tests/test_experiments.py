@@ -19,6 +19,8 @@ pytestmark = pytest.mark.notebooks
 def test_healthcare_smoke(healthcare_run, data_dir):
     run_dir, proc = healthcare_run
     metrics = check_complete_run(run_dir)
+    r = json.loads((run_dir / '06_training' / 'manifest.json').read_text())['runner']
+    assert r['cpu_seconds'] >= 0.5 * r['wall_seconds'], r  # the kernel's CPU time is counted (papermill's own is a few %)
     last = proc.stdout.strip().splitlines()[-12:]  # the run ends with its answer: stage 6's headline table
     assert any(line.startswith('| scarce real only |') for line in last) and any('Δ best synthetic − real only' in line for line in last), proc.stdout[-2000:]
     # 20 real X-rays per class already separate the classes well above chance (about 0.8 in our runs)
@@ -201,6 +203,9 @@ def test_replicates_redraw_the_scarce_set_and_pair_the_arms(light_run, runs_dir,
     assert (h['gap_closed'] is None and h['gap_note']) or all(c is not None and abs(c) < 1e6 for c in h['gap_closed_ci'])
     lc = m['learning_curve']
     assert all(0 <= r['val_mean'] <= 1 for r in lc['rows']), 'every curve point carries its validation score: where a count is chosen'
+    cost = m['cost']  # what each replicate chain cost: its stages 1-5 and every arm's fits
+    assert [c['replicate'] for c in cost['chains']] == [0, 1] and all(c['complete'] and c['total']['cpu_seconds'] > 0 for c in cost['chains'])
+    assert set(cost['chains'][1]['arms']) == {'real_only', 'ceiling', *[a for a in m if a.startswith('synthetic:')]}
     assert {r['n_per_class'] for r in lc['rows']} == {2, 20} and lc['arm'] == h['best_synthetic_arm']  # 2 per class: fewer real images than stage 3's k
     assert list(m['learning_curve_skipped']) == ['5000'] and 'fewer than n_per_class=5000' in m['learning_curve_skipped']['5000']  # dropped before any training
     assert (d / 'learning_curve.png').exists() and (d / 'paired_deltas.png').exists() and (d / 'training_curves.png').exists()
