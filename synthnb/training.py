@@ -512,13 +512,13 @@ def learning_curve(points: dict, # real images per class -> {'real_only': [...],
                   ) -> dict:
     ("The curve's table (mean and t-interval per count and arm, test and validation) and the data equivalence of "
      "`arm` at `headline_n`.")
-    rows = []
-    for n in sorted(points):
+    rows, clip = [], lambda m, lo, hi: (m, None if lo is None else max(0.0, lo), None if hi is None else min(1.0, hi))
+    for n in sorted(points):  # t-intervals of a ROC-AUC, clipped to [0, 1] as every arm's summary is
         for a, v in points[n].items():
-            mean, lo, hi = t_interval(v)
+            mean, lo, hi = clip(*t_interval(v))
             rows.append({'n_per_class': int(n), 'arm': a, 'mean': mean, 'ci_low': lo, 'ci_high': hi, 'n': len(v)})
             if val_points: rows[-1].update(zip(('val_mean', 'val_ci_low', 'val_ci_high'),
-                                               t_interval(val_points[n][a])))
+                                               clip(*t_interval(val_points[n][a]))))
     real = {n: p['real_only'] for n, p in points.items()}
     if ceiling: real[ceiling['n_per_class']] = ceiling['scores']
     eq = data_equivalence(real, points[headline_n][arm]) if len(real) > 1 and arm in points[headline_n] else None
