@@ -104,6 +104,7 @@ def _merge(base: dict, extra: dict) -> dict:
         out[k] = _merge(out[k], v) if merge else _plain(v)
     return out
 
+# %% ../nbs/00_config.ipynb #7f4459e4
 def _set(params: dict, path: list, value, key: str) -> None:
     "Set `params[path[0]][path[1]]…` to `value` (merged where both are mappings), naming `key` when it cannot."
     for i, p in enumerate(path[:-1]):
@@ -113,6 +114,7 @@ def _set(params: dict, path: list, value, key: str) -> None:
         params = params[p]
     params.update(_merge(params, {path[-1]: value}))
 
+# %% ../nbs/00_config.ipynb #db56c64a
 def _shared(name: str, value, where: str):
     "A shared setting checked: `seed` an integer in [0, 2³²), `device` one of auto, cpu, cuda[:N]."
     if name == 'seed' and not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value < SEED_LIMIT):
@@ -122,6 +124,7 @@ def _shared(name: str, value, where: str):
                          f"{did_you_mean(value, ('auto', 'cpu', 'cuda'))}")
     return value
 
+# %% ../nbs/00_config.ipynb #647303a0
 def load_experiment(path, # experiment YAML file, or a dict with its content
                     overrides=(), # `key=value` strings (`-p` on the command line); keys may be nested (a.b.c)
                     stage_params: dict|None=None, # stage -> accepted parameter names, to place bare keys

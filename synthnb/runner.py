@@ -131,6 +131,7 @@ def _descendants(pid: int) -> list:
         for c in kids.get(todo.pop(), []): out.append(c); todo.append(c)
     return out
 
+# %% ../nbs/10_runner.ipynb #6cf9bea4
 def guard_child(parent: int, # the runner's process id: when it dies, this process and all it started die too
                 argv: list, # papermill's command-line arguments
                ) -> None:
@@ -329,6 +330,7 @@ def children_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
 
+# %% ../nbs/10_runner.ipynb #3b03311b
 def check_runs_dir(runs_dir) -> Path:
     "`runs_dir`, created if needed; a `ValueError` naming it when it is a file or not writable."
     p = Path(runs_dir)

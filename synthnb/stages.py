@@ -59,6 +59,7 @@ def data_fingerprint(params: dict) -> dict:
             h.update(f"{name}\0{st.st_size if st else -1}\0{st.st_mtime_ns if st else -1}\n".encode())
     return {'folder': str(folder), 'files': h.hexdigest(), 'card': card}
 
+# %% ../nbs/00i_stages.ipynb #34787dd2
 def files_digest(path: Path):
     "A sha256 object fed every file's relative path, size and mtime under `path` (a file: itself; missing: nothing)."
     h = hashlib.sha256()
@@ -68,6 +69,7 @@ def files_digest(path: Path):
             h.update(f'{p.relative_to(path) if p != path else p.name}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
     return h
 
+# %% ../nbs/00i_stages.ipynb #cb03a089
 def generator_inputs(params: dict) -> dict:
     "What stage 2 reads from disk besides stage 1: the files of an `external` set and of a `pretrained` pipeline."
     from synthnb.sources import source_path
@@ -80,6 +82,7 @@ def generator_inputs(params: dict) -> dict:
 
 def _sha(o) -> str: return hashlib.sha256(json.dumps(o, sort_keys=True, default=str).encode()).hexdigest()
 
+# %% ../nbs/00i_stages.ipynb #686b057c
 def stage_key(stage: str, params: dict, upstream_key: str = '', notebook_sha: str = '',
               parts: dict|None = None, # filled with one hash per part of the key, for `stale_reason`
              ) -> str:
@@ -90,6 +93,7 @@ def stage_key(stage: str, params: dict, upstream_key: str = '', notebook_sha: st
     if parts is not None: parts.update({k: _sha(v) for k, v in blob.items() if k != 'stage'})
     return _sha(blob)
 
+# %% ../nbs/00i_stages.ipynb #ce270cfc
 # what changed, by part of the key, in the words `stale_reason` prints
 _CHANGED = {'params': 'parameters changed', 'data': 'its input data changed', 'upstream': 'an upstream stage changed',
             'notebook': 'its notebook changed', 'code': 'the synthnb code changed'}
@@ -118,10 +122,12 @@ def stale_reason(stage_dir, key: str,
         if sha256_file(root/a['path']) != a['sha256']: return f"artifact {a['path']} changed on disk"
     return None
 
+# %% ../nbs/00i_stages.ipynb #3b05a508
 def is_up_to_date(stage_dir, key: str) -> bool:
     "True if `stage_dir` holds a complete run of this exact key with intact artifacts (see `stale_reason`)."
     return stale_reason(stage_dir, key) is None
 
+# %% ../nbs/00i_stages.ipynb #939e23d8
 def mark_complete(stage_dir, key: str, **info) -> dict:
     "Record the runner's key (and `info`) in a completed stage's manifest."
     m = read_manifest(stage_dir); m['runner'] = {'key': key, **info}
