@@ -108,3 +108,10 @@ def check_complete_run(run_dir):
         o.get('data', {}).get('text/markdown', '') for c in nb.cells if c.cell_type == 'code' for o in c.outputs)
     assert json.loads((run_dir / '06_training' / 'recommendations.json').read_text()), 'stage 6 recommends at least one change'
     return metrics
+
+
+def no_timings(d):
+    "A stage's metrics without wall-clock and CPU timings, in mappings and lists alike (they differ between identical runs)."
+    if isinstance(d, list): return [no_timings(v) for v in d]
+    if not isinstance(d, dict): return d
+    return {k: no_timings(v) for k, v in d.items() if 'second' not in k and k != 'timings'}

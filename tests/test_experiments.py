@@ -10,7 +10,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from conftest import LIGHT, NO_CACHE, ROOT, check_complete_run, synthnb
+from conftest import LIGHT, NO_CACHE, ROOT, check_complete_run, no_timings, synthnb
 from synthnb.config import STAGES, stage_folder
 
 pytestmark = pytest.mark.notebooks
@@ -80,8 +80,7 @@ def _artifact_hashes(run_dir):
 
 def _metrics(run_dir, stage):
     "A stage's metrics without wall-clock timings."
-    drop = lambda d: {k: drop(v) if isinstance(v, dict) else v for k, v in d.items() if 'second' not in k and k != 'timings'}
-    return drop(json.loads((run_dir / stage_folder(stage) / 'metrics.json').read_text()))
+    return no_timings(json.loads((run_dir / stage_folder(stage) / 'metrics.json').read_text()))
 
 
 def test_run_killed_mid_stage_resumes(light_run, runs_dir, data_dir):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import LIGHT, NO_CACHE, ROOT, synthnb
+from conftest import LIGHT, NO_CACHE, ROOT, no_timings, synthnb
 from synthnb.config import load_experiment
 from synthnb.runner import _descendants, accepted_parameters
 from synthnb.sources import demo_folder
@@ -200,14 +200,11 @@ def test_diffusion_and_hybrid_write_identical_bytes_run_after_run(tmp_path, data
         assert proc.returncode == 0, proc.stderr[-3000:]
         m = json.loads((tmp_path / name / '02_generation' / 'manifest.json').read_text())
         digests.append({k: a['sha256'] for k, a in m['artifacts'].items() if a['stage'] == 'generation' and k != 'metrics'})
-        metrics.append(_no_timings(json.loads((tmp_path / name / '02_generation' / 'metrics.json').read_text())))
+        metrics.append(no_timings(json.loads((tmp_path / name / '02_generation' / 'metrics.json').read_text())))
     assert any('diffusion/config' in k for k in digests[0]) and any('hybrid/config' in k for k in digests[0])
     assert digests[0] == digests[1], sorted(k for k in digests[0] if digests[0][k] != digests[1].get(k))
     assert metrics[0] == metrics[1]  # the same numbers; only wall-clock timings differ
 
-
-def _no_timings(d):
-    return {k: _no_timings(v) if isinstance(v, dict) else v for k, v in d.items() if 'second' not in k and k != 'timings'}
 
 
 def test_a_changed_external_set_reruns_stage_2(tmp_path, data_dir):
