@@ -206,7 +206,6 @@ def test_diffusion_and_hybrid_write_identical_bytes_run_after_run(tmp_path, data
     assert metrics[0] == metrics[1]  # the same numbers; only wall-clock timings differ
 
 
-
 def test_a_changed_external_set_reruns_stage_2(tmp_path, data_dir):
     "Stage 2 reads an external set from disk: a change to that file re-runs stage 2 (its key fingerprints it)."
     import numpy as np
