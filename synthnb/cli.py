@@ -4,28 +4,101 @@
 
 # %% ../nbs/14_cli.ipynb #139afd92
 from __future__ import annotations
-import argparse, json, logging, os, sys, time, traceback
+import argparse, html, json, logging, os, sys, time, traceback
 from pathlib import Path
 
 import synthnb
-from .config import RESERVED_PARAMS, STAGES, load_experiment, stage_folder
+from .config import RESERVED_PARAMS, STAGES, Experiment, load_experiment, stage_folder
 from .runner import (LOG, StageFailed, accepted_parameters, check_runs_dir, find_experiment, notebook_parameters,
-                            run_experiment, setup_logging, validate_experiment)
+                            report_header, run_experiment, setup_logging, validate_experiment)
 
 # %% auto #0
-__all__ = ['print_headline', 'fail', 'cmd_run', 'cmd_params', 'cmd_download', 'cmd_sweep', 'add_sweep_parser', 'parser', 'main']
+__all__ = ['run_headline', 'print_headline', 'output_cell', 'report_outputs', 'stage_section', 'run_report_header',
+           'write_run_report', 'fail', 'cmd_run', 'cmd_params', 'cmd_download', 'cmd_sweep', 'add_sweep_parser',
+           'parser', 'main']
+
+# %% ../nbs/14_cli.ipynb #b7d41f02
+def run_headline(run_dir, # a run folder
+                ) -> str|None:
+    "Stage 6's headline as a Markdown table (`synthnb.training.headline_markdown`); None when stage 6 has not run."
+    f = Path(run_dir)/stage_folder('training')/'metrics.json'
+    if not f.exists(): return None
+    from synthnb.training import headline_markdown
+    return headline_markdown(json.loads(f.read_text()))
 
 # %% ../nbs/14_cli.ipynb #774a05ce
 def print_headline(run_dir, # a run folder whose stage 6 completed
                   ) -> str|None:
     ("Print stage 6's headline table (the answer: real-only, best synthetic arm, ceiling, paired Δs, gap closed, data "
      "equivalence) on stdout, where `-q` keeps it; return it (None when stage 6 has not run).")
-    f = Path(run_dir)/stage_folder('training')/'metrics.json'
-    if not f.exists(): return None
-    from synthnb.training import headline_markdown
-    text = f"\nheadline ({f.parent/'report.ipynb'}):\n" + headline_markdown(json.loads(f.read_text()))
+    table = run_headline(run_dir)
+    if table is None: return None
+    text = f"\nheadline ({Path(run_dir)/stage_folder('training')/'report.ipynb'}):\n" + table
     print(text, flush=True)
     return text
+
+# %% ../nbs/14_cli.ipynb #4f6b2d90
+def output_cell(data: dict, # a mime bundle, e.g. {'text/markdown': '**bold**'}
+               ):
+    "A code cell without source that shows `data`: how the run report places its own text among the stages' outputs."
+    import nbformat
+    return nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output('display_data', data)])
+
+# %% ../nbs/14_cli.ipynb #6d2b8e45
+def report_outputs(notebook, # an executed notebook (`nbformat.NotebookNode`)
+                  ) -> list:
+    ("The outputs worth reading of each code cell of `notebook`, one list a cell: displays, results and stdout; "
+     "no stderr streams (warnings, progress bars), no errors, no cells left empty.")
+    outs = [[o for o in c.outputs if o.output_type in ('display_data', 'execute_result')
+             or (o.output_type == 'stream' and o.name == 'stdout')] for c in notebook.cells if c.cell_type == 'code']
+    return [o for o in outs if o]
+
+# %% ../nbs/14_cli.ipynb #8b4e0b67
+def stage_section(run_dir, # a run folder
+                  stage: str, # one of `STAGES`
+                 ) -> list:
+    ("The cells of `stage`'s section in the run report: a heading with the stage folder as its id (`01_domain`), "
+     "then the outputs of its executed `report.ipynb` (`report_outputs`), or a line saying that it is missing.")
+    import nbformat
+    folder = stage_folder(stage)
+    f = Path(run_dir)/folder/'report.ipynb'
+    nb = nbformat.read(f, as_version=4) if f.exists() else nbformat.v4.new_notebook()
+    title = next((line[2:].strip() for c in nb.cells if c.cell_type == 'markdown'
+                  for line in c.source.splitlines() if line.startswith('# ')), stage)
+    cells = [output_cell({'text/html': f'<h2 id="{folder}">{folder} · {html.escape(title)}</h2>'})]
+    if not f.exists(): return cells + [output_cell({'text/markdown': f"*No `{folder}/report.ipynb` in this run.*"})]
+    return cells + [nbformat.v4.new_code_cell(outputs=o) for o in report_outputs(nb)]
+
+# %% ../nbs/14_cli.ipynb #a1b2c3d4
+def run_report_header(run_dir, # a run folder with its `experiment.json`
+                      stages=STAGES, # the stages with a section
+                     ) -> str:
+    ("The Markdown that opens the run report: the experiment file, the header of every stage report (exp_id, profile, "
+     "seed, device, commit; `synthnb.runner.report_header`), stage 6's headline table and the contents.")
+    exp = Experiment(**json.loads((Path(run_dir)/'experiment.json').read_text()))
+    toc = '\n'.join(f"- [{stage_folder(s)}](#{stage_folder(s)})" for s in stages)
+    headline = run_headline(run_dir) or '*Stage 6 has not run: no headline.*'
+    return '\n\n'.join([f"# Run report: {exp.exp_id}", f"**Experiment file** `{exp.source or '(none)'}`",
+                        report_header(exp), '## Headline', headline, '## Contents', toc])
+
+# %% ../nbs/14_cli.ipynb #c3d4e5f6
+def write_run_report(run_dir, # a run folder (`runs/<exp_id>`) with its `experiment.json`
+                     stages=STAGES, # the stages that ran, in order
+                    ) -> Path:
+    ("Write `run_dir/report.html`: the header, headline and contents (`run_report_header`), then one section per "
+     "stage (`stage_section`), as one self-contained page without code; return its path.")
+    import nbformat
+    from nbconvert import HTMLExporter
+    cells = [output_cell({'text/markdown': run_report_header(run_dir, stages)})]
+    for s in stages: cells += stage_section(run_dir, s)
+    quiet = logging.getLogger('synthnb.report')  # nbconvert warns of every figure without alt text
+    quiet.setLevel(logging.ERROR)
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True, log=quiet)
+    nb = nbformat.v4.new_notebook(cells=cells, metadata={'title': f'{Path(run_dir).name} · synthnb run report'})
+    page, _ = exporter.from_notebook_node(nb)
+    out = Path(run_dir)/'report.html'
+    out.write_text(page, encoding='utf-8')
+    return out
 
 # %% ../nbs/14_cli.ipynb #73f2f26c
 def fail(e: BaseException, code: int) -> int:
@@ -60,9 +133,14 @@ def cmd_run(args) -> int:
             run_feedback_loop(exp, args.runs_dir, args.iterations, args.force, log=log)
         else: run_experiment(exp, args.runs_dir, args.force, args.until, log=log)
     except (StageFailed, StageError, DataError, OSError) as e: return fail(e, 1)
-    LOG.info(f"finished in {time.time() - t0:.1f}s; reports in {Path(args.runs_dir)/exp.exp_id}/*/report.ipynb")
-    last = exp.exp_id if args.iterations == 1 else f'{exp.exp_id}-iter{args.iterations}'
-    if args.until in (None, 'training'): print_headline(Path(args.runs_dir)/last)
+    secs, last = time.time() - t0, Path(args.runs_dir)/(exp.exp_id if args.iterations == 1
+                                                        else f'{exp.exp_id}-iter{args.iterations}')
+    try: page = f" and {write_run_report(last, STAGES[:STAGES.index(args.until or STAGES[-1]) + 1])}"
+    except Exception as e:  # the page is a convenience: it never fails a run that succeeded
+        page = ''
+        LOG.warning(f"warning: report.html not written: {type(e).__name__}: {' '.join(str(e).split())}")
+    LOG.info(f"finished in {secs:.1f}s; reports in {Path(args.runs_dir)/exp.exp_id}/*/report.ipynb{page}")
+    if args.until in (None, 'training'): print_headline(last)
     return 0
 
 

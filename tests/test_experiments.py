@@ -152,6 +152,17 @@ def test_progress_reaches_the_terminal_while_the_stage_runs(runs_dir, data_dir):
 
 
 
+def test_run_writes_one_html_report(light_run):
+    "A finished run writes runs/<exp_id>/report.html: header and headline, contents, a section per stage, outputs only."
+    page = (light_run / 'report.html').read_text()
+    for s in STAGES: assert f'id="{stage_folder(s)}"' in page and f'href="#{stage_folder(s)}"' in page, s
+    assert 'class="jp-InputArea' not in page and 'class="input_area' not in page  # no code inputs (nor prompts)
+    assert 'result = run_evaluation(' not in page  # a stage report's code stays out
+    assert '<strong>profile</strong> <code>smoke</code>' in page and 'light' in page
+    assert 'scarce real only' in page and 'Δ best synthetic − real only' in page  # the headline table
+    assert 'data:image/png;base64,' in page and '<img src="figures' not in page  # figures inlined
+
+
 def test_ratio_zero_reproduces_real_only(light_run, runs_dir, data_dir):
     proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=ratio0', '-p', 'integration.ratio=0', *LIGHT,
                    '--runs-dir', runs_dir, env={'SYNTHNB_DATA': str(data_dir)})
