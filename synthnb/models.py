@@ -183,10 +183,12 @@ def fit_classifier(images: np.ndarray, # uint8 (N, H, W)
                    mix_alpha: float = 1.0, # Beta(alpha, alpha) of the mixing share
                    restore_best: bool = False, # keep the weights of the monitored check with the best ROC-AUC
                    patience: int = 0, # stop after this many checks without a better monitored ROC-AUC (0: never)
+                   plateau_drops: int = 0, # with `patience`: on a plateau cut the learning rate 10× this many times
+                                           # before stopping (the schedule: warm-up, then flat until a plateau)
                    tta: tuple = (), # the monitor's test-time augmentation (`predict_proba`)
                   ) -> nn.Module:
-    ("Train a `SmallResNet` (or continue `model`) with AdamW and a one-cycle schedule; `model.history` "
-     "holds the learning curve.")
+    ("Train a `SmallResNet` (or continue `model`) with AdamW and a one-cycle (or reduce-on-plateau) schedule; "
+     "`model.history` holds the learning curve.")
     if len(images) != len(labels): raise ValueError(f"{len(images)} images but {len(labels)} labels")
     if len(images) == 0: raise ValueError("cannot train on an empty training set")
     if steps < 1: raise ValueError(f"steps must be ≥ 1, got {steps}")
@@ -203,7 +205,11 @@ def fit_classifier(images: np.ndarray, # uint8 (N, H, W)
     p = torch.as_tensor(np.asarray(weights, dtype=np.float64) / np.sum(weights))
     batches = torch.multinomial(p, steps * batch_size, replacement=True, generator=g).view(steps, batch_size).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, **fused_adamw(device))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    scale, drops = [1.0], []  # the plateau schedule's current factor; the steps where it was cut
+    warm = max(1, round(0.15 * steps))
+    sched = (torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min(1.0, (t + 1) / warm) * scale[0])
+             if plateau_drops and patience else
+             torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15))
     every = monitor_every or max(1, steps // 8)
     history, losses = {'step': [], 'train_loss': [], 'monitor_auc': [], 'monitor_loss': []}, []
     best, since = ((-1.0, -np.inf), 0, None), 0  # ((monitored ROC-AUC, -loss), step, weights); checks since the best
@@ -229,8 +235,10 @@ def fit_classifier(images: np.ndarray, # uint8 (N, H, W)
             # the best check: the highest ROC-AUC, then (a saturated AUC ties) the lowest loss; NaN never wins
             since = 0 if auc == auc and (auc, -nll) > best[0] else since + 1
             if since == 0: best = ((auc, -nll), t + 1, copy.deepcopy(model.state_dict()) if restore_best else None)
-            elif patience and since >= patience: break
-    history['best_step'], history['stopped_at'] = best[1], t + 1
+            elif patience and since >= patience:
+                if len(drops) >= plateau_drops: break
+                scale[0] /= 10; drops.append(t + 1); since = 0
+    history['best_step'], history['stopped_at'], history['lr_drops'] = best[1], t + 1, drops
     if restore_best and best[2] is not None: model.load_state_dict(best[2])
     model.history = history
     return model.eval()

@@ -54,6 +54,7 @@ class TrainingConfig:
     monitor_every: Count = 0  # score validation ROC-AUC every this many steps (the training curves); 0: steps // 8
     restore_best: bool = True  # every arm keeps the weights of its validation-best check (early stopping's selection)
     patience: Count = 0  # stop after this many checks without a better validation ROC-AUC (0: run every step)
+    plateau_drops: Count = 0  # with patience: cut the learning rate 10× at this many plateaus before one stops training
     tta: bool = False  # predict as the mean over the flips / quarter turns in `augment` (val checks included)
     randaugment_ops: list[PositiveInt] = field(default_factory=lambda: [1, 2])  # real_randaug: ops/image searched
     randaugment_magnitudes: list[Probability] = field(default_factory=lambda: [0.5])  # real_randaug: strengths searched
@@ -82,7 +83,8 @@ def train_model(data: dict, strategy: str, n_classes: int, cfg: TrainingConfig, 
     opts = dict(options or {})
     if opts.pop('sampling', 'balanced') == 'natural': opts['weights'] = np.ones(len(data['labels']))
     def fit(x, y, steps, model=None, last=False):
-        stop = {'restore_best': cfg.restore_best, 'patience': cfg.patience} if last and monitor is not None else {}
+        stop = ({'restore_best': cfg.restore_best, 'patience': cfg.patience, 'plateau_drops': cfg.plateau_drops}
+                if last and monitor is not None else {})
         return fit_classifier(x, y, n_classes, steps, cfg.batch_size, cfg.lr, cfg.width, seed=seed, device=device,
                               model=model, desc=desc, precision=cfg.precision, augment=cfg.augment, monitor=monitor,
                               monitor_every=cfg.monitor_every, tta=tuple(cfg.augment) if cfg.tta else (), **stop,
