@@ -10,7 +10,7 @@ from pathlib import Path
 import synthnb
 from .config import RESERVED_PARAMS, STAGES, Experiment, load_experiment, stage_folder
 from .runner import (LOG, StageFailed, accepted_parameters, check_runs_dir, find_experiment, notebook_parameters,
-                            report_header, run_experiment, setup_logging, validate_experiment)
+                            SUMMARY_TAG, report_header, run_experiment, setup_logging, validate_experiment)
 
 # %% auto #0
 __all__ = ['run_headline', 'print_headline', 'output_cell', 'report_outputs', 'stage_section', 'run_report_header',
@@ -48,9 +48,11 @@ def output_cell(data: dict, # a mime bundle, e.g. {'text/markdown': '**bold**'}
 def report_outputs(notebook, # an executed notebook (`nbformat.NotebookNode`)
                   ) -> list:
     ("The outputs worth reading of each code cell of `notebook`, one list a cell: displays, results and stdout; "
-     "no stderr streams (warnings, progress bars), no errors, no cells left empty.")
+     "no stderr streams (warnings, progress bars), no errors, no cells left empty, no copies (the summary on top "
+     "of a report repeats its results cells: `SUMMARY_TAG`).")
+    cells = [c for c in notebook.cells if c.cell_type == 'code' and SUMMARY_TAG not in c.metadata.get('tags', [])]
     outs = [[o for o in c.outputs if o.output_type in ('display_data', 'execute_result')
-             or (o.output_type == 'stream' and o.name == 'stdout')] for c in notebook.cells if c.cell_type == 'code']
+             or (o.output_type == 'stream' and o.name == 'stdout')] for c in cells]
     return [o for o in outs if o]
 
 # %% ../nbs/14_cli.ipynb #8b4e0b67

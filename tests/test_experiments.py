@@ -163,6 +163,27 @@ def test_run_writes_one_html_report(light_run):
     assert 'data:image/png;base64,' in page and '<img src="figures' not in page  # figures inlined
 
 
+def test_reports_open_with_their_results(light_run):
+    """Every stage report imports the package instead of re-defining it, hides its code and keeps Python warnings in its
+    manifest, not its outputs; stage 6's opens (after the header) with its results: the headline table."""
+    for s in STAGES:
+        nb = nbformat.read(light_run / stage_folder(s) / 'report.ipynb', as_version=4)
+        code = [c for c in nb.cells if c.cell_type == 'code']
+        assert not any('#| export' in c.source or '#| default_exp' in c.source for c in nb.cells), s
+        assert any(c.source.startswith("# this stage's definitions are the package's") for c in code), s
+        assert all('source_hidden' in c.metadata.get('jupyter', {}) for c in code), s
+        stderr = [o.text for c in code for o in c.outputs if o.output_type == 'stream' and o.name == 'stderr']
+        assert not any('Warning' in t for t in stderr), (s, stderr)
+        warnings = json.loads((light_run / stage_folder(s) / 'manifest.json').read_text())['warnings']
+        assert isinstance(warnings, list) and all(set(w) == {'category', 'message', 'count'} for w in warnings), warnings
+    nb = nbformat.read(light_run / '06_training' / 'report.ipynb', as_version=4)
+    header = next(i for i, c in enumerate(nb.cells) if c.source.startswith('**Experiment**'))
+    first = next(c for c in nb.cells[header + 1:] if c.cell_type == 'code' and c.outputs)
+    assert 'results-summary' in first.metadata.tags and 'scarce real only' in first.outputs[0].data['text/markdown']
+    params = next(i for i, c in enumerate(nb.cells) if 'parameters' in c.metadata.get('tags', []))
+    assert nb.cells.index(first) < params and 'injected-parameters' in nb.cells[params + 1].metadata.tags
+
+
 def test_ratio_zero_reproduces_real_only(light_run, runs_dir, data_dir):
     proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=ratio0', '-p', 'integration.ratio=0', *LIGHT,
                    '--runs-dir', runs_dir, env={'SYNTHNB_DATA': str(data_dir)})
