@@ -628,7 +628,7 @@ def _same_real_arms(run, src, screened: dict) -> dict:
      "pool and augmented sets).")
     same = all(src.artifacts[a]['sha256'] == run.inherited[a]['sha256'] for a in ('train', 'val', 'pool', 'real_aug')
                if a in run.inherited)
-    return {a: screened[a] for a in ('real_only', 'real_aug', 'ceiling') if a in screened} if same else {}
+    return {a: screened[a] for a in REAL_ARMS if a in screened} if same else {}  # every real-data arm: same inputs
 
 def _replicate(run, cfg: TrainingConfig, screen: dict, screened: dict, test: dict, n_classes: int,
                positive: int = 1) -> tuple:
