@@ -253,10 +253,11 @@ def format_table(table: pd.DataFrame, keys=SCALARS) -> pd.DataFrame:
 
 # %% ../nbs/06_training.ipynb #74215378
 def _ci_text(s: dict, sign: str = '') -> str:
-    "`mean [low, high]`, or the mean alone when there is no interval."
+    "`mean [low, high]`, or the mean alone when there is no interval (one unit: never a fake `[x, x]`)."
     if s.get('mean') is None: return 'n/a'
-    return (f"{s['mean']:{sign}.3f} [{s['ci_low']:{sign}.3f}, {s['ci_high']:{sign}.3f}]" if s.get('ci_low') is not None
-            else f"{s['mean']:{sign}.3f} (no interval: one unit)")
+    one = s.get('ci_low') is None or s.get('n', 2) < 2
+    return (f"{s['mean']:{sign}.3f} (no interval: one unit)" if one
+            else f"{s['mean']:{sign}.3f} [{s['ci_low']:{sign}.3f}, {s['ci_high']:{sign}.3f}]")
 
 def headline_markdown(metrics: dict # stage 6's metrics: 'headline' (and 'learning_curve', 'learning_curve_skipped')
                      ) -> str:
