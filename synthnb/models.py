@@ -243,6 +243,7 @@ def fit_classifier(images: np.ndarray, # uint8 (N, H, W)
     model.history = history
     return model.eval()
 
+# %% ../nbs/00e_models.ipynb #a8c1f246
 def roc_auc(labels: np.ndarray, proba: np.ndarray) -> float:
     ("ROC-AUC of class probabilities (N, C): of class 1 for two classes, one-vs-rest macro otherwise; "
      "NaN when a class is missing.")
@@ -250,18 +251,21 @@ def roc_auc(labels: np.ndarray, proba: np.ndarray) -> float:
                       else skm.roc_auc_score(labels, proba, multi_class='ovr'))
     except ValueError: return float('nan')
 
+# %% ../nbs/00e_models.ipynb #6cb842b8
 def memory_format(model: nn.Module, device) -> torch.memory_format:
     ("`channels_last` unless a convolution of `model` has 2-7 input channels on a CPU (see "
      "below); then the default layout.")
     small = any(isinstance(m, nn.Conv2d) and 1 < m.in_channels < 8 for m in model.modules())
     return torch.contiguous_format if small and torch.device(device).type == 'cpu' else torch.channels_last
 
+# %% ../nbs/00e_models.ipynb #5ce93463
 def fused_adamw(device) -> dict:
     "Keyword arguments selecting AdamW's fused kernel where this torch has it for `device` (CPU since torch 2.4, CUDA)."
     device = torch.device(device)
     return {'fused': True} if (device.type in ('cpu', 'cuda')
                                and tuple(map(int, torch.__version__.split('.')[:2])) >= (2, 4)) else {}
 
+# %% ../nbs/00e_models.ipynb #7d006bea
 def predict_proba(model: nn.Module, images: np.ndarray,
                   batch_size: int|None = None, # None: 32 on CPU (cache-sized: 64 px ~2.5× faster than 512), 512 on GPU
                   device='cpu', precision: str = 'auto',

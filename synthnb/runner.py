@@ -365,17 +365,8 @@ def split_warnings(text: str) -> tuple:
 RESULTS_TAG, SUMMARY_TAG = 'results', 'results-summary'  # cells holding a stage's results; the copy of them on top
 
 def results_cells(cells) -> list:
-    ("The code cells holding a report's results: those tagged `results`; in a notebook without that tag, the code "
-     "cells of its `## Results` section up to the next heading after them.")
-    tagged = [c for c in cells if RESULTS_TAG in c.metadata.get('tags', [])]
-    start = next((i for i, c in enumerate(cells) if c.cell_type == 'markdown'
-                  and c.source.lstrip().lower().startswith('## results')), None)
-    if tagged or start is None: return tagged
-    out = []
-    for c in cells[start + 1:]:
-        if c.cell_type == 'code': out.append(c)
-        elif out and c.source.lstrip().startswith('#'): break
-    return out
+    "The code cells holding a report's results: those its stage notebook tags `results`."
+    return [c for c in cells if RESULTS_TAG in c.metadata.get('tags', [])]
 
 # %% ../nbs/10_runner.ipynb #bc324b9a
 def finish_report(report) -> list:
@@ -522,8 +513,11 @@ def run_experiment(exp: Experiment, # a loaded experiment (see `load_experiment`
                                      keep_fds=(lock_fd,) if lock_fd is not None else ())
                 secs, cpu = time.time() - t0, children_cpu() - c0
                 # the report laid out for reading; the warnings it printed go into the manifest
-                save_json(stage_dir/MANIFEST, {**read_manifest(stage_dir),
-                                               'warnings': finish_report(stage_dir/'report.ipynb')})
+                try: found = finish_report(stage_dir/'report.ipynb')
+                except Exception as e:  # the stage succeeded: keep its report as papermill wrote it
+                    LOG.warning(f"{tag}: report left as executed, not laid out ({type(e).__name__}: {e})")
+                    found = [{'category': 'ReportLayout', 'message': f"{type(e).__name__}: {e}", 'count': 1}]
+                save_json(stage_dir/MANIFEST, {**read_manifest(stage_dir), 'warnings': found})
                 mark_complete(stage_dir, key, parts=parts, notebook=str(nb.relative_to(nb.parent.parent)),
                               notebook_sha256=sha256_file(nb), wall_seconds=round(secs, 2), cpu_seconds=round(cpu, 2))
                 if cache: store_stage(cache, stage, key, stage_dir)

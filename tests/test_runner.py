@@ -54,3 +54,20 @@ def test_up_to_date_needs_key_and_intact_artifacts(tmp_path):
     assert is_up_to_date(d, 'k1') and not is_up_to_date(d, 'k2')
     (d / 'train.npz').write_bytes(b'tampered')
     assert not is_up_to_date(d, 'k1')           # an altered artifact forces a re-run
+
+
+def test_a_report_layout_failure_never_fails_the_stage(tmp_path, monkeypatch):
+    import json
+    from pathlib import Path
+    import synthnb.runner as runner
+    from synthnb.config import load_experiment
+    def broken(report): raise ValueError('layout broke')
+    monkeypatch.setattr(runner, 'finish_report', broken)
+    exp = load_experiment(Path(__file__).parents[1] / 'experiments' / 'healthcare.yaml', ['profile=smoke', 'exp_id=layout'])
+    records = runner.run_experiment(exp, tmp_path / 'runs', until='domain', force=True)
+    assert records[0]['status'] == 'ran'
+    stage_dir = Path(records[0]['dir'])
+    assert is_up_to_date(stage_dir, json.loads((stage_dir / 'manifest.json').read_text())['runner']['key'])
+    # papermill's report is kept as it ran, and the manifest says why it was not laid out
+    assert json.loads((stage_dir / 'manifest.json').read_text())['warnings'] == [
+        {'category': 'ReportLayout', 'message': 'ValueError: layout broke', 'count': 1}]
