@@ -69,9 +69,11 @@ nbtest: install
 docs: install
 	$(PY) docs/build.py
 
+# one heavy process at a time (two torch processes on 2 cores oversubscribe them: every figure would lie)
 bench: install
 	$(PY) bench/training.py
-	$(PY) bench/generation.py
+	$(PY) bench/generation.py --size 28
+	$(PY) bench/generation.py --size 64
 	$(PY) bench/augmentation.py
 
 clean:

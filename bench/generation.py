@@ -1,19 +1,25 @@
-"""Throughput of the stage-2 diffusion model: training images/s of `synthnb.diffusion.train_ddpm` (accelerate + EMA + grad clipping)
-next to a plain diffusers loop (same UNet config and batch, no accelerate, no EMA) measured in the same run, and guided DDIM
-sampling images/s; on CPU and (when torch sees one) on GPU; with the fraction of the device's measured fp32 (or, where
-bf16 is native, bf16) matmul peak each training loop reaches, and the peak memory.
+"""Throughput of the stage-2 learned generators: training images/s of `synthnb.diffusion.train_ddpm` (accelerate + EMA +
+grad clipping) next to a plain diffusers loop (same UNet config and batch, no accelerate, no EMA) measured in the same
+run; guided DDIM sampling images/s with the default batch (64 images on a CPU) against 256 images per batch (the
+default before), with the fraction of the matmul peak the sampler's network passes reach; the GAN's training step; on
+CPU and (when torch sees one) on GPU; with the fraction of the device's measured fp32 (or, where bf16 is native, bf16) matmul peak each
+training loop reaches, and the peak memory.
 
-    python bench/generation.py [--size 28] [--channels 32,64,64] [--batch 32] [--steps 8] [--ddim 20] [--n 64] [--threads N]
+    python bench/generation.py [--size 28] [--channels 32,64,64] [--batch 32] [--steps 8] [--n 256] [--threads N]
 """
-import argparse, resource, sys, time
+import argparse, os, resource, sys, time
+
+os.environ.setdefault('TQDM_DISABLE', '1')
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
+from torch.utils.flop_counter import FlopCounterMode
 
-from synthnb.diffusion import SCHEDULER, ddim_sample, fold, train_ddpm, unet_config
+from synthnb.diffusion import SCHEDULER, fold, ddim_sample, train_ddpm, unet_config
+from synthnb.gan import CondGenerator, ProjectionDiscriminator, train_gan
 from synthnb.env import bf16_supported
 from synthnb.images import to_tensor
 
@@ -46,13 +52,34 @@ def sync(device):
     if device == 'cuda': torch.cuda.synchronize()
 
 
-def main(size=28, channels='32,64,64', batch=32, steps=8, ddim=20, n=64, threads=0):
+SAMPLING_STEPS = (20, 12)  # DDIM steps: the issue's reference figure; the profiles' setting
+
+
+def gan_rate(size, batch, steps, device):
+    "img/s (real + fake images through D per step, per batch image) of `train_gan`, set-up excluded; MFLOP per step image."
+    images, labels = data(max(64, batch), size)
+    def timed(k):
+        torch.manual_seed(0); G, D = CondGenerator(size, 2), ProjectionDiscriminator(size, 2)
+        sync(device); t0 = time.perf_counter()
+        train_gan(G, D, images, labels, steps=k, batch_size=batch, device=device); sync(device)
+        return time.perf_counter() - t0
+    timed(2); short, long = timed(2), timed(2 + steps)
+    G, D = CondGenerator(size, 2).to(device), ProjectionDiscriminator(size, 2).to(device)
+    z, y = torch.randn(batch, 64, device=device), torch.zeros(batch, dtype=torch.long, device=device)
+    x = torch.zeros(batch, 1, size, size, device=device)
+    with FlopCounterMode(display=False) as counter:  # one step: D on real and fake, then G through D
+        fake = G(z, y); (D(x, y).mean() + D(fake.detach(), y).mean()).backward(); D(fake, y).mean().backward()
+    return steps * batch / (long - short), counter.get_total_flops() / batch
+
+
+def main(size=28, channels='32,64,64', batch=32, steps=8, n=256, threads=0):
     if threads: torch.set_num_threads(threads)
     chans = [int(c) for c in channels.split(',')]
     images, labels = data(max(64, batch), size)
     config = unet_config(size, 2, chans)
-    print(f"diffusion throughput: {size}x{size}, UNet {chans} (patch {int(config['in_channels'] ** 0.5)}), batch {batch}, {steps} timed steps; "
-          f"DDIM {ddim} steps, guidance 2.0, {n} images; torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print(f"generator throughput: {size}x{size}, UNet {chans} (patch {int(config['in_channels'] ** 0.5)}), batch {batch}, "
+          f"{steps} timed steps; sampling {n} images, guidance 2.0; torch {torch.__version__}, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}, native bf16 {bf16_supported('cpu')}, {torch.get_num_threads()} CPU threads")
     for device in ['cpu'] + (['cuda'] if torch.cuda.is_available() else []):
         peak = matmul_peak(torch.bfloat16 if bf16_supported(device) else torch.float32, device=device)
         s = config['sample_size']  # forward and backward of the UNet the stage trains, per image
@@ -69,18 +96,39 @@ def main(size=28, channels='32,64,64', batch=32, steps=8, ddim=20, n=64, threads
         total, (unet, _) = timed(steps + 1)
         ours = total - setup  # `steps` training steps, without accelerate/EMA/data-loader set-up (the plain loop's timing has none either)
         plain = plain_loop(config, images, labels, steps, batch, device)
-        t0 = time.perf_counter(); ddim_sample(unet, np.arange(n) % 2, torch.Generator().manual_seed(0), ddim, 2.0); sync(device)
-        sample = time.perf_counter() - t0
         print(f"{device:>4}: train (accelerate+EMA) {steps * batch / ours:8.1f} img/s | plain diffusers loop {steps * batch / plain:8.1f} img/s"
-              f" | ratio {plain / ours:.2f} | set-up + 1 step {setup:.2f} s | DDIM sampling {n / sample:7.1f} img/s")
+              f" | ratio {plain / ours:.2f} | set-up + 1 step {setup:.2f} s")
+        s = config['sample_size']
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            unet(torch.zeros(8, config['in_channels'], s, s, device=device), torch.tensor(500, device=device),
+                 class_labels=torch.zeros(8, dtype=torch.long, device=device))
+        forward = counter.get_total_flops() / 8
+        for k in SAMPLING_STEPS:
+            rates = {}
+            for b in (256, None):
+                best = 0.0
+                for _ in range(2):
+                    t0 = time.perf_counter()
+                    ddim_sample(unet, np.arange(n) % 2, torch.Generator().manual_seed(0), k, 2.0, batch_size=b)
+                    sync(device); best = max(best, n / (time.perf_counter() - t0))
+                rates[b] = best
+            print(f"      DDIM {k} steps, guidance (2 passes a step): batch 256 {rates[256]:.1f} img/s | default batch "
+                  f"{rates[None]:.1f} img/s (×{rates[None] / rates[256]:.2f}); {forward / 1e6:.0f} MFLOP a pass, "
+                  f"{rates[None] * 2 * k * forward / 1e9 / peak * 100:.0f} % of the matmul peak")
         mem = (f"{torch.cuda.max_memory_allocated() / 2**20:.0f} MiB allocated" if device == 'cuda'
                else f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB process RSS")
         print(f"      {flops / 1e6:.1f} MFLOP per training image; matmul peak {peak:.0f} GFLOP/s "
               f"({'bf16' if bf16_supported(device) else 'fp32'}); ours {steps * batch / ours * flops / 1e9 / peak * 100:.1f} %, "
               f"plain {steps * batch / plain * flops / 1e9 / peak * 100:.1f} % of it; peak memory {mem}")
+        gan, gan_flops = gan_rate(size, batch, steps * 4, device)
+        peak32 = matmul_peak(torch.float32, device=device)
+        print(f"      GAN (train_gan, width 32, DiffAugment, EMA): {gan:.1f} img/s, {gan / batch:.1f} steps/s; "
+              f"{gan_flops / 1e6:.1f} MFLOP per image of a step, {gan * gan_flops / 1e9 / peak32 * 100:.1f} % of the "
+              f"fp32 matmul peak ({peak32:.0f} GFLOP/s; the GAN trains in fp32)")
 
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    for k, v in dict(size=28, channels='32,64,64', batch=32, steps=8, ddim=20, n=64, threads=0).items(): ap.add_argument(f'--{k}', type=type(v), default=v)
+    for k, v in dict(size=28, channels='32,64,64', batch=32, steps=8, n=256, threads=0).items():
+        ap.add_argument(f'--{k}', type=type(v), default=v)
     main(**vars(ap.parse_args()))
