@@ -4,9 +4,10 @@
 
 # %% ../nbs/03_evaluation.ipynb #b1ed4f52
 from __future__ import annotations
-import importlib.util, json
+import importlib.util, json, math
 from dataclasses import field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -15,16 +16,17 @@ import matplotlib.pyplot as plt
 from .config import Count, NonNegative, PositiveInt, Probability, Seed, stage_config
 from .store import StageResult, StageRun, stage_result
 from .images import image_grid, to_tensor
-from .models import SmallResNet, check_augment, fit_classifier, predict_proba
+from .models import SmallResNet, check_augment, fit_classifier, predict_proba, roc_auc
 from .metrics import (frechet_distance, kernel_distance, memorisation, nearest, pixel_wasserstein, prdc,
                              projected_wasserstein, proxy_scores, real_hit_fraction)
 from .filtering import select_synthetic, shrink
 from .review import export_review_pack
 
 # %% auto #0
-__all__ = ['INCEPTION_FILE', 'INPUTS', 'EvaluationConfig', 'network_features', 'random_features', 'standardise',
+__all__ = ['INCEPTION_FILE', 'INPUTS', 'GATE_SPACES', 'EvaluationConfig', 'network_features', 'random_features', 'standardise',
            'FeatureSpaceUnavailable', 'inception_network', 'inception_features', 'feature_spaces', 'set_distances',
-           'compare', 'generator_metrics', 'real_reference', 'run_evaluation']
+           'compare', 'generator_metrics', 'real_reference', 'auc_interval', 'detector_auc', 'gate_verdict',
+           'run_evaluation']
 
 # %% ../nbs/03_evaluation.ipynb #ee4f7481
 @stage_config
@@ -51,6 +53,10 @@ class EvaluationConfig:
     review_per_generator: Count = 8  # synthetic images per generator in the review pack
     n_pairs: Count = 6  # closest synthetic/real pairs and dropped examples shown
     apply_filter: bool = True  # drop rejected images from synthetic_kept; False keeps all (synthetic_keep still flags)
+    gate: Literal['enforce', 'flag', 'off'] = 'enforce'  # quality gate: a failed generator goes no further; only report
+    gate_detector_auc: Probability = 0.95  # fail when the real-vs-synthetic detector's out-of-fold ROC-AUC reaches this
+    gate_min_kept: Probability = 0.5  # fail when the filter keeps less than this share of a generator's images
+    detector_folds: PositiveInt = 5  # cross-validation folds of the real-vs-synthetic detector
     seed: Seed = 0  # experiment seed
     device: str = 'auto'  # 'auto', 'cpu' or 'cuda'
     def __post_init__(self): self.domain_augment = list(check_augment(self.domain_augment))
@@ -166,10 +172,66 @@ def real_reference(feats_real: dict, train: dict, cfg: EvaluationConfig) -> dict
     m = np.isin(np.arange(len(train['labels'])), a)
     return compare({k: (f, f) for k, f in feats_real.items()}, m, ~m, train['images'], train['images'], cfg)
 
+# %% ../nbs/03_evaluation.ipynb #8fc87cf2
+def auc_interval(auc: float, # a ROC-AUC
+                 n_pos: int, n_neg: int, # positives and negatives it was measured on
+                 z: float = 1.96, # 1.96: a 95 % interval
+                ) -> tuple:
+    "The Hanley–McNeil (1982) normal interval of a ROC-AUC, clipped to [0, 1]."
+    q1, q2 = auc / (2 - auc), 2 * auc ** 2 / (1 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc ** 2) + (n_neg - 1) * (q2 - auc ** 2)) / (n_pos * n_neg)
+    se = math.sqrt(max(var, 0.0))
+    return max(0.0, auc - z * se), min(1.0, auc + z * se)
+
+# %% ../nbs/03_evaluation.ipynb #8b63207b
+def detector_auc(f_real: np.ndarray, # real features (N, D)
+                 f_syn: np.ndarray, # one generator's features (M, D) in the same space
+                 folds: int = 5, # stratified cross-validation folds
+                 seed: int = 0,
+                ) -> dict:
+    ("Real-vs-synthetic detector: logistic regression on the features of equal numbers of real and synthetic images, "
+     "its out-of-fold ROC-AUC with a Hanley–McNeil 95 % interval.")
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    rng, m = np.random.default_rng(seed), min(len(f_real), len(f_syn))
+    k = min(folds, m)
+    if k < 2: return {'skipped': f'{m} image(s) per side: too few to cross-validate'}
+    x = np.concatenate([f_real[rng.choice(len(f_real), m, replace=False)], f_syn[rng.choice(len(f_syn), m, replace=False)]])
+    y = np.r_[np.zeros(m), np.ones(m)]
+    p = cross_val_predict(LogisticRegression(max_iter=2000), x, y, method='predict_proba',
+                          cv=StratifiedKFold(k, shuffle=True, random_state=seed))[:, 1]
+    auc = roc_auc(y.astype(int), np.stack([1 - p, p], 1)); lo, hi = auc_interval(auc, m, m)
+    return {'roc_auc': auc, 'ci_low': lo, 'ci_high': hi, 'n_per_side': m, 'folds': k}
+
+# %% ../nbs/03_evaluation.ipynb #eba76e69
+def gate_verdict(metrics: dict, # one generator's stage-3 metrics: 'detector', 'proxy_on_real_val'
+                 kept: int, n: int, # its images the filter kept, of all
+                 val_labels: np.ndarray, # the real validation labels the proxy was scored on
+                 cfg: EvaluationConfig,
+                ) -> dict:
+    "'passed' or 'failed' with every reason, and the figures behind them (see the list above)."
+    det, proxy, reasons = metrics.get('detector') or {}, metrics.get('proxy_on_real_val') or {}, []
+    if det.get('roc_auc', 0) >= cfg.gate_detector_auc:
+        reasons.append(f"the detector tells its images from real ones: ROC-AUC {det['roc_auc']:.2f} "
+                       f"[{det['ci_low']:.2f}, {det['ci_high']:.2f}] ≥ {cfg.gate_detector_auc}")
+    tstr, a = {}, proxy.get('roc_auc')
+    if a is not None and a == a:  # NaN: a class missing from val; 'skipped': one synthetic class
+        counts = np.bincount(val_labels)
+        n_pos, n_neg = (counts[1], counts[0]) if len(counts) == 2 else (len(val_labels) // len(counts),) * 2
+        lo, hi = auc_interval(a, int(n_pos), int(n_neg)); tstr = {'roc_auc': a, 'ci_low': lo, 'ci_high': hi}
+        if lo <= 0.5: reasons.append(f"a classifier trained on its images is at chance on real validation images: "
+                                     f"ROC-AUC {a:.2f} [{lo:.2f}, {hi:.2f}] includes 0.5")
+    share = kept / n if n else 0.0
+    if share < cfg.gate_min_kept:
+        reasons.append(f"the filter dropped most of its images: {kept} of {n} kept ({share:.0%} < {cfg.gate_min_kept:.0%})")
+    return {'verdict': 'failed' if reasons else 'passed', 'reasons': reasons, 'detector': det, 'tstr': tstr,
+            'kept_share': share}
+
 # %% ../nbs/03_evaluation.ipynb #aedf5157
 # What stage 3 consumes: artifact (or glob) -> the stage that writes it; reading anything else is an error (`StageRun`).
 INPUTS = {'train': 'domain', 'val': 'domain', 'profile': 'domain', 'synthetic': 'generation',
           'provenance': 'generation'}
+GATE_SPACES = ('domain', 'random')  # the feature spaces the gate's detector sees
 
 def run_evaluation(cfg: EvaluationConfig, upstream_dir=None, out_dir=None) -> StageResult:
     ("Stage 3: quality metrics, proxy scores, review pack and filter of every generator's output "
@@ -196,6 +258,14 @@ def run_evaluation(cfg: EvaluationConfig, upstream_dir=None, out_dir=None) -> St
                 shrink(syn['images'][k], cfg.classifier_size), syn['labels'][k],
                 shrink(val['images'], cfg.classifier_size), val['labels'], len(classes),
                 cfg.proxy_steps, cfg.batch_size, cfg.classifier_width, cfg.seed, run.device)
+        # the gate's detector: equal numbers of real (train + val, the largest real reference before the test split)
+        # and synthetic images, in the domain and random spaces side by side
+        real_f = np.concatenate([np.hstack([feats[s][1] for s in GATE_SPACES]),
+                                 np.hstack([spaces[s][1](val['images']) for s in GATE_SPACES])])
+        for g in gens:
+            k = syn['generator'] == g
+            run.metrics['generators'][g]['detector'] = detector_auc(
+                real_f, np.hstack([feats[s][0][k] for s in GATE_SPACES]), cfg.detector_folds, cfg.seed)
         _filter(run, cfg, clf, syn, train, val, feats['domain'])
         key = export_review_pack(run.out_dir/'review_pack', train['images'], syn['images'], syn['generator'],
                                  cfg.review_real, cfg.review_per_generator, seed=cfg.seed)
@@ -213,12 +283,18 @@ def _filter(run, cfg, clf, syn, train, val, domain_feats):
                            cfg.realism_quantile, cfg.prdc_k)
     run.save_arrays('synthetic_keep', keep=sel['keep'], reason=sel['reason'], generator=syn['generator'],
                     copy_distance=sel['copy_distance'], realism_distance=sel['realism_distance'])
-    # what the later stages use: the images that passed, or all of them when the filter only flags
-    kept = sel['keep'] if cfg.apply_filter else np.ones_like(sel['keep'])
-    run.save_arrays('synthetic_kept', **{k: syn[k][kept] for k in ('images', 'labels', 'masks', 'generator')})
     per = {str(g): {'n': int((k := syn['generator'] == g).sum()), 'kept': int(sel['keep'][k].sum()),
                     **{str(r): int(n) for r, n in zip(*np.unique(sel['reason'][k & ~sel['keep']], return_counts=True))}}
            for g in np.unique(syn['generator'])}
+    gate = ({g: gate_verdict(run.metrics['generators'][g], per[g]['kept'], per[g]['n'], val['labels'], cfg) for g in per}
+            if cfg.gate != 'off' else {})
+    failed = [g for g, v in gate.items() if v['verdict'] == 'failed']
+    run.metrics['gate'] = {'mode': cfg.gate, 'generators': gate, 'failed': failed}
+    # what the later stages use: the images that passed (or all, when the filter only flags), of generators that
+    # passed the gate (or all, when it only flags)
+    kept = sel['keep'] if cfg.apply_filter else np.ones_like(sel['keep'])
+    if cfg.gate == 'enforce': kept &= ~np.isin(syn['generator'], failed)
+    run.save_arrays('synthetic_kept', **{k: syn[k][kept] for k in ('images', 'labels', 'masks', 'generator')})
     run.metrics['filtering'] = {'copy_threshold': sel['copy_threshold'], 'realism_threshold': sel['realism_threshold'],
                                 'contradiction_confidence': cfg.contradiction_confidence, 'per_generator': per,
                                 'applied': cfg.apply_filter, 'n_passed_on': int(kept.sum())}
@@ -267,3 +343,9 @@ def _save_figures(run, cfg, syn, train, val):
     fig = image_grid(pairs, ncols=cfg.n_pairs, title='closest synthetic / real training pairs')
     run.save_figure('closest_pairs', fig)
     plt.close(fig)
+    if run.metrics['gate']['generators']:  # each generator's samples beside its verdict
+        rows = {f"{g}: {v['verdict']}": syn['images'][syn['generator'] == g][:cfg.n_pairs]
+                for g, v in run.metrics['gate']['generators'].items()}
+        fig = image_grid(rows, ncols=cfg.n_pairs, title=f"quality gate ({run.metrics['gate']['mode']})")
+        run.save_figure('gate', fig)
+        plt.close(fig)

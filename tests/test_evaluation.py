@@ -127,10 +127,17 @@ def test_stage_outputs(stage):
     assert keep['keep'].shape == syn['labels'].shape and keep['keep'].dtype == bool
     assert set(np.unique(keep['reason'])) <= {'', 'near-duplicate', 'label contradicted', 'off-manifold'}
     assert (keep['reason'] == '').tolist() == keep['keep'].tolist()
-    kept = np.load(stage.path('synthetic_kept'))  # what stages 4 and 5 use: exactly the rows that passed, in order
-    np.testing.assert_array_equal(kept['images'], syn['images'][keep['keep']])
-    np.testing.assert_array_equal(kept['generator'], syn['generator'][keep['keep']])
-    assert m['filtering']['applied'] and m['filtering']['n_passed_on'] == keep['keep'].sum()
+    # what stages 4 and 5 use: exactly the rows that passed the filter, of generators that passed the gate, in order
+    passed = keep['keep'] & ~np.isin(syn['generator'], m['gate']['failed'])
+    kept = np.load(stage.path('synthetic_kept'))
+    np.testing.assert_array_equal(kept['images'], syn['images'][passed])
+    np.testing.assert_array_equal(kept['generator'], syn['generator'][passed])
+    assert m['filtering']['applied'] and m['filtering']['n_passed_on'] == passed.sum()
+    assert m['gate']['mode'] == 'enforce' and set(m['gate']['generators']) == set(np.unique(syn['generator']))
+    for g, v in m['gate']['generators'].items():  # a verdict for every generator; a failure always says why
+        assert (v['verdict'] == 'failed') == bool(v['reasons']) == (g in m['gate']['failed']), (g, v)
+        assert 0.0 <= v['detector']['ci_low'] <= v['detector']['roc_auc'] <= v['detector']['ci_high'] <= 1.0
+    assert stage.path('gate').exists()
     assert set(stage.manifest['inputs']) <= {'train', 'val', 'profile', 'synthetic', 'provenance'}  # nothing from a later stage
     assert {'domain', 'random', 'pixel'} <= set(m['feature_spaces']) and 'inception' in m['feature_spaces']
     for g, gm in m['generators'].items():
@@ -145,3 +152,20 @@ def test_stage_outputs(stage):
     for gm in m['generators'].values(): assert gm['overall']['memorisation']['threshold'] == pytest.approx(np.quantile(d, 0.05))
     assert m['filtering']['copy_threshold'] == pytest.approx(0.5 * np.quantile(d, 0.05))
     assert (stage.out_dir / 'review_key.json').exists() and not (stage.out_dir / 'review_pack' / 'review_key.json').exists()
+
+
+def test_gate_fails_the_controls(tmp_path, data_dir):
+    """The quality gate catches both controls, each for its own reason: `copy` (real training images) is dropped by the
+    filter as near-duplicates, `noise` is told from real images by the detector; neither reaches stage 4."""
+    import os
+    from synthnb.generation import GenerationConfig, run_generation
+    from synthnb.runner import smoke_upstream
+    os.environ.setdefault('SYNTHNB_DATA', str(data_dir))
+    run_generation(GenerationConfig(generators=['copy', 'noise']), smoke_upstream('generation'), tmp_path / '02_generation')
+    ev = run_evaluation(EvaluationConfig(), tmp_path / '02_generation', tmp_path / '03_evaluation')
+    gate = ev.metrics['gate']
+    assert sorted(gate['failed']) == ['copy', 'noise'], gate
+    assert any(r.startswith('the filter dropped most of its images') for r in gate['generators']['copy']['reasons'])
+    assert gate['generators']['noise']['detector']['roc_auc'] >= 0.95
+    assert any(r.startswith('the detector tells its images from real ones') for r in gate['generators']['noise']['reasons'])
+    assert len(np.load(ev.path('synthetic_kept'))['labels']) == 0  # nothing goes on
