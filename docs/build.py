@@ -67,7 +67,9 @@ def execute(path, timeout=1800):
     for c in nb.cells:
         if skip_cell(c): skipped[c.id], c.source = c.source, 'pass'
     t = time.time()
-    try: NotebookClient(nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(NBS)}}).execute()
+    # the kernel logs errors only: its 'running over TCP without encryption' notice, once per notebook, is noise here
+    try: NotebookClient(nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(NBS)}},
+                        extra_arguments=['--log-level=ERROR']).execute()
     except (CellExecutionError, CellTimeoutError, DeadKernelError) as e:
         lines = [l for l in str(e).splitlines() if l.strip()]
         return None, time.time() - t, f"{type(e).__name__}: " + ' | '.join(lines[-3:])
@@ -212,6 +214,10 @@ def main(reports='reports', out='_site', workers=2, clean=False, timeout=1800):
     t0 = time.time()
     os.chdir(ROOT)
     sys.path.insert(0, str(ROOT))
+    # each worker's kernel gets its share of the cores: torch's default (all of them) in every kernel oversubscribes
+    # them (a newcomer's `make docs` took 18 min on 2 cores, 4 min with one thread per kernel)
+    for var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
+        os.environ.setdefault(var, str(max(1, (os.cpu_count() or 1) // max(1, workers))))
     if clean: shutil.rmtree(PROC, ignore_errors=True)
     from nbdev.serve import proc_nbs  # the processing step of nbdev_proc_nbs, without its Quarto check
     try: proc_nbs(n_workers=workers)

@@ -13,9 +13,9 @@ from .runner import (LOG, StageFailed, accepted_parameters, check_runs_dir, find
                             SUMMARY_TAG, report_header, run_experiment, setup_logging, validate_experiment)
 
 # %% auto #0
-__all__ = ['run_headline', 'print_headline', 'output_cell', 'report_outputs', 'stage_section', 'run_report_header',
-           'write_run_report', 'fail', 'cmd_run', 'cmd_params', 'cmd_download', 'cmd_sweep', 'add_sweep_parser',
-           'parser', 'main']
+__all__ = ['HEADLINE_FIGURES', 'run_headline', 'gate_summary', 'print_headline', 'output_cell', 'report_outputs', 'stage_section',
+           'run_report_header', 'headline_figure', 'write_run_report', 'fail', 'cmd_run', 'cmd_params', 'cmd_download',
+           'cmd_sweep', 'add_sweep_parser', 'parser', 'main']
 
 # %% ../nbs/14_cli.ipynb #b7d41f02
 def run_headline(run_dir, # a run folder
@@ -26,14 +26,29 @@ def run_headline(run_dir, # a run folder
     from synthnb.training import headline_markdown
     return headline_markdown(json.loads(f.read_text()))
 
+# %% ../nbs/14_cli.ipynb #dbd98256
+def gate_summary(run_dir, # a run folder
+                ) -> str|None:
+    ("One Markdown line per generator that failed stage 3's quality gate, with its reasons (None when stage 3 has "
+     "not run or none failed).")
+    f = Path(run_dir)/stage_folder('evaluation')/'metrics.json'
+    gate = json.loads(f.read_text()).get('gate') or {} if f.exists() else {}
+    if not gate.get('failed'): return None
+    how = 'flagged only: its images still went on' if gate['mode'] == 'flag' else 'not mixed, not ranked'
+    return '\n'.join(f"- generator `{g}` **failed** the quality gate ({how}): "
+                     + '; '.join(gate['generators'][g]['reasons']) for g in gate['failed'])
+
 # %% ../nbs/14_cli.ipynb #774a05ce
 def print_headline(run_dir, # a run folder whose stage 6 completed
                   ) -> str|None:
     ("Print stage 6's headline table (the answer: real-only, best synthetic arm, ceiling, paired Δs, gap closed, data "
-     "equivalence) on stdout, where `-q` keeps it; return it (None when stage 6 has not run).")
+     "equivalence) and the generators that failed the quality gate on stdout, where `-q` keeps them; return the text "
+     "(None when stage 6 has not run).")
     table = run_headline(run_dir)
     if table is None: return None
-    text = f"\nheadline ({Path(run_dir)/stage_folder('training')/'report.ipynb'}):\n" + table
+    failed = gate_summary(run_dir)
+    text = (f"\nheadline ({Path(run_dir)/stage_folder('training')/'report.ipynb'}):\n" + table
+            + (f"\n\n{failed}" if failed else ''))
     print(text, flush=True)
     return text
 
@@ -74,24 +89,40 @@ def stage_section(run_dir, # a run folder
 # %% ../nbs/14_cli.ipynb #a1b2c3d4
 def run_report_header(run_dir, # a run folder with its `experiment.json`
                       stages=STAGES, # the stages with a section
-                     ) -> str:
+                     ) -> tuple:
     ("The Markdown that opens the run report: the experiment file, the header of every stage report (exp_id, profile, "
-     "seed, device, commit; `synthnb.runner.report_header`), stage 6's headline table and the contents.")
+     "seed, device, commit; `synthnb.runner.report_header`), stage 6's headline table; then (below its figure) the "
+     "contents.")
     exp = Experiment(**json.loads((Path(run_dir)/'experiment.json').read_text()))
     toc = '\n'.join(f"- [{stage_folder(s)}](#{stage_folder(s)})" for s in stages)
     headline = run_headline(run_dir) or '*Stage 6 has not run: no headline.*'
-    return '\n\n'.join([f"# Run report: {exp.exp_id}", f"**Experiment file** `{exp.source or '(none)'}`",
-                        report_header(exp), '## Headline', headline, '## Contents', toc])
+    failed = gate_summary(run_dir)
+    headline += f"\n\n{failed}" if failed else ''
+    return ('\n\n'.join([f"# Run report: {exp.exp_id}", f"**Experiment file** `{exp.source or '(none)'}`",
+                         report_header(exp), '## Headline', headline]), '\n\n'.join(['## Contents', toc]))
+
+# %% ../nbs/14_cli.ipynb #152eaf20
+HEADLINE_FIGURES = ('paired_deltas', 'test_metrics')  # stage 6's figure beside the headline: the first that exists
+
+def headline_figure(run_dir) -> dict|None:
+    "The mime bundle of stage 6's headline figure (`HEADLINE_FIGURES`), or None before stage 6 has run."
+    import base64
+    f = next((p for n in HEADLINE_FIGURES if (p := Path(run_dir)/stage_folder('training')/f'{n}.png').exists()), None)
+    return {'image/png': base64.b64encode(f.read_bytes()).decode()} if f else None
 
 # %% ../nbs/14_cli.ipynb #c3d4e5f6
 def write_run_report(run_dir, # a run folder (`runs/<exp_id>`) with its `experiment.json`
                      stages=STAGES, # the stages that ran, in order
                     ) -> Path:
-    ("Write `run_dir/report.html`: the header, headline and contents (`run_report_header`), then one section per "
-     "stage (`stage_section`), as one self-contained page without code; return its path.")
+    ("Write `run_dir/report.html`: the header and headline (`run_report_header`), stage 6's headline figure, the "
+     "contents, then one section per stage (`stage_section`), as one self-contained page without code; return its "
+     "path.")
     import nbformat
     from nbconvert import HTMLExporter
-    cells = [output_cell({'text/markdown': run_report_header(run_dir, stages)})]
+    top, toc = run_report_header(run_dir, stages)
+    figure = headline_figure(run_dir)
+    cells = [output_cell({'text/markdown': top}), *([output_cell(figure)] if figure else []),
+             output_cell({'text/markdown': toc})]
     for s in stages: cells += stage_section(run_dir, s)
     quiet = logging.getLogger('synthnb.report')  # nbconvert warns of every figure without alt text
     quiet.setLevel(logging.ERROR)

@@ -32,6 +32,16 @@ def blank(png_bytes, min_colours=8):
     return colours is not None and len(colours) < min_colours
 
 
+# what a reader sees before scrolling: the text of the elements and the loaded images inside the viewport
+FIRST_SCREEN = """() => {
+  const seen = e => { const r = e.getBoundingClientRect(); return r.height > 0 && r.bottom > 0 && r.top < innerHeight; };
+  return {text: [...document.querySelectorAll('h1, h2, p, li, th, td, pre, code, blockquote')].filter(seen)
+                  .map(e => e.innerText).join('\\n'),
+          images: [...document.images].filter(i => seen(i) && i.naturalWidth > 0).length,
+          code: document.querySelectorAll('.jp-InputArea, .input_area, .cell_input').length};
+}"""
+
+
 class _Quiet(SimpleHTTPRequestHandler):
     def log_message(self, *a): pass
 
@@ -151,7 +161,8 @@ def test_api_reference_index_and_search(site, crawl):
 
 
 def test_report_page_opens_with_results(site, browser, crawl, shots):
-    "A published stage-6 report shows an output on its first screen, and none of the stage's exported source."
+    """A published stage-6 report shows its headline table and a figure on its first screen, no warning text there,
+    and none of the stage's exported source."""
     reports = sorted(u for u in crawl if '/reports/' in u and u.endswith('06_training.html'))
     if not reports: pytest.skip('no stage-6 report is committed under reports/')
     for url in reports:
@@ -160,6 +171,9 @@ def test_report_page_opens_with_results(site, browser, crawl, shots):
         top = page.evaluate("() => { const o = document.querySelector('.cell_output'); return o ? o.getBoundingClientRect().top : null; }")
         assert top is not None and top < 900, f'{url}: the first result is {top} px down, below the first screen'
         assert '#| export' not in page.inner_text('body'), f'{url} shows exported source'
+        first = page.evaluate(FIRST_SCREEN)
+        assert 'Δ best synthetic − real only' in first['text'], f"{url}: no headline on the first screen"
+        assert first['images'] >= 1 and 'Warning' not in first['text'], f"{url}: first screen {first}"
         page.set_viewport_size({'width': 420, 'height': 900})  # a phone: wide tables scroll in their cell, the page does not
         assert page.evaluate('() => document.documentElement.scrollWidth') <= 440, f'{url} overflows a narrow screen'
         page.close()

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+from pathlib import Path
+
 import nbformat
 import numpy as np
 import pytest
@@ -161,6 +163,27 @@ def test_run_writes_one_html_report(light_run):
     assert '<strong>profile</strong> <code>smoke</code>' in page and 'light' in page
     assert 'scarce real only' in page and 'Δ best synthetic − real only' in page  # the headline table
     assert 'data:image/png;base64,' in page and '<img src="figures' not in page  # figures inlined
+
+
+@pytest.mark.browser
+def test_report_html_opens_on_the_headline_in_a_browser(light_run, tmp_path):
+    """In headless Chromium at 1280×900, report.html's first screen shows the headline table and a figure, and no source
+    code or warning text. The screenshot is kept: in $SYNTHNB_SCREENSHOTS, else the test's folder."""
+    pytest.importorskip('playwright.sync_api')
+    from playwright.sync_api import sync_playwright
+    from test_docs_site import CHROMIUM, FIRST_SCREEN, launch_chromium
+    if not Path(CHROMIUM).exists(): pytest.skip('needs Debian chromium (apt-get install chromium)')
+    shots = Path(os.environ.get('SYNTHNB_SCREENSHOTS') or tmp_path); shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        page = browser.new_page(viewport={'width': 1280, 'height': 900})
+        page.goto((light_run / 'report.html').as_uri(), wait_until='load')
+        first = page.evaluate(FIRST_SCREEN)
+        page.screenshot(path=str(shots / 'report_html_first_screen.png'))
+        browser.close()
+    assert 'Δ best synthetic − real only' in first['text'] and 'scarce real only' in first['text'], first['text'][:2000]
+    assert first['images'] >= 1, 'no figure on the first screen'
+    assert first['code'] == 0 and 'Warning' not in first['text'] and 'import ' not in first['text'], first['text'][:2000]
 
 
 def test_reports_open_with_their_results(light_run):
