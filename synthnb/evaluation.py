@@ -208,18 +208,22 @@ def gate_verdict(metrics: dict, # one generator's stage-3 metrics: 'detector', '
                  kept: int, n: int, # its images the filter kept, of all
                  val_labels: np.ndarray, # the real validation labels the proxy was scored on
                  cfg: EvaluationConfig,
+                 real_proxy: dict|None = None, # the same proxy trained on the real training set (the reference)
                 ) -> dict:
     "'passed' or 'failed' with every reason, and the figures behind them (see the list above)."
     det, proxy, reasons = metrics.get('detector') or {}, metrics.get('proxy_on_real_val') or {}, []
+    counts = np.bincount(val_labels)
+    n_pos, n_neg = (counts[1], counts[0]) if len(counts) == 2 else (len(val_labels) // len(counts),) * 2
+    ref = (real_proxy or {}).get('roc_auc')
+    informative = ref is None or (ref == ref and auc_interval(ref, int(n_pos), int(n_neg))[0] > 0.5)
     if det.get('roc_auc', 0) >= cfg.gate_detector_auc:
         reasons.append(f"the detector tells its images from real ones: ROC-AUC {det['roc_auc']:.2f} "
                        f"[{det['ci_low']:.2f}, {det['ci_high']:.2f}] ≥ {cfg.gate_detector_auc}")
     tstr, a = {}, proxy.get('roc_auc')
     if a is not None and a == a:  # NaN: a class missing from val; 'skipped': one synthetic class
-        counts = np.bincount(val_labels)
-        n_pos, n_neg = (counts[1], counts[0]) if len(counts) == 2 else (len(val_labels) // len(counts),) * 2
-        lo, hi = auc_interval(a, int(n_pos), int(n_neg)); tstr = {'roc_auc': a, 'ci_low': lo, 'ci_high': hi}
-        if lo <= 0.5: reasons.append(f"a classifier trained on its images is at chance on real validation images: "
+        lo, hi = auc_interval(a, int(n_pos), int(n_neg))
+        tstr = {'roc_auc': a, 'ci_low': lo, 'ci_high': hi, 'real_reference': ref, 'informative': informative}
+        if lo <= 0.5 and informative: reasons.append(f"a classifier trained on its images is at chance on real validation images: "
                                      f"ROC-AUC {a:.2f} [{lo:.2f}, {hi:.2f}] includes 0.5")
     share = kept / n if n else 0.0
     if share < cfg.gate_min_kept:
@@ -258,6 +262,10 @@ def run_evaluation(cfg: EvaluationConfig, upstream_dir=None, out_dir=None) -> St
                 shrink(syn['images'][k], cfg.classifier_size), syn['labels'][k],
                 shrink(val['images'], cfg.classifier_size), val['labels'], len(classes),
                 cfg.proxy_steps, cfg.batch_size, cfg.classifier_width, cfg.seed, run.device)
+        # the proxy's reference: the same recipe trained on the real scarce set (is the proxy able to learn the task?)
+        run.metrics['proxy_real_reference'] = proxy_scores(
+            shrink(train['images'], cfg.classifier_size), train['labels'], shrink(val['images'], cfg.classifier_size),
+            val['labels'], len(classes), cfg.proxy_steps, cfg.batch_size, cfg.classifier_width, cfg.seed, run.device)
         # the gate's detector: equal numbers of real (train + val, the largest real reference before the test split)
         # and synthetic images, in the domain and random spaces side by side
         real_f = np.concatenate([np.hstack([feats[s][1] for s in GATE_SPACES]),
@@ -286,8 +294,8 @@ def _filter(run, cfg, clf, syn, train, val, domain_feats):
     per = {str(g): {'n': int((k := syn['generator'] == g).sum()), 'kept': int(sel['keep'][k].sum()),
                     **{str(r): int(n) for r, n in zip(*np.unique(sel['reason'][k & ~sel['keep']], return_counts=True))}}
            for g in np.unique(syn['generator'])}
-    gate = ({g: gate_verdict(run.metrics['generators'][g], per[g]['kept'], per[g]['n'], val['labels'], cfg) for g in per}
-            if cfg.gate != 'off' else {})
+    gate = ({g: gate_verdict(run.metrics['generators'][g], per[g]['kept'], per[g]['n'], val['labels'], cfg,
+                             run.metrics['proxy_real_reference']) for g in per} if cfg.gate != 'off' else {})
     failed = [g for g, v in gate.items() if v['verdict'] == 'failed']
     run.metrics['gate'] = {'mode': cfg.gate, 'generators': gate, 'failed': failed}
     # what the later stages use: the images that passed (or all, when the filter only flags), of generators that
