@@ -220,6 +220,11 @@ def main(reports='reports', out='_site', workers=2, clean=False, timeout=1800):
         os.environ.setdefault(var, str(max(1, (os.cpu_count() or 1) // max(1, workers))))
     if clean: shutil.rmtree(PROC, ignore_errors=True)
     from nbdev.serve import proc_nbs  # the processing step of nbdev_proc_nbs, without its Quarto check
+    # nbdev's style hint 'Found cells containing imports and other code' (one per example cell that imports what it
+    # shows) repeats whole cells into the log: the build log keeps failures and timings only
+    import warnings
+    warnings.filterwarnings('ignore', message='Found cells containing imports', category=UserWarning)
+    os.environ['PYTHONWARNINGS'] = 'ignore:Found cells containing imports:UserWarning'
     try: proc_nbs(n_workers=workers)
     except Exception as e:  # nbdev runs imports, exported cells and show_doc cells of every notebook; Quarto's nbdev_docs fails alike
         sys.exit(f'[docs] nbdev could not process the notebooks (nbdev_docs would fail too):\n{e}\n'
