@@ -196,7 +196,8 @@ def detector_auc(f_real: np.ndarray, # real features (N, D)
     rng, m = np.random.default_rng(seed), min(len(f_real), len(f_syn))
     k = min(folds, m)
     if k < 2: return {'skipped': f'{m} image(s) per side: too few to cross-validate'}
-    x = np.concatenate([f_real[rng.choice(len(f_real), m, replace=False)], f_syn[rng.choice(len(f_syn), m, replace=False)]])
+    x = np.concatenate([f_real[rng.choice(len(f_real), m, replace=False)],
+                        f_syn[rng.choice(len(f_syn), m, replace=False)]])
     y = np.r_[np.zeros(m), np.ones(m)]
     p = cross_val_predict(LogisticRegression(max_iter=2000), x, y, method='predict_proba',
                           cv=StratifiedKFold(k, shuffle=True, random_state=seed))[:, 1]
@@ -223,11 +224,13 @@ def gate_verdict(metrics: dict, # one generator's stage-3 metrics: 'detector', '
     if a is not None and a == a:  # NaN: a class missing from val; 'skipped': one synthetic class
         lo, hi = auc_interval(a, int(n_pos), int(n_neg))
         tstr = {'roc_auc': a, 'ci_low': lo, 'ci_high': hi, 'real_reference': ref, 'informative': informative}
-        if lo <= 0.5 and informative: reasons.append(f"a classifier trained on its images is at chance on real validation images: "
-                                     f"ROC-AUC {a:.2f} [{lo:.2f}, {hi:.2f}] includes 0.5")
+        if lo <= 0.5 and informative:
+            reasons.append(f"a classifier trained on its images is at chance on real validation images: "
+                           f"ROC-AUC {a:.2f} [{lo:.2f}, {hi:.2f}] includes 0.5")
     share = kept / n if n else 0.0
     if share < cfg.gate_min_kept:
-        reasons.append(f"the filter dropped most of its images: {kept} of {n} kept ({share:.0%} < {cfg.gate_min_kept:.0%})")
+        reasons.append(f"the filter dropped most of its images: {kept} of {n} kept "
+                       f"({share:.0%} < {cfg.gate_min_kept:.0%})")
     return {'verdict': 'failed' if reasons else 'passed', 'reasons': reasons, 'detector': det, 'tstr': tstr,
             'kept_share': share}
 
@@ -296,6 +299,12 @@ def _filter(run, cfg, clf, syn, train, val, domain_feats):
            for g in np.unique(syn['generator'])}
     gate = ({g: gate_verdict(run.metrics['generators'][g], per[g]['kept'], per[g]['n'], val['labels'], cfg,
                              run.metrics['proxy_real_reference']) for g in per} if cfg.gate != 'off' else {})
+    prov = json.loads(run.artifact_path('provenance').read_text()) if run.has_artifact('provenance') else {}
+    for g, v in gate.items():  # a hybrid that refines with a generator the gate failed fails with it
+        r = (prov.get(g) or {}).get('refiner')
+        if r in gate and gate[r]['verdict'] == 'failed':
+            v['verdict'] = 'failed'
+            v['reasons'].append(f"it refines its images with `{r}`, which failed the gate")
     failed = [g for g, v in gate.items() if v['verdict'] == 'failed']
     run.metrics['gate'] = {'mode': cfg.gate, 'generators': gate, 'failed': failed}
     # what the later stages use: the images that passed (or all, when the filter only flags), of generators that

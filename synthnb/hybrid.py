@@ -39,6 +39,8 @@ class HybridGenerator:
 
     def fit(self, images, labels, masks=None, profile=None, kinds=None):
         "Fit the base generator; train the diffusion model unless it is already trained."
+        # the run's `diffusion` generator (already trained, judged by stage 3's gate on its own) or a model of its own
+        self.refiner = 'diffusion' if self.diffusion.unet is not None else 'own'
         if isinstance(self.simulator, DefectPasteGenerator): self.simulator.fit(images, labels, masks, profile, kinds)
         else: self.simulator.fit(images, labels, masks, profile)
         if self.diffusion.unet is None: self.diffusion.fit(images, labels, masks, profile)
@@ -51,6 +53,10 @@ class HybridGenerator:
             w = mask_weight(sim['masks'])
             out['images'] = (w * out['images'] + (1 - w) * sim['images']).round().astype(np.uint8)
         return {**out, 'masks': sim['masks']}
+
+    def provenance(self) -> dict:
+        "Which diffusion model refines: the run's `diffusion` generator (a failed one fails this too) or its own."
+        return {'refiner': getattr(self, 'refiner', 'own')}
 
     def state(self) -> tuple:
         (st, sc), (dt, dc) = self.simulator.state(), self.diffusion.state()

@@ -166,6 +166,8 @@ def load_arms(src, # a reader of the stage-5 chain's artifacts (`ChainReader`)
                             'labels': np.concatenate([train['labels'], aug['labels']])}, 'mix', real('real_aug'))
     if 'synthetic' in cfg.arms:
         for name, info in mixes.items():
+            # a set without a single synthetic image (every generator failed stage 3's gate) is no synthetic arm
+            if not info['generators']: continue
             info = {**info, 'family': arm_family('synthetic', info['generators'], families)}
             if 'mix' in strategies: out[mix_arm(info)] = (src.arrays(name), 'mix', info)
             if info['generator'] == 'all' and info.get('base', True):
@@ -467,8 +469,8 @@ def replicated_generators(screen: dict, cfg: TrainingConfig) -> tuple:
     allowed = lambda a: a['generators'] and (not cfg.replicate_generators
                                              or set(a['generators']) <= set(cfg.replicate_generators))
     cands = {a: m for a, m in synthetic_arms(screen).items() if m['strategy'] == 'mix' and allowed(m)}
-    if not cands: raise ValueError(f"no screened synthetic arm uses only the generators {cfg.replicate_generators}: "
-                                   "nothing to replicate")
+    if not cands: raise ValueError(f"no screened synthetic arm uses only the generators {cfg.replicate_generators} "
+                                   "(a generator that failed stage 3's quality gate has no arm): nothing to replicate")
     best = max(cands, key=lambda a: cands[a]['val_summary'][HEADLINE_METRIC]['mean'] or -1)
     return list(cands[best]['generators']), best
 
@@ -489,7 +491,8 @@ def replicate_overrides(params: dict, generators: list, ratio: float, ratios: li
 def selection_table(screen: dict, cfg: TrainingConfig) -> pd.DataFrame:
     ("The validation ROC-AUC behind the choice of the replicated arm: every screened arm, whether its generators "
      "may be replicated (`cfg.replicate_generators`), and which arm was chosen. Test scores play no part.")
-    chosen = replicated_generators(screen, cfg)[1] if synthetic_arms(screen) else None
+    try: chosen = replicated_generators(screen, cfg)[1] if synthetic_arms(screen) else None
+    except ValueError: chosen = None  # none may be replicated (see `run_training`)
     rows = []
     for a, m in screen.items():
         if not (isinstance(m, dict) and 'val_summary' in m): continue
@@ -596,7 +599,12 @@ def run_training(cfg: TrainingConfig, upstream_dir=None, out_dir=None) -> StageR
                             'stride': int(model.stem[0].stride[0]), 'seed': int(cfg.seeds[-1])})
         screen = summarise_arms(collected)
         arms = screen
-        if cfg.replicates > 1 or cfg.ratios or cfg.curve:
+        wanted = cfg.replicates > 1 or bool(cfg.ratios) or bool(cfg.curve)
+        try: replicable = wanted and bool(replicated_generators(screen, cfg))
+        except ValueError as e:  # e.g. every generator it may replicate failed stage 3's quality gate
+            replicable, run.metrics['replication_skipped'] = False, str(e)
+            print(f"⚠ replication skipped: {e}")
+        if replicable:
             arms, extra = _replicate(run, cfg, screen, collected, test, n_classes, positive)
             run.metrics['screening'] = screen; run.metrics.update(extra)
         run.metrics.update(arms)

@@ -169,3 +169,18 @@ def test_gate_fails_the_controls(tmp_path, data_dir):
     assert gate['generators']['noise']['detector']['roc_auc'] >= 0.95
     assert any(r.startswith('the detector tells its images from real ones') for r in gate['generators']['noise']['reasons'])
     assert len(np.load(ev.path('synthetic_kept'))['labels']) == 0  # nothing goes on
+
+
+def test_a_hybrid_fails_with_the_model_it_refines_with(tmp_path, data_dir):
+    """`hybrid` refines with the run's `diffusion` model (its provenance says so); the smoke settings' diffusion model,
+    trained for seconds, fails the gate, and the hybrid fails with it, whatever its own figures."""
+    import json, os
+    from synthnb.generation import GenerationConfig, run_generation
+    from synthnb.runner import smoke_upstream
+    os.environ.setdefault('SYNTHNB_DATA', str(data_dir))
+    run_generation(GenerationConfig(generators=['diffusion', 'hybrid']), smoke_upstream('generation'), tmp_path / '02_generation')
+    assert json.loads((tmp_path / '02_generation' / 'provenance.json').read_text())['hybrid'] == {'refiner': 'diffusion'}
+    gate = run_evaluation(EvaluationConfig(), tmp_path / '02_generation', tmp_path / '03_evaluation').metrics['gate']
+    assert gate['generators']['diffusion']['verdict'] == 'failed', gate['generators']['diffusion']
+    assert 'it refines its images with `diffusion`, which failed the gate' in gate['generators']['hybrid']['reasons']
+    assert sorted(gate['failed']) == ['diffusion', 'hybrid']
