@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_cli.ipynb #139afd92
 from __future__ import annotations
-import argparse, html, json, logging, os, sys, time, traceback
+import argparse, base64, html, json, logging, os, sys, time, traceback
 from pathlib import Path
 
 import synthnb
@@ -106,7 +106,6 @@ HEADLINE_FIGURES = ('paired_deltas', 'test_metrics')  # stage 6's figure beside 
 
 def headline_figure(run_dir) -> dict|None:
     "The mime bundle of stage 6's headline figure (`HEADLINE_FIGURES`), or None before stage 6 has run."
-    import base64
     f = next((p for n in HEADLINE_FIGURES if (p := Path(run_dir)/stage_folder('training')/f'{n}.png').exists()), None)
     return {'image/png': base64.b64encode(f.read_bytes()).decode()} if f else None
 

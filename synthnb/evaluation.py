@@ -23,10 +23,10 @@ from .filtering import select_synthetic, shrink
 from .review import export_review_pack
 
 # %% auto #0
-__all__ = ['INCEPTION_FILE', 'INPUTS', 'GATE_SPACES', 'EvaluationConfig', 'network_features', 'random_features', 'standardise',
+__all__ = ['INCEPTION_FILE', 'INPUTS', 'EvaluationConfig', 'network_features', 'random_features', 'standardise',
            'FeatureSpaceUnavailable', 'inception_network', 'inception_features', 'feature_spaces', 'set_distances',
            'compare', 'generator_metrics', 'real_reference', 'auc_interval', 'detector_auc', 'gate_verdict',
-           'run_evaluation']
+           'fail_with_refiner', 'run_evaluation']
 
 # %% ../nbs/03_evaluation.ipynb #ee4f7481
 @stage_config
@@ -234,11 +234,22 @@ def gate_verdict(metrics: dict, # one generator's stage-3 metrics: 'detector', '
     return {'verdict': 'failed' if reasons else 'passed', 'reasons': reasons, 'detector': det, 'tstr': tstr,
             'kept_share': share}
 
+# %% ../nbs/03_evaluation.ipynb #7abceb3a
+def fail_with_refiner(gate: dict, # generator -> its `gate_verdict`, changed in place
+                      provenance: dict, # stage 2's provenance: a hybrid's 'refiner' is the generator it refines with
+                     ) -> dict:
+    "Fail every generator whose refiner failed (`hybrid` and `paste_hybrid` with the run's `diffusion`)."
+    for g, v in gate.items():
+        r = (provenance.get(g) or {}).get('refiner')
+        if r in gate and gate[r]['verdict'] == 'failed':
+            v['verdict'] = 'failed'
+            v['reasons'].append(f"it refines its images with `{r}`, which failed the gate")
+    return gate
+
 # %% ../nbs/03_evaluation.ipynb #aedf5157
 # What stage 3 consumes: artifact (or glob) -> the stage that writes it; reading anything else is an error (`StageRun`).
 INPUTS = {'train': 'domain', 'val': 'domain', 'profile': 'domain', 'synthetic': 'generation',
           'provenance': 'generation'}
-GATE_SPACES = ('domain', 'random')  # the feature spaces the gate's detector sees
 
 def run_evaluation(cfg: EvaluationConfig, upstream_dir=None, out_dir=None) -> StageResult:
     ("Stage 3: quality metrics, proxy scores, review pack and filter of every generator's output "
@@ -271,12 +282,13 @@ def run_evaluation(cfg: EvaluationConfig, upstream_dir=None, out_dir=None) -> St
             val['labels'], len(classes), cfg.proxy_steps, cfg.batch_size, cfg.classifier_width, cfg.seed, run.device)
         # the gate's detector: equal numbers of real (train + val, the largest real reference before the test split)
         # and synthetic images, in the domain and random spaces side by side
-        real_f = np.concatenate([np.hstack([feats[s][1] for s in GATE_SPACES]),
-                                 np.hstack([spaces[s][1](val['images']) for s in GATE_SPACES])])
+        seen = ('domain', 'random')
+        real_f = np.concatenate([np.hstack([feats[s][1] for s in seen]),
+                                 np.hstack([spaces[s][1](val['images']) for s in seen])])
         for g in gens:
             k = syn['generator'] == g
             run.metrics['generators'][g]['detector'] = detector_auc(
-                real_f, np.hstack([feats[s][0][k] for s in GATE_SPACES]), cfg.detector_folds, cfg.seed)
+                real_f, np.hstack([feats[s][0][k] for s in seen]), cfg.detector_folds, cfg.seed)
         _filter(run, cfg, clf, syn, train, val, feats['domain'])
         key = export_review_pack(run.out_dir/'review_pack', train['images'], syn['images'], syn['generator'],
                                  cfg.review_real, cfg.review_per_generator, seed=cfg.seed)
@@ -299,12 +311,8 @@ def _filter(run, cfg, clf, syn, train, val, domain_feats):
            for g in np.unique(syn['generator'])}
     gate = ({g: gate_verdict(run.metrics['generators'][g], per[g]['kept'], per[g]['n'], val['labels'], cfg,
                              run.metrics['proxy_real_reference']) for g in per} if cfg.gate != 'off' else {})
-    prov = json.loads(run.artifact_path('provenance').read_text()) if run.has_artifact('provenance') else {}
-    for g, v in gate.items():  # a hybrid that refines with a generator the gate failed fails with it
-        r = (prov.get(g) or {}).get('refiner')
-        if r in gate and gate[r]['verdict'] == 'failed':
-            v['verdict'] = 'failed'
-            v['reasons'].append(f"it refines its images with `{r}`, which failed the gate")
+    fail_with_refiner(gate, json.loads(run.artifact_path('provenance').read_text())
+                            if run.has_artifact('provenance') else {})
     failed = [g for g, v in gate.items() if v['verdict'] == 'failed']
     run.metrics['gate'] = {'mode': cfg.gate, 'generators': gate, 'failed': failed}
     # what the later stages use: the images that passed (or all, when the filter only flags), of generators that
