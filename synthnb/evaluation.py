@@ -17,7 +17,8 @@ from .config import Count, NonNegative, PositiveInt, Probability, Seed, stage_co
 from .store import StageResult, StageRun, stage_result
 from .images import image_grid, to_tensor
 from .models import SmallResNet, check_augment, fit_classifier, predict_proba, roc_auc
-from .metrics import (frechet_distance, kernel_distance, memorisation, nearest, pixel_wasserstein, prdc,
+from .metrics import (bootstrap_interval, frechet_distance, kernel_distance, kid_interval, memorisation,
+                             nearest, pixel_wasserstein, prdc, prdc_intervals,
                              projected_wasserstein, proxy_scores, real_hit_fraction)
 from .filtering import select_synthetic, shrink
 from .review import export_review_pack
@@ -25,8 +26,8 @@ from .review import export_review_pack
 # %% auto #0
 __all__ = ['INCEPTION_FILE', 'INPUTS', 'EvaluationConfig', 'network_features', 'random_features', 'standardise',
            'FeatureSpaceUnavailable', 'inception_network', 'inception_features', 'feature_spaces', 'set_distances',
-           'compare', 'generator_metrics', 'real_reference', 'auc_interval', 'detector_auc', 'gate_verdict',
-           'fail_with_refiner', 'run_evaluation']
+           'compare', 'generator_metrics', 'real_halves', 'real_reference', 'fd_ratio', 'auc_interval', 'detector_auc',
+           'gate_verdict', 'fail_with_refiner', 'run_evaluation']
 
 # %% ../nbs/03_evaluation.ipynb #ee4f7481
 @stage_config
@@ -44,6 +45,9 @@ class EvaluationConfig:
     kid_subset_size: PositiveInt = 1000  # samples per KID subset, capped by the smaller set
     n_projections: PositiveInt = 64  # random 1-D projections for the sliced feature Wasserstein distance
     prdc_k: PositiveInt = 5  # nearest neighbours for precision/recall/density/coverage and the realism filter
+    n_bootstrap: Count = 100  # bootstrap resamples behind the FD, KID and PRDC intervals (0: no intervals)
+    min_informative_n: PositiveInt = 50  # a distance is marked informative only with at least this many images per set
+    fd_min_per_dim: NonNegative = 2.0  # FD: Ledoit–Wolf covariances below this many images per feature dimension
     max_pixels: PositiveInt = 200_000  # pixel values sampled per set for the pixel Wasserstein distance
     copy_quantile: Probability = 0.05  # memorisation flag: train-NN distance below this quantile of held-out (val) ones
     copy_factor: NonNegative = 0.5  # filter: drop as near-duplicate below copy_factor × that quantile
@@ -133,44 +137,75 @@ def feature_spaces(train: dict, n_classes: int, cfg: EvaluationConfig, device='c
     return clf, spaces, skipped
 
 # %% ../nbs/03_evaluation.ipynb #d619d68f
-def set_distances(f_syn: np.ndarray, f_real: np.ndarray, cfg: EvaluationConfig) -> dict:
-    "Fréchet distance, KID, sliced W1, PRDC and real-hit fraction between two feature sets of one space."
+def set_distances(f_syn: np.ndarray, f_real: np.ndarray, cfg: EvaluationConfig,
+                  intervals: bool = False, # add bootstrap intervals of FD, KID and PRDC (`cfg.n_bootstrap` resamples)
+                 ) -> dict:
+    ("Fréchet distance, KID, sliced W1, PRDC and real-hit fraction between two feature sets of one space, "
+     "with the FD covariance used and which distances are informative at these sizes.")
+    n, dim = min(len(f_syn), len(f_real)), f_syn.shape[1]
+    shrunk = n < cfg.fd_min_per_dim * dim
+    fd = lambda a, b: frechet_distance(a, b, shrinkage=shrunk)
     kid = kernel_distance(f_syn, f_real, cfg.kid_subsets, cfg.kid_subset_size, cfg.seed)
-    out = {'fd': frechet_distance(f_syn, f_real), 'kid': kid['mean'], 'kid_std': kid['std'],
+    out = {'fd': fd(f_syn, f_real), 'kid': kid['mean'], 'kid_std': kid['std'],
            'w1_projected': projected_wasserstein(f_syn, f_real, cfg.n_projections, cfg.seed)}
-    if min(len(f_syn), len(f_real)) > cfg.prdc_k: out.update(prdc(f_real, f_syn, cfg.prdc_k))
-    return {**out, 'real_hit_fraction': real_hit_fraction(f_real, f_syn)}
+    if n > cfg.prdc_k: out.update(prdc(f_real, f_syn, cfg.prdc_k))
+    out.update(real_hit_fraction=real_hit_fraction(f_real, f_syn), n_syn=len(f_syn), n_real=len(f_real),
+               fd_covariance='ledoit-wolf' if shrunk else 'sample',
+               informative={'fd': not shrunk and n >= cfg.min_informative_n, 'kid': n >= cfg.min_informative_n,
+                            'prdc': n > cfg.prdc_k and n >= cfg.min_informative_n})
+    if intervals and cfg.n_bootstrap:
+        out['intervals'] = {'fd': bootstrap_interval(fd, f_syn, f_real, cfg.n_bootstrap, cfg.seed),
+                            'kid': kid_interval(f_syn, f_real, cfg.n_bootstrap, cfg.seed)}
+        if n > cfg.prdc_k: out['intervals'].update(prdc_intervals(f_real, f_syn, cfg.prdc_k, cfg.n_bootstrap, cfg.seed))
+    return out
 
-def compare(feats: dict, s, t, syn_images, real_images, cfg) -> dict:
+# %% ../nbs/03_evaluation.ipynb #f79807ec
+def compare(feats: dict, s, t, syn_images, real_images, cfg, intervals: bool = False) -> dict:
     ("Metrics of synthetic rows `s` against real rows `t` in every feature space of `feats` ({space: (syn, real)}) "
      "and in pixels.")
-    out = {name: set_distances(fs[s], fr[t], cfg) for name, (fs, fr) in feats.items()}
+    out = {name: set_distances(fs[s], fr[t], cfg, intervals) for name, (fs, fr) in feats.items()}
     return {**out, 'pixel': {'w1': pixel_wasserstein(syn_images[s], real_images[t], cfg.max_pixels, cfg.seed)}}
 
 # %% ../nbs/03_evaluation.ipynb #3e2dccc5
-def generator_metrics(feats: dict, syn: dict, train: dict, val: dict, rows: np.ndarray, classes: list,
-                      cfg: EvaluationConfig) -> dict:
-    ("Metrics of the synthetic `rows` of one generator against `train`, overall and per class, with memorisation "
-     "(threshold from `val`).")
-    everything = np.ones(len(train['labels']), bool)
-    out = {'n': int(rows.sum()), 'overall': compare(feats, rows, everything, syn['images'], train['images'], cfg),
-           'per_class': {}}
+def generator_metrics(feats: dict, syn: dict, real: dict, train: dict, val: dict, rows: np.ndarray,
+                      classes: list, cfg: EvaluationConfig) -> dict:
+    ("Metrics of the synthetic `rows` of one generator against the `real` reference (with intervals overall), "
+     "overall and per class, with memorisation against `train` (threshold from `val`).")
+    everything = np.ones(len(real['labels']), bool)
+    out = {'n': int(rows.sum()), 'per_class': {},
+           'overall': compare(feats, rows, everything, syn['images'], real['images'], cfg, intervals=True)}
     out['overall']['memorisation'] = memorisation(syn['images'][rows], train['images'], val['images'],
                                                   cfg.copy_quantile)
     for c, name in enumerate(classes):
-        s, t = rows & (syn['labels'] == c), train['labels'] == c
+        s, t = rows & (syn['labels'] == c), real['labels'] == c
         if s.sum() > cfg.prdc_k and t.sum() > cfg.prdc_k:
-            out['per_class'][name] = compare(feats, s, t, syn['images'], train['images'], cfg)
+            out['per_class'][name] = compare(feats, s, t, syn['images'], real['images'], cfg)
     return out
 
-def real_reference(feats_real: dict, train: dict, cfg: EvaluationConfig) -> dict:
-    "The same metrics between two class-stratified random halves of the real training set."
-    rng, a = np.random.default_rng(cfg.seed), []
-    for c in np.unique(train['labels']):
-        idx = rng.permutation(np.flatnonzero(train['labels'] == c))
-        a += list(idx[:len(idx) // 2])
-    m = np.isin(np.arange(len(train['labels'])), a)
-    return compare({k: (f, f) for k, f in feats_real.items()}, m, ~m, train['images'], train['images'], cfg)
+# %% ../nbs/03_evaluation.ipynb #d2985f34
+def real_halves(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    "A class-stratified random half of the rows (boolean mask): the real-vs-real reference's first half."
+    rng, a = np.random.default_rng(seed), []
+    for c in np.unique(labels): a += list((idx := rng.permutation(np.flatnonzero(labels == c)))[:len(idx) // 2])
+    return np.isin(np.arange(len(labels)), a)
+
+# %% ../nbs/03_evaluation.ipynb #1d4221ed
+def real_reference(feats_real: dict, real: dict, cfg: EvaluationConfig) -> dict:
+    "The same metrics, with intervals, between the two halves (`real_halves`) of the real reference."
+    m = real_halves(real['labels'], cfg.seed)
+    return compare({k: (f, f) for k, f in feats_real.items()}, m, ~m, real['images'], real['images'], cfg,
+                   intervals=True)
+
+# %% ../nbs/03_evaluation.ipynb #ec874a81
+def fd_ratio(f_syn: np.ndarray, f_real: np.ndarray, # one space's synthetic and real-reference features
+             half: np.ndarray, # `real_halves` of the reference
+             cfg: EvaluationConfig) -> float:
+    ("FD of synthetic images against the real reference's second half over the first half's FD against it, at equal "
+     "sizes and with the same covariance estimate: 1 = as close to real as real images are.")
+    a, b = f_real[half], f_real[~half]
+    s = f_syn[np.random.default_rng(cfg.seed).permutation(len(f_syn))[:len(a)]]
+    shrunk = min(len(a), len(b), len(s)) < cfg.fd_min_per_dim * f_real.shape[1]
+    return frechet_distance(s, b, shrunk) / max(frechet_distance(a, b, shrunk), 1e-12)
 
 # %% ../nbs/03_evaluation.ipynb #8fc87cf2
 def auc_interval(auc: float, # a ROC-AUC
@@ -258,13 +293,23 @@ def run_evaluation(cfg: EvaluationConfig, upstream_dir=None, out_dir=None) -> St
         train, val, syn = run.load_arrays('train'), run.load_arrays('val'), run.load_arrays('synthetic')
         classes = json.loads(run.artifact_path('profile').read_text())['classes']
         clf, spaces, skipped = feature_spaces(train, len(classes), cfg, run.device)
-        feats = {name: (fn(syn['images']), fn(train['images'])) for name, (_, fn) in spaces.items()}
+        # the real reference: scarce train + val, the most real images the regime allows before the test split
+        real = {k: np.concatenate([train[k], val[k]]) for k in ('images', 'labels')}
+        f_train = {name: fn(train['images']) for name, (_, fn) in spaces.items()}
+        f_real = {name: np.concatenate([f, spaces[name][1](val['images'])]) for name, f in f_train.items()}
+        feats = {name: (fn(syn['images']), f_real[name]) for name, (_, fn) in spaces.items()}
         run.metrics['feature_spaces'] = {**{k: v[0] for k, v in spaces.items()}, **skipped,
                                          'pixel': 'raw intensities 0-255'}
-        run.metrics['reference_real_halves'] = real_reference({k: v[1] for k, v in feats.items()}, train, cfg)
-        gens = [str(g) for g in np.unique(syn['generator'])]
-        run.metrics['generators'] = {g: generator_metrics(feats, syn, train, val, syn['generator'] == g, classes, cfg)
-                                     for g in gens}
+        run.metrics['reference'] = {'images': len(real['labels']), 'train': len(train['labels']),
+                                    'val': len(val['labels']), 'halves': 'class-stratified random halves'}
+        run.metrics['reference_real_halves'] = real_reference(f_real, real, cfg)
+        gens, half = [str(g) for g in np.unique(syn['generator'])], real_halves(real['labels'], cfg.seed)
+        run.metrics['generators'] = {g: generator_metrics(feats, syn, real, train, val, syn['generator'] == g,
+                                                          classes, cfg) for g in gens}
+        for g in gens:
+            for s, (fs, fr) in feats.items():
+                run.metrics['generators'][g]['overall'][s]['fd_ratio'] = fd_ratio(
+                    fs[syn['generator'] == g], fr, half, cfg)
         prov = json.loads(run.artifact_path('provenance').read_text()) if run.has_artifact('provenance') else {}
         # the formal guarantee (DP-SGD's ε), where a generator has one, beside the empirical memorisation audit
         for g in gens:
@@ -283,13 +328,12 @@ def run_evaluation(cfg: EvaluationConfig, upstream_dir=None, out_dir=None) -> St
         # the gate's detector: equal numbers of real (train + val, the largest real reference before the test split)
         # and synthetic images, in the domain and random spaces side by side
         seen = ('domain', 'random')
-        real_f = np.concatenate([np.hstack([feats[s][1] for s in seen]),
-                                 np.hstack([spaces[s][1](val['images']) for s in seen])])
+        real_f = np.hstack([f_real[s] for s in seen])
         for g in gens:
             k = syn['generator'] == g
             run.metrics['generators'][g]['detector'] = detector_auc(
                 real_f, np.hstack([feats[s][0][k] for s in seen]), cfg.detector_folds, cfg.seed)
-        _filter(run, cfg, clf, syn, train, val, feats['domain'])
+        _filter(run, cfg, clf, syn, train, val, (feats['domain'][0], f_train['domain']))
         key = export_review_pack(run.out_dir/'review_pack', train['images'], syn['images'], syn['generator'],
                                  cfg.review_real, cfg.review_per_generator, seed=cfg.seed)
         run.write_json('review_key', key)
@@ -339,10 +383,11 @@ def _save_figures(run, cfg, syn, train, val):
     fig, ax = plt.subplots(len(spaces), len(keys), figsize=(2.6 * len(keys), 2.1 * len(spaces)), squeeze=False)
     for i, s in enumerate(spaces):
         for j, k in enumerate(keys):
-            ax[i, j].bar(['real halves'] + gens,
-                         [ref[s].get(k, np.nan)] + [run.metrics['generators'][g]['overall'][s].get(k, np.nan)
-                                                    for g in gens],
-                         color=['grey'] + [f'C{n}' for n in range(len(gens))])
+            blocks = [ref[s]] + [run.metrics['generators'][g]['overall'][s] for g in gens]
+            v = np.array([b.get(k, np.nan) for b in blocks])
+            iv = np.array([b.get('intervals', {}).get(k, (np.nan, np.nan)) for b in blocks]).reshape(-1, 2)
+            ax[i, j].bar(['real halves'] + gens, v, yerr=np.clip([v - iv[:, 0], iv[:, 1] - v], 0, None),
+                         color=['grey'] + [f'C{n}' for n in range(len(gens))], capsize=2)
             ax[i, j].set_title(f'{k} · {s}', fontsize=9)
             ax[i, j].tick_params(labelsize=7)
             # several generator names side by side would overlap

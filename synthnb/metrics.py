@@ -12,8 +12,18 @@ from scipy.stats import wasserstein_distance
 from .models import classification_metrics, fit_classifier, predict_proba
 
 # %% auto #0
-__all__ = ['frechet_distance', 'poly_mmd2', 'kernel_distance', 'pixel_wasserstein', 'projected_wasserstein', 'prdc', 'nearest',
-           'memorisation', 'real_hit_fraction', 'proxy_scores']
+__all__ = ['covariance', 'frechet_distance', 'poly_mmd2', 'kernel_distance', 'bootstrap_interval', 'kid_interval',
+           'pixel_wasserstein', 'projected_wasserstein', 'prdc', 'prdc_intervals', 'nearest', 'memorisation',
+           'real_hit_fraction', 'proxy_scores']
+
+# %% ../nbs/03a_metrics.ipynb #81e45d24
+def covariance(f: np.ndarray, # features (N, D)
+               shrinkage: bool = False, # Ledoit–Wolf shrinkage towards a scaled identity
+              ) -> np.ndarray:
+    "The (D, D) sample covariance, or its Ledoit–Wolf estimate (well-conditioned when N is not ≫ D)."
+    if not shrinkage: return np.atleast_2d(np.cov(f, rowvar=False))
+    from sklearn.covariance import ledoit_wolf
+    return np.atleast_2d(ledoit_wolf(f)[0]) * len(f) / (len(f) - 1)  # sklearn divides by N, np.cov by N - 1
 
 # %% ../nbs/03a_metrics.ipynb #037ce367
 def _check_sets(f1, f2, least: int = 2):
@@ -22,11 +32,12 @@ def _check_sets(f1, f2, least: int = 2):
 
 def frechet_distance(f1: np.ndarray, # features (N, D) of the first set
                      f2: np.ndarray, # features (M, D) of the second set
+                     shrinkage: bool = False, # Ledoit–Wolf covariances (see `covariance`) instead of sample ones
                     ) -> float:
     "Fréchet distance between Gaussian fits of two feature sets."
     _check_sets(f1, f2)
     mu1, mu2 = f1.mean(0), f2.mean(0)
-    s1, s2 = np.atleast_2d(np.cov(f1, rowvar=False)), np.atleast_2d(np.cov(f2, rowvar=False))
+    s1, s2 = covariance(f1, shrinkage), covariance(f2, shrinkage)
     covmean = linalg.sqrtm(s1 @ s2)
     if not np.isfinite(covmean).all():
         off = np.eye(len(s1)) * 1e-6; covmean = linalg.sqrtm((s1 + off) @ (s2 + off))
@@ -50,6 +61,30 @@ def kernel_distance(f1: np.ndarray, f2: np.ndarray,
     v = [poly_mmd2(f1[rng.choice(len(f1), m, replace=False)], f2[rng.choice(len(f2), m, replace=False)])
          for _ in range(n_subsets)]
     return {'mean': float(np.mean(v)), 'std': float(np.std(v))}
+
+# %% ../nbs/03a_metrics.ipynb #7e6191ef
+def bootstrap_interval(stat, # statistic of two sets, (f1, f2) -> float
+                       f1: np.ndarray, f2: np.ndarray,
+                       n_boot: int = 100, # bootstrap resamples
+                       seed: int = 0, level: float = 0.95) -> tuple:
+    "Percentile bootstrap interval of `stat(f1, f2)`, both sets resampled with replacement."
+    rng, a = np.random.default_rng(seed), (1 - level) / 2
+    v = [stat(f1[rng.integers(len(f1), size=len(f1))], f2[rng.integers(len(f2), size=len(f2))]) for _ in range(n_boot)]
+    return tuple(float(q) for q in np.quantile(v, [a, 1 - a]))
+
+# %% ../nbs/03a_metrics.ipynb #405d3a20
+def kid_interval(f1: np.ndarray, f2: np.ndarray, n_boot: int = 100, seed: int = 0, level: float = 0.95,
+                 degree: int = 3, coef: float = 1.0) -> tuple:
+    "Percentile bootstrap interval of KID (unbiased MMD², `poly_mmd2`'s kernel), a resample's tied pairs left out."
+    _check_sets(f1, f2)
+    k = lambda a, b: (a @ b.T / a.shape[1] + coef) ** degree
+    kxx, kyy, kxy, rng, a = k(f1, f1), k(f2, f2), k(f1, f2), np.random.default_rng(seed), (1 - level) / 2
+    within = lambda kk, i: kk[np.ix_(i, i)][i[:, None] != i[None, :]].mean()
+    v = []
+    for _ in range(n_boot):
+        i, j = rng.integers(len(f1), size=len(f1)), rng.integers(len(f2), size=len(f2))
+        v.append(within(kxx, i) + within(kyy, j) - 2 * kxy[np.ix_(i, j)].mean())
+    return tuple(float(q) for q in np.quantile(v, [a, 1 - a]))
 
 # %% ../nbs/03a_metrics.ipynb #c3e5de3d
 def pixel_wasserstein(a: np.ndarray, b: np.ndarray, # uint8 image sets
@@ -75,16 +110,28 @@ def _kth_radius(f: torch.Tensor, k: int) -> torch.Tensor:
     if len(f) <= k: raise ValueError(f"need more than k={k} samples, got {len(f)}")
     return torch.cdist(f, f).kthvalue(k + 1, dim=1).values
 
+def _prdc_terms(real: np.ndarray, fake: np.ndarray, k: int) -> dict:
+    "Per-sample terms whose means are PRDC: precision, density per fake sample; recall, coverage per real sample."
+    r, f = torch.as_tensor(real, dtype=torch.float64), torch.as_tensor(fake, dtype=torch.float64)
+    r_rad, f_rad, d = _kth_radius(r, k), _kth_radius(f, k), torch.cdist(r, f)  # d: (N real, M fake)
+    inside = d < r_rad[:, None]
+    return {'precision': inside.any(0).double().numpy(), 'recall': (d < f_rad[None, :]).any(1).double().numpy(),
+            'density': inside.sum(0).double().numpy() / k, 'coverage': (d.min(1).values < r_rad).double().numpy()}
+
 def prdc(real: np.ndarray, fake: np.ndarray, # feature sets (N, D), (M, D)
          k: int = 5, # nearest neighbours defining each ball
         ) -> dict:
     "Precision, recall, density and coverage of `fake` against `real` (Naeem et al. 2020)."
-    r, f = torch.as_tensor(real, dtype=torch.float64), torch.as_tensor(fake, dtype=torch.float64)
-    r_rad, f_rad, d = _kth_radius(r, k), _kth_radius(f, k), torch.cdist(r, f)  # d: (N real, M fake)
-    inside = d < r_rad[:, None]
-    return {'precision': inside.any(0).double().mean().item(),
-            'recall': (d < f_rad[None, :]).any(1).double().mean().item(),
-            'density': inside.sum().item() / (k * len(f)), 'coverage': (d.min(1).values < r_rad).double().mean().item()}
+    return {n: float(v.mean()) for n, v in _prdc_terms(real, fake, k).items()}
+
+# %% ../nbs/03a_metrics.ipynb #9a5fdaf1
+def prdc_intervals(real: np.ndarray, fake: np.ndarray, k: int = 5,
+                   n_boot: int = 100, seed: int = 0, level: float = 0.95) -> dict:
+    "Percentile bootstrap intervals of precision, recall, density and coverage over their per-sample terms."
+    rng, a = np.random.default_rng(seed), (1 - level) / 2
+    boot = lambda v: tuple(float(q) for q in np.quantile(
+        [v[rng.integers(len(v), size=len(v))].mean() for _ in range(n_boot)], [a, 1 - a]))
+    return {n: boot(v) for n, v in _prdc_terms(real, fake, k).items()}
 
 # %% ../nbs/03a_metrics.ipynb #c33b8085
 def nearest(query: np.ndarray, ref: np.ndarray, # images (N, H, W) or features (N, D)
