@@ -146,6 +146,10 @@ class DiffusionSettings:
     ddim_steps: PositiveInt = 8  # DDIM sampling steps (a hybrid runs `hybrid.strength` of them)
     guidance_scale: NonNegative = 1.5  # classifier-free guidance scale (1: plain conditional model)
     ema_decay: Annotated[float, Bounds(ge=0, lt=1)] = 0.999  # EMA of the weights; 0: off
+    # stage 2 chooses ddim_steps and guidance_scale among these on KID against real train + val ([]: keep the above)
+    tune_ddim_steps: list[PositiveInt] = field(default_factory=list)  # DDIM step counts to try
+    tune_guidance: list[NonNegative] = field(default_factory=list)  # guidance scales to try ([]: guidance_scale)
+    tune_images: PositiveInt = 200  # images drawn per (steps, guidance) pair
 
 # %% ../nbs/02b_diffusion.ipynb #490c5339
 class DiffusionGenerator:

@@ -25,6 +25,7 @@ from .pretrained import PretrainedGenerator, PretrainedSettings
 from .vae import VAEGenerator, VAESettings
 from .hybrid import HybridGenerator, HybridSettings
 from .paste import DefectPasteGenerator, PasteSettings
+from .sampler import plot_sampler, tune_sampler
 from .simulation import ChestOpacitySimulator, SurfaceDefectSimulator
 from .sources import SIMULATOR_NAMES, DataError, normal_index
 
@@ -278,9 +279,21 @@ def plot_losses(losses: dict, # generator -> {series: [loss per step]}
     fig.tight_layout()
     return fig
 
+# %% ../nbs/02_generation.ipynb #99471481
+def _tune(run: StageRun, cfg: GenerationConfig, gen, train: dict) -> dict|None:
+    "Choose a fitted diffusion model's DDIM steps and guidance on KID against train + val (`tune_sampler`), if asked."
+    s = DiffusionSettings(**cfg.diffusion)
+    if not (isinstance(gen, DiffusionGenerator) and s.tune_ddim_steps): return None
+    val = run.load_arrays('val')
+    tuned = tune_sampler(gen, np.concatenate([train['images'], val['images']]),
+                         np.concatenate([train['labels'], val['labels']]), s.tune_ddim_steps,
+                         s.tune_guidance or [gen.settings['guidance_scale']], s.tune_images, cfg.seed)
+    fig = plot_sampler(tuned); run.save_figure(f'sampler_{gen.name}', fig); plt.close(fig)
+    return tuned
+
 # %% ../nbs/02_generation.ipynb #a06daa80
 # What stage 2 consumes: artifact (or glob) -> the stage that writes it; reading anything else is an error (`StageRun`).
-INPUTS = {'train': 'domain', 'profile': 'domain'}
+INPUTS = {'train': 'domain', 'val': 'domain', 'profile': 'domain'}
 
 def run_generation(cfg: GenerationConfig, upstream_dir=None, out_dir=None) -> StageResult:
     "Stage 2: fit generators and sample synthetic images."
@@ -297,6 +310,7 @@ def run_generation(cfg: GenerationConfig, upstream_dir=None, out_dir=None) -> St
             kinds = ({'kinds': train['type']} if 'type' in train and 'kinds' in inspect.signature(gen.fit).parameters
                      else {})
             gen = fitted[name] = gen.fit(train['images'], train['labels'], train.get('masks'), profile, **kinds)
+            tuned = _tune(run, cfg, gen, train)  # a diffusion model's sampler, chosen on KID (validation is allowed)
             t1, c1 = time.time(), time.process_time()
             out = check_samples(gen.sample(labels, run.generator), labels, train['images'].shape[1:], name)
             save_generator(run, gen)
@@ -308,6 +322,7 @@ def run_generation(cfg: GenerationConfig, upstream_dir=None, out_dir=None) -> St
                                  'sample_cpu_seconds': round(time.process_time() - c1, 2)}
             # e.g. the files an external set came from
             if hasattr(gen, 'provenance'): run.metrics[name]['provenance'] = gen.provenance()
+            if tuned: run.metrics[name]['sampler'] = tuned
             if getattr(gen, 'losses', None):
                 losses[name] = gen.losses if isinstance(gen.losses, dict) else {'loss': gen.losses}
                 run.metrics[name]['loss'] = {k: [round(v, 5) for v in s] for k, s in losses[name].items()}

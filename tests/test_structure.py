@@ -15,7 +15,7 @@ LAYERS = [
     {'simulation', 'paste', 'gan', 'external', 'vae', 'pretrained'},  # generators (and the reader of external synthetic sets)
     {'diffusion'},  # the diffusion model
     {'hybrid'},  # simulation or paste refined by the diffusion model
-    {'domain', 'generation', 'augmentation', 'evaluation', 'integration'},  # stages 1-5
+    {'domain', 'generation', 'augmentation', 'evaluation', 'integration', 'sampler'},  # stages 1-5 (and stage 2's sampler choice)
     {'replicates'},  # re-runs stages 1-5 for stage 6
     {'training'},  # stage 6
     {'runner'},  # executes the stage notebooks
