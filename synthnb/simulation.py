@@ -14,7 +14,7 @@ from .sources import normal_index
 
 # %% auto #0
 __all__ = ['perlin_noise', 'fractal_noise', 'scratch_mask', 'crack_mask', 'blob_mask', 'perlin_mask', 'elastic_warp', 'lighting',
-           'lung_field', 'ChestOpacitySimulator', 'SurfaceDefectSimulator']
+           'lung_field', 'lung_texture', 'ChestOpacitySimulator', 'SurfaceDefectSimulator']
 
 # %% ../nbs/02a_simulation.ipynb #de4fcac5
 def perlin_noise(shape: tuple, # (H, W) of the output
@@ -99,6 +99,15 @@ def lung_field(mean_normal: np.ndarray) -> np.ndarray:
     dark = (sm < np.percentile(sm[body], 45)) & body
     return np.clip(ndimage.gaussian_filter(dark.astype(float), 1.2) * 1.6, 0, 1)
 
+# %% ../nbs/02a_simulation.ipynb #7249e1ca
+def lung_texture(images: np.ndarray, # (N, H, W) greyscale
+                 lung: np.ndarray, # soft lung-field mask (H, W), from `lung_field`
+                ) -> np.ndarray:
+    "Per image: RMS of the high-frequency part (image minus its σ = 1 blur) inside the lung fields, grey levels."
+    x = np.asarray(images, float)
+    hf = x - ndimage.gaussian_filter(x, (0, 1, 1))
+    return np.sqrt((hf ** 2 * lung).sum((1, 2)) / lung.sum())
+
 # %% ../nbs/02a_simulation.ipynb #a74a87ff
 class ChestOpacitySimulator:
     "Simulated normal / pneumonia chest X-rays on real normal backgrounds."
@@ -111,7 +120,11 @@ class ChestOpacitySimulator:
         self.backgrounds = images[labels == self.normal]
         self.lung = lung_field(normal.mean(0))
         w = self.lung / self.lung.sum()
-        self.brightening = float(max((pneu * w).sum((1, 2)).mean() - (normal * w).sum((1, 2)).mean(), 4.0))
+        # the three differences the scarce pneumonia images show against the normal ones (see the list above)
+        self.brightening = float(max((pneu * w).sum((1, 2)).mean() - (normal * w).sum((1, 2)).mean(), 0.0))
+        self.smoothing = float(np.clip(1 - lung_texture(pneu, self.lung).mean()
+                                       / lung_texture(normal, self.lung).mean(), 0, 0.9))
+        self.contrast = float(np.clip(pneu.std((1, 2)).mean() / normal.std((1, 2)).mean(), 0.5, 1.5))
         self.noise_std = float(np.std(normal - ndimage.gaussian_filter(normal, (0, 1, 1))))
         return self
 
@@ -119,13 +132,15 @@ class ChestOpacitySimulator:
         img = elastic_warp(self.backgrounds[rng.integers(len(self.backgrounds))].astype(float), rng, 0.8)
         img = 255 * (img / 255) ** rng.uniform(0.85, 1.15)
         mask = np.zeros_like(img)
-        if label != self.normal:
-            cloud = np.clip(fractal_noise(img.shape, (3, 3), rng, 2) + rng.uniform(-0.2, 0.5), 0, None) * self.lung
-            cloud = ndimage.gaussian_filter(cloud, 0.8)
-            img = (img + cloud * self.brightening * rng.uniform(0.7, 1.5)
-                   / max((cloud * self.lung).sum() / self.lung.sum(), 1e-3) * 0.5)
-            mask = cloud
-        img = img + rng.normal(0, 0.5 * self.noise_std, img.shape)
+        if label != self.normal:  # each measured difference, at a random severity k around the measured one
+            k = rng.uniform(0.6, 1.4)
+            img = img + min(self.smoothing * k, 0.95) * (ndimage.gaussian_filter(img, 1.0) - img)
+            img = img.mean() + (img - img.mean()) * (1 - (1 - self.contrast) * k)
+            cloud = np.clip(fractal_noise(img.shape, (3, 3), rng, 2) + 1, 0, None) * self.lung
+            cloud = ndimage.gaussian_filter(cloud, 1.5)
+            cloud /= max((cloud * self.lung).sum() / self.lung.sum(), 1e-3)  # mean 1 over the lung fields
+            img, mask = img + cloud * self.brightening * k, cloud / max(cloud.max(), 1e-9)
+        else: img = img + rng.normal(0, 0.5 * self.noise_std, img.shape)
         return np.clip(img, 0, 255).round().astype(np.uint8), (mask > 0.25).astype(np.uint8)
 
 # %% ../nbs/02a_simulation.ipynb #d883bb98
