@@ -13,19 +13,33 @@ from .config import STAGES, Experiment, stage_folder
 from .store import finite, load_json, save_json
 from .stages import CONFIGS
 from .runner import run_experiment
+from .generation import GENERATORS, SETTINGS
+from .training import HEADLINE_METRIC
 
 
 # %% auto #0
-__all__ = ['OPS', 'iteration_summary', 'check_recommendations', 'apply_recommendations', 'run_feedback_loop', 'feedback_markdown',
-           'feedback_figure']
+__all__ = ['OPS', 'iteration_summary', 'validation_change', 'check_recommendations', 'apply_recommendations',
+           'gate_recommendations', 'run_feedback_loop', 'feedback_markdown', 'feedback_figure']
 
 # %% ../nbs/11_feedback.ipynb #e6838c42
-def iteration_summary(run_dir, key: str = 'balanced_accuracy') -> dict:
-    "Per-arm mean of `key`, the headline and the recommendations of a finished run."
+def iteration_summary(run_dir, key: str = HEADLINE_METRIC) -> dict:
+    ("Per-arm validation mean of `key` (the loop never reads the test split), the quality gate's verdicts and the "
+     "recommendations of a finished run.")
     m = load_json(Path(run_dir)/'06_training'/'metrics.json')
-    arms = {a: v['summary'][key]['mean'] for a, v in m.items() if isinstance(v, dict) and 'summary' in v}
-    return {'arms': arms, 'headline': m.get('headline', {}),
-            'recommendations': load_json(Path(run_dir)/'06_training'/'recommendations.json')}
+    arms = {a: v['val_summary'][key]['mean'] for a, v in m.items() if isinstance(v, dict) and 'val_summary' in v}
+    gate = load_json(Path(run_dir)/stage_folder('evaluation')/'metrics.json').get('gate') or {}
+    return {'metric': key, 'arms': arms, 'recommendations': load_json(Path(run_dir)/'06_training'/'recommendations.json'),
+            'gate': {g: {'verdict': v['verdict'], 'reasons': v['reasons']} for g, v in gate.get('generators', {}).items()}}
+
+# %% ../nbs/11_feedback.ipynb #03708498
+def validation_change(history: list) -> str:
+    "One sentence: did the best arm's validation metric improve from the previous iteration to the last?"
+    (a, b), key = history[-2:], history[-1].get('metric', 'metric')
+    best = lambda h: max(((v, arm) for arm, v in h['arms'].items() if finite(v)), default=(float('nan'), '–'))
+    (va, aa), (vb, ab) = best(a), best(b)
+    verdict = 'improved' if vb > va else 'did not improve'
+    return (f"validation {key} of the best arm {verdict} from iteration {a['iteration']} to {b['iteration']}: "
+            f"{va:.3f} ({aa}) → {vb:.3f} ({ab}), {vb - va:+.3f}")
 
 # %% ../nbs/11_feedback.ipynb #65c7a2b4
 OPS = ('scale', 'set')  # multiply the current value by `factor`, or replace it by `value`
@@ -62,10 +76,41 @@ def apply_recommendations(stages: dict, recs: list, defaults: dict) -> tuple:
         old = node.get(path[-1])
         if old is None and path[0] == 'class_counts':
             old = params.get('n_per_class', defaults.get(stage, {}).get('n_per_class'))
+        if old is None and stage == 'generation' and len(path) == 2 and path[0] in SETTINGS:  # a settings default
+            old = getattr(SETTINGS[path[0]](), path[1], None)
         new = type(old)(old * r['factor']) if r['op'] == 'scale' else r['value']
         node[path[-1]] = new
         applied.append({**r, 'old': old, 'new': new})
     return stages, applied
+
+# %% ../nbs/11_feedback.ipynb #9dd7ad6d
+def gate_recommendations(gate: dict, # generator -> {'verdict', 'reasons'} (stage 3's gate, as `iteration_summary` keeps it)
+                         generators: list, # this iteration's `generation.generators`
+                         params: dict, # this iteration's `generation` parameters (settings mappings)
+                         raised=frozenset(), # keys like 'generation.gan.train_steps' an earlier iteration raised
+                        ) -> list:
+    "The change each failed generator's verdict calls for: twice the training steps once, then dropped."
+    recs, drop = [], []
+    for g in generators:
+        v = gate.get(g) or {}
+        if v.get('verdict') != 'failed': continue
+        own = [r for r in v['reasons'] if 'which failed the gate' not in r]
+        if not own: continue  # it failed for its refiner: the refiner's change decides
+        spec, why = GENERATORS[g], '; '.join(own)
+        learned = [k for k in spec.settings[:1] if 'train_steps' in SETTINGS[k].__dataclass_fields__]
+        key = f'generation.{learned[0]}.train_steps' if learned else None
+        if key and key not in raised:
+            now = (params.get(learned[0]) or {}).get('train_steps', SETTINGS[learned[0]]().train_steps)
+            recs.append({'key': key, 'op': 'set', 'value': 2 * now, 'reason': f"`{g}` failed the gate ({why}): "
+                                                                                 "train it twice as long"})
+        else: drop.append((g, why))
+    refiners = {'hybrid': 'diffusion', 'paste_hybrid': 'diffusion'}
+    drop += [(g, f"its refiner `{r}` is dropped") for g, r in refiners.items()
+             if g in generators and r in dict(drop) and g not in dict(drop)]
+    if drop:
+        recs.append({'key': 'generation.generators', 'op': 'set', 'value': [g for g in generators if g not in dict(drop)],
+                     'reason': 'dropped after failing the gate: ' + '; '.join(f"`{g}` ({w})" for g, w in drop)})
+    return recs
 
 # %% ../nbs/11_feedback.ipynb #209f623e
 def _share_domain_stage(first_dir: Path, run_dir: Path):
@@ -88,9 +133,16 @@ def run_feedback_loop(exp: Experiment, # the experiment of iteration 1
         run_experiment(it, runs_dir, force=force and k == 1, log=log)
         summary = iteration_summary(Path(runs_dir)/it.exp_id)
         history.append({'iteration': k, 'exp_id': it.exp_id, 'applied': applied, **summary})
-        recs = [r for r in summary['recommendations'] if r['key'].split('.')[0] in STAGES[1:]]
+        if k > 1: log(validation_change(history))
+        gen = current.stages.get('generation', {})
+        raised = {a['key'] for h in history for a in h['applied'] if a['key'].endswith('.train_steps')}
+        recs = gate_recommendations(summary['gate'], gen.get('generators', defaults['generation']['generators']),
+                                    gen, raised)
+        recs += [r for r in summary['recommendations'] if r['key'].split('.')[0] in STAGES[1:]]
         stages, applied = apply_recommendations(current.stages, recs, defaults)
         current = dataclasses.replace(current, stages=stages)
+        if k < iterations and not stages.get('generation', {}).get('generators', True):
+            log("every generator failed the quality gate and was dropped: nothing left to iterate on"); break
     save_json(first/'feedback.json', history)
     (first/'feedback.md').write_text(feedback_markdown(history))
     feedback_figure(history).savefig(first/'feedback.png', dpi=90, bbox_inches='tight')
@@ -98,22 +150,25 @@ def run_feedback_loop(exp: Experiment, # the experiment of iteration 1
 
 # %% ../nbs/11_feedback.ipynb #a774d47a
 def feedback_markdown(history: list) -> str:
-    "A table of the per-arm metric for each iteration, and the changes that led to it."
+    ("A table of each arm's validation metric per iteration, the changes that led to it and the gate's failures; "
+     "then whether validation improved.")
     arms = sorted({a for h in history for a in h['arms']})
-    lines = ['| iteration | changes | ' + ' | '.join(arms) + ' |', '|---|---|' + '---|' * len(arms)]
+    lines = [f"Validation {history[0].get('metric', '')} per arm (the loop never reads the test split).\n",
+             '| iteration | changes | failed the gate | ' + ' | '.join(arms) + ' |', '|---|---|---|' + '---|' * len(arms)]
     for h in history:
         ch = '<br>'.join(f"`{a['key']}` {a['old']} → {a['new']}" for a in h['applied']) or '—'
-        lines.append(f"| {h['iteration']} | {ch} | " + ' | '.join(f"{v:.3f}" if finite(v := h['arms'].get(a)) else '–'
-                                                                  for a in arms) + ' |')
-    return '\n'.join(lines) + '\n'
+        failed = ', '.join(g for g, v in h.get('gate', {}).items() if v['verdict'] == 'failed') or '—'
+        lines.append(f"| {h['iteration']} | {ch} | {failed} | "
+                     + ' | '.join(f"{v:.3f}" if finite(v := h['arms'].get(a)) else '–' for a in arms) + ' |')
+    return '\n'.join(lines) + '\n' + (f"\n{validation_change(history)}\n" if len(history) > 1 else '')
 
 def feedback_figure(history: list):
-    "Balanced accuracy of each arm per iteration."
+    "Each arm's validation metric per iteration."
     fig, ax = plt.subplots(figsize=(4.5, 2.8))
     for a in sorted({a for h in history for a in h['arms']}):
         ax.plot([h['iteration'] for h in history], [h['arms'].get(a) for h in history], marker='o', label=a)
     ax.set_xlabel('iteration')
-    ax.set_ylabel('balanced accuracy (test)')
+    ax.set_ylabel(f"{history[0].get('metric', 'metric')} (validation)")
     ax.legend(fontsize=6)
     fig.tight_layout()
     plt.close(fig)

@@ -232,11 +232,19 @@ def test_ratio_zero_reproduces_real_only(light_run, runs_dir, data_dir):
 
 
 def test_feedback_loop_changes_next_iteration(light_run, runs_dir, data_dir):
+    """Two iterations: the `noise` control fails the quality gate and is dropped (it cannot learn more), stage 6's
+    class-count change is applied, stage 1 is shared, and the loop compares validation (never test) between them."""
     proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=loop', '--iterations', '2', *LIGHT,
-                   '--runs-dir', runs_dir, env={'SYNTHNB_DATA': str(data_dir)})
+                   '-p', 'generation.generators=[simulation, noise]', '--runs-dir', runs_dir, env={'SYNTHNB_DATA': str(data_dir)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     hist = json.loads((runs_dir / 'loop' / 'feedback.json').read_text())
     assert [h['iteration'] for h in hist] == [1, 2] and hist[0]['applied'] == []
+    assert hist[0]['gate']['noise']['verdict'] == 'failed' and hist[0]['metric'] == 'roc_auc'
+    drop = next(a for a in hist[1]['applied'] if a['key'] == 'generation.generators')
+    assert 'noise' not in drop['new'] and '`noise`' in drop['reason']
+    m2 = json.loads((runs_dir / 'loop-iter2' / '06_training' / 'metrics.json').read_text())
+    assert hist[1]['arms']['real_only'] == m2['real_only']['val_summary']['roc_auc']['mean']  # validation, not test
+    assert 'validation roc_auc of the best arm' in (runs_dir / 'loop' / 'feedback.md').read_text()
     change = next(a for a in hist[1]['applied'] if a['key'].startswith('generation.class_counts.'))
     cls = change['key'].rsplit('.', 1)[1]
     gen1 = json.loads((runs_dir / 'loop' / '02_generation' / 'manifest.json').read_text())['parameters']
