@@ -84,7 +84,7 @@ def make_diffusion(profile: dict, cfg=None, fitted=None):
     "An untrained class-conditional diffusion model with `generation.diffusion`'s settings."
     c = cfg or GenerationConfig(); s = DiffusionSettings(**c.diffusion)
     return DiffusionGenerator(s.channels, s.train_steps, s.batch_size, s.lr, s.label_dropout, s.ema_decay, s.ddim_steps,
-                              s.guidance_scale, c.device, c.seed)
+                              s.guidance_scale, c.device, c.seed, s.patch)
 
 def make_gan(profile: dict, cfg=None, fitted=None):
     "An untrained conditional GAN with `generation.gan`'s settings."
