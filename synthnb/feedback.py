@@ -28,8 +28,10 @@ def iteration_summary(run_dir, key: str = HEADLINE_METRIC) -> dict:
     m = load_json(Path(run_dir)/'06_training'/'metrics.json')
     arms = {a: v['val_summary'][key]['mean'] for a, v in m.items() if isinstance(v, dict) and 'val_summary' in v}
     gate = load_json(Path(run_dir)/stage_folder('evaluation')/'metrics.json').get('gate') or {}
-    return {'metric': key, 'arms': arms, 'recommendations': load_json(Path(run_dir)/'06_training'/'recommendations.json'),
-            'gate': {g: {'verdict': v['verdict'], 'reasons': v['reasons']} for g, v in gate.get('generators', {}).items()}}
+    recs = load_json(Path(run_dir)/'06_training'/'recommendations.json')
+    return {'metric': key, 'arms': arms, 'recommendations': recs,
+            'gate': {g: {'verdict': v['verdict'], 'reasons': v['reasons']}
+                     for g, v in gate.get('generators', {}).items()}}
 
 # %% ../nbs/11_feedback.ipynb #03708498
 def validation_change(history: list) -> str:
@@ -84,7 +86,7 @@ def apply_recommendations(stages: dict, recs: list, defaults: dict) -> tuple:
     return stages, applied
 
 # %% ../nbs/11_feedback.ipynb #9dd7ad6d
-def gate_recommendations(gate: dict, # generator -> {'verdict', 'reasons'} (stage 3's gate, as `iteration_summary` keeps it)
+def gate_recommendations(gate: dict, # generator -> {'verdict', 'reasons'}: stage 3's gate, kept by `iteration_summary`
                          generators: list, # this iteration's `generation.generators`
                          params: dict, # this iteration's `generation` parameters (settings mappings)
                          raised=frozenset(), # keys like 'generation.gan.train_steps' an earlier iteration raised
@@ -108,7 +110,8 @@ def gate_recommendations(gate: dict, # generator -> {'verdict', 'reasons'} (stag
     drop += [(g, f"its refiner `{r}` is dropped") for g, r in refiners.items()
              if g in generators and r in dict(drop) and g not in dict(drop)]
     if drop:
-        recs.append({'key': 'generation.generators', 'op': 'set', 'value': [g for g in generators if g not in dict(drop)],
+        recs.append({'key': 'generation.generators', 'op': 'set',
+                     'value': [g for g in generators if g not in dict(drop)],
                      'reason': 'dropped after failing the gate: ' + '; '.join(f"`{g}` ({w})" for g, w in drop)})
     return recs
 
@@ -154,7 +157,8 @@ def feedback_markdown(history: list) -> str:
      "then whether validation improved.")
     arms = sorted({a for h in history for a in h['arms']})
     lines = [f"Validation {history[0].get('metric', '')} per arm (the loop never reads the test split).\n",
-             '| iteration | changes | failed the gate | ' + ' | '.join(arms) + ' |', '|---|---|---|' + '---|' * len(arms)]
+             '| iteration | changes | failed the gate | ' + ' | '.join(arms) + ' |',
+             '|---|---|---|' + '---|' * len(arms)]
     for h in history:
         ch = '<br>'.join(f"`{a['key']}` {a['old']} → {a['new']}" for a in h['applied']) or '—'
         failed = ', '.join(g for g, v in h.get('gate', {}).items() if v['verdict'] == 'failed') or '—'
