@@ -25,16 +25,17 @@ from .pretrained import PretrainedGenerator, PretrainedSettings
 from .vae import VAEGenerator, VAESettings
 from .hybrid import HybridGenerator, HybridSettings
 from .paste import DefectPasteGenerator, PasteSettings
+from .defect_diffusion import DefectDiffusionGenerator, DefectDiffusionSettings
 from .sampler import plot_sampler, tune_sampler
 from .simulation import ChestOpacitySimulator, SurfaceDefectSimulator
 from .sources import SIMULATOR_NAMES, DataError, normal_index
 
 # %% auto #0
 __all__ = ['SIMULATOR_CLASSES', 'SETTINGS', 'GENERATORS', 'INPUTS', 'GenerationConfig', 'make_simulator', 'make_diffusion',
-           'make_gan', 'make_vae', 'make_dp_vae', 'make_pretrained', 'make_hybrid', 'make_paste', 'make_paste_hybrid',
-           'CopyGenerator', 'NoiseGenerator', 'make_copy', 'make_noise', 'make_external', 'GeneratorSpec',
-           'generator_classes', 'sample_counts', 'request_labels', 'check_samples', 'save_generator', 'load_generator',
-           'smooth', 'plot_losses', 'run_generation']
+           'make_gan', 'make_vae', 'make_dp_vae', 'make_pretrained', 'make_hybrid', 'make_paste',
+           'make_defect_diffusion', 'make_paste_hybrid', 'CopyGenerator', 'NoiseGenerator', 'make_copy', 'make_noise',
+           'make_external', 'GeneratorSpec', 'generator_classes', 'sample_counts', 'request_labels', 'check_samples',
+           'save_generator', 'load_generator', 'smooth', 'plot_losses', 'run_generation']
 
 # %% ../nbs/02_generation.ipynb #9e1ccf28
 @stage_config
@@ -47,7 +48,8 @@ class GenerationConfig:
     diffusion: dict = field(default_factory=dict)  # `DiffusionSettings`: train_steps, channels, lr, ddim_steps, …
     gan: dict = field(default_factory=dict)  # `GANSettings`: train_steps, batch_size, width, lr, …
     hybrid: dict = field(default_factory=dict)  # `HybridSettings` of hybrid and paste_hybrid: strength
-    paste: dict = field(default_factory=dict)  # `PasteSettings`: small_area, contrast
+    paste: dict = field(default_factory=dict)  # `PasteSettings`: blend, contrast, quarter_turns, small_area
+    defect_diffusion: dict = field(default_factory=dict)  # `DefectDiffusionSettings`: crop, channels, train_steps, …
     vae: dict = field(default_factory=dict)  # `VAESettings` of vae and dp_vae: train_steps, latent, lr, epsilon, …
     pretrained: dict = field(default_factory=dict)  # `PretrainedSettings`: path (diffusers pipeline dir), strength, …
     external: dict = field(default_factory=dict)  # `ExternalSettings`: path (folder or .npz), mask_suffix
@@ -120,7 +122,14 @@ def make_hybrid(profile: dict, cfg=None, fitted=None):
 def make_paste(profile: dict, cfg=None, fitted=None):
     "Mask-guided paste of the scarce set's real defects onto its real defect-free tiles."
     s = PasteSettings(**(cfg or GenerationConfig()).paste)
-    return DefectPasteGenerator(s.small_area, s.contrast, normal_class=normal_index(profile, 'the paste generator'))
+    return DefectPasteGenerator(s.small_area, s.contrast, normal_class=normal_index(profile, 'the paste generator'),
+                                blend=s.blend, quarter_turns=s.quarter_turns)
+
+def make_defect_diffusion(profile: dict, cfg=None, fitted=None):
+    "A small diffusion model of the scarce defects' crops (image and mask), blended into real defect-free tiles."
+    c = cfg or GenerationConfig()
+    return DefectDiffusionGenerator(c.defect_diffusion, normal_index(profile, 'the defect_diffusion generator'),
+                                    c.device, c.seed)
 
 def make_paste_hybrid(profile: dict, cfg=None, fitted=None):
     "Paste, then masked SDEdit by the diffusion model (reused from `fitted` when there)."
@@ -183,7 +192,8 @@ class GeneratorSpec:
 
 # `generation.<key>` -> the class that types and checks that mapping
 SETTINGS = {'diffusion': DiffusionSettings, 'gan': GANSettings, 'hybrid': HybridSettings, 'paste': PasteSettings,
-            'vae': VAESettings, 'pretrained': PretrainedSettings, 'external': ExternalSettings}
+            'vae': VAESettings, 'pretrained': PretrainedSettings, 'external': ExternalSettings,
+            'defect_diffusion': DefectDiffusionSettings}
 
 GENERATORS = {
     'simulation': GeneratorSpec(make_simulator, (ChestOpacitySimulator, SurfaceDefectSimulator),
@@ -207,6 +217,9 @@ GENERATORS = {
     'paste_hybrid': GeneratorSpec(make_paste_hybrid, (HybridGenerator,),
                                   "paste, then masked SDEdit by the diffusion model",
                                   ('paste', 'hybrid', 'diffusion'), 'copy-paste+generative'),
+    'defect_diffusion': GeneratorSpec(make_defect_diffusion, (DefectDiffusionGenerator,),
+                                      "a small diffusion model of the scarce defects' crops (image and mask) "
+                                      "blended into real defect-free tiles", ('defect_diffusion',)),
     'external': GeneratorSpec(make_external, (ExternalGenerator,),
                               "an external set: "
                               "a simulator's renders, a pretrained model's samples, another lab's images",

@@ -14,7 +14,7 @@ LAYERS = [
     {'sources', 'filtering', 'stages'},  # cards and readers of any dataset; the stage registry
     {'simulation', 'paste', 'gan', 'external', 'vae', 'pretrained'},  # generators (and the reader of external synthetic sets)
     {'diffusion'},  # the diffusion model
-    {'hybrid'},  # simulation or paste refined by the diffusion model
+    {'hybrid', 'defect_diffusion'},  # simulation or paste refined by the diffusion model; learned defect crops
     {'domain', 'generation', 'augmentation', 'evaluation', 'integration', 'sampler'},  # stages 1-5 (and stage 2's sampler choice)
     {'replicates'},  # re-runs stages 1-5 for stage 6
     {'training'},  # stage 6
