@@ -223,17 +223,21 @@ def detector_auc(f_real: np.ndarray, # real features (N, D)
                  f_syn: np.ndarray, # one generator's features (M, D) in the same space
                  folds: int = 5, # stratified cross-validation folds
                  seed: int = 0,
+                 real_labels=None, syn_labels=None, # classes of both sets: real and synthetic matched class by class
                 ) -> dict:
-    ("Real-vs-synthetic detector: logistic regression on the features of equal numbers of real and synthetic images, "
-     "its out-of-fold ROC-AUC with a Hanley–McNeil 95 % interval.")
+    ("Real-vs-synthetic detector: logistic regression on the features of equal numbers of real and synthetic images "
+     "(of each class, when labels are given), its out-of-fold ROC-AUC with a Hanley–McNeil 95 % interval.")
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    rng, m = np.random.default_rng(seed), min(len(f_real), len(f_syn))
-    k = min(folds, m)
+    rng = np.random.default_rng(seed)
+    lr, ls = (np.zeros(len(f_real), int), np.zeros(len(f_syn), int)) if real_labels is None else (
+        np.asarray(real_labels), np.asarray(syn_labels))
+    take = {c: min((lr == c).sum(), (ls == c).sum()) for c in np.unique(ls)}
+    m = sum(take.values()); k = min(folds, m)
     if k < 2: return {'skipped': f'{m} image(s) per side: too few to cross-validate'}
-    x = np.concatenate([f_real[rng.choice(len(f_real), m, replace=False)],
-                        f_syn[rng.choice(len(f_syn), m, replace=False)]])
-    y = np.r_[np.zeros(m), np.ones(m)]
+    pick = lambda f, lab: np.concatenate([f[rng.choice(np.flatnonzero(lab == c), n, replace=False)]
+                                          for c, n in take.items() if n])
+    x, y = np.concatenate([pick(f_real, lr), pick(f_syn, ls)]), np.r_[np.zeros(m), np.ones(m)]
     p = cross_val_predict(LogisticRegression(max_iter=2000), x, y, method='predict_proba',
                           cv=StratifiedKFold(k, shuffle=True, random_state=seed))[:, 1]
     auc = roc_auc(y.astype(int), np.stack([1 - p, p], 1)); lo, hi = auc_interval(auc, m, m)
@@ -332,7 +336,8 @@ def run_evaluation(cfg: EvaluationConfig, upstream_dir=None, out_dir=None) -> St
         for g in gens:
             k = syn['generator'] == g
             run.metrics['generators'][g]['detector'] = detector_auc(
-                real_f, np.hstack([feats[s][0][k] for s in seen]), cfg.detector_folds, cfg.seed)
+                real_f, np.hstack([feats[s][0][k] for s in seen]), cfg.detector_folds, cfg.seed,
+                real['labels'], syn['labels'][k])
         _filter(run, cfg, clf, syn, train, val, (feats['domain'][0], f_train['domain']))
         key = export_review_pack(run.out_dir/'review_pack', train['images'], syn['images'], syn['generator'],
                                  cfg.review_real, cfg.review_per_generator, seed=cfg.seed)
@@ -347,7 +352,7 @@ def _filter(run, cfg, clf, syn, train, val, domain_feats):
     sel = select_synthetic(syn['images'], syn['labels'], train['images'], val['images'],
                            predict_proba(clf, shrink(syn['images'], cfg.classifier_size), device=run.device),
                            *domain_feats, cfg.copy_quantile, cfg.copy_factor, cfg.contradiction_confidence,
-                           cfg.realism_quantile, cfg.prdc_k)
+                           cfg.realism_quantile, cfg.prdc_k, train['labels'], val['labels'])
     run.save_arrays('synthetic_keep', keep=sel['keep'], reason=sel['reason'], generator=syn['generator'],
                     copy_distance=sel['copy_distance'], realism_distance=sel['realism_distance'])
     per = {str(g): {'n': int((k := syn['generator'] == g).sum()), 'kept': int(sel['keep'][k].sum()),

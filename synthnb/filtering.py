@@ -10,7 +10,7 @@ import torch
 from .metrics import nearest
 
 # %% auto #0
-__all__ = ['shrink', 'knn_realism', 'filter_reasons', 'select_synthetic']
+__all__ = ['shrink', 'knn_realism', 'filter_reasons', 'class_nearest', 'select_synthetic']
 
 # %% ../nbs/03c_filtering.ipynb #1454f2fe
 def shrink(images: np.ndarray, # uint8 (N, H, W)
@@ -43,15 +43,31 @@ def filter_reasons(labels: np.ndarray, # synthetic labels (N,)
     reason[copy_distance < copy_threshold] = 'near-duplicate'
     return reason
 
+# %% ../nbs/03c_filtering.ipynb #e310cf5b
+def class_nearest(query: np.ndarray, query_labels: np.ndarray, # images and their classes
+                  ref: np.ndarray, ref_labels: np.ndarray, # reference images (the training set) and theirs
+                 ) -> np.ndarray:
+    "Each query image's distance (pixel RMS) to its nearest reference image of the same class; inf if there is none."
+    d = np.full(len(query), np.inf)
+    for c in np.unique(query_labels):
+        q, r = query_labels == c, ref_labels == c
+        if r.any(): d[q] = nearest(query[q], ref[r])[0]
+    return d
+
 # %% ../nbs/03c_filtering.ipynb #9f22da89
 def select_synthetic(syn_images, syn_labels, train_images, # uint8 images, labels
                      reference_images: np.ndarray, # uint8 held-out real images: their train-NN distances set copy limit
                      proba: np.ndarray, # domain classifier probabilities for the synthetic images
                      f_syn: np.ndarray, f_real: np.ndarray, # domain features of synthetic and real training images
                      copy_quantile: float = 0.05, copy_factor: float = 0.5, confidence: float = 0.9,
-                     realism_quantile: float = 0.95, k: int = 5) -> dict:
+                     realism_quantile: float = 0.95, k: int = 5,
+                     train_labels=None, reference_labels=None, # given: copies are looked for within each class
+                    ) -> dict:
     "The `synthetic_keep` arrays (`keep`, `reason`) and the thresholds used."
-    d_copy, _ = nearest(syn_images, train_images); d_real, _ = nearest(reference_images, train_images)
+    if train_labels is None:
+        d_copy, d_real = nearest(syn_images, train_images)[0], nearest(reference_images, train_images)[0]
+    else: d_copy, d_real = (class_nearest(syn_images, syn_labels, train_images, train_labels),
+                            class_nearest(reference_images, reference_labels, train_images, train_labels))
     # a scarce set of a few images (a learning-curve point of 2 per class) has fewer than k other real neighbours
     k = max(1, min(k, len(f_real) - 1))
     d_syn, r_real = knn_realism(f_syn, f_real, k)
