@@ -19,7 +19,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 from torch.utils.flop_counter import FlopCounterMode
 
 from synthnb.diffusion import SCHEDULER, fold, ddim_sample, train_ddpm, unet_config
-from synthnb.gan import CondGenerator, ProjectionDiscriminator, train_gan
+from synthnb.gan import ResidualDiscriminator, StyleGenerator, train_gan
 from synthnb.env import bf16_supported
 from synthnb.images import to_tensor
 
@@ -59,12 +59,12 @@ def gan_rate(size, batch, steps, device):
     "img/s (real + fake images through D per step, per batch image) of `train_gan`, set-up excluded; MFLOP per step image."
     images, labels = data(max(64, batch), size)
     def timed(k):
-        torch.manual_seed(0); G, D = CondGenerator(size, 2), ProjectionDiscriminator(size, 2)
+        torch.manual_seed(0); G, D = StyleGenerator(size, 2), ResidualDiscriminator(size, 2)
         sync(device); t0 = time.perf_counter()
         train_gan(G, D, images, labels, steps=k, batch_size=batch, device=device); sync(device)
         return time.perf_counter() - t0
     timed(2); short, long = timed(2), timed(2 + steps)
-    G, D = CondGenerator(size, 2).to(device), ProjectionDiscriminator(size, 2).to(device)
+    G, D = StyleGenerator(size, 2).to(device), ResidualDiscriminator(size, 2).to(device)
     z, y = torch.randn(batch, 64, device=device), torch.zeros(batch, dtype=torch.long, device=device)
     x = torch.zeros(batch, 1, size, size, device=device)
     with FlopCounterMode(display=False) as counter:  # one step: D on real and fake, then G through D
@@ -122,7 +122,7 @@ def main(size=28, channels='32,64,64', batch=32, steps=8, n=256, threads=0):
               f"plain {steps * batch / plain * flops / 1e9 / peak * 100:.1f} % of it; peak memory {mem}")
         gan, gan_flops = gan_rate(size, batch, steps * 4, device)
         peak32 = matmul_peak(torch.float32, device=device)
-        print(f"      GAN (train_gan, width 32, DiffAugment, EMA): {gan:.1f} img/s, {gan / batch:.1f} steps/s; "
+        print(f"      GAN (StyleGAN2-ADA train_gan, width 32, ADA, lazy R1, EMA): {gan:.1f} img/s, {gan / batch:.1f} steps/s; "
               f"{gan_flops / 1e6:.1f} MFLOP per image of a step, {gan * gan_flops / 1e9 / peak32 * 100:.1f} % of the "
               f"fp32 matmul peak ({peak32:.0f} GFLOP/s; the GAN trains in fp32)")
 

@@ -91,7 +91,7 @@ def make_diffusion(profile: dict, cfg=None, fitted=None):
 def make_gan(profile: dict, cfg=None, fitted=None):
     "An untrained conditional GAN with `generation.gan`'s settings."
     c = cfg or GenerationConfig(); s = GANSettings(**c.gan)
-    return GANGenerator(s.train_steps, s.batch_size, s.width, 64, s.lr, s.ema_decay, s.diff_augment, c.device, c.seed)
+    return GANGenerator.from_settings(s, c.device, c.seed)
 
 def make_vae(profile: dict, cfg=None, fitted=None):
     "An untrained conditional VAE with `generation.vae`'s settings."
@@ -202,7 +202,8 @@ GENERATORS = {
     'diffusion': GeneratorSpec(make_diffusion, (DiffusionGenerator,),
                                "class-conditional DDPM (diffusers UNet2DModel) with classifier-free guidance and DDIM",
                                ('diffusion',)),
-    'gan': GeneratorSpec(make_gan, (GANGenerator,), "conditional GAN with DiffAugment", ('gan',)),
+    'gan': GeneratorSpec(make_gan, (GANGenerator,), "conditional StyleGAN2-style GAN with adaptive augmentation (ADA)",
+                         ('gan',)),
     'hybrid': GeneratorSpec(make_hybrid, (HybridGenerator,), "simulation refined by the diffusion model (SDEdit)",
                             ('hybrid', 'diffusion'), 'simulation+generative'),
     'pretrained': GeneratorSpec(make_pretrained, (PretrainedGenerator,),
