@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_evaluation.ipynb #b1ed4f52
 from __future__ import annotations
-import importlib.util, json, math
+import importlib.util, json
 from dataclasses import field
 from pathlib import Path
 from typing import Literal
@@ -16,18 +16,18 @@ import matplotlib.pyplot as plt
 from .config import Count, NonNegative, PositiveInt, Probability, Seed, stage_config
 from .store import StageResult, StageRun, stage_result
 from .images import image_grid, to_tensor
-from .models import SmallResNet, check_augment, fit_classifier, predict_proba, roc_auc
+from .models import SmallResNet, check_augment, fit_classifier, predict_proba
 from .metrics import (bootstrap_interval, frechet_distance, kernel_distance, kid_interval, memorisation,
                              nearest, pixel_wasserstein, prdc, prdc_intervals,
                              projected_wasserstein, proxy_scores, real_hit_fraction)
 from .filtering import select_synthetic, shrink
+from .gate import detector_auc, fail_with_refiner, gate_verdict
 from .review import export_review_pack
 
 # %% auto #0
 __all__ = ['INCEPTION_FILE', 'INPUTS', 'EvaluationConfig', 'network_features', 'random_features', 'standardise',
            'FeatureSpaceUnavailable', 'inception_network', 'inception_features', 'feature_spaces', 'set_distances',
-           'compare', 'generator_metrics', 'real_halves', 'real_reference', 'fd_ratio', 'auc_interval', 'detector_auc',
-           'gate_verdict', 'fail_with_refiner', 'run_evaluation']
+           'compare', 'generator_metrics', 'real_halves', 'real_reference', 'fd_ratio', 'run_evaluation']
 
 # %% ../nbs/03_evaluation.ipynb #ee4f7481
 @stage_config
@@ -206,84 +206,6 @@ def fd_ratio(f_syn: np.ndarray, f_real: np.ndarray, # one space's synthetic and 
     s = f_syn[np.random.default_rng(cfg.seed).permutation(len(f_syn))[:len(a)]]
     shrunk = min(len(a), len(b), len(s)) < cfg.fd_min_per_dim * f_real.shape[1]
     return frechet_distance(s, b, shrunk) / max(frechet_distance(a, b, shrunk), 1e-12)
-
-# %% ../nbs/03_evaluation.ipynb #8fc87cf2
-def auc_interval(auc: float, # a ROC-AUC
-                 n_pos: int, n_neg: int, # positives and negatives it was measured on
-                 z: float = 1.96, # 1.96: a 95 % interval
-                ) -> tuple:
-    "The Hanley–McNeil (1982) normal interval of a ROC-AUC, clipped to [0, 1]."
-    q1, q2 = auc / (2 - auc), 2 * auc ** 2 / (1 + auc)
-    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc ** 2) + (n_neg - 1) * (q2 - auc ** 2)) / (n_pos * n_neg)
-    se = math.sqrt(max(var, 0.0))
-    return max(0.0, auc - z * se), min(1.0, auc + z * se)
-
-# %% ../nbs/03_evaluation.ipynb #8b63207b
-def detector_auc(f_real: np.ndarray, # real features (N, D)
-                 f_syn: np.ndarray, # one generator's features (M, D) in the same space
-                 folds: int = 5, # stratified cross-validation folds
-                 seed: int = 0,
-                 real_labels=None, syn_labels=None, # classes of both sets: real and synthetic matched class by class
-                ) -> dict:
-    ("Real-vs-synthetic detector: logistic regression on the features of equal numbers of real and synthetic images "
-     "(of each class, when labels are given), its out-of-fold ROC-AUC with a Hanley–McNeil 95 % interval.")
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    rng = np.random.default_rng(seed)
-    lr, ls = (np.zeros(len(f_real), int), np.zeros(len(f_syn), int)) if real_labels is None else (
-        np.asarray(real_labels), np.asarray(syn_labels))
-    take = {c: min((lr == c).sum(), (ls == c).sum()) for c in np.unique(ls)}
-    m = sum(take.values()); k = min(folds, m)
-    if k < 2: return {'skipped': f'{m} image(s) per side: too few to cross-validate'}
-    pick = lambda f, lab: np.concatenate([f[rng.choice(np.flatnonzero(lab == c), n, replace=False)]
-                                          for c, n in take.items() if n])
-    x, y = np.concatenate([pick(f_real, lr), pick(f_syn, ls)]), np.r_[np.zeros(m), np.ones(m)]
-    p = cross_val_predict(LogisticRegression(max_iter=2000), x, y, method='predict_proba',
-                          cv=StratifiedKFold(k, shuffle=True, random_state=seed))[:, 1]
-    auc = roc_auc(y.astype(int), np.stack([1 - p, p], 1)); lo, hi = auc_interval(auc, m, m)
-    return {'roc_auc': auc, 'ci_low': lo, 'ci_high': hi, 'n_per_side': m, 'folds': k}
-
-# %% ../nbs/03_evaluation.ipynb #eba76e69
-def gate_verdict(metrics: dict, # one generator's stage-3 metrics: 'detector', 'proxy_on_real_val'
-                 kept: int, n: int, # its images the filter kept, of all
-                 val_labels: np.ndarray, # the real validation labels the proxy was scored on
-                 cfg: EvaluationConfig,
-                 real_proxy: dict|None = None, # the same proxy trained on the real training set (the reference)
-                ) -> dict:
-    "'passed' or 'failed' with every reason, and the figures behind them (see the list above)."
-    det, proxy, reasons = metrics.get('detector') or {}, metrics.get('proxy_on_real_val') or {}, []
-    counts = np.bincount(val_labels)
-    n_pos, n_neg = (counts[1], counts[0]) if len(counts) == 2 else (len(val_labels) // len(counts),) * 2
-    ref = (real_proxy or {}).get('roc_auc')
-    informative = ref is None or (ref == ref and auc_interval(ref, int(n_pos), int(n_neg))[0] > 0.5)
-    if det.get('roc_auc', 0) >= cfg.gate_detector_auc:
-        reasons.append(f"the detector tells its images from real ones: ROC-AUC {det['roc_auc']:.2f} "
-                       f"[{det['ci_low']:.2f}, {det['ci_high']:.2f}] ≥ {cfg.gate_detector_auc}")
-    tstr, a = {}, proxy.get('roc_auc')
-    if a is not None and a == a:  # NaN: a class missing from val; 'skipped': one synthetic class
-        lo, hi = auc_interval(a, int(n_pos), int(n_neg))
-        tstr = {'roc_auc': a, 'ci_low': lo, 'ci_high': hi, 'real_reference': ref, 'informative': informative}
-        if lo <= 0.5 and informative:
-            reasons.append(f"a classifier trained on its images is at chance on real validation images: "
-                           f"ROC-AUC {a:.2f} [{lo:.2f}, {hi:.2f}] includes 0.5")
-    share = kept / n if n else 0.0
-    if share < cfg.gate_min_kept:
-        reasons.append(f"the filter dropped most of its images: {kept} of {n} kept "
-                       f"({share:.0%} < {cfg.gate_min_kept:.0%})")
-    return {'verdict': 'failed' if reasons else 'passed', 'reasons': reasons, 'detector': det, 'tstr': tstr,
-            'kept_share': share}
-
-# %% ../nbs/03_evaluation.ipynb #7abceb3a
-def fail_with_refiner(gate: dict, # generator -> its `gate_verdict`, changed in place
-                      provenance: dict, # stage 2's provenance: a hybrid's 'refiner' is the generator it refines with
-                     ) -> dict:
-    "Fail every generator whose refiner failed (`hybrid` and `paste_hybrid` with the run's `diffusion`)."
-    for g, v in gate.items():
-        r = (provenance.get(g) or {}).get('refiner')
-        if r in gate and gate[r]['verdict'] == 'failed':
-            v['verdict'] = 'failed'
-            v['reasons'].append(f"it refines its images with `{r}`, which failed the gate")
-    return gate
 
 # %% ../nbs/03_evaluation.ipynb #aedf5157
 # What stage 3 consumes: artifact (or glob) -> the stage that writes it; reading anything else is an error (`StageRun`).
