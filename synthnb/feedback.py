@@ -35,9 +35,11 @@ def iteration_summary(run_dir, key: str = HEADLINE_METRIC) -> dict:
 
 # %% ../nbs/11_feedback.ipynb #03708498
 def validation_change(history: list) -> str:
-    "One sentence: did the best arm's validation metric improve from the previous iteration to the last?"
+    ("One sentence: did the best arm's validation metric improve from the previous iteration to the last? "
+     "(The ceiling, trained on the pool, is not an arm the loop can choose.)")
     (a, b), key = history[-2:], history[-1].get('metric', 'metric')
-    best = lambda h: max(((v, arm) for arm, v in h['arms'].items() if finite(v)), default=(float('nan'), '–'))
+    best = lambda h: max(((v, arm) for arm, v in h['arms'].items() if finite(v) and not arm.startswith('ceiling')),
+                         default=(float('nan'), '–'))
     (va, aa), (vb, ab) = best(a), best(b)
     verdict = 'improved' if vb > va else 'did not improve'
     return (f"validation {key} of the best arm {verdict} from iteration {a['iteration']} to {b['iteration']}: "
