@@ -147,7 +147,7 @@ class DiffusionSettings:
     guidance_scale: NonNegative = 1.5  # classifier-free guidance scale (1: plain conditional model)
     ema_decay: Annotated[float, Bounds(ge=0, lt=1)] = 0.999  # EMA of the weights; 0: off
     patch: Count = 0  # pixels folded into channels per side (a 4× cheaper step per doubling); 0: 2 from 48 px, else 1
-    # stage 2 chooses ddim_steps and guidance_scale among these on KID against real train + val ([]: keep the above)
+    # stage 2 chooses ddim_steps and guidance_scale among these on KID against the real val images ([]: keep the above)
     tune_ddim_steps: list[PositiveInt] = field(default_factory=list)  # DDIM step counts to try
     tune_guidance: list[NonNegative] = field(default_factory=list)  # guidance scales to try ([]: guidance_scale)
     tune_images: PositiveInt = 200  # images drawn per (steps, guidance) pair

@@ -294,13 +294,13 @@ def plot_losses(losses: dict, # generator -> {series: [loss per step]}
     return fig
 
 # %% ../nbs/02_generation.ipynb #99471481
-def _tune(run: StageRun, cfg: GenerationConfig, gen, train: dict) -> dict|None:
-    "Choose a fitted diffusion model's DDIM steps and guidance on KID against train + val (`tune_sampler`), if asked."
+def _tune(run: StageRun, cfg: GenerationConfig, gen) -> dict|None:
+    ("Choose a fitted diffusion model's DDIM steps and guidance on KID against the validation images "
+     "(`tune_sampler`), if asked.")
     s = DiffusionSettings(**cfg.diffusion)
     if not (isinstance(gen, DiffusionGenerator) and s.tune_ddim_steps): return None
-    val = run.load_arrays('val')
-    tuned = tune_sampler(gen, np.concatenate([train['images'], val['images']]),
-                         np.concatenate([train['labels'], val['labels']]), s.tune_ddim_steps,
+    val = run.load_arrays('val')  # held out from the generator: copying its training images earns nothing
+    tuned = tune_sampler(gen, val['images'], val['labels'], s.tune_ddim_steps,
                          s.tune_guidance or [gen.settings['guidance_scale']], s.tune_images, cfg.seed)
     fig = plot_sampler(tuned); run.save_figure(f'sampler_{gen.name}', fig); plt.close(fig)
     return tuned
@@ -324,7 +324,7 @@ def run_generation(cfg: GenerationConfig, upstream_dir=None, out_dir=None) -> St
             kinds = ({'kinds': train['type']} if 'type' in train and 'kinds' in inspect.signature(gen.fit).parameters
                      else {})
             gen = fitted[name] = gen.fit(train['images'], train['labels'], train.get('masks'), profile, **kinds)
-            tuned = _tune(run, cfg, gen, train)  # a diffusion model's sampler, chosen on KID (validation is allowed)
+            tuned = _tune(run, cfg, gen)  # a diffusion model's sampler, chosen on KID against val
             t1, c1 = time.time(), time.process_time()
             out = check_samples(gen.sample(labels, run.generator), labels, train['images'].shape[1:], name)
             save_generator(run, gen)

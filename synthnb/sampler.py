@@ -20,7 +20,7 @@ __all__ = ['sampler_grid', 'choose_sampler', 'tune_sampler', 'plot_sampler']
 
 # %% ../nbs/02j_sampler.ipynb #d52ffed1
 def sampler_grid(gen: DiffusionGenerator, # fitted diffusion generator
-                 real_images: np.ndarray, real_labels: np.ndarray, # the real reference (stage 2: train + val)
+                 real_images: np.ndarray, real_labels: np.ndarray, # the real reference (stage 2: val)
                  steps: list, # DDIM step counts to try
                  guidance: list, # classifier-free guidance scales to try
                  n: int = 200, # images drawn per pair
@@ -68,7 +68,7 @@ def plot_sampler(tuned: dict): # `tune_sampler`'s result
                     marker='o', ms=3, capsize=2, label=f'guidance {g:g}')
     c = next(r for r in tuned['grid'] if all(r[k] == v for k, v in tuned['choice'].items()))
     ax.plot(c['ddim_steps'], c['kid'], 'o', mfc='none', mec='k', ms=11, label='chosen')
-    ax.set(xlabel='DDIM steps', ylabel='KID vs real train + val', title='diffusion sampler, chosen on KID')
+    ax.set(xlabel='DDIM steps', ylabel='KID vs real validation images', title='diffusion sampler, chosen on KID')
     ax.set_xscale('log'); ax.set_xticks(sorted({r['ddim_steps'] for r in tuned['grid']}))
     ax.get_xaxis().set_major_formatter(plt.ScalarFormatter()); ax.minorticks_off()
     ax.legend(fontsize=7); fig.tight_layout()
