@@ -310,6 +310,12 @@ def state(self: DefectDiffusionGenerator) -> tuple:
               'device': self.device, 'seed': self.seed, **{k: getattr(self, k) for k in _KEYS}}
     return tensors, config
 
+# %% ../nbs/02i_defect_diffusion.ipynb #b3d82f32
+@patch
+def provenance(self: DefectDiffusionGenerator) -> dict:
+    "What stage 3 must know: its defect-free samples are real training tiles, unchanged (not synthetic images)."
+    return {'real_copies': [self.normal_class]}
+
 # %% ../nbs/02i_defect_diffusion.ipynb #c0856f4f
 @patch(cls_method=True)
 def from_state(cls: DefectDiffusionGenerator, tensors: dict, config: dict):

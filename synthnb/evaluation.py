@@ -280,10 +280,15 @@ def _filter(run, cfg, clf, syn, train, val, domain_feats):
     per = {str(g): {'n': int((k := syn['generator'] == g).sum()), 'kept': int(sel['keep'][k].sum()),
                     **{str(r): int(n) for r, n in zip(*np.unique(sel['reason'][k & ~sel['keep']], return_counts=True))}}
            for g in np.unique(syn['generator'])}
-    gate = ({g: gate_verdict(run.metrics['generators'][g], per[g]['kept'], per[g]['n'], val['labels'], cfg,
-                             run.metrics['proxy_real_reference']) for g in per} if cfg.gate != 'off' else {})
-    fail_with_refiner(gate, json.loads(run.artifact_path('provenance').read_text())
-                            if run.has_artifact('provenance') else {})
+    prov = json.loads(run.artifact_path('provenance').read_text()) if run.has_artifact('provenance') else {}
+    # the kept share counts the images a generator made: not the real training images it returns for some classes
+    # (paste's defect-free samples are the real tiles, which the filter drops as copies by design)
+    made = {g: (syn['generator'] == g) & ~np.isin(syn['labels'], (prov.get(g) or {}).get('real_copies', []))
+            for g in per}
+    gate = ({g: gate_verdict(run.metrics['generators'][g], int(sel['keep'][made[g]].sum()), int(made[g].sum()),
+                             val['labels'], cfg, run.metrics['proxy_real_reference']) for g in per}
+            if cfg.gate != 'off' else {})
+    fail_with_refiner(gate, prov)
     failed = [g for g, v in gate.items() if v['verdict'] == 'failed']
     run.metrics['gate'] = {'mode': cfg.gate, 'generators': gate, 'failed': failed}
     # what the later stages use: the images that passed (or all, when the filter only flags), of generators that

@@ -56,7 +56,10 @@ class HybridGenerator:
 
     def provenance(self) -> dict:
         "Which diffusion model refines: the run's `diffusion` generator (a failed one fails this too) or its own."
-        return {'refiner': getattr(self, 'refiner', 'own')}
+        # a masked hybrid leaves an image without a mask as its base made it: the base's real copies stay real copies
+        copies = (self.simulator.provenance().get('real_copies', [])
+                  if self.masked and hasattr(self.simulator, 'provenance') else [])
+        return {'refiner': getattr(self, 'refiner', 'own'), **({'real_copies': copies} if copies else {})}
 
     def state(self) -> tuple:
         (st, sc), (dt, dc) = self.simulator.state(), self.diffusion.state()

@@ -255,3 +255,9 @@ def from_state(cls: DefectPasteGenerator, tensors: dict, config: dict):
                     for i in range(len(c['kinds']))]
     for s in self.sources: s['mask'] = s['mask'] > 0.5
     return self
+
+# %% ../nbs/02d_paste.ipynb #124a3097
+@patch
+def provenance(self: DefectPasteGenerator) -> dict:
+    "What stage 3 must know: its defect-free samples are real training tiles, unchanged (not synthetic images)."
+    return {'real_copies': [self.normal_class]}

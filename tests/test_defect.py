@@ -16,6 +16,12 @@ def test_defect_smoke(defect_run):
     assert {'paste', 'simulation', 'diffusion', 'gan', 'hybrid', 'paste_hybrid'} <= set(syn['generator'])
     sim = (syn['labels'] == 1) & (syn['generator'] == 'simulation')
     assert syn['masks'][sim].reshape(sim.sum(), -1).any(1).all(), 'every simulated defect has a mask'
+    # the gate's kept share counts the images a generator made: paste's defect-free samples are the real tiles
+    ev, keep = (json.loads((run_dir / '03_evaluation' / 'metrics.json').read_text()),
+                np.load(run_dir / '03_evaluation' / 'synthetic_keep.npz'))
+    for g in ('paste', 'paste_hybrid', 'defect_diffusion'):
+        made = (syn['generator'] == g) & (syn['labels'] == 1)
+        assert ev['gate']['generators'][g]['kept_share'] == pytest.approx(keep['keep'][made].mean()), g
     # every arm trained on the data it names: the scarce set, the scarce set plus its augmentations, the 1:1 mix, the pool
     m = json.loads((run_dir / '06_training' / 'metrics.json').read_text())
     n_train = len(np.load(run_dir / '01_domain' / 'train.npz')['labels'])
