@@ -285,8 +285,10 @@ def _filter(run, cfg, clf, syn, train, val, domain_feats):
     # (paste's defect-free samples are the real tiles, which the filter drops as copies by design)
     made = {g: (syn['generator'] == g) & ~np.isin(syn['labels'], (prov.get(g) or {}).get('real_copies', []))
             for g in per}
+    dropped = lambda g: dict(zip(*np.unique(sel['reason'][made[g] & ~sel['keep']], return_counts=True)))
     gate = ({g: gate_verdict(run.metrics['generators'][g], int(sel['keep'][made[g]].sum()), int(made[g].sum()),
-                             val['labels'], cfg, run.metrics['proxy_real_reference']) for g in per}
+                             val['labels'], cfg, run.metrics['proxy_real_reference'],
+                             {str(r): int(c) for r, c in dropped(g).items()}) for g in per}
             if cfg.gate != 'off' else {})
     fail_with_refiner(gate, prov)
     failed = [g for g, v in gate.items() if v['verdict'] == 'failed']

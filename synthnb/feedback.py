@@ -103,10 +103,12 @@ def gate_recommendations(gate: dict, # generator -> {'verdict', 'reasons'}: stag
         spec, why = GENERATORS[g], '; '.join(own)
         learned = [k for k in spec.settings[:1] if 'train_steps' in SETTINGS[k].__dataclass_fields__]
         key = f'generation.{learned[0]}.train_steps' if learned else None
+        copies = any('near-duplicate' in r and 'dropped most' in r for r in own)  # the filter found training copies
         if key and key not in raised:
             now = (params.get(learned[0]) or {}).get('train_steps', SETTINGS[learned[0]]().train_steps)
-            recs.append({'key': key, 'op': 'set', 'value': 2 * now, 'reason': f"`{g}` failed the gate ({why}): "
-                                                                                 "train it twice as long"})
+            recs.append({'key': key, 'op': 'set', 'value': max(1, now // 2) if copies else 2 * now,
+                         'reason': f"`{g}` failed the gate ({why}): " + ("it memorises its training images: train it "
+                                   "half as long" if copies else "train it twice as long")})
         else: drop.append((g, why))
     refiners = {'hybrid': 'diffusion', 'paste_hybrid': 'diffusion'}
     drop += [(g, f"its refiner `{r}` is dropped") for g, r in refiners.items()

@@ -55,6 +55,7 @@ def gate_verdict(metrics: dict, # one generator's stage-3 metrics: 'detector', '
                  val_labels: np.ndarray, # the real validation labels the proxy was scored on
                  cfg, # `EvaluationConfig`: gate_detector_auc, gate_min_kept
                  real_proxy: dict|None = None, # the same proxy trained on the real training set (the reference)
+                 dropped: dict|None = None, # filter reason -> images it dropped (named in the verdict)
                 ) -> dict:
     "'passed' or 'failed' with every reason, and the figures behind them (see the list above)."
     det, proxy, reasons = metrics.get('detector') or {}, metrics.get('proxy_on_real_val') or {}, []
@@ -74,8 +75,9 @@ def gate_verdict(metrics: dict, # one generator's stage-3 metrics: 'detector', '
                            f"ROC-AUC {a:.2f} [{lo:.2f}, {hi:.2f}] includes 0.5")
     share = kept / n if n else 0.0
     if share < cfg.gate_min_kept:
+        why = ', '.join(f"{c} {r}" for r, c in sorted((dropped or {}).items(), key=lambda x: -x[1]))
         reasons.append(f"the filter dropped most of its images: {kept} of {n} kept "
-                       f"({share:.0%} < {cfg.gate_min_kept:.0%})")
+                       f"({share:.0%} < {cfg.gate_min_kept:.0%})" + (f"; dropped: {why}" if why else ''))
     return {'verdict': 'failed' if reasons else 'passed', 'reasons': reasons, 'detector': det, 'tstr': tstr,
             'kept_share': share}
 
