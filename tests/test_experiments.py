@@ -208,18 +208,20 @@ def test_reports_open_with_their_results(light_run):
 
 
 def test_a_failed_generator_is_not_replicated_and_the_run_finishes(runs_dir, data_dir):
-    """With the gate enforced, the smoke-trained simulator fails stage 3's gate: it reaches no later stage, stage 6
-    skips the replication it was asked for and says why, and the terminal names the failed generator and its reasons."""
+    """With the gate enforced, the `noise` control fails stage 3's gate: it reaches no later stage, stage 6 skips the
+    replication it was asked for and says why, and the terminal names the failed generator and its reasons. (The
+    calibrated simulator passes the gate now, so it can no longer play the failed generator here.)"""
     proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=gated', *LIGHT, '-p', 'evaluation.gate=enforce',
-                   '-p', 'training.replicates=2', '-p', 'training.replicate_generators=[simulation]',
+                   '-p', 'generation.generators=[noise]',
+                   '-p', 'training.replicates=2', '-p', 'training.replicate_generators=[noise]',
                    '--runs-dir', runs_dir, env={'SYNTHNB_DATA': str(data_dir), **NO_CACHE})
     assert proc.returncode == 0, proc.stderr[-3000:]
     gate = json.loads((runs_dir / 'gated' / '03_evaluation' / 'metrics.json').read_text())['gate']
-    assert gate['failed'] == ['simulation'], gate
+    assert gate['failed'] == ['noise'], gate
     m = json.loads((runs_dir / 'gated' / '06_training' / 'metrics.json').read_text())
     assert 'nothing to replicate' in m['replication_skipped'] and 'replication' not in m
     assert not any(a.startswith('synthetic:') for a in m) and m['headline'] == {}  # no synthetic image, no synthetic arm
-    assert 'generator `simulation` **failed** the quality gate (not mixed, not ranked)' in proc.stdout
+    assert 'generator `noise` **failed** the quality gate (not mixed, not ranked)' in proc.stdout
 
 
 def test_ratio_zero_reproduces_real_only(light_run, runs_dir, data_dir):
