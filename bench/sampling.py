@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from synthnb.diffusion import ddim_sample
-from synthnb.evaluation import random_features, standardise
+from synthnb.features import random_features, standardise
 from synthnb.generation import load_generator
 from synthnb.images import to_uint8
 from synthnb.metrics import frechet_distance, kernel_distance

@@ -4,30 +4,29 @@
 
 # %% ../nbs/03_evaluation.ipynb #b1ed4f52
 from __future__ import annotations
-import importlib.util, json
+import json
 from dataclasses import field
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 import matplotlib.pyplot as plt
 
-from .config import Count, NonNegative, PositiveInt, Probability, Seed, stage_config
+from .config import Count, NonNegative, Positive, PositiveInt, Probability, Seed, stage_config
 from .store import StageResult, StageRun, stage_result
-from .images import image_grid, to_tensor
-from .models import SmallResNet, check_augment, fit_classifier, predict_proba
+from .images import image_grid
+from .models import check_augment, fit_classifier, predict_proba
 from .metrics import (bootstrap_interval, frechet_distance, kernel_distance, kid_interval, memorisation,
                              nearest, pixel_wasserstein, prdc, prdc_intervals,
                              projected_wasserstein, proxy_scores, real_hit_fraction)
 from .filtering import select_synthetic, shrink
 from .gate import detector_auc, fail_with_refiner, gate_verdict
+from .features import (FeatureSpaceUnavailable, inception_features, inception_network, network_features,
+                              random_features, standardise)
 from .review import export_review_pack
 
 # %% auto #0
-__all__ = ['INCEPTION_FILE', 'INPUTS', 'EvaluationConfig', 'network_features', 'random_features', 'standardise',
-           'FeatureSpaceUnavailable', 'inception_network', 'inception_features', 'feature_spaces', 'set_distances',
-           'compare', 'generator_metrics', 'real_halves', 'real_reference', 'fd_ratio', 'run_evaluation']
+__all__ = ['INPUTS', 'EvaluationConfig', 'feature_spaces', 'set_distances', 'compare', 'generator_metrics', 'real_halves',
+           'real_reference', 'fd_ratio', 'run_evaluation']
 
 # %% ../nbs/03_evaluation.ipynb #ee4f7481
 @stage_config
@@ -60,54 +59,11 @@ class EvaluationConfig:
     gate: Literal['enforce', 'flag', 'off'] = 'enforce'  # quality gate: a failed generator goes no further; only report
     gate_detector_auc: Probability = 0.95  # fail when the real-vs-synthetic detector's out-of-fold ROC-AUC reaches this
     gate_min_kept: Probability = 0.5  # fail when the filter keeps less than this share of a generator's images
+    gate_fd_ratio: Positive = 3.0  # fail when its FD to real is over this many times real-vs-real (domain or random)
     detector_folds: PositiveInt = 5  # cross-validation folds of the real-vs-synthetic detector
     seed: Seed = 0  # experiment seed
     device: str = 'auto'  # 'auto', 'cpu' or 'cuda'
     def __post_init__(self): self.domain_augment = list(check_augment(self.domain_augment))
-
-# %% ../nbs/03_evaluation.ipynb #cd8403bb
-def network_features(net: torch.nn.Module, images: np.ndarray, device='cpu', batch_size: int = 512) -> np.ndarray:
-    "Penultimate features (N, D) of a `SmallResNet` for uint8 images."
-    net = net.to(device).eval()
-    with torch.no_grad():
-        return torch.cat([net.features(to_tensor(images[i:i+batch_size], device)).cpu()
-                          for i in range(0, len(images), batch_size)]).double().numpy()
-
-def random_features(images: np.ndarray, seed: int = 1234, device='cpu') -> np.ndarray:
-    "Features (N, 128) of uint8 images from a fixed random SmallResNet (the global torch RNG is left untouched)."
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed); net = SmallResNet(2, 16)
-    return network_features(net, images, device)
-
-def standardise(f: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    "Features scaled per dimension by the mean and standard deviation of `ref` (the real training features)."
-    sd = ref.std(0)
-    return (f - ref.mean(0)) / np.where(sd > 1e-12, sd, 1.0)
-
-# %% ../nbs/03_evaluation.ipynb #3b207698
-INCEPTION_FILE = 'weights-inception-2015-12-05-6726825d.pth'  # torch-fidelity's FID Inception-v3 weights
-
-class FeatureSpaceUnavailable(RuntimeError):
-    "A feature space that cannot be built on this machine (package or weights missing)."
-
-def inception_network(weights: str = '', # weights file; '' = `<torch hub dir>/checkpoints/` + `INCEPTION_FILE`
-                     ) -> torch.nn.Module:
-    ("torchmetrics' FID Inception-v3 loaded from a local weights file; "
-     "raises `FeatureSpaceUnavailable` when it cannot be.")
-    path = Path(weights) if weights else Path(torch.hub.get_dir())/'checkpoints'/INCEPTION_FILE
-    missing = [] if importlib.util.find_spec('torch_fidelity') else ['torch-fidelity (and torchvision) not installed']
-    if not path.is_file(): missing.append(f'no weights file at {path} (nothing is downloaded here: copy '
-                                          f'{INCEPTION_FILE} there or set inception_weights)')
-    if missing: raise FeatureSpaceUnavailable('Inception-v3 feature space skipped: ' + '; '.join(missing))
-    from torchmetrics.image.fid import NoTrainInceptionV3
-    return NoTrainInceptionV3(name='inception-v3-compat', features_list=['2048'],
-                              feature_extractor_weights_path=str(path)).eval()
-
-def inception_features(net: torch.nn.Module, images: np.ndarray, device='cpu', batch_size: int = 64) -> np.ndarray:
-    "2048-d pool features of uint8 greyscale images (repeated to RGB; the network resizes to 299×299)."
-    net, rgb = net.to(device), lambda x: torch.from_numpy(x).to(device)[:, None].expand(-1, 3, -1, -1).contiguous()
-    with torch.no_grad(): return torch.cat([net(rgb(images[i:i+batch_size])).cpu()
-                                            for i in range(0, len(images), batch_size)]).double().numpy()
 
 # %% ../nbs/03_evaluation.ipynb #9f2e6476
 def feature_spaces(train: dict, n_classes: int, cfg: EvaluationConfig, device='cpu') -> tuple:
@@ -123,7 +79,7 @@ def feature_spaces(train: dict, n_classes: int, cfg: EvaluationConfig, device='c
     spaces = {'domain': (f"SmallResNet classifier (width {cfg.classifier_width}, {cfg.domain_steps} steps) "
                          f"trained on real train only ({', '.join(cfg.domain_augment) or 'no'} augmentation); "
                          f"images pooled to ≤{cfg.classifier_size}px; "
-                         f"penultimate {4*cfg.classifier_width}-d, standardised by real train",
+                         f"penultimate {8*cfg.classifier_width}-d (mean+max pooled), standardised by real train",
                          lambda im: standardise(network_features(clf, small(im), device), ref['domain'])),
               'random': (f"fixed random SmallResNet (seed {cfg.feature_seed}), 128-d mean+max pooled, "
                          "standardised by real train",

@@ -11,7 +11,7 @@ import numpy as np
 from .models import roc_auc
 
 # %% auto #0
-__all__ = ['auc_interval', 'detector_auc', 'gate_verdict', 'fail_with_refiner']
+__all__ = ['auc_interval', 'detector_auc', 'fd_ratio_reason', 'gate_verdict', 'fail_with_refiner']
 
 # %% ../nbs/03d_gate.ipynb #8fc87cf2
 def auc_interval(auc: float, # a ROC-AUC
@@ -49,11 +49,22 @@ def detector_auc(f_real: np.ndarray, # real features (N, D)
     auc = roc_auc(y.astype(int), np.stack([1 - p, p], 1)); lo, hi = auc_interval(auc, m, m)
     return {'roc_auc': auc, 'ci_low': lo, 'ci_high': hi, 'n_per_side': m, 'folds': k}
 
+# %% ../nbs/03d_gate.ipynb #64e6c85c
+def fd_ratio_reason(overall: dict, # one generator's stage-3 'overall' metrics: space -> {'fd_ratio', ...}
+                    limit: float, # `gate_fd_ratio`
+                    spaces=('domain', 'random'), # the spaces the detector sees
+                   ) -> str|None:
+    "Why a generator fails the FD test (its FD ratio over `limit` in some space), or None when it passes."
+    far = {s: overall[s]['fd_ratio'] for s in spaces if (overall.get(s) or {}).get('fd_ratio', 0) > limit}
+    if not far: return None
+    ratios = ', '.join(f"{v:.1f} ({s})" for s, v in far.items())
+    return f"its images are farther from real ones than real images are from each other: FD ratio {ratios} > {limit}"
+
 # %% ../nbs/03d_gate.ipynb #eba76e69
 def gate_verdict(metrics: dict, # one generator's stage-3 metrics: 'detector', 'proxy_on_real_val'
                  kept: int, n: int, # its images the filter kept, of all
                  val_labels: np.ndarray, # the real validation labels the proxy was scored on
-                 cfg, # `EvaluationConfig`: gate_detector_auc, gate_min_kept
+                 cfg, # `EvaluationConfig`: gate_detector_auc, gate_fd_ratio, gate_min_kept
                  real_proxy: dict|None = None, # the same proxy trained on the real training set (the reference)
                  dropped: dict|None = None, # filter reason -> images it dropped (named in the verdict)
                 ) -> dict:
@@ -66,6 +77,7 @@ def gate_verdict(metrics: dict, # one generator's stage-3 metrics: 'detector', '
     if det.get('roc_auc', 0) >= cfg.gate_detector_auc:
         reasons.append(f"the detector tells its images from real ones: ROC-AUC {det['roc_auc']:.2f} "
                        f"[{det['ci_low']:.2f}, {det['ci_high']:.2f}] ≥ {cfg.gate_detector_auc}")
+    if far := fd_ratio_reason(metrics.get('overall') or {}, cfg.gate_fd_ratio): reasons.append(far)
     tstr, a = {}, proxy.get('roc_auc')
     if a is not None and a == a:  # NaN: a class missing from val; 'skipped': one synthetic class
         lo, hi = auc_interval(a, int(n_pos), int(n_neg))

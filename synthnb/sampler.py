@@ -11,7 +11,7 @@ import torch
 import matplotlib.pyplot as plt
 
 from .diffusion import DiffusionGenerator, ddim_sample
-from .evaluation import random_features, standardise
+from .features import random_features, standardise
 from .images import to_uint8
 from .metrics import kernel_distance
 

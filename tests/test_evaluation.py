@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from synthnb.evaluation import EvaluationConfig, FeatureSpaceUnavailable, inception_network, run_evaluation
+from synthnb.evaluation import EvaluationConfig, run_evaluation
+from synthnb.features import FeatureSpaceUnavailable, inception_network
 from synthnb.filtering import filter_reasons
 from synthnb.metrics import frechet_distance, kernel_distance, memorisation, nearest, poly_mmd2, prdc, projected_wasserstein
 from synthnb.review import REVIEW_COLUMNS, export_review_pack, import_review, review_widget
