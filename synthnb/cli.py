@@ -91,11 +91,14 @@ def run_report_header(run_dir, # a run folder with its `experiment.json`
                       stages=STAGES, # the stages with a section
                      ) -> tuple:
     ("The Markdown that opens the run report: the experiment file, the header of every stage report (exp_id, profile, "
-     "seed, device, commit; `synthnb.runner.report_header`), stage 6's headline table; then (below its figure) the "
-     "contents.")
+     "seed, device, commit; `synthnb.runner.report_header`), the evidence headline (when chains ran) and stage 6's "
+     "headline table; then (below its figure) the contents.")
     exp = Experiment(**json.loads((Path(run_dir)/'experiment.json').read_text()))
     toc = '\n'.join(f"- [{stage_folder(s)}](#{stage_folder(s)})" for s in stages)
     headline = run_headline(run_dir) or '*Stage 6 has not run: no headline.*'
+    evidence = Path(run_dir)/'evidence'/'headline.md'  # the protocol's chains ran: their evidence comes first
+    if evidence.exists(): headline = (f"### The evidence over every chain (`evidence/report.ipynb`)\n\n"
+                                      f"{evidence.read_text()}\n\n### Chain 0 alone (one scarce draw)\n\n{headline}")
     failed = gate_summary(run_dir)
     headline += f"\n\n{failed}" if failed else ''
     return ('\n\n'.join([f"# Run report: {exp.exp_id}", f"**Experiment file** `{exp.source or '(none)'}`",
@@ -153,16 +156,26 @@ def cmd_run(args) -> int:
         exp = validate_experiment(load_experiment(find_experiment(args.config), args.p or [], accepted),
                                   accepted, args.p or [])
         check_runs_dir(args.runs_dir)
+        from synthnb.protocol import load_protocol
+        protocol = load_protocol(exp)
     except (ValueError, OSError, DataError) as e: return fail(e, 2)
+    chains = (protocol.chains > 1 or bool(protocol.curve)) and args.iterations == 1 and not args.until
     LOG.info(f"experiment {exp.exp_id} (profile {exp.profile}, seed {exp.seed}, device {exp.device}) → "
              f"{Path(args.runs_dir)/exp.exp_id}")
     if args.stage_cache: os.environ['SYNTHNB_STAGE_CACHE'] = str(Path(args.stage_cache).resolve())
-    t0 = time.time()
+    t0, failed = time.time(), 0
     log = LOG.info
     try:
         if args.iterations > 1:
             from synthnb.feedback import run_feedback_loop
             run_feedback_loop(exp, args.runs_dir, args.iterations, args.force, log=log)
+        elif chains:  # replicate and learning-curve chains on Dask, then the evidence report
+            from synthnb.protocol import run_protocol
+            rec = run_protocol(exp, args.runs_dir, args.scheduler, args.workers, args.threads, args.force, log=log)
+            bad = {k: v for k, v in rec['chains'].items() if v['status'] != 'complete'}
+            if bad or (rec.get('report') or {}).get('status') == 'failed': failed = 1
+            if bad: LOG.error('chains that did not complete (the evidence step reads the others):\n' + '\n'.join(
+                f"  {k}: {v['status']}: {v.get('message', '')}" for k, v in bad.items()))
         else: run_experiment(exp, args.runs_dir, args.force, args.until, log=log)
     except (StageFailed, StageError, DataError, OSError) as e: return fail(e, 1)
     secs, last = time.time() - t0, Path(args.runs_dir)/(exp.exp_id if args.iterations == 1
@@ -172,8 +185,11 @@ def cmd_run(args) -> int:
         page = ''
         LOG.warning(f"warning: report.html not written: {type(e).__name__}: {' '.join(str(e).split())}")
     LOG.info(f"finished in {secs:.1f}s; reports in {Path(args.runs_dir)/exp.exp_id}/*/report.ipynb{page}")
-    if args.until in (None, 'training'): print_headline(last)
-    return 0
+    evidence = Path(args.runs_dir)/exp.exp_id/'evidence'/'headline.md'
+    if chains and evidence.exists():
+        print(f"\nevidence ({evidence.parent/'report.ipynb'}):\n" + evidence.read_text(), flush=True)
+    elif args.until in (None, 'training'): print_headline(last)
+    return failed
 
 
 # %% ../nbs/14_cli.ipynb #3d82ef20
@@ -254,6 +270,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument('-q', '--quiet', action='store_true', help='only warnings and errors: no progress')
     r.add_argument('--iterations', type=int, default=1,
                    help="feedback loop: apply stage 6's recommendations and re-run stages 2-6 this many times in all")
+    r.add_argument('--scheduler', default=None, help='protocol chains: address of a running Dask scheduler '
+                                                     '(tcp://host:8786); default: a LocalCluster')
+    r.add_argument('--workers', type=int, default=None,
+                   help='protocol chains: LocalCluster workers (default: one per core, at most one per chain)')
+    r.add_argument('--threads', type=int, default=None, help='protocol chains: threads per chain '
+                                                             '(default: cores/workers locally)')
     r.set_defaults(func=cmd_run)
     q = sub.add_parser('params', help="list the parameters of the stage notebooks")
     q.add_argument('stage', nargs='?', choices=STAGES); q.set_defaults(func=cmd_params)

@@ -78,6 +78,7 @@ class Experiment:
     stages: dict  # stage name -> {parameter: value}
     source: str = ''  # the YAML file it came from
     tracking: str = ''  # 'tensorboard' or 'mlflow' mirror every stage (see synthnb.tracking); '': off
+    protocol: dict = dataclasses.field(default_factory=dict)  # replicate chains and learning curve (synthnb.protocol)
 
     def stage_params(self, stage: str) -> dict:
         "Parameters of `stage`, with the shared seed and device (a stage mapping may override them)."
@@ -135,7 +136,7 @@ def load_experiment(path, # experiment YAML file, or a dict with its content
                          f"({', '.join(sorted(p.name for p in Path(path).glob('*.yaml'))[:4]) or 'none here'})")
     raw = dict(path) if isinstance(path, dict) else load_yaml(Path(path).read_text(), str(path))
     if not isinstance(raw, dict): raise ValueError(f"{path}: an experiment file must be a YAML mapping")
-    allowed = set(SHARED_KEYS) | set(STAGES) | {'profiles', 'description'}
+    allowed = set(SHARED_KEYS) | set(STAGES) | {'profiles', 'description', 'protocol'}
     for k in raw:
         if k not in allowed: raise ValueError(f"{path}: unknown top-level key {k!r}{did_you_mean(k, allowed)}; "
                                               f"allowed: {sorted(allowed)}")
@@ -152,15 +153,15 @@ def load_experiment(path, # experiment YAML file, or a dict with its content
                          f"profiles: {sorted(profiles) or ['smoke']}")
     chosen = profiles.get(shared['profile']) or {}
     for where, part in ((str(path), raw), (f"{path}: profile {shared['profile']}", chosen)):
-        for s in STAGES:
+        for s in (*STAGES, 'protocol'):
             if not isinstance(part.get(s) or {}, dict): raise ValueError(
                 f"{where}: {s} must be a mapping of its parameters (name: value), not {type(part[s]).__name__}")
-    stages = {s: _merge(raw.get(s) or {}, chosen.get(s) or {}) for s in STAGES}
+    stages = {s: _merge(raw.get(s) or {}, chosen.get(s) or {}) for s in (*STAGES, 'protocol')}
     for key, value in parsed:
         if key in SHARED_KEYS: continue
         if '.' in key:
             stage, *names = key.split('.')
-            if stage not in STAGES: raise ValueError(f"Override {key!r}: "
+            if stage not in stages: raise ValueError(f"Override {key!r}: "
                                                      f"unknown stage {stage!r}{did_you_mean(stage, STAGES)}")
             _set(stages[stage], names, value, key)
             continue
@@ -171,7 +172,8 @@ def load_experiment(path, # experiment YAML file, or a dict with its content
         _set(stages[owners[0]], [key], value, key)
     from synthnb.tracking import check_tracker
     return Experiment(validate_exp_id(shared['exp_id']), shared['seed'], shared['device'],
-                      str(shared['profile']), stages, str(path), check_tracker(str(shared['tracking'] or '')))
+                      str(shared['profile']), {s: stages[s] for s in STAGES}, str(path),
+                      check_tracker(str(shared['tracking'] or '')), stages['protocol'])
 
 # %% ../nbs/00_config.ipynb #e3e1f83b
 @dataclasses.dataclass(frozen=True)

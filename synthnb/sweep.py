@@ -104,8 +104,9 @@ class SweepPoint:
     @property
     def exp_id(self) -> str: return self.exp.exp_id
 
-# where an experiment came from and whether it is mirrored: neither changes what it computes
-NOT_CONFIG = ('source', 'tracking')
+# where an experiment came from, whether it is mirrored, how many chains its protocol asks for: none changes what
+# one run of it computes
+NOT_CONFIG = ('source', 'tracking', 'protocol')
 
 def _config(exp) -> dict: return json.loads(json.dumps({k: v for k, v in dataclasses.asdict(exp).items()
                                                         if k not in NOT_CONFIG}, default=str))

@@ -4,32 +4,27 @@
 
 # %% ../nbs/06_training.ipynb #96d40bf6
 from __future__ import annotations
-import dataclasses, time
+import time
 from dataclasses import field
 
 import numpy as np
 import pandas as pd
-import matplotlib as mpl
 import matplotlib.pyplot as plt
 import seaborn as sns
 
 from .store import ChainReader, StageResult, StageRun, finite, stage_result
-from .config import (Count, Fraction, Positive, PositiveInt, Probability, Seed, did_you_mean, scarce_count,
-                            stage_config, stage_folder, with_scarce_count)
-from .env import progress
-from .evidence import gap_closed, paired_delta, data_equivalence, t_interval
+from .config import Count, Fraction, Positive, PositiveInt, Probability, Seed, did_you_mean, stage_config
+from .evidence import paired_delta
 from .models import (PRECISIONS, check_augment, classification_metrics, fit_classifier,
                             predict_proba, roc_auc, val_threshold)
-from .replicates import curve_points, pipeline_parameters, replicate_parameters, run_pipeline, stage_costs
 from .robustness import SEVERITIES, artefact_detector, mean_ci, robustness_metrics
 
 # %% auto #0
 __all__ = ['ARMS', 'STRATEGY_PREFIX', 'REAL_ARMS', 'SCALARS', 'HEADLINE_METRIC', 'INPUTS', 'TrainingConfig', 'train_model',
            'arm_strategy', 'mix_arm', 'ceiling_set', 'arm_options', 'arm_family', 'load_arms', 'summarise',
            'synthetic_arms', 'headline', 'results_table', 'results_long', 'format_table', 'headline_markdown',
-           'recommend', 'robustness_subset', 'per_type_metrics', 'evaluate_unit', 'summarise_arm', 'train_arms',
-           'summarise_arms', 'merge_units', 'replicated_generators', 'replicate_overrides', 'selection_table',
-           'replicate_means', 'learning_curve', 'privacy_utility', 'chain_costs', 'run_training']
+           'recommend', 'robustness_subset', 'per_type_metrics', 'positive_class', 'evaluate_unit', 'summarise_arm',
+           'train_arms', 'summarise_arms', 'privacy_utility', 'prediction_arrays', 'run_training']
 
 # %% ../nbs/06_training.ipynb #e5aa9080
 ARMS = ('real_only', 'real_natural', 'real_aug', 'real_randaug', 'real_mixup', 'real_cutmix', 'synthetic', 'ceiling')
@@ -46,11 +41,6 @@ class TrainingConfig:
     arms: list[str] = field(default_factory=lambda: list(ARMS))  # arms to train ('synthetic': every stage-5 mixed set)
     phases: PositiveInt = 4  # curriculum: steps in which the synthetic share grows
     pretrain_fraction: Fraction = 0.5  # pretrain_finetune: share of steps spent on synthetic data
-    replicates: PositiveInt = 1  # scarce draws: replicate r reruns stages 1-5 at seed + r (new scarce/val sets, refits)
-    replicate_generators: list[str] = field(default_factory=list)  # generators to replicate ([]: any); best on val wins
-    ratios: list[Positive] = field(default_factory=list)  # dose sweep (replicates): extra synthetic:real ratios
-    curve: list[PositiveInt] = field(default_factory=list)  # learning curve: extra n/class, real-only vs replicated arm
-    curve_replicates: PositiveInt = 3  # replicates per learning-curve point
     monitor_every: Count = 0  # score validation ROC-AUC every this many steps (the training curves); 0: steps // 8
     restore_best: bool = True  # every arm keeps the weights of its validation-best check (early stopping's selection)
     patience: Count = 0  # stop after this many checks without a better validation ROC-AUC (0: run every step)
@@ -59,7 +49,7 @@ class TrainingConfig:
     randaugment_ops: list[PositiveInt] = field(default_factory=lambda: [1, 2])  # real_randaug: ops/image searched
     randaugment_magnitudes: list[Probability] = field(default_factory=lambda: [0.5])  # real_randaug: strengths searched
     mix_alpha: Positive = 1.0  # real_mixup / real_cutmix: Beta(alpha, alpha) draws the mixing share
-    robustness: bool = True  # corruption and domain-shift curves (models of the first replicate)
+    robustness: bool = True  # corruption and domain-shift curves of every arm's last model
     robustness_images: Count = 200  # test images the corruption and shift curves use (a fixed random subset); 0: all
     detector_steps: Count = 30  # steps of the real-vs-synthetic detector (0: skip)
     precision: str = 'auto'  # classifier autocast: 'auto' (bf16 where the hardware has it natively), 'fp32' or 'bf16'
@@ -198,8 +188,8 @@ def synthetic_arms(metrics: dict) -> dict:
 def _scores(m: dict, key: str) -> list: return [u[key] for u in m['per_seed']]
 
 def headline(metrics: dict, key: str = HEADLINE_METRIC) -> dict:
-    ("Real-only vs the best synthetic arm (chosen on validation `key`) vs ceiling on test `key`: paired Δ "
-     "with CI, gap closed with CI.")
+    ("This chain's real-only vs its best synthetic arm (chosen on validation `key`) vs ceiling on test `key`: "
+     "paired Δs over model seeds (across scarce draws: the evidence step).")
     syn = synthetic_arms(metrics)
     if 'real_only' not in metrics or not syn: return {}
     best = max(syn, key=lambda a: syn[a]['val_summary'][key]['mean']
@@ -214,10 +204,7 @@ def headline(metrics: dict, key: str = HEADLINE_METRIC) -> dict:
            'delta': paired_delta(_scores(top, key), _scores(real, key))}
     if 'ceiling' in metrics:
         ceil = metrics['ceiling']
-        g = gap_closed(_scores(real, key), _scores(top, key), _scores(ceil, key))
-        out.update(ceiling=ceil['summary'][key], ceiling_delta=g['gap'], gap_closed=g['value'],
-                   gap_closed_ci=[g['ci_low'], g['ci_high']])
-        if g['value'] is None: out['gap_note'] = g['note']
+        out.update(ceiling=ceil['summary'][key], ceiling_delta=paired_delta(_scores(ceil, key), _scores(real, key)))
     return out
 
 def results_table(metrics: dict) -> pd.DataFrame:
@@ -261,43 +248,23 @@ def _ci_text(s: dict, sign: str = '') -> str:
     return (f"{s['mean']:{sign}.3f} (no interval: one unit)" if one
             else f"{s['mean']:{sign}.3f} [{s['ci_low']:{sign}.3f}, {s['ci_high']:{sign}.3f}]")
 
-def headline_markdown(metrics: dict # stage 6's metrics: 'headline' (and 'learning_curve', 'learning_curve_skipped')
+def headline_markdown(metrics: dict # stage 6's metrics: 'headline'
                      ) -> str:
-    ("The headline as a Markdown table: real-only, the best synthetic arm (chosen on val), the ceiling, paired Δs, gap "
-     "closed, data equivalence.")
+    "This chain's headline as a Markdown table: real-only, the best synthetic arm (chosen on val), the ceiling, Δs."
     h = metrics.get('headline') or {}
     if not h: return 'No synthetic arm was trained: there is no headline.'
-    screen, rep = metrics.get('screening') or {}, metrics.get('replication') or {}
-    among = f" among the replicated arms of {', '.join(rep['generators'])}" if rep else ''
     fam = f" [{h['best_synthetic_family']}]" if h.get('best_synthetic_family') else ''
     rows = [f"| | test {'ROC-AUC' if h['metric'] == 'roc_auc' else h['metric']}, mean [95% CI] over {h['n_units']} "
             f"units ({h['n_replicates']} scarce draws) |", '|---|---|',
             f"| scarce real only | {_ci_text(h['real_only'])} |",
-            f"| best synthetic: `{h['best_synthetic_arm']}`{fam} (chosen on validation{among}) | "
+            f"| best synthetic: `{h['best_synthetic_arm']}`{fam} (chosen on validation) | "
             f"{_ci_text(h['best_synthetic'])} |",
             f"| Δ best synthetic − real only (paired) | **{_ci_text(h['delta'], '+')}** |"]
     if 'ceiling' in h:
-        lo, hi = h['gap_closed_ci']
-        gap = (f"**{h['gap_closed']:.2f}** [{lo:.2f}, {hi:.2f}]" if h['gap_closed'] is not None
-               else f"n/a: {h['gap_note']}")
         rows += [f"| full-data ceiling (pool minus validation) | {_ci_text(h['ceiling'])} |",
-                 f"| Δ ceiling − real only (paired) | {_ci_text(h['ceiling_delta'], '+')} |",
-                 f"| fraction of the gap closed (bootstrap 95% CI) | {gap} |"]
-    if rep and synthetic_arms(screen):  # say so when the best screened arm was not among those replicated
-        val = lambda a: screen[a]['val_summary'][HEADLINE_METRIC]['mean']
-        top = max(synthetic_arms(screen), key=lambda a: val(a) if val(a) is not None else -1)
-        if top != rep['chosen_from']:
-            rows.append(f"| best screened arm on validation (main draw only, not replicated) | `{top}`: val "
-                        f"{val(top):.3f} vs `{rep['chosen_from']}` {val(rep['chosen_from']):.3f} |")
-    lc = metrics.get('learning_curve') or {}
-    if e := lc.get('data_equivalence'):
-        worth = (f"more than {e['counts'][-1]:.0f} (above the curve)" if e['above_curve'] else
-                 f"{e['n_equivalent']:.1f} [{e['ci_low']:.1f}, "
-                 f"{e['ci_high'] if e['ci_high'] is not None else float('inf'):.1f}]")
-        rows.append(f"| real images per class real-only needs to match `{lc['arm']}` at "
-                    f"{lc['headline_n']}/class | {worth} |")
-    rows += [f"\n⚠ learning-curve point {n}/class skipped: {why}"
-             for n, why in (metrics.get('learning_curve_skipped') or {}).items()]
+                 f"| Δ ceiling − real only (paired) | {_ci_text(h['ceiling_delta'], '+')} |"]
+    rows.append("\nOne scarce draw: the intervals cover model seeds only. Gap closed, worth in real images and "
+                "intervals across draws and test images: the evidence report (`synthnb run` with `protocol.chains`).")
     return '\n'.join(rows)
 
 # %% ../nbs/06_training.ipynb #8e8c1c5e
@@ -355,6 +322,13 @@ def per_type_metrics(labels: np.ndarray, # true labels
         out[str(t)] = r
     return out
 
+# %% ../nbs/06_training.ipynb #98b20a5d
+def positive_class(profile: dict, # stage 1's profile: 'classes' and 'roles'
+                  ) -> int:
+    "Index of the class F1, precision and recall are about: the abnormal one of two (1 when no role is declared)."
+    classes, normal = profile['classes'], (profile.get('roles') or {}).get('normal_class')
+    return 1 - classes.index(normal) if len(classes) == 2 and normal in classes else 1
+
 # %% ../nbs/06_training.ipynb #c2d36020
 def evaluate_unit(data: dict, strategy: str, test: dict, val: dict, n_classes: int, cfg: TrainingConfig, device,
                   seed: int, desc: str, positive: int = 1,
@@ -374,7 +348,7 @@ def evaluate_unit(data: dict, strategy: str, test: dict, val: dict, n_classes: i
     p_test = predict_proba(model, test['images'], device=device, precision=cfg.precision, tta=tta)  # the chosen only
     out = {'test': classification_metrics(test['labels'], p_test, positive=positive),
            'val': classification_metrics(val['labels'], p_val, positive=positive),
-           'history': model.history, 'model': model,
+           'history': model.history, 'model': model, 'p_val': p_val, 'p_test': p_test,
            'cost': {'wall_seconds': round(time.time() - t0, 2), 'cpu_seconds': round(time.process_time() - c0, 2)}}
     if grid != [{}]: out['search'] = {'chosen': chosen, 'candidates': [{**c, 'val_roc_auc': a} for a, c, _, _ in fits]}
     if n_classes == 2:
@@ -438,7 +412,8 @@ def train_arms(src, cfg: TrainingConfig, strategies: list, test: dict, n_classes
             if robust: r['robustness'] = robustness_metrics(
                 r['model'], robustness_subset(test, cfg.robustness_images, cfg.seed), device, int(s))
             models[name] = r.pop('model'); units.append({'replicate': replicate, 'seed': int(s)}); results.append(r)
-        out[name] = (units, results, len(data['labels']), strategy, info)
+        n_syn = int(np.sum(data.get('is_synthetic', 0)))  # the effective dose: synthetic images in the set
+        out[name] = (units, results, len(data['labels']), strategy, {**info, 'n_synthetic': n_syn})
     return out, models
 
 def summarise_arms(collected: dict) -> dict:
@@ -450,85 +425,6 @@ def summarise_arms(collected: dict) -> dict:
         if robust: out[arm]['robustness'] = {
             k: {m: mean_ci([r[k][m] for r in robust]) for m in robust[0][k]} for k in robust[0]}
     return out
-
-def merge_units(parts: list) -> dict:
-    "Concatenate the units of each arm over replicates (arms missing from any replicate are dropped)."
-    arms = set.intersection(*(set(p) for p in parts))
-    merged = {}
-    for arm in [a for a in parts[0] if a in arms]:
-        units, results = [], []
-        for p in parts: units += p[arm][0]; results += p[arm][1]
-        _, _, n_train, strategy, info = parts[0][arm]
-        merged[arm] = (units, results, n_train, strategy, info)
-    return merged
-
-# %% ../nbs/06_training.ipynb #186d6d98
-def replicated_generators(screen: dict, cfg: TrainingConfig) -> tuple:
-    ("(generators, arm): the screened synthetic arm with the best validation ROC-AUC among those "
-     "`cfg.replicate_generators` allows.")
-    allowed = lambda a: a['generators'] and (not cfg.replicate_generators
-                                             or set(a['generators']) <= set(cfg.replicate_generators))
-    cands = {a: m for a, m in synthetic_arms(screen).items() if m['strategy'] == 'mix' and allowed(m)}
-    if not cands: raise ValueError(f"no screened synthetic arm uses only the generators {cfg.replicate_generators} "
-                                   "(a generator that failed stage 3's quality gate has no arm): nothing to replicate")
-    best = max(cands, key=lambda a: cands[a]['val_summary'][HEADLINE_METRIC]['mean'] or -1)
-    return list(cands[best]['generators']), best
-
-def replicate_overrides(params: dict, generators: list, ratio: float, ratios: list,
-                        n_per_class: int|None = None) -> dict:
-    ("The keys a replicate changes: its generators only, one mixed set per dose, enough synthetic "
-     "images for the largest dose.")
-    n_real = n_per_class or scarce_count(params['domain']['n_per_class'])
-    need = int(np.ceil(1.1 * max([ratio] + list(ratios)) * n_real))  # per class, with room for stage 3's filter
-    over = {'generation__generators': list(generators),
-            'generation__n_per_class': max(params['generation']['n_per_class'], need),
-            'integration__per_generator': False, 'integration__strategies': ['mix'], 'integration__ratio': float(ratio),
-            'integration__ratios': [float(r) for r in ratios if r != ratio]}
-    if n_per_class is not None: over['domain__n_per_class'] = with_scarce_count(params['domain']['n_per_class'],
-                                                                                  n_per_class)
-    return over
-
-def selection_table(screen: dict, cfg: TrainingConfig) -> pd.DataFrame:
-    ("The validation ROC-AUC behind the choice of the replicated arm: every screened arm, whether its generators "
-     "may be replicated (`cfg.replicate_generators`), and which arm was chosen. Test scores play no part.")
-    try: chosen = replicated_generators(screen, cfg)[1] if synthetic_arms(screen) else None
-    except ValueError: chosen = None  # none may be replicated (see `run_training`)
-    rows = []
-    for a, m in screen.items():
-        if not (isinstance(m, dict) and 'val_summary' in m): continue
-        gens = m.get('generators') or []
-        eligible = (a in synthetic_arms(screen) and m['strategy'] == 'mix' and bool(gens)
-                    and (not cfg.replicate_generators or set(gens) <= set(cfg.replicate_generators)))
-        rows.append({'arm': a, 'family': m.get('family', ''), 'val ROC-AUC': m['val_summary'][HEADLINE_METRIC]['mean'],
-                     'may be replicated': eligible,
-                     'chosen': a == chosen})
-    return pd.DataFrame(rows).set_index('arm').sort_values('val ROC-AUC', ascending=False)
-
-# %% ../nbs/06_training.ipynb #f817b7ac
-def replicate_means(arm: dict, key: str = HEADLINE_METRIC, split: str = 'test') -> list:
-    "Per-replicate mean of `split`'s `key` ('test' or 'val') over the arm's model seeds, in replicate order."
-    by = {}
-    for u, m in zip(arm['units'], arm['per_seed' if split == 'test' else 'per_seed_val']):
-        by.setdefault(u['replicate'], []).append(m[key])
-    return [float(np.nanmean(by[r])) for r in sorted(by)]
-
-def learning_curve(points: dict, # real images per class -> {'real_only': [...], arm: [...]} per-replicate test scores
-                   headline_n: int, arm: str, ceiling: dict|None = None,
-                   val_points: dict|None = None, # the same on each draw's validation set: where a count is chosen
-                  ) -> dict:
-    ("The curve's table (mean and t-interval per count and arm, test and validation) and the data equivalence of "
-     "`arm` at `headline_n`.")
-    rows, clip = [], lambda m, lo, hi: (m, None if lo is None else max(0.0, lo), None if hi is None else min(1.0, hi))
-    for n in sorted(points):  # t-intervals of a ROC-AUC, clipped to [0, 1] as every arm's summary is
-        for a, v in points[n].items():
-            mean, lo, hi = clip(*t_interval(v))
-            rows.append({'n_per_class': int(n), 'arm': a, 'mean': mean, 'ci_low': lo, 'ci_high': hi, 'n': len(v)})
-            if val_points: rows[-1].update(zip(('val_mean', 'val_ci_low', 'val_ci_high'),
-                                               clip(*t_interval(val_points[n][a]))))
-    real = {n: p['real_only'] for n, p in points.items()}
-    if ceiling: real[ceiling['n_per_class']] = ceiling['scores']
-    eq = data_equivalence(real, points[headline_n][arm]) if len(real) > 1 and arm in points[headline_n] else None
-    return {'arm': arm, 'headline_n': int(headline_n), 'rows': rows, 'data_equivalence': eq, 'ceiling': ceiling}
 
 # %% ../nbs/06_training.ipynb #f137965c
 def privacy_utility(metrics: dict, # stage 6's arms (`summarise_arms`)
@@ -548,23 +444,20 @@ def privacy_utility(metrics: dict, # stage 6's arms (`summarise_arms`)
                      'ci_low': s.get('ci_low'), 'ci_high': s.get('ci_high')})
     return rows
 
-# %% ../nbs/06_training.ipynb #7e8a0b39
-def chain_costs(arms: dict, # stage 6's arms (`summarise_arms`): per unit, its replicate and its `unit_costs`
-                chains: dict, # replicate -> the folder of its stage 5 (its stages 1-5, `stage_costs`)
-               ) -> dict:
-    ("The cost of each replicate chain (wall and CPU seconds of its stages 1–5 and of each arm's fits, and their "
-     "total) and the mean over chains: what one more chain costs on this machine.")
-    keys, rows = ('wall_seconds', 'cpu_seconds'), []
-    for r, d in chains.items():
-        stages = stage_costs(d)
-        fits = {a: {k: round(sum(c[k] for u, c in zip(m['units'], m.get('unit_costs') or []) if u['replicate'] == r), 2)
-                    for k in keys} for a, m in arms.items()}
-        parts = [*stages.values(), *fits.values()]
-        rows.append({'replicate': int(r), 'stages': stages, 'arms': fits,
-                     'total': {k: round(sum(p[k] or 0 for p in parts), 1) for k in keys},
-                     'complete': all(p[k] is not None for p in parts for k in keys)})
-    return {'chains': rows, 'mean': {k: round(float(np.mean([c['total'][k] for c in rows])), 1) for k in keys}
-            if rows else {}}
+# %% ../nbs/06_training.ipynb #584d1bc7
+def prediction_arrays(collected: dict, # arm -> (units, results, n_train, strategy, info), from `train_arms`
+                     ) -> tuple:
+    "({'val_<i>', 'test_<i>': (seeds, images, classes) float32}, {'arms': [what arm i is]})."
+    arrays, index = {}, []
+    for i, (arm, (units, results, n_train, strategy, info)) in enumerate(collected.items()):
+        for split in ('val', 'test'):
+            arrays[f'{split}_{i}'] = np.stack([r[f'p_{split}'] for r in results]).astype(np.float32)
+        n_syn = int(info.get('n_synthetic', 0))
+        index.append({'arm': arm, 'family': info.get('family', ''), 'strategy': strategy,
+                      'generators': list(info.get('generators', [])), 'ratio': float(info.get('ratio', 0.0)),
+                      'n_train': int(n_train), 'n_synthetic': n_syn,
+                      'effective_ratio': n_syn / max(int(n_train) - n_syn, 1), 'seeds': [u['seed'] for u in units]})
+    return arrays, {'arms': index}
 
 # %% ../nbs/06_training.ipynb #c43389b4
 # What stage 6 consumes: artifact (or glob) -> the stage that writes it; reading anything else is an error (`StageRun`).
@@ -573,23 +466,14 @@ INPUTS = {'train': 'domain', 'val': 'domain', 'test': 'domain', 'pool': 'domain'
           'provenance': 'generation', 'families': 'generation'}
 
 def run_training(cfg: TrainingConfig, upstream_dir=None, out_dir=None) -> StageResult:
-    ("Stage 6: screen every arm, replicate the best on fresh scarce draws (with the dose sweep and learning curve), "
-     "evaluate on the real test split, recommend changes.")
+    ("Stage 6: train every arm of this chain, write each model's validation and test predictions, "
+     "recommend changes.")
     with StageRun('training', cfg, upstream_dir, out_dir, inputs=INPUTS) as run:
         src = ChainReader.of_run(run)
         profile = src.json('profile'); classes = profile['classes']; n_classes = len(classes)
-        normal = (profile.get('roles') or {}).get('normal_class')
-        # two classes: F1/precision/recall of the abnormal class
-        positive = 1 - classes.index(normal) if n_classes == 2 and normal in classes else 1
+        positive = positive_class(profile)
         test, val = src.arrays('test'), src.arrays('val')
         strategies = src.json('mixes')['strategies']  # stage 5's plan
-        if cfg.curve:  # before any training: drop the learning-curve points the pool cannot give, and say why
-            n_val = pipeline_parameters(run.upstream_dir)['domain']['n_val_per_class']
-            counts, skipped = curve_points(src.arrays('pool'), cfg.curve, n_val,
-                                           [cfg.seed + r for r in range(cfg.curve_replicates)])
-            for n, why in skipped.items(): print(f"⚠ learning curve: {n} real images per class cannot be drawn "
-                                                 f"({why}); that point is skipped")
-            cfg = dataclasses.replace(cfg, curve=counts); run.metrics['learning_curve_skipped'] = skipped
         collected, models = train_arms(src, cfg, strategies, test, n_classes, run.device, 0,
                                        robust=cfg.robustness, positive=positive)
         for arm, model in models.items():
@@ -597,20 +481,15 @@ def run_training(cfg: TrainingConfig, upstream_dir=None, out_dir=None) -> StageR
                            model.state_dict(),
                            {'class': 'SmallResNet', 'n_classes': n_classes, 'width': cfg.width,
                             'stride': int(model.stem[0].stride[0]), 'seed': int(cfg.seeds[-1])})
-        screen = summarise_arms(collected)
-        arms = screen
-        wanted = cfg.replicates > 1 or bool(cfg.ratios) or bool(cfg.curve)
-        try: replicable = wanted and bool(replicated_generators(screen, cfg))
-        except ValueError as e:  # e.g. every generator it may replicate failed stage 3's quality gate
-            replicable, run.metrics['replication_skipped'] = False, str(e)
-            print(f"⚠ replication skipped: {e}")
-        if replicable:
-            arms, extra = _replicate(run, cfg, screen, collected, test, n_classes, positive)
-            run.metrics['screening'] = screen; run.metrics.update(extra)
+        # every model's probabilities, for the evidence step (test: a held-out artifact)
+        preds, index = prediction_arrays(collected)
+        run.save_arrays('val_predictions', labels=val['labels'], **{k: v for k, v in preds.items() if k[:4] == 'val_'})
+        run.save_arrays('test_predictions', held_out=True, labels=test['labels'],
+                        **{k: test[k] for k in ('group', 'type') if k in test},
+                        **{k: v for k, v in preds.items() if k[:5] == 'test_'})
+        run.write_json('predictions', {**index, 'classes': classes, 'positive': positive})
+        arms = screen = summarise_arms(collected)
         run.metrics.update(arms)
-        chains = ({r: run.out_dir/'replicates'/f'seed{cfg.seed + r}'/stage_folder('integration')
-                   for r in range(cfg.replicates)} if 'replication' in run.metrics else {0: run.upstream_dir})
-        run.metrics['cost'] = chain_costs(arms, chains)
         syn, train = src.arrays('synthetic'), src.arrays('train')
         detector = {str(g): artefact_detector(train['images'], syn['images'][syn['generator'] == g], cfg.detector_steps,
                                               cfg.seed, run.device)
@@ -632,52 +511,6 @@ def run_training(cfg: TrainingConfig, upstream_dir=None, out_dir=None) -> StageR
         _training_figures(run, arms, screen, cfg)
     return stage_result('training', run.out_dir)
 
-def _same_real_arms(run, src, screened: dict) -> dict:
-    ("The screened real-data arms whose inputs replicate 0 reproduces byte for byte (same scarce, validation, "
-     "pool and augmented sets).")
-    same = all(src.artifacts[a]['sha256'] == run.inherited[a]['sha256'] for a in ('train', 'val', 'pool', 'real_aug')
-               if a in run.inherited)
-    return {a: screened[a] for a in REAL_ARMS if a in screened} if same else {}  # every real-data arm: same inputs
-
-def _replicate(run, cfg: TrainingConfig, screen: dict, screened: dict, test: dict, n_classes: int,
-               positive: int = 1) -> tuple:
-    "The replicated arms (paired over replicates) and the records of the replication and the learning curve."
-    params = pipeline_parameters(run.upstream_dir)
-    gens, picked = replicated_generators(screen, cfg)
-    rename = lambda a: a.replace(':all', ':' + '+'.join(gens))
-    ratio = params['integration']['ratio']
-    parts = []
-    for r in progress(range(cfg.replicates), desc='replicates', leave=False):
-        p = replicate_parameters(params, cfg.seed + r, **replicate_overrides(params, gens, ratio, cfg.ratios))
-        src = ChainReader(d := run_pipeline(p, run.out_dir/'replicates'/f'seed{cfg.seed + r}'))
-        parts.append(train_arms(src, cfg, ['mix'], test, n_classes, run.device, r, rename=rename,
-                                reuse=_same_real_arms(run, src, screened) if r == 0 else None, positive=positive)[0])
-    arms = summarise_arms(merge_units(parts))
-    extra = {'replication': {'generators': gens, 'chosen_from': picked, 'replicates': cfg.replicates,
-                             'seeds': [cfg.seed + r for r in range(cfg.replicates)],
-                             'ratios': [ratio] + [r for r in cfg.ratios if r != ratio]}}
-    h = headline(arms)
-    if cfg.curve and h:
-        best = h['best_synthetic_arm']; best_ratio = arms[best]['ratio']
-        n0 = scarce_count(params['domain']['n_per_class'])
-        points, vals = ({n0: {a: replicate_means(arms[a], split=s)[:cfg.curve_replicates] for a in ('real_only', best)}}
-                        for s in ('test', 'val'))
-        for n in progress([n for n in cfg.curve if n != n0], desc='learning curve', leave=False):
-            points[n], vals[n] = {'real_only': [], best: []}, {'real_only': [], best: []}
-            for r in range(cfg.curve_replicates):
-                p = replicate_parameters(params, cfg.seed + r,
-                                         **replicate_overrides(params, gens, best_ratio, [], n_per_class=n))
-                d = run_pipeline(p, run.out_dir/'curve'/f'n{n}_seed{cfg.seed + r}')
-                same = rename('synthetic:all')  # the headline arm's generators at its ratio, now stage 5's base ratio
-                got = train_arms(ChainReader(d), cfg, ['mix'], test, n_classes, run.device, r, rename=rename,
-                                 only={'real_only', same}, positive=positive)[0]
-                for a, b in (('real_only', 'real_only'), (best, same)):
-                    for s, out in (('test', points), ('val', vals)):
-                        out[n][a].append(float(np.nanmean([m[s][HEADLINE_METRIC] for m in got[b][1]])))
-        ceil = {'n_per_class': int(arms['ceiling']['n_train'] // n_classes), 'n_train': int(arms['ceiling']['n_train']),
-                'scores': replicate_means(arms['ceiling'])} if 'ceiling' in arms else None
-        extra['learning_curve'] = learning_curve(points, n0, best, ceil, val_points=vals)
-    return arms, extra
 
 # %% ../nbs/06_training.ipynb #f12a78c2
 def _label(arm: str, m: dict) -> str: return f"{arm} [{m['family']}]" if m.get('family') else arm
@@ -698,7 +531,6 @@ def _training_figures(run, metrics, screen, cfg):
     run.save_figure('test_metrics', fig); plt.close(fig)
     _delta_figure(run, metrics); _curve_figure(run, metrics)
     _confusion_figure(run, metrics, run.metrics['test']['per_class'])
-    if 'learning_curve' in run.metrics: _learning_curve_figure(run, run.metrics['learning_curve'], metrics)
     if cfg.robustness: _robustness_figure(run, screen)
 
 def _delta_figure(run, metrics):
@@ -743,36 +575,6 @@ def _curve_figure(run, metrics):
     ax.set_title('training curves (mean over units)', fontsize=9)
     ax.legend(fontsize=6, loc='upper left', bbox_to_anchor=(1.01, 1)); fig.tight_layout()
     run.save_figure('training_curves', fig); plt.close(fig)
-
-def _learning_curve_figure(run, lc, metrics: dict):
-    ("The learning curve on validation (where a count is chosen), when recorded, beside the curve on test, with the "
-     "ceiling and the headline arm's data equivalence.")
-    rows = pd.DataFrame(lc['rows']); panels = [('val_', 'validation')] if 'val_mean' in rows else []
-    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4.2 * (len(panels) + 1) + 1.8, 3), squeeze=False)
-    for (p, name), vax in zip(panels, axes[0]):
-        for i, (a, g) in enumerate(rows.groupby('arm', sort=False)):
-            g = g.sort_values('n_per_class'); m = g[p + 'mean']
-            lo, hi = g[p + 'ci_low'].fillna(m), g[p + 'ci_high'].fillna(m)
-            vax.errorbar(g.n_per_class * (1 + 0.03 * i), m, [m - lo, hi - m], marker='o', capsize=3)
-        vax.set_xlabel('real images per class (the scarce class)')
-        vax.set_ylabel(f'{name} ROC-AUC'); vax.set_title(f'on {name} (each draw its own set)', fontsize=9)
-    ax = axes[0][-1]
-    for i, (a, g) in enumerate(rows.groupby('arm', sort=False)):
-        g = g.sort_values('n_per_class'); lo = g.ci_low.fillna(g['mean']); hi = g.ci_high.fillna(g['mean'])
-        ax.errorbar(g.n_per_class * (1 + 0.03 * i), g['mean'], [g['mean'] - lo, hi - g['mean']],
-                    marker='o', capsize=3, label=_label(a, metrics.get(a, {})))
-    if lc['ceiling']: ax.axhline(np.mean(lc['ceiling']['scores']), color='k', ls='--', lw=1,
-                                 label=f"ceiling ({lc['ceiling'].get('n_train', '?')} pool images)")
-    eq = lc['data_equivalence']
-    if eq and eq['n_equivalent']: ax.axvline(eq['n_equivalent'], color='grey', ls=':', lw=1,
-                                             label=f"real-only equivalent: {eq['n_equivalent']:.1f}/class")
-    for a in axes[0]:  # a log axis labelled at the curve's own counts, in plain numbers
-        a.set_xscale('log'); a.set_xticks(sorted(rows.n_per_class.unique()))
-        a.xaxis.set_major_formatter(mpl.ticker.ScalarFormatter()); a.xaxis.set_minor_locator(mpl.ticker.NullLocator())
-    ax.set_xlabel('real images per class (the scarce class)'); ax.set_ylabel('test ROC-AUC')
-    ax.set_title('learning curve on test (mean and 95% CI over replicates)', fontsize=9)
-    ax.legend(fontsize=6, loc='upper left', bbox_to_anchor=(1.01, 1)); fig.tight_layout()
-    run.save_figure('learning_curve', fig); plt.close(fig)
 
 def _robustness_figure(run, metrics):
     arms = [a for a in metrics if 'robustness' in metrics[a]]

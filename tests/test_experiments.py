@@ -207,19 +207,16 @@ def test_reports_open_with_their_results(light_run):
     assert nb.cells.index(first) < params and 'injected-parameters' in nb.cells[params + 1].metadata.tags
 
 
-def test_a_failed_generator_is_not_replicated_and_the_run_finishes(runs_dir, data_dir):
-    """With the gate enforced, the `noise` control fails stage 3's gate: it reaches no later stage, stage 6 skips the
-    replication it was asked for and says why, and the terminal names the failed generator and its reasons. (The
-    calibrated simulator passes the gate now, so it can no longer play the failed generator here.)"""
+def test_a_failed_generator_is_not_mixed_and_the_run_finishes(runs_dir, data_dir):
+    """With the gate enforced, the `noise` control fails stage 3's gate: it reaches no later stage, stage 6 has no
+    synthetic arm, and the terminal names the failed generator and its reasons. (The calibrated simulator passes the
+    gate now, so it can no longer play the failed generator here.)"""
     proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=gated', *LIGHT, '-p', 'evaluation.gate=enforce',
-                   '-p', 'generation.generators=[noise]',
-                   '-p', 'training.replicates=2', '-p', 'training.replicate_generators=[noise]',
-                   '--runs-dir', runs_dir, env={'SYNTHNB_DATA': str(data_dir), **NO_CACHE})
+                   '-p', 'generation.generators=[noise]', '--runs-dir', runs_dir, env={'SYNTHNB_DATA': str(data_dir), **NO_CACHE})
     assert proc.returncode == 0, proc.stderr[-3000:]
     gate = json.loads((runs_dir / 'gated' / '03_evaluation' / 'metrics.json').read_text())['gate']
     assert gate['failed'] == ['noise'], gate
     m = json.loads((runs_dir / 'gated' / '06_training' / 'metrics.json').read_text())
-    assert 'nothing to replicate' in m['replication_skipped'] and 'replication' not in m
     assert not any(a.startswith('synthetic:') for a in m) and m['headline'] == {}  # no synthetic image, no synthetic arm
     assert 'generator `noise` **failed** the quality gate (not mixed, not ranked)' in proc.stdout
 
@@ -259,32 +256,33 @@ def test_feedback_loop_changes_next_iteration(light_run, runs_dir, data_dir):
     assert (runs_dir / 'loop' / 'feedback.md').read_text().count('\n') >= 4
 
 
-def test_replicates_redraw_the_scarce_set_and_pair_the_arms(light_run, runs_dir, data_dir):
-    "Two replicates (a dose sweep, a learning-curve point, and one the pool cannot give): new scarce draws that never touch their validation set or the test split; paired deltas per unit."
-    proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=replicates', *LIGHT, '-p', 'training.arms=[real_only, synthetic, ceiling]',
-                   '-p', 'training.replicates=2', '-p', 'training.ratios=[3]', '-p', 'training.curve=[2, 5000]', '-p', 'training.curve_replicates=2',
-                   '--runs-dir', runs_dir, env={'SYNTHNB_DATA': str(data_dir)})
+def test_protocol_chains_redraw_the_scarce_set_and_the_evidence_reads_them(light_run, runs_dir, data_dir):
+    """Two replicate chains and a learning-curve point (and one the pool cannot give), on a 2-worker LocalCluster: each
+    chain draws its own scarce set and refits its generator, the test split never moves, the evidence step pairs the
+    arms over chains and the terminal ends with its headline; run again, nothing is re-run."""
+    args = ('run', 'experiments/healthcare.yaml', '-p', 'exp_id=chains', *LIGHT, '-p', 'training.arms=[real_only, synthetic, ceiling]',
+            '-p', 'protocol.chains=2', '-p', 'protocol.curve=[2, 5000]', '-p', 'protocol.curve_chains=5', '--workers', '2',
+            '--runs-dir', runs_dir)
+    proc = synthnb(*args, env={'SYNTHNB_DATA': str(data_dir)})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    d = runs_dir / 'replicates' / '06_training'
-    m = json.loads((d / 'metrics.json').read_text())
-    h5 = lambda rep, a: set(np.load(d / 'replicates' / rep / '01_domain' / f'{a}.npz')['hashes'])
-    assert h5('seed0', 'train') != h5('seed1', 'train'), 'each replicate draws its own scarce set'
-    for rep in ('seed0', 'seed1'):
-        assert not h5(rep, 'train') & (h5(rep, 'val') | h5(rep, 'test')), f'{rep}: the scarce set touches validation or test images'
-        assert h5(rep, 'test') == set(np.load(runs_dir / 'replicates' / '01_domain' / 'test.npz')['hashes']), 'the test split never moves'
-    assert m['replication']['generators'] == ['simulation'] and {'synthetic:simulation', 'synthetic:simulation×3'} <= set(m)
-    assert [u['replicate'] for u in m['real_only']['units']] == [0, 1]
-    assert m['real_only']['per_seed'][:1] == m['screening']['real_only']['per_seed'], 'replicate 0 is the main draw: its real-only model is the screened one'
-    h = m['headline']
-    assert h['metric'] == 'roc_auc' and h['n_replicates'] == 2 and h['selected_on'] == 'val'
-    best, real = m[h['best_synthetic_arm']]['per_seed'], m['real_only']['per_seed']
-    assert h['delta']['per_unit'] == [b['roc_auc'] - r['roc_auc'] for b, r in zip(best, real)]  # paired unit by unit
-    assert (h['gap_closed'] is None and h['gap_note']) or all(c is not None and abs(c) < 1e6 for c in h['gap_closed_ci'])
-    lc = m['learning_curve']
-    assert all(0 <= r['val_mean'] <= 1 for r in lc['rows']), 'every curve point carries its validation score: where a count is chosen'
-    cost = m['cost']  # what each replicate chain cost: its stages 1-5 and every arm's fits
-    assert [c['replicate'] for c in cost['chains']] == [0, 1] and all(c['complete'] and c['total']['cpu_seconds'] > 0 for c in cost['chains'])
-    assert set(cost['chains'][1]['arms']) == {'real_only', 'ceiling', *[a for a in m if a.startswith('synthetic:')]}
-    assert {r['n_per_class'] for r in lc['rows']} == {2, 20} and lc['arm'] == h['best_synthetic_arm']  # 2 per class: fewer real images than stage 3's k
-    assert list(m['learning_curve_skipped']) == ['5000'] and 'fewer than n_per_class=5000' in m['learning_curve_skipped']['5000']  # dropped before any training
-    assert (d / 'learning_curve.png').exists() and (d / 'paired_deltas.png').exists() and (d / 'training_curves.png').exists()
+    run = runs_dir / 'chains'
+    rec = json.loads((run / 'protocol.json').read_text())
+    assert len(rec['chains']) == 2 + 5 and all(c['status'] == 'complete' for c in rec['chains'].values()), rec['chains']
+    assert list(rec['curve_skipped']) == ['5000'] and 'Too few pool images' in rec['curve_skipped']['5000']  # dropped before any run
+    h5 = lambda d, a: set(np.load(d / '01_domain' / f'{a}.npz')['hashes'])
+    r1 = run / 'chains' / 'r01'
+    assert h5(run, 'train') != h5(r1, 'train'), 'each chain draws its own scarce set'
+    for d in (run, r1):
+        assert not h5(d, 'train') & (h5(d, 'val') | h5(d, 'test')), f'{d}: the scarce set touches validation or test images'
+    assert h5(r1, 'test') == h5(run, 'test'), 'the test split never moves'
+    syn = lambda d: json.loads((d / '02_generation' / 'manifest.json').read_text())['artifacts']['synthetic']['sha256']
+    assert syn(run) != syn(r1), 'each chain refits its generators on its own draw'
+    s = json.loads((run / 'evidence' / 'summary.json').read_text())
+    assert s['chains'] == 2 and s['selected'] == 'synthetic:all' and set(s['arms']) == {'real_only', 'synthetic:all', 'ceiling'}
+    rows = {r['arm']: r for r in s['comparison']}
+    assert set(rows) == {'synthetic:all', 'ceiling'} and all(-1 <= r['ci_low'] <= r['delta'] <= r['ci_high'] <= 1 for r in rows.values())
+    assert s['worth'].get('note') or s['worth'].get('text')  # 2/class (5 draws) and 20/class (the chains): a curve of two points
+    last = proc.stdout.strip().splitlines()
+    assert any(line.startswith('| synthetic:all (chosen on validation) |') for line in last[-12:]), proc.stdout[-2000:]
+    again = synthnb(*args, env={'SYNTHNB_DATA': str(data_dir)})
+    assert again.returncode == 0 and '7 already complete, 0 to run' in again.stderr, again.stderr[-2000:]

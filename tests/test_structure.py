@@ -10,16 +10,18 @@ LAYERS = [
     {'env', 'tracking', 'hygiene'},  # foundations that import no synthnb module
     {'config', 'images'},  # stages and experiment files; uint8 images and tensors
     {'store', 'models'},  # the artifact store; the classifier
-    {'data', 'metrics', 'features', 'gate', 'style', 'translation', 'evidence', 'robustness', 'review'},  # datasets, stage helpers
+    {'data', 'metrics', 'features', 'gate', 'style', 'translation', 'evidence', 'inference', 'robustness',
+     'review'},  # datasets, stage helpers
     {'sources', 'filtering', 'stages'},  # cards and readers of any dataset; the stage registry
     {'simulation', 'paste', 'gan', 'external', 'vae', 'pretrained'},  # generators (and the reader of external synthetic sets)
     {'diffusion'},  # the diffusion model
     {'hybrid', 'defect_diffusion'},  # simulation or paste refined by the diffusion model; learned defect crops
     {'domain', 'generation', 'augmentation', 'evaluation', 'integration', 'sampler'},  # stages 1-5 (and stage 2's sampler choice)
-    {'replicates'},  # re-runs stages 1-5 for stage 6
     {'training'},  # stage 6
     {'runner'},  # executes the stage notebooks
     {'feedback', 'sweep', 'sweep_report'},  # orchestration on top of the runner
+    {'protocol'},  # replicate and learning-curve chains, run like a sweep's experiments
+    {'evidence_report'},  # the evidence step: reads every chain
     {'cli'}, {'__main__'},  # the command line
 ]
 LAYER = {m: i for i, layer in enumerate(LAYERS) for m in layer}
@@ -69,3 +71,32 @@ def test_exported_lines_fit_in_120_columns():
     long = [f'{p.name}:{i}' for p in sorted(PKG.glob('*.py')) if p.stem != '_modidx'
             for i, line in enumerate(p.read_text().splitlines(), 1) if len(line) > 120 and not line.startswith('__all__ = [')]
     assert not long, f'lines over 120 characters (edit the notebooks, then nbdev_export): {long}'
+
+
+def _dynamic_imports(path: Path) -> list:
+    "Calls that import a module by name at run time (`importlib.import_module`, `__import__`): the layer test cannot see them."
+    calls = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ''
+            if name in ('import_module', '__import__'): calls.append(f'{path.name}:{node.lineno}')
+    return calls
+
+
+def test_a_stage_runs_no_other_stage():
+    """No stage module reaches another stage: not by import, not through the stage registry (`stages`, whose RUNNERS
+    import stage modules by name), not by importing a module by name itself. Replicate chains run every stage from the
+    orchestration layer (`protocol`), never from inside a stage."""
+    from synthnb.config import STAGES
+    reach = {s: sorted((GRAPH[s] & (set(STAGES) | {'stages'})) - {s}) for s in STAGES}
+    assert not any(reach.values()), reach
+    dynamic = [c for s in STAGES for c in _dynamic_imports(PKG / f'{s}.py')]
+    assert not dynamic, dynamic
+
+
+def test_the_dynamic_import_check_can_fail(tmp_path):
+    "The check above sees a stage that imports a module by name (the way the old stage 6 reached stages 1-5)."
+    bad = tmp_path / 'training.py'
+    bad.write_text("import importlib\nRUN = importlib.import_module('synthnb.domain').run_domain\n")
+    assert _dynamic_imports(bad) == ['training.py:2']

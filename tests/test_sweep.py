@@ -145,3 +145,18 @@ def test_failure_is_recorded_and_only_it_is_retried(scheduler_sweep, dask_schedu
     rec = _record(sweep_dir)['experiments']
     assert rec['ext-healthcare-n100000']['attempts'] == 2 and rec['ext-healthcare-n20']['attempts'] == 1
     assert good_manifest.stat().st_mtime == before
+
+
+def test_protocol_chains_run_on_an_external_scheduler(scheduler_sweep, dask_scheduler, tmp_path, data_dir):
+    """A protocol's chains go to a separately started scheduler like a sweep's experiments: chain 0 (the sweep's good
+    experiment, restored from the stage cache) and five learning-curve chains, each on the external worker."""
+    address, workers = dask_scheduler
+    proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=ext-protocol', '-p', 'generation.generators=[simulation]',
+                   '-p', 'training.steps=20', '-p', 'training.seeds=[0]', '-p', 'training.arms=[real_only, synthetic]',
+                   '-p', 'training.robustness=false', '-p', 'training.detector_steps=0',
+                   '-p', 'protocol.curve=[5]', '-p', 'protocol.curve_chains=5', '--scheduler', address, '--runs-dir', tmp_path,
+                   env={'SYNTHNB_DATA': str(data_dir)}, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    chains = json.loads((tmp_path / 'ext-protocol' / 'protocol.json').read_text())['chains']
+    assert len(chains) == 6 and all(c['status'] == 'complete' and c['worker'] in workers for c in chains.values()), chains
+    assert (tmp_path / 'ext-protocol' / 'evidence' / 'report.ipynb').exists()

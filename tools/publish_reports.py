@@ -2,8 +2,9 @@
 
 Usage: python tools/publish_reports.py RUN_DIR CASE [--partial]      e.g. runs/healthcare-full healthcare
 Refuses a run whose stages are not all complete unless --partial (then only completed stages are copied);
-also writes reports/<case>/summary.json (strict JSON: headline, learning curve, device, commit, wall time per stage)
-and reports/<case>/headline.md (the headline table the docs' reports index shows).
+copies the evidence report (RUN_DIR/evidence/report.ipynb, when the protocol ran chains) to reports/<case>/evidence.ipynb;
+also writes reports/<case>/summary.json (strict JSON: the evidence summary, chain 0's headline, device, commit, wall
+time per stage) and reports/<case>/headline.md (the evidence headline, else chain 0's: what the docs' index shows).
 """
 import json
 import shutil
@@ -42,14 +43,17 @@ def publish(run_dir, case, partial=False):
     for s in manifests: shutil.copy(run_dir / s / 'report.ipynb', dest / f'{s}.ipynb')
     last = manifests[list(manifests)[-1]]; prov = last['provenance']; m6 = manifests.get('06_training', {'metrics': {}})['metrics']
     experiment = json.loads((run_dir / 'experiment.json').read_text())
+    evidence = run_dir / 'evidence' / 'summary.json'
+    if evidence.exists(): shutil.copy(run_dir / 'evidence' / 'report.ipynb', dest / 'evidence.ipynb')
     summary = {'case': case, 'run': run_dir.name, 'profile': experiment.get('profile'), 'experiment': experiment,
                'device': prov['device'], 'device_name': prov['device_name'], 'git': prov['git'],
                'wall_seconds': {s: manifests[s]['runner'].get('wall_seconds') for s in manifests},
                'stages_published': list(manifests), 'headline': m6.get('headline'),
-               'learning_curve': m6.get('learning_curve'), 'learning_curve_skipped': m6.get('learning_curve_skipped'),
+               'evidence': json.loads(evidence.read_text()) if evidence.exists() else None,
                'results_table': json.loads((run_dir / '06_training' / 'results_table.json').read_text()) if '06_training' in manifests else None}
     save_json(dest / 'summary.json', summary)
-    if '06_training' in manifests: (dest / 'headline.md').write_text(headline_markdown(m6) + '\n')
+    if evidence.exists(): shutil.copy(run_dir / 'evidence' / 'headline.md', dest / 'headline.md')
+    elif '06_training' in manifests: (dest / 'headline.md').write_text(headline_markdown(m6) + '\n')
     print(f'published {run_dir} -> {dest}')
 
 
