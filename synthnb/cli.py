@@ -97,19 +97,21 @@ def run_report_header(run_dir, # a run folder with its `experiment.json`
     toc = '\n'.join(f"- [{stage_folder(s)}](#{stage_folder(s)})" for s in stages)
     headline = run_headline(run_dir) or '*Stage 6 has not run: no headline.*'
     evidence = Path(run_dir)/'evidence'/'headline.md'  # the protocol's chains ran: their evidence comes first
-    if evidence.exists(): headline = (f"### The evidence over every chain (`evidence/report.ipynb`)\n\n"
-                                      f"{evidence.read_text()}\n\n### Chain 0 alone (one scarce draw)\n\n{headline}")
+    if evidence.exists(): headline = (f"{evidence.read_text()}\n\n*The evidence step over every chain "
+                                      f"(`evidence/report.ipynb`); chain 0 alone, one scarce draw: its stage-6 "
+                                      f"section below.*")
     failed = gate_summary(run_dir)
     headline += f"\n\n{failed}" if failed else ''
     return ('\n\n'.join([f"# Run report: {exp.exp_id}", f"**Experiment file** `{exp.source or '(none)'}`",
                          report_header(exp), '## Headline', headline]), '\n\n'.join(['## Contents', toc]))
 
 # %% ../nbs/14_cli.ipynb #152eaf20
-HEADLINE_FIGURES = ('paired_deltas', 'test_metrics')  # stage 6's figure beside the headline: the first that exists
+HEADLINE_FIGURES = ('evidence/evidence', f"{stage_folder('training')}/paired_deltas",
+                    f"{stage_folder('training')}/test_metrics")  # the figure beside the headline: the first that exists
 
 def headline_figure(run_dir) -> dict|None:
-    "The mime bundle of stage 6's headline figure (`HEADLINE_FIGURES`), or None before stage 6 has run."
-    f = next((p for n in HEADLINE_FIGURES if (p := Path(run_dir)/stage_folder('training')/f'{n}.png').exists()), None)
+    "The mime bundle of the headline figure (`HEADLINE_FIGURES`), or None before stage 6 has run."
+    f = next((p for n in HEADLINE_FIGURES if (p := Path(run_dir)/f'{n}.png').exists()), None)
     return {'image/png': base64.b64encode(f.read_bytes()).decode()} if f else None
 
 # %% ../nbs/14_cli.ipynb #c3d4e5f6
@@ -157,9 +159,9 @@ def cmd_run(args) -> int:
                                   accepted, args.p or [])
         check_runs_dir(args.runs_dir)
         from synthnb.protocol import load_protocol
-        protocol = load_protocol(exp)
+        load_protocol(exp)  # a bad protocol mapping stops the run before any stage
     except (ValueError, OSError, DataError) as e: return fail(e, 2)
-    chains = (protocol.chains > 1 or bool(protocol.curve)) and args.iterations == 1 and not args.until
+    chains = args.iterations == 1 and not args.until  # a whole run: its protocol's chains, then the evidence step
     LOG.info(f"experiment {exp.exp_id} (profile {exp.profile}, seed {exp.seed}, device {exp.device}) → "
              f"{Path(args.runs_dir)/exp.exp_id}")
     if args.stage_cache: os.environ['SYNTHNB_STAGE_CACHE'] = str(Path(args.stage_cache).resolve())
@@ -169,7 +171,7 @@ def cmd_run(args) -> int:
         if args.iterations > 1:
             from synthnb.feedback import run_feedback_loop
             run_feedback_loop(exp, args.runs_dir, args.iterations, args.force, log=log)
-        elif chains:  # replicate and learning-curve chains on Dask, then the evidence report
+        elif chains:  # chain 0 (and any replicate and learning-curve chains, on Dask), then the evidence report
             from synthnb.protocol import run_protocol
             rec = run_protocol(exp, args.runs_dir, args.scheduler, args.workers, args.threads, args.force, log=log)
             bad = {k: v for k, v in rec['chains'].items() if v['status'] != 'complete'}
@@ -187,7 +189,9 @@ def cmd_run(args) -> int:
     LOG.info(f"finished in {secs:.1f}s; reports in {Path(args.runs_dir)/exp.exp_id}/*/report.ipynb{page}")
     evidence = Path(args.runs_dir)/exp.exp_id/'evidence'/'headline.md'
     if chains and evidence.exists():
-        print(f"\nevidence ({evidence.parent/'report.ipynb'}):\n" + evidence.read_text(), flush=True)
+        gate = gate_summary(last)  # chain 0's generators that failed the quality gate
+        print(f"\nevidence ({evidence.parent/'report.ipynb'}):\n" + evidence.read_text()
+              + (f"\n{gate}" if gate else ''), flush=True)
     elif args.until in (None, 'training'): print_headline(last)
     return failed
 

@@ -183,6 +183,7 @@ def headline_markdown(h: dict) -> str:
     g, w = h['gap_closed'], h['worth']
     gap = (f"{g['value']:.2f} [{g['low']:.2f}, {g['high']:.2f}] (Fieller)" if g.get('low') is not None
            else (f"{g['value']:.2f}, " if g.get('value') is not None else '') + (g.get('note') or 'n/a'))
+    if h['selected'] is None: return '\n'.join(lines + ['', '- No synthetic arm in every chain: nothing to compare.'])
     lines += ['', f"- **Gap to the ceiling closed** by {h['selected']}: {gap}",
               "- **Worth in real images per class**: " + (f"{w['text']} [{w['ci_text']}]" if 'text' in w
                                                           else w.get('note', 'n/a')),

@@ -18,9 +18,9 @@ from .data import DataError
 from .env import resolve_device
 from .stages import CONFIGS
 from .store import atomic_path, load_json, save_json, write_npz
-from .runner import execute_notebook, notebooks_dir, run_experiment
-from .sweep import (THREAD_VARS, _worker_address, config_hash, is_finished, machine_cores, run_sweep_experiment,
-                           sweep_client)
+from .runner import run_experiment
+from .sweep import (THREAD_VARS, _worker_address, config_hash, is_finished, machine_cores, run_report,
+                           run_sweep_experiment, sweep_client)
 from .training import TrainingConfig, arm_options, evaluate_unit, positive_class
 
 # %% auto #0
@@ -167,7 +167,8 @@ def run_protocol(exp: Experiment, # the experiment (chain 0)
                  force: bool = False, # re-run every chain and stage
                  report: bool = True, # execute the evidence report afterwards
                  log=print) -> dict:
-    "Run the protocol's unfinished chains as Dask tasks; return the protocol record (`protocol.json`)."
+    ("Run the protocol's unfinished chains as Dask tasks (one chain alone: in this process); return the protocol "
+     "record (`protocol.json`).")
     protocol = load_protocol(exp)
     digest = protocol_hash(exp, protocol)  # of the protocol as declared
     counts, skipped = curve_points(exp, protocol)
@@ -184,10 +185,15 @@ def run_protocol(exp: Experiment, # the experiment (chain 0)
               'started': started, 'starts': before.get('starts', []) + [started],
               'chains': {name(c): {**old.get(name(c), {}), **_chain_record(c),
                                    'status': 'pending' if c in todo else 'complete'} for c in chains}}
-    log(f"protocol {exp.exp_id}: {len(chains)} chains ({protocol.chains} replicate, {len(chains) - protocol.chains} "
-        f"learning-curve), {len(chains) - len(todo)} already complete, {len(todo)} to run")
     save_json(path, record)
-    if todo:
+    n_curve, alone = len(chains) - protocol.chains, len(chains) == 1 and scheduler is None
+    if not alone: log(f"protocol {exp.exp_id}: {len(chains)} chains ({protocol.chains} replicate, {n_curve} "
+                      f"learning-curve), {len(chains) - len(todo)} already complete, {len(todo)} to run")
+    if alone:  # one chain: a plain run, in this process, its progress on the terminal
+        t0 = time.time()
+        run_experiment(exp, runs_dir, force, log=log)  # a failed stage raises, as in any run
+        record['chains'][name(chains[0])].update(status='complete', seconds=round(time.time() - t0, 1))
+    elif todo:
         n_workers = n_workers or min(len(todo), machine_cores())
         if scheduler is None and threads is None: threads = max(1, machine_cores() // n_workers)
         with sweep_client(scheduler, n_workers, log) as client:
@@ -210,11 +216,4 @@ def run_protocol(exp: Experiment, # the experiment (chain 0)
 # %% ../nbs/12a_protocol.ipynb #0f938867
 def run_evidence_report(run_dir, log=print) -> dict:
     "Execute the evidence notebook into `run_dir/evidence/report.ipynb`."
-    out = Path(run_dir)/'evidence'
-    try:
-        execute_notebook(notebooks_dir()/'13a_evidence.ipynb', out, {'run_dir': str(run_dir)},
-                         progress_bar=False, manifest=False)
-        log(f"evidence report: {out/'report.ipynb'}"); return {'path': str(out/'report.ipynb'), 'status': 'complete'}
-    except Exception as e:
-        log(f"evidence report failed: {type(e).__name__}: {str(e)[-500:]}")
-        return {'path': str(out/'report.ipynb'), 'status': 'failed', 'message': str(e)[-2000:]}
+    return run_report('13a_evidence.ipynb', Path(run_dir)/'evidence', {'run_dir': str(run_dir)}, 'evidence report', log)

@@ -20,7 +20,7 @@ from .runner import (StageFailed, accepted_parameters, execute_notebook, noteboo
 # %% auto #0
 __all__ = ['SPEC_KEYS', 'LABELS', 'NOT_CONFIG', 'THREAD_VARS', 'SweepSpec', 'load_sweep', 'point_label', 'sweep_exp_id',
            'SweepPoint', 'config_hash', 'expand_sweep', 'config_diff', 'is_finished', 'plan_sweep',
-           'run_sweep_experiment', 'machine_cores', 'sweep_client', 'run_sweep', 'run_sweep_report']
+           'run_sweep_experiment', 'machine_cores', 'sweep_client', 'run_sweep', 'run_report', 'run_sweep_report']
 
 # %% ../nbs/12_sweep.ipynb #69fdb6db
 SPEC_KEYS = ('name', 'description', 'cases', 'overrides', 'grid')
@@ -271,13 +271,20 @@ def run_sweep(spec, # a `SweepSpec` or a sweep YAML path
     return record
 
 # %% ../nbs/12_sweep.ipynb #b85e418c
+def run_report(notebook: str, # an orchestration notebook of the package, e.g. '13_sweep_report.ipynb'
+               out_dir, # where its executed `report.ipynb` goes
+               params: dict, # its parameters
+               what: str = 'report', # how the log names it
+               log=print) -> dict:
+    "Execute a report notebook into `out_dir/report.ipynb`; {'path', 'status'} (and 'message'): it never raises."
+    out = Path(out_dir)/'report.ipynb'
+    try:
+        execute_notebook(notebooks_dir()/notebook, out_dir, params, progress_bar=False, manifest=False)
+        log(f"{what}: {out}"); return {'path': str(out), 'status': 'complete'}
+    except Exception as e:
+        log(f"{what} failed: {type(e).__name__}: {str(e)[-500:]}")
+        return {'path': str(out), 'status': 'failed', 'message': str(e)[-2000:]}
+
 def run_sweep_report(sweep_dir, log=print) -> dict:
     "Execute the sweep report notebook into `sweep_dir/report.ipynb`."
-    out = Path(sweep_dir)/'report.ipynb'
-    try:
-        execute_notebook(notebooks_dir()/'13_sweep_report.ipynb', sweep_dir, {'sweep_dir': str(sweep_dir)},
-                         progress_bar=False, manifest=False)
-        log(f"sweep report: {out}"); return {'path': str(out), 'status': 'complete'}
-    except Exception as e:
-        log(f"sweep report failed: {type(e).__name__}: {str(e)[-500:]}")
-        return {'path': str(out), 'status': 'failed', 'message': str(e)[-2000:]}
+    return run_report('13_sweep_report.ipynb', sweep_dir, {'sweep_dir': str(sweep_dir)}, 'sweep report', log)

@@ -23,8 +23,9 @@ from .robustness import SEVERITIES, artefact_detector, mean_ci, robustness_metri
 __all__ = ['ARMS', 'STRATEGY_PREFIX', 'REAL_ARMS', 'SCALARS', 'HEADLINE_METRIC', 'INPUTS', 'TrainingConfig', 'train_model',
            'arm_strategy', 'mix_arm', 'ceiling_set', 'arm_options', 'arm_family', 'load_arms', 'summarise',
            'synthetic_arms', 'headline', 'results_table', 'results_long', 'format_table', 'headline_markdown',
-           'recommend', 'robustness_subset', 'per_type_metrics', 'positive_class', 'evaluate_unit', 'summarise_arm',
-           'train_arms', 'summarise_arms', 'privacy_utility', 'prediction_arrays', 'run_training']
+           'validation_markdown', 'recommend', 'robustness_subset', 'per_type_metrics', 'positive_class',
+           'evaluate_unit', 'summarise_arm', 'train_arms', 'summarise_arms', 'privacy_utility', 'prediction_arrays',
+           'run_training']
 
 # %% ../nbs/06_training.ipynb #e5aa9080
 ARMS = ('real_only', 'real_natural', 'real_aug', 'real_randaug', 'real_mixup', 'real_cutmix', 'synthetic', 'ceiling')
@@ -264,8 +265,22 @@ def headline_markdown(metrics: dict # stage 6's metrics: 'headline'
         rows += [f"| full-data ceiling (pool minus validation) | {_ci_text(h['ceiling'])} |",
                  f"| Δ ceiling − real only (paired) | {_ci_text(h['ceiling_delta'], '+')} |"]
     rows.append("\nOne scarce draw: the intervals cover model seeds only. Gap closed, worth in real images and "
-                "intervals across draws and test images: the evidence report (`synthnb run` with `protocol.chains`).")
+                "intervals across draws and test images: the evidence report (`evidence/report.ipynb`).")
     return '\n'.join(rows)
+
+# %% ../nbs/06_training.ipynb #2cfa5e38
+def validation_markdown(metrics: dict, # stage 6's metrics: arm -> its record (`summarise_arms`)
+                        key: str = HEADLINE_METRIC) -> str:
+    "Every arm's validation `key` on this chain, best first, the synthetic arm this chain would choose marked."
+    arms = {a: m for a, m in metrics.items() if isinstance(m, dict) and 'val_summary' in m}
+    best = (metrics.get('headline') or {}).get('best_synthetic_arm')
+    mean = lambda a: arms[a]['val_summary'][key]['mean']
+    rows = [f"| `{a}`{' (chosen)' if a == best else ''} | {arms[a].get('family', '')} | "
+            f"{_ci_text(arms[a]['val_summary'][key])} |"
+            for a in sorted(arms, key=lambda a: -(mean(a) if finite(mean(a)) else -1))]
+    return '\n'.join([f"| arm | family | validation {key}, mean [95% CI] over units |", '|---|---|---|', *rows, '',
+                      "Choices are made on validation. Test results across scarce draws and test images: the "
+                      "evidence report (`evidence/report.ipynb` in the run folder)."])
 
 # %% ../nbs/06_training.ipynb #8e8c1c5e
 def recommend(metrics: dict, classes: list, detector: dict) -> list:

@@ -23,8 +23,9 @@ def test_healthcare_smoke(healthcare_run, data_dir):
     metrics = check_complete_run(run_dir)
     r = json.loads((run_dir / '06_training' / 'manifest.json').read_text())['runner']
     assert r['cpu_seconds'] >= 0.5 * r['wall_seconds'], r  # the kernel's CPU time is counted (papermill's own is a few %)
-    last = proc.stdout.strip().splitlines()[-12:]  # the run ends with its answer: stage 6's headline table
-    assert any(line.startswith('| scarce real only |') for line in last) and any('Δ best synthetic − real only' in line for line in last), proc.stdout[-2000:]
+    last = proc.stdout.strip().splitlines()[-12:]  # the run ends with its answer: the evidence step's headline (one chain)
+    assert any(line.startswith('| real_only |') for line in last) and any('(chosen on validation)' in line for line in last), proc.stdout[-2000:]
+    assert (run_dir / 'evidence' / 'report.ipynb').exists() and json.loads((run_dir / 'evidence' / 'summary.json').read_text())['chains'] == 1
     # 20 real X-rays per class already separate the classes well above chance (about 0.8 in our runs)
     assert metrics['real_only']['summary']['roc_auc']['mean'] > 0.65, metrics['real_only']['summary']
     m = json.loads((run_dir / '01_domain' / 'manifest.json').read_text())
@@ -161,13 +162,14 @@ def test_run_writes_one_html_report(light_run):
     assert 'class="jp-InputArea' not in page and 'class="input_area' not in page  # no code inputs (nor prompts)
     assert 'result = run_evaluation(' not in page  # a stage report's code stays out
     assert '<strong>profile</strong> <code>smoke</code>' in page and 'light' in page
-    assert 'scarce real only' in page and 'Δ best synthetic − real only' in page  # the headline table
+    assert 'Δ vs real-only' in page and '(chosen on validation)' in page  # the evidence headline (one chain here)
+    assert 'scarce real only' in page and 'Δ best synthetic − real only' in page  # chain 0's, in its stage-6 section
     assert 'data:image/png;base64,' in page and '<img src="figures' not in page  # figures inlined
 
 
 @pytest.mark.browser
 def test_report_html_opens_on_the_headline_in_a_browser(light_run, tmp_path):
-    """In headless Chromium at 1280×900, report.html's first screen shows the headline table and a figure, and no source
+    """In headless Chromium at 1280×900, report.html's first screen shows the evidence headline and a figure, and no source
     code or warning text. The screenshot is kept: in $SYNTHNB_SCREENSHOTS, else the test's folder."""
     pytest.importorskip('playwright.sync_api')
     from playwright.sync_api import sync_playwright
@@ -181,14 +183,14 @@ def test_report_html_opens_on_the_headline_in_a_browser(light_run, tmp_path):
         first = page.evaluate(FIRST_SCREEN)
         page.screenshot(path=str(shots / 'report_html_first_screen.png'))
         browser.close()
-    assert 'Δ best synthetic − real only' in first['text'] and 'scarce real only' in first['text'], first['text'][:2000]
+    assert 'Δ vs real-only' in first['text'] and '(chosen on validation)' in first['text'], first['text'][:2000]
     assert first['images'] >= 1, 'no figure on the first screen'
     assert first['code'] == 0 and 'Warning' not in first['text'] and 'import ' not in first['text'], first['text'][:2000]
 
 
 def test_reports_open_with_their_results(light_run):
     """Every stage report imports the package instead of re-defining it, hides its code and keeps Python warnings in its
-    manifest, not its outputs; stage 6's opens (after the header) with its results: the headline table."""
+    manifest, not its outputs; stage 6's opens (after the header) with its results: every arm on validation."""
     for s in STAGES:
         nb = nbformat.read(light_run / stage_folder(s) / 'report.ipynb', as_version=4)
         code = [c for c in nb.cells if c.cell_type == 'code']
@@ -202,7 +204,7 @@ def test_reports_open_with_their_results(light_run):
     nb = nbformat.read(light_run / '06_training' / 'report.ipynb', as_version=4)
     header = next(i for i, c in enumerate(nb.cells) if c.source.startswith('**Experiment**'))
     first = next(c for c in nb.cells[header + 1:] if c.cell_type == 'code' and c.outputs)
-    assert 'results-summary' in first.metadata.tags and 'scarce real only' in first.outputs[0].data['text/markdown']
+    assert 'results-summary' in first.metadata.tags and 'validation roc_auc' in first.outputs[0].data['text/markdown']
     params = next(i for i, c in enumerate(nb.cells) if 'parameters' in c.metadata.get('tags', []))
     assert nb.cells.index(first) < params and 'injected-parameters' in nb.cells[params + 1].metadata.tags
 
