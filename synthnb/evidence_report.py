@@ -79,8 +79,12 @@ def select_arm(scores: pd.DataFrame, # from `chain_scores`
 
 # %% ../nbs/13a_evidence.ipynb #3b57550e
 def compare(chains: dict, protocol: ProtocolConfig, selected: str|None) -> dict:
-    "Every arm against the reference (Δ with intervals, Holm) and the gap the selected arm closes."
-    if len(chains['classes']) != 2: raise ValueError("the evidence step's intervals are for two classes (ROC-AUC)")
+    ("Every arm against the reference (Δ with intervals, Holm) and the gap the selected arm closes; with more than two "
+     "classes, no comparison (None) and a note saying why.")
+    if len(chains['classes']) != 2:
+        note = (f"{len(chains['classes'])} classes: the paired intervals are for two classes (ROC-AUC of the "
+                "abnormal class); the table of chain scores is the result")
+        return {'comparison': None, 'gap_closed': {'note': note}, 'note': note}
     scores = {a: p[..., 1] for a, p in chains['p_test'].items()}
     cmp = compare_arms(chains['labels'], chains['group'], scores, protocol.reference, n_boot=protocol.n_boot,
                        level=protocol.level)
@@ -112,7 +116,7 @@ def worth(curve: dict, chains: dict, arm: str|None, protocol: ProtocolConfig) ->
 # %% ../nbs/13a_evidence.ipynb #1c4524ff
 def per_type(chains: dict, arms: list, level: float = 0.95) -> pd.DataFrame:
     "One row per (arm, type): images, recall and ROC-AUC, mean [CI] over chains."
-    if chains.get('type') is None: return pd.DataFrame()
+    if chains.get('type') is None or len(chains['classes']) != 2: return pd.DataFrame()  # thresholds: two classes
     rows, pos = [], chains['positive']
     for a in [a for a in arms if a in chains['p_test']]:
         per = [per_type_metrics(chains['labels'], chains['type'], p,
@@ -158,7 +162,7 @@ def earlier_runs(run_dir) -> list:
 def headline(chains: dict, scores: pd.DataFrame, selection: dict, result: dict, value: dict,
              protocol: ProtocolConfig) -> dict:
     "Real-only, the selected arm and the ceiling: test mean over chains, Δ [CI], gap closed, worth in real images."
-    rows = {r['arm']: r for r in result['comparison'].rows}
+    rows = {r['arm']: r for r in (result['comparison'].rows if result['comparison'] else [])}
     means = scores.groupby('arm')['test'].mean()
     keys = ('delta', 'ci_low', 'ci_high', 'p_holm', 'helps')
     pick = lambda a: {'test_mean': float(means[a]), **({k: rows[a][k] for k in keys} if a in rows else {})}
