@@ -15,7 +15,8 @@ from .config import stage_folder
 from .store import MANIFEST, load_json, read_manifest
 from .models import roc_auc as proba_auc, val_threshold
 from .training import per_type_metrics
-from .inference import compare_arms, data_equivalence, gap_closed
+from .inference import compare_arms, gap_closed
+from .worth import data_equivalence
 from .protocol import ProtocolConfig
 
 # %% auto #0

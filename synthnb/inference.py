@@ -11,8 +11,7 @@ from scipy import stats
 # %% auto #0
 __all__ = ['METHOD', 'roc_auc', 'group_strata', 'group_resample_weights', 'resampled_metric', 'simulate_experiment',
            'ChainDeltas', 'chain_deltas', 'delta_covariance', 'satterthwaite_df', 'delta_interval', 'holm',
-           'Comparison', 'compare_arms', 'fieller', 'gap_closed', 'isotonic_fit', 'data_equivalence', 'chains_needed',
-           'PowerPlan', 'power_plan']
+           'Comparison', 'compare_arms', 'fieller', 'gap_closed']
 
 # %% ../nbs/06d_inference.ipynb #f7d2560c
 def roc_auc(y, # binary labels (0/1), n
@@ -283,103 +282,3 @@ def gap_closed(comparison: Comparison, # from `compare_arms`
     if f['kind'] == 'interval': return out
     note = f"unbounded: everything outside ({f['low']:.3f}, {f['high']:.3f})"
     return {**out, 'low': None, 'high': None, 'excluded': (f['low'], f['high']), 'note': note}
-
-# %% ../nbs/06d_inference.ipynb #4a969e95
-def isotonic_fit(values, # means, in order of increasing n
-                 weights, # weight of each mean (its number of draws)
-                ) -> np.ndarray:
-    "Weighted least-squares non-decreasing fit to `values` (pool-adjacent-violators)."
-    blocks = []  # [mean, weight, length] of pooled runs
-    for v, w in zip(np.asarray(values, float), np.asarray(weights, float)):
-        blocks.append([v, w, 1])
-        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
-            (v1, w1, n1), (v2, w2, n2) = blocks[-2], blocks.pop()
-            blocks[-1] = [(v1 * w1 + v2 * w2) / (w1 + w2), w1 + w2, n1 + n2]
-    return np.repeat([b[0] for b in blocks], [b[2] for b in blocks])
-
-# %% ../nbs/06d_inference.ipynb #6381e1be
-def _equivalent_n(counts: np.ndarray, # real images per class, increasing
-                  fitted: np.ndarray, # the monotone curve at `counts`
-                  target: float) -> float:
-    "n where the curve first reaches `target`, log-linear between points; inf above, -inf below."
-    if target > fitted[-1]: return float('inf')
-    if target < fitted[0]: return float('-inf')
-    k = int(np.searchsorted(fitted, target, 'left'))  # first point reaching the target
-    if k == 0 or fitted[k] == target: return float(counts[k])
-    share = (target - fitted[k - 1]) / (fitted[k] - fitted[k - 1])
-    log_n = np.log(counts[k - 1]) + share * (np.log(counts[k]) - np.log(counts[k - 1]))
-    return float(np.exp(log_n))
-
-# %% ../nbs/06d_inference.ipynb #db79d077
-def data_equivalence(curve: dict, # real images per class -> real-only scores over >= 5 draws
-                     target, # per-chain scores of the synthetic arm
-                     n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
-    "Real images per class real-only needs to match `target`'s mean, with a bootstrap interval."
-    few = {n: len(v) for n, v in curve.items() if len(v) < 5}
-    if few: raise ValueError(f"each learning-curve point needs at least 5 draws; got {few}")
-    if len(curve) < 2: raise ValueError("a learning curve needs at least two counts")
-    counts = np.array(sorted(curve), float)
-    draws = [np.asarray(curve[n], float) for n in sorted(curve)]
-    target, rng = np.asarray(target, float), np.random.default_rng(seed)
-    fit = lambda means: isotonic_fit(means, [len(v) for v in draws])
-    fitted = fit([v.mean() for v in draws])
-    value = _equivalent_n(counts, fitted, float(target.mean()))
-    boot_means = np.stack([v[rng.integers(0, len(v), (n_boot, len(v)))].mean(1) for v in draws], 1)
-    boot_target = target[rng.integers(0, len(target), (n_boot, len(target)))].mean(1)
-    boot = [_equivalent_n(counts, fit(m), t) for m, t in zip(boot_means, boot_target)]
-    low, high = np.quantile(boot, [0.5 - level / 2, 0.5 + level / 2], method='inverted_cdf')
-    text = {np.inf: f"> {counts[-1]:g}", -np.inf: f"< {counts[0]:g}"}
-    say = lambda v: text.get(v, f"{v:.3g}")
-    finite = lambda v: float(v) if np.isfinite(v) else None
-    return dict(n_equivalent=finite(value), text=say(value), ci_low=finite(low),
-                ci_high=finite(high), ci_text=f"{say(low)} … {say(high)}", counts=counts.tolist(),
-                fitted=fitted.tolist(), target_mean=float(target.mean()))
-
-# %% ../nbs/06d_inference.ipynb #96b4947d
-def chains_needed(delta: float, # true Δ to detect (> 0)
-                  sd: float, # standard deviation of the per-chain Δ
-                  power: float = 0.8, level: float = 0.95, max_chains: int = 100_000) -> int:
-    "Fewest chains for a two-sided paired t-test at `level` to detect `delta` with `power`."
-    if delta <= 0 or sd <= 0: raise ValueError(f"delta and sd must be positive: {delta=}, {sd=}")
-    z = stats.norm.ppf
-    chains = max(2, int(np.ceil(((z(0.5 + level / 2) + z(power)) * sd / delta) ** 2)))
-    while chains <= max_chains:
-        df, nc = chains - 1, delta * np.sqrt(chains) / sd  # noncentral t under the alternative
-        crit = stats.t.ppf(0.5 + level / 2, df)
-        if stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc) >= power: return chains
-        chains += 1
-    raise ValueError(f"more than {max_chains} chains would be needed for delta={delta}, sd={sd}")
-
-# %% ../nbs/06d_inference.ipynb #47405047
-@dataclass
-class PowerPlan:
-    "Chains needed to detect each Δ, against the chains the budget affords."
-    rows: list  # dicts: delta, chains_needed, hours_needed, chains_affordable, feasible
-    pilot_delta_sd: float  # standard deviation of the per-chain Δ in the pilot
-    power: float  # wanted power
-    level: float  # confidence level of the test
-
-    def _repr_markdown_(self):
-        lines = [f"Power {self.power:.0%} at level {self.level:.0%}, "
-                 f"per-chain Δ sd {self.pilot_delta_sd:.4f}", '',
-                 '| Δ | chains needed | hours | affordable | feasible |', '|---' * 5 + '|']
-        for r in self.rows:
-            lines.append(f"| {r['delta']:g} | {r['chains_needed']} | {r['hours_needed']:.1f} | "
-                         f"{r['chains_affordable']} | {'yes' if r['feasible'] else 'no'} |")
-        return '\n'.join(lines)
-
-# %% ../nbs/06d_inference.ipynb #6163b132
-def power_plan(pilot_delta_sd: float, # standard deviation of the per-chain Δ in a pilot run
-               seconds_per_chain: float, # wall time of one chain (every arm)
-               budget_seconds: float, # wall time available
-               deltas: tuple = (0.01, 0.02, 0.05), # effects worth detecting
-               power: float = 0.8, level: float = 0.95) -> PowerPlan:
-    "Chains needed to detect each of `deltas`, and whether the budget affords them."
-    affordable = int(budget_seconds // seconds_per_chain)
-    rows = []
-    for delta in deltas:
-        needed = chains_needed(delta, pilot_delta_sd, power, level)
-        hours = needed * seconds_per_chain / 3600
-        rows.append(dict(delta=delta, chains_needed=needed, hours_needed=hours,
-                         chains_affordable=affordable, feasible=needed <= affordable))
-    return PowerPlan(rows, pilot_delta_sd, power, level)

@@ -10,7 +10,8 @@ control that must fail the same target. Pure numpy; seeds fixed.
 import numpy as np
 import pytest
 
-from synthnb.inference import compare_arms, data_equivalence, gap_closed, simulate_experiment
+from synthnb.inference import compare_arms, gap_closed, simulate_experiment
+from synthnb.worth import data_equivalence
 
 N_EXPERIMENTS, CHAINS, N_BOOT, TARGET = 600, 10, 200, 0.93
 TRUE_DELTAS = {'synthetic': 0.03, 'null_a': 0.0, 'null_b': 0.0}

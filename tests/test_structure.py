@@ -10,7 +10,7 @@ LAYERS = [
     {'env', 'tracking', 'hygiene'},  # foundations that import no synthnb module
     {'config', 'images'},  # stages and experiment files; uint8 images and tensors
     {'store', 'models'},  # the artifact store; the classifier
-    {'data', 'metrics', 'features', 'gate', 'style', 'translation', 'evidence', 'inference', 'robustness',
+    {'data', 'metrics', 'features', 'gate', 'style', 'translation', 'evidence', 'inference', 'worth', 'robustness',
      'review'},  # datasets, stage helpers
     {'sources', 'filtering', 'stages'},  # cards and readers of any dataset; the stage registry
     {'simulation', 'paste', 'gan', 'external', 'vae', 'pretrained'},  # generators (and the reader of external synthetic sets)
