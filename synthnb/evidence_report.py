@@ -171,7 +171,8 @@ def headline(chains: dict, scores: pd.DataFrame, selection: dict, result: dict, 
     return {'chains': len(chains['chains']), 'test_images': int(len(chains['labels'])),
             'test_groups': int(len(np.unique(chains['group']))), 'selected': selection['arm'],
             'arms': {a: pick(a) for a in arms}, 'gap_closed': result['gap_closed'], 'worth': value,
-            'spearman_val_test': selection.get('spearman_val_test'), 'level': protocol.level}
+            'spearman_val_test': selection.get('spearman_val_test'), 'level': protocol.level,
+            'left_out': dict(protocol.left_out), 'not_in_every_chain': dict(chains.get('missing', {}))}
 
 # %% ../nbs/13a_evidence.ipynb #ec0fee2e
 def headline_markdown(h: dict) -> str:
@@ -194,4 +195,7 @@ def headline_markdown(h: dict) -> str:
                                                           else w.get('note', 'n/a')),
               f"- Test split: {h['test_images']} images in {h['test_groups']} groups; Spearman(val, test) over arms: "
               + ('n/a' if h['spearman_val_test'] is None else f"{h['spearman_val_test']:.2f}")]
+    lines += [f"- Left out of the protocol: {g} ({why})" for g, why in h.get('left_out', {}).items()]
+    lines += [f"- Not compared: {a}, missing from {len(c)} of {h['chains']} chains (a generator "
+              "of its set failed the gate there)" for a, c in h.get('not_in_every_chain', {}).items()]
     return '\n'.join(lines)

@@ -40,11 +40,16 @@ class ProtocolConfig:
     level: Fraction = 0.95  # level of every interval
     n_boot: PositiveInt = 2000  # bootstrap resamples of the test images (by group)
     budget_seconds: PositiveInt = 3600  # the power planner's budget of CPU seconds for the chains
+    left_out: dict[str, str] = field(default_factory=dict)  # generators left out of the protocol -> why (in the report)
 
 # %% ../nbs/12a_protocol.ipynb #3fab7525
 def load_protocol(exp: Experiment) -> ProtocolConfig:
-    "The experiment's `protocol` mapping, checked (unknown keys named with the closest one)."
-    return check_settings('protocol', exp.protocol, ProtocolConfig)
+    ("The experiment's `protocol` mapping, checked (unknown keys named with the closest one; a generator cannot be "
+     "both run and left out).")
+    protocol = check_settings('protocol', exp.protocol, ProtocolConfig)
+    both = sorted(set(protocol.left_out) & set(exp.stages.get('generation', {}).get('generators', [])))
+    if both: raise ValueError(f"protocol.left_out names {both}, which generation.generators runs: drop one of the two")
+    return protocol
 
 # %% ../nbs/12a_protocol.ipynb #213bc51b
 def protocol_hash(exp: Experiment, protocol: ProtocolConfig) -> str:

@@ -17,13 +17,13 @@ from .stages import CONFIGS, RUNNERS, code_hash, is_up_to_date, mark_complete, s
 from .store import MANIFEST, StageError, read_manifest, save_json, sha256_file
 
 # %% auto #0
-__all__ = ['LOG', 'GUARD', 'NOISE', 'RUN_HEADING', 'EXPORT', 'WARNING_LINE', 'BAR_LINE', 'RESULTS_TAG', 'SUMMARY_TAG',
-           'setup_logging', 'installed_share', 'notebooks_dir', 'find_experiment', 'stage_notebook',
-           'notebook_parameters', 'ParameterError', 'accepted_parameters', 'validate_experiment', 'guard_child',
-           'StageFailed', 'report_error', 'execute_notebook', 'stream_output', 'directives', 'is_exported',
-           'default_exp', 'report_imports', 'report_header', 'report_notebook', 'split_warnings', 'results_cells',
-           'finish_report', 'stage_cache_dir', 'store_stage', 'restore_stage', 'file_lock', 'children_cpu',
-           'check_runs_dir', 'run_experiment', 'smoke_upstream']
+__all__ = ['LOG', 'GUARD', 'KERNEL_START_FAILED', 'KERNEL_START_TRIES', 'NOISE', 'RUN_HEADING', 'EXPORT', 'WARNING_LINE',
+           'BAR_LINE', 'RESULTS_TAG', 'SUMMARY_TAG', 'setup_logging', 'installed_share', 'notebooks_dir',
+           'find_experiment', 'stage_notebook', 'notebook_parameters', 'ParameterError', 'accepted_parameters',
+           'validate_experiment', 'guard_child', 'StageFailed', 'report_error', 'execute_notebook', 'stream_output',
+           'directives', 'is_exported', 'default_exp', 'report_imports', 'report_header', 'report_notebook',
+           'split_warnings', 'results_cells', 'finish_report', 'stage_cache_dir', 'store_stage', 'restore_stage',
+           'file_lock', 'children_cpu', 'check_runs_dir', 'run_experiment', 'smoke_upstream']
 
 # %% ../nbs/10_runner.ipynb #81f5218d
 LOG = logging.getLogger('synthnb')  # the runner's messages; `synthnb run -v/-q` sets its level
@@ -174,6 +174,8 @@ def report_error(report) -> str|None:
         if status not in (None, 'completed'): return f"cell {i} has status {status!r}"
     return None
 
+KERNEL_START_FAILED, KERNEL_START_TRIES = 'Kernel died before replying to kernel_info', 3
+
 def execute_notebook(notebook, stage_dir, params: dict, kernel: str = 'python3', cwd=None,
                      progress_bar: bool = True, # papermill's cell bar, the stage's bars and prints, live on `out`
                      verbose: bool|None = None, # also papermill's log and failure traceback (None: logger at DEBUG)
@@ -193,9 +195,14 @@ def execute_notebook(notebook, stage_dir, params: dict, kernel: str = 'python3',
            '--cwd', str(cwd or Path.cwd()), '--log-level', 'INFO' if verbose else 'WARNING']
     cmd += ['--stdout-file', '-'] if progress_bar else ['--no-progress-bar']
     env = {**os.environ, **(env or {}), 'SYNTHNB_RUNNER': '1', 'PYTHONUNBUFFERED': '1'}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=keep_fds)
-    text = stream_output(proc.stdout, out or sys.stderr, show=progress_bar or verbose, traceback=verbose)
-    code = proc.wait()
+    for attempt in range(KERNEL_START_TRIES):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=keep_fds)
+        text = stream_output(proc.stdout, out or sys.stderr, show=progress_bar or verbose, traceback=verbose)
+        code = proc.wait()
+        # a kernel that died before its first reply ran no cell (kernels starting at once on a fresh machine): again
+        if not (code and KERNEL_START_FAILED in text) or attempt == KERNEL_START_TRIES - 1: break
+        (out or sys.stderr).write(f"{stage_dir.name}: the kernel died while starting; starting it again\n")
+        time.sleep(1 + attempt)
     err = report_error(report) if report.exists() else 'no report was written'
     if code:
         why = ('the kernel died' if code in (138, -9, 137) or 'DeadKernel' in text or 'Kernel died' in text

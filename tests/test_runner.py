@@ -1,5 +1,9 @@
 """The runner never mistakes a dead kernel or an unfinished stage for a finished one."""
 
+import io
+import json
+import sys
+
 import nbformat
 import pytest
 
@@ -71,3 +75,35 @@ def test_a_report_layout_failure_never_fails_the_stage(tmp_path, monkeypatch):
     # papermill's report is kept as it ran, and the manifest says why it was not laid out
     assert json.loads((stage_dir / 'manifest.json').read_text())['warnings'] == [
         {'category': 'ReportLayout', 'message': 'ValueError: layout broke', 'count': 1}]
+
+
+def _kernel(share, name, failures):
+    "A kernel spec `name` whose first `failures` starts die before the kernel replies (as on a busy fresh machine)."
+    d = share / 'kernels' / name
+    d.mkdir(parents=True)
+    starter = d / 'start.py'
+    starter.write_text(
+        "import os, runpy, sys\n"
+        f"count = os.path.join({str(d)!r}, 'starts')\n"
+        "n = int(open(count).read()) if os.path.exists(count) else 0\n"
+        "open(count, 'w').write(str(n + 1))\n"
+        f"if n < {failures}: sys.exit(1)\n"
+        "sys.argv = ['ipykernel_launcher', '-f', sys.argv[1]]\n"
+        "runpy.run_module('ipykernel_launcher', run_name='__main__')\n")
+    (d / 'kernel.json').write_text(json.dumps({'argv': [sys.executable, str(starter), '{connection_file}'],
+                                               'display_name': name, 'language': 'python'}))
+    return d / 'starts'
+
+
+def test_a_kernel_that_dies_while_starting_is_started_again(tmp_path):
+    share, log = tmp_path / 'share', io.StringIO()
+    starts = _kernel(share, 'flaky', failures=1)
+    nb = _notebook(tmp_path / 'ok.ipynb', 'x = 1')
+    execute_notebook(nb, tmp_path / 'out', {}, kernel='flaky', env={'JUPYTER_PATH': str(share)}, manifest=False,
+                     out=log)
+    assert starts.read_text() == '2' and 'starting it again' in log.getvalue()
+    # a kernel that never starts fails the stage after a few tries, as a dead kernel
+    starts = _kernel(share, 'dead', failures=99)
+    with pytest.raises(StageFailed) as e:
+        execute_notebook(nb, tmp_path / 'out2', {}, kernel='dead', env={'JUPYTER_PATH': str(share)}, out=io.StringIO())
+    assert 'the kernel died' in str(e.value) and starts.read_text() == '3', (str(e.value), starts.read_text())
