@@ -4,7 +4,7 @@
 
 # %% ../nbs/12a_protocol.ipynb #d09c2d6d
 from __future__ import annotations
-import contextlib, dataclasses, datetime, hashlib, json, os, sys, time, uuid
+import contextlib, dataclasses, datetime, hashlib, json, sys, time, uuid
 from dataclasses import field
 from pathlib import Path
 from typing import Literal
@@ -19,8 +19,8 @@ from .env import resolve_device
 from .stages import CONFIGS
 from .store import atomic_path, load_json, save_json, write_npz
 from .runner import run_experiment
-from .sweep import (THREAD_VARS, _worker_address, config_hash, is_finished, machine_cores, run_report,
-                           run_sweep_experiment, sweep_client)
+from .sweep import (_worker_address, config_hash, is_finished, machine_cores, run_report,
+                           run_sweep_experiment, sweep_client, task_environment)
 from .training import TrainingConfig, arm_options, evaluate_unit, positive_class
 
 # %% auto #0
@@ -140,7 +140,7 @@ def run_curve_chain(chain: Chain, force: bool = False, log=print) -> dict:
 # %% ../nbs/12a_protocol.ipynb #e62cd161
 def run_chain(chain: Chain, force: bool = False, threads: int|None = None) -> dict:
     "Run one chain (a Dask task); return its record."
-    if threads: os.environ.update({v: str(threads) for v in THREAD_VARS})
+    task_environment(threads)
     if chain.kind == 'replicate': return run_sweep_experiment(chain.exp, chain.parent, force, threads)
     t0, log_path = time.time(), chain.run_dir/'chain.log'
     log_path.parent.mkdir(parents=True, exist_ok=True)
