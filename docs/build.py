@@ -145,7 +145,7 @@ def case_headline(case_dir) -> list:
     return lines
 
 
-RUN_HEADING = '## run the stage'  # as in synthnb.runner: where a stage notebook's run and results start
+RUN_HEADING = ('## run the stage', '## run the report')  # as in synthnb.runner: where a stage's (a report's) run and results start
 
 
 def report_page(nb, case: str = ''):

@@ -236,7 +236,7 @@ def stream_output(pipe, out, show: bool = True, traceback: bool = False) -> str:
 def _last_line(text: str) -> str: return next((l for l in reversed(text.strip().splitlines()) if l.strip()), '')
 
 # %% ../nbs/10_runner.ipynb #9575ee0b
-RUN_HEADING = '## run the stage'  # where a stage notebook's run and results start (lower case)
+RUN_HEADING = ('## run the stage', '## run the report')  # where a stage's (a report's) run and results start
 EXPORT = re.compile(r'#\|\s*(export|exports|exporti)\b')  # nbdev's directives that put a cell in the package
 
 def directives(cell) -> list:

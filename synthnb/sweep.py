@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_sweep.ipynb #62d4773f
 from __future__ import annotations
-import contextlib, dataclasses, datetime, hashlib, itertools, json, os, platform, re, sys, time, uuid
+import contextlib, dataclasses, datetime, hashlib, itertools, json, os, platform, re, sys, tempfile, time, uuid
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -14,8 +14,8 @@ from .config import (Experiment, did_you_mean, load_experiment, load_yaml, parse
 from .env import project_root
 from .stages import CONFIGS
 from .store import load_json, read_manifest, save_json
-from .runner import (StageFailed, accepted_parameters, execute_notebook, notebooks_dir, run_experiment,
-                            validate_experiment)
+from .runner import (StageFailed, accepted_parameters, execute_notebook, finish_report, notebooks_dir,
+                            report_notebook, run_experiment, validate_experiment)
 
 # %% auto #0
 __all__ = ['SPEC_KEYS', 'LABELS', 'NOT_CONFIG', 'THREAD_VARS', 'WORKER_ONLY_VARS', 'SweepSpec', 'load_sweep', 'point_label',
@@ -285,11 +285,17 @@ def run_report(notebook: str, # an orchestration notebook of the package, e.g. '
                params: dict, # its parameters
                what: str = 'report', # how the log names it
                log=print) -> dict:
-    "Execute a report notebook into `out_dir/report.ipynb`; {'path', 'status'} (and 'message'): it never raises."
+    ("Execute a report notebook into `out_dir/report.ipynb`, laid out as a stage's report (`report_notebook`: the "
+     "package imported, not re-defined; `finish_report`: code hidden, warnings out); {'path', 'status'} (and "
+     "'message'): it never raises.")
     out = Path(out_dir)/'report.ipynb'
     try:
-        execute_notebook(notebooks_dir()/notebook, out_dir, params, progress_bar=False, manifest=False)
-        log(f"{what}: {out}"); return {'path': str(out), 'status': 'complete'}
+        with tempfile.TemporaryDirectory() as tmp:
+            source = report_notebook(notebooks_dir()/notebook, Path(tmp)/Path(notebook).name)
+            execute_notebook(source, out_dir, params, progress_bar=False, manifest=False)
+        warned = finish_report(out)
+        log(f"{what}: {out}" + (f" ({sum(w['count'] for w in warned)} warnings, kept out of it)" if warned else ''))
+        return {'path': str(out), 'status': 'complete', 'warnings': warned}
     except Exception as e:
         log(f"{what} failed: {type(e).__name__}: {str(e)[-500:]}")
         return {'path': str(out), 'status': 'failed', 'message': str(e)[-2000:]}

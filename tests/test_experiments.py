@@ -284,6 +284,10 @@ def test_protocol_chains_redraw_the_scarce_set_and_the_evidence_reads_them(light
     rows = {r['arm']: r for r in s['comparison']}
     assert set(rows) == {'synthetic:all', 'ceiling'} and all(-1 <= r['ci_low'] <= r['delta'] <= r['ci_high'] <= 1 for r in rows.values())
     assert s['worth'].get('note') or s['worth'].get('text')  # 2/class (5 draws) and 20/class (the chains): a curve of two points
+    report = nbformat.read(run / 'evidence' / 'report.ipynb', as_version=4)  # the package imported, not re-defined; no code shown
+    code = [c for c in report.cells if c.cell_type == 'code']
+    assert not any(c.source.lstrip().startswith(('def ', '#| export')) for c in code), 'the evidence report re-defines the package'
+    assert all(c.metadata['jupyter']['source_hidden'] for c in code if 'parameters' not in str(c.metadata.get('tags')))
     last = proc.stdout.strip().splitlines()
     assert any(line.startswith('| synthetic:all (chosen on validation) |') for line in last[-12:]), proc.stdout[-2000:]
     again = synthnb(*args, env={'SYNTHNB_DATA': str(data_dir)})
