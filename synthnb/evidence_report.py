@@ -24,6 +24,11 @@ __all__ = ['load_chains', 'chain_scores', 'select_arm', 'compare', 'learning_cur
            'earlier_runs', 'headline', 'headline_markdown']
 
 # %% ../nbs/13a_evidence.ipynb #1e9d698f
+def _test_split(run_dir: Path) -> str|None:
+    "sha256 of the test images stage 1 wrote for a chain (None where no stage-1 manifest is: simulated chains)."
+    f = run_dir/stage_folder('domain')/MANIFEST
+    return load_json(f)['artifacts']['test']['sha256'] if f.exists() else None
+
 def _chain_arrays(d: Path) -> tuple:
     "(arm index, val arrays, test arrays) of one chain's stage 6."
     idx = load_json(d/'predictions.json')
@@ -39,8 +44,10 @@ def load_chains(run_dir) -> dict:
     for name, c in rec['chains'].items():
         if c['kind'] != 'replicate' or c.get('status') != 'complete': continue
         idx, val, test = _chain_arrays(Path(c['run_dir'])/stage_folder('training'))
-        if 'labels' in out and not np.array_equal(out['labels'], test['labels']):
+        split = _test_split(Path(c['run_dir']))
+        if 'labels' in out and (not np.array_equal(out['labels'], test['labels']) or split != out['test_sha256']):
             raise ValueError(f"chain {name} was judged on other test images than {out['chains'][0]}")
+        out['test_sha256'] = split
         out.update(labels=test['labels'], group=test.get('group', np.arange(len(test['labels']))),
                    type=test.get('type'), classes=idx['classes'], positive=idx['positive'])
         out['chains'].append(name); out['val'].append({'labels': val['labels']})
