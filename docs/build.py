@@ -142,7 +142,19 @@ def case_headline(case_dir) -> list:
              f"Profile `{s.get('profile') or s.get('experiment', {}).get('profile', '?')}` on {s.get('device_name') or s.get('device')}, "
              f"commit `{str((s.get('git') or {}).get('commit', '?'))[:10]}`, {wall / 60:.0f} min in all.", '']
     if table.exists(): lines += [table.read_text().strip(), '']
+    if (case_dir / 'report.html').exists():  # copied beside the pages by `copy_run_reports`
+        lines += [f'<a href="{case_dir.name}/run-report.html">The whole run on one page</a> (every stage\'s results, '
+                  'the evidence headline on top; the HTML `synthnb run` writes), and each stage\'s report below.', '']
     return lines
+
+
+def copy_run_reports(reports_dir, site_reports) -> int:
+    "Copy each case's one-page run report (reports/<case>/report.html) into the built site as <case>/run-report.html."
+    n = 0
+    for f in sorted(Path(reports_dir).glob('*/report.html')):
+        (site_reports / f.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, site_reports / f.parent.name / 'run-report.html'); n += 1
+    return n
 
 
 RUN_HEADING = ('## run the stage', '## run the report')  # as in synthnb.runner: where a stage's (a report's) run and results start
@@ -259,6 +271,7 @@ def main(reports='reports', out='_site', workers=2, clean=False, timeout=1800):
     subprocess.run([sys.executable, '-m', 'sphinx', '-b', 'html', '-q', '-j', str(workers), '-c', str(DOCS),
                     '-d', str(PROC / '_doctrees'), str(STAGE), str(out)], check=True)
     (out / '.nojekyll').touch()
+    copy_run_reports(ROOT / reports, out / 'reports')
     if not (out / 'favicon.ico').exists():  # browsers ask for it; a 404 is a console error
         from PIL import Image
         Image.new('RGB', (16, 16), (47, 111, 176)).save(out / 'favicon.ico')

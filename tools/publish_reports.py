@@ -2,7 +2,8 @@
 
 Usage: python tools/publish_reports.py RUN_DIR CASE [--partial]      e.g. runs/healthcare-full healthcare
 Refuses a run whose stages are not all complete unless --partial (then only completed stages are copied);
-copies the evidence report (RUN_DIR/evidence/report.ipynb, when the protocol ran chains) to reports/<case>/evidence.ipynb;
+copies the evidence report (RUN_DIR/evidence/report.ipynb, when the protocol ran chains) to reports/<case>/evidence.ipynb
+and the one-page run report (RUN_DIR/report.html) to reports/<case>/report.html;
 also writes reports/<case>/summary.json (strict JSON: the evidence summary, chain 0's headline, device, commit, wall
 time per stage) and reports/<case>/headline.md (the evidence headline, else chain 0's: what the docs' index shows).
 """
@@ -45,6 +46,7 @@ def publish(run_dir, case, partial=False):
     experiment = json.loads((run_dir / 'experiment.json').read_text())
     evidence = run_dir / 'evidence' / 'summary.json'
     if evidence.exists(): shutil.copy(run_dir / 'evidence' / 'report.ipynb', dest / 'evidence.ipynb')
+    if (run_dir / 'report.html').exists(): shutil.copy(run_dir / 'report.html', dest / 'report.html')  # the one-page run report
     summary = {'case': case, 'run': run_dir.name, 'profile': experiment.get('profile'), 'experiment': experiment,
                'device': prov['device'], 'device_name': prov['device_name'], 'git': prov['git'],
                'wall_seconds': {s: manifests[s]['runner'].get('wall_seconds') for s in manifests},
