@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 from torch.utils.flop_counter import FlopCounterMode
 
-from synthnb.diffusion import SCHEDULER, fold, ddim_sample, train_ddpm, unet_config
+from synthnb.diffusion import SCHEDULER, ddim_sample, patchify, train_ddpm, unet_config
 from synthnb.gan import ResidualDiscriminator, StyleGenerator, train_gan
 from synthnb.env import bf16_supported
 from synthnb.images import to_tensor
@@ -39,7 +39,7 @@ def plain_loop(config: dict, images, labels, steps: int, batch: int, device: str
     x_all, y_all = to_tensor(images, device), torch.as_tensor(labels, device=device)
     def step():
         idx = torch.randint(0, len(x_all), (batch,), generator=g).to(device)
-        x0 = fold(x_all[idx], p); noise = torch.randn_like(x0); t = torch.randint(0, 1000, (batch,), device=device)
+        x0 = patchify(x_all[idx], p); noise = torch.randn_like(x0); t = torch.randint(0, 1000, (batch,), device=device)
         with torch.autocast(device, torch.bfloat16, enabled=device == 'cuda'):  # the plain loop: bf16 on a GPU only
             loss = F.mse_loss(unet(sched.add_noise(x0, noise, t), t, class_labels=y_all[idx]).sample.float(), noise)
         opt.zero_grad(); loss.backward(); opt.step()

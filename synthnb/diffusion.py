@@ -24,7 +24,7 @@ from .store import ChainReader, write_model
 from .tracking import accelerator_tracking
 
 # %% auto #0
-__all__ = ['SCHEDULER', 'unet_config', 'patch_size', 'fold', 'unfold', 'train_ddpm', 'guided_noise', 'ddim_sample',
+__all__ = ['SCHEDULER', 'unet_config', 'patch_size', 'patchify', 'unpatchify', 'train_ddpm', 'guided_noise', 'ddim_sample',
            'DiffusionSettings', 'DiffusionGenerator', 'train_diffusion', 'train_diffusion_cli']
 
 # %% ../nbs/02b_diffusion.ipynb #ca9aa4e2
@@ -45,8 +45,8 @@ def unet_config(image_size: int, # side of the (square) images
                 num_class_embeds=n_classes + 1)
 
 def patch_size(config: dict) -> int: return int(round(config['in_channels'] ** 0.5))
-def fold(x, p): return F.pixel_unshuffle(x, p) if p > 1 else x
-def unfold(x, p): return F.pixel_shuffle(x, p) if p > 1 else x
+def patchify(x, p): return F.pixel_unshuffle(x, p) if p > 1 else x
+def unpatchify(x, p): return F.pixel_shuffle(x, p) if p > 1 else x
 
 # %% ../nbs/02b_diffusion.ipynb #17a42ce7
 # DDPM noise schedule used for training and sampling
@@ -81,7 +81,7 @@ def train_ddpm(unet: UNet2DModel, # model built from `unet_config`
     noise_sched, p, null = DDPMScheduler(**SCHEDULER), patch_size(unet.config), unet.config.num_class_embeds - 1
     losses = []
     for x0, y in progress(loader, total=steps, desc='diffusion', leave=False, disable=not acc.is_local_main_process):
-        x0 = fold(x0, p); noise = torch.randn(x0.shape, generator=gd, device=acc.device)
+        x0 = patchify(x0, p); noise = torch.randn(x0.shape, generator=gd, device=acc.device)
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(x0),), generator=gd, device=acc.device)
         y = torch.where(torch.rand(len(y), generator=gd, device=acc.device) < label_dropout, null, y)
         with acc.autocast(): pred = model(noise_sched.add_noise(x0, noise, t), t, class_labels=y).sample
@@ -129,9 +129,9 @@ def ddim_sample(unet: UNet2DModel, # trained model
     for i in progress(range(0, len(labels), batch_size), desc='ddim', leave=False):
         y = labels[i:i + batch_size].to(dev)
         x = torch.randn((len(y), unet.config.in_channels, s, s), generator=generator).to(dev)
-        if init is not None: x = sched.add_noise(fold(init[i:i + batch_size].to(dev), p), x, ts[:1])
+        if init is not None: x = sched.add_noise(patchify(init[i:i + batch_size].to(dev), p), x, ts[:1])
         for t in ts: x = sched.step(guided_noise(unet, x, t, y, guidance_scale), t, x).prev_sample
-        out.append(unfold(x, p).cpu())
+        out.append(unpatchify(x, p).cpu())
     return torch.cat(out) if out else torch.zeros(0, 1, s * p, s * p)
 
 # %% ../nbs/02b_diffusion.ipynb #f14e4292
