@@ -202,7 +202,7 @@ def headline_markdown(h: dict) -> str:
                                                           else w.get('note', 'n/a')),
               f"- Test split: {h['test_images']} images in {h['test_groups']} groups; Spearman(val, test) over arms: "
               + ('n/a' if h['spearman_val_test'] is None else f"{h['spearman_val_test']:.2f}")]
-    lines += [f"- Left out of the protocol: {g} ({why})" for g, why in h.get('left_out', {}).items()]
+    lines += [f"- Left out of the protocol: {g} — {why}" for g, why in h.get('left_out', {}).items()]
     lines += [f"- Not compared: {a}, missing from {len(c)} of {h['chains']} chains (a generator "
               "of its set failed the gate there)" for a, c in h.get('not_in_every_chain', {}).items()]
     return '\n'.join(lines)
