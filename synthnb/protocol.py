@@ -19,7 +19,7 @@ from .env import resolve_device
 from .stages import CONFIGS
 from .store import atomic_path, load_json, save_json, write_npz
 from .runner import run_experiment
-from .sweep import (_worker_address, config_hash, is_finished, machine_cores, run_report,
+from .sweep import (_worker_address, config_hash, is_finished, local_gpus, machine_cores, run_report,
                            run_sweep_experiment, sweep_client, task_environment)
 from .training import TrainingConfig, arm_options, evaluate_unit, positive_class
 
@@ -138,9 +138,10 @@ def run_curve_chain(chain: Chain, force: bool = False, log=print) -> dict:
     return rec
 
 # %% ../nbs/12a_protocol.ipynb #e62cd161
-def run_chain(chain: Chain, force: bool = False, threads: int|None = None) -> dict:
+def run_chain(chain: Chain, force: bool = False, threads: int|None = None,
+              gpus: int = 0) -> dict: # GPUs of a LocalCluster's machine: one per worker (`task_environment`)
     "Run one chain (a Dask task); return its record."
-    task_environment(threads)
+    task_environment(threads, gpus)
     if chain.kind == 'replicate': return run_sweep_experiment(chain.exp, chain.parent, force, threads)
     t0, log_path = time.time(), chain.run_dir/'chain.log'
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,7 +168,7 @@ def _chain_record(c: Chain) -> dict:
 def run_protocol(exp: Experiment, # the experiment (chain 0)
                  runs_dir='runs', # its run folder is runs_dir/<exp_id>
                  scheduler=None, # None: a LocalCluster; or an address 'tcp://host:8786', a Cluster or a Client
-                 n_workers: int|None = None, # LocalCluster workers; None: one per core, at most one per chain
+                 n_workers: int|None = None, # LocalCluster workers; None: one per GPU, else core (≤ chains)
                  threads: int|None = None, # threads per chain; None: cores / workers on a LocalCluster
                  force: bool = False, # re-run every chain and stage
                  report: bool = True, # execute the evidence report afterwards
@@ -199,11 +200,12 @@ def run_protocol(exp: Experiment, # the experiment (chain 0)
         run_experiment(exp, runs_dir, force, log=log)  # a failed stage raises, as in any run
         record['chains'][name(chains[0])].update(status='complete', seconds=round(time.time() - t0, 1))
     elif todo:
-        n_workers = n_workers or min(len(todo), machine_cores())
+        gpus = local_gpus() if scheduler is None else 0  # a cluster's workers bring their own GPUs
+        n_workers = n_workers or min(len(todo), gpus or machine_cores())
         if scheduler is None and threads is None: threads = max(1, machine_cores() // n_workers)
         with sweep_client(scheduler, n_workers, log) as client:
             from distributed import as_completed
-            futures = {client.submit(run_chain, c, force, threads, key=f'{c.exp.exp_id}-{uuid.uuid4().hex[:8]}',
+            futures = {client.submit(run_chain, c, force, threads, gpus, key=f'{c.exp.exp_id}-{uuid.uuid4().hex[:8]}',
                                      pure=False, retries=1): c for c in todo}
             for fut in tqdm(as_completed(futures), total=len(futures), desc='chains', unit='chain', file=sys.stderr):
                 c = futures[fut]

@@ -20,8 +20,8 @@ from .runner import (StageFailed, accepted_parameters, execute_notebook, finish_
 # %% auto #0
 __all__ = ['SPEC_KEYS', 'LABELS', 'NOT_CONFIG', 'THREAD_VARS', 'WORKER_ONLY_VARS', 'SweepSpec', 'load_sweep', 'point_label',
            'sweep_exp_id', 'SweepPoint', 'config_hash', 'expand_sweep', 'config_diff', 'is_finished', 'plan_sweep',
-           'task_environment', 'run_sweep_experiment', 'machine_cores', 'sweep_client', 'run_sweep', 'run_report',
-           'run_sweep_report']
+           'task_environment', 'local_gpus', 'run_sweep_experiment', 'machine_cores', 'sweep_client', 'run_sweep',
+           'run_report', 'run_sweep_report']
 
 # %% ../nbs/12_sweep.ipynb #69fdb6db
 SPEC_KEYS = ('name', 'description', 'cases', 'overrides', 'grid')
@@ -171,14 +171,30 @@ def plan_sweep(points: list, sweep_dir, force: bool = False) -> tuple:
 
 # %% ../nbs/12_sweep.ipynb #e17e6ef6
 THREAD_VARS = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')
-# Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536; a stage kernel that inherits it spends a third of its CPU
-# time in the system returning and re-faulting memory (a healthcare GAN fit: 305 CPU-s against 169 without it)
+# Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536; a stage kernel that inherits it spends a third
+# of its CPU time in the system returning and re-faulting memory (a healthcare GAN fit: 305 CPU-s, 169 without it)
 WORKER_ONLY_VARS = ('MALLOC_TRIM_THRESHOLD_',)
 
-def task_environment(threads: int|None = None) -> None:
-    "Set up this Dask task's environment for the stage kernels it starts: `threads` BLAS/torch threads, glibc defaults."
+def task_environment(threads: int|None = None, # BLAS/torch threads per stage kernel
+                     gpus: int = 0, # GPUs of this machine (a LocalCluster with one worker per GPU)
+                     worker: int|None = None, # this worker's index (None: the Dask worker's name, where it is one)
+                    ) -> None:
+    ("Set up this Dask task's environment for the stage kernels it starts: `threads` BLAS/torch threads, glibc "
+     "defaults, and with `gpus` the GPU of this worker (`CUDA_VISIBLE_DEVICES`, unless the worker already has one).")
     if threads: os.environ.update({v: str(threads) for v in THREAD_VARS})
     for v in WORKER_ONLY_VARS: os.environ.pop(v, None)
+    if worker is None:
+        try:
+            from distributed import get_worker
+            worker = int(get_worker().name)
+        except (ImportError, ValueError, TypeError): worker = None
+    if gpus and worker is not None and 'CUDA_VISIBLE_DEVICES' not in os.environ:
+        os.environ['CUDA_VISIBLE_DEVICES'] = str(worker % gpus)
+
+def local_gpus() -> int:
+    "CUDA GPUs this machine shows torch (0 without CUDA): a LocalCluster gets one worker per GPU."
+    import torch
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 def _worker_address():
     try:
