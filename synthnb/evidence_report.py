@@ -21,13 +21,25 @@ from .protocol import ProtocolConfig
 
 # %% auto #0
 __all__ = ['load_chains', 'chain_scores', 'select_arm', 'compare', 'learning_curve', 'worth', 'per_type', 'chain_seconds',
-           'earlier_runs', 'headline', 'headline_markdown']
+           'earlier_runs', 'gate_verdicts', 'gate_passes', 'headline', 'headline_markdown']
 
 # %% ../nbs/13a_evidence.ipynb #1e9d698f
 def _test_split(run_dir: Path) -> str|None:
     "sha256 of the test images stage 1 wrote for a chain (None where no stage-1 manifest is: simulated chains)."
     f = run_dir/stage_folder('domain')/MANIFEST
     return load_json(f)['artifacts']['test']['sha256'] if f.exists() else None
+
+def _stand_in(have: dict, # arm -> description, of one chain's arms
+              info: dict, # the description of the arm it lacks, from another chain
+              reference: str) -> tuple|None:
+    ("What a chain that lacks a synthetic arm trained in its place: the same set under another name (a per-generator "
+     "mix whose generator alone passed the gate is the chain's `all` mix), else the reference (every generator of "
+     "the arm failed the gate: the pipeline trains on the real images alone). (arm, 'alias'|'rejected'), or None.")
+    if not info.get('generators'): return None  # a real arm is never stood in for
+    key = lambda i: (i.get('generators'), i.get('strategy'), i.get('ratio'))
+    same = [b for b, i in have.items() if key(i) == key(info)]
+    if same: return same[0], 'alias'
+    return (reference, 'rejected') if reference in have else None
 
 def _chain_arrays(d: Path) -> tuple:
     "(arm index, val arrays, test arrays) of one chain's stage 6."
@@ -38,9 +50,10 @@ def _chain_arrays(d: Path) -> tuple:
 # %% ../nbs/13a_evidence.ipynb #d469a36a
 def load_chains(run_dir) -> dict:
     ("The complete replicate chains of a protocol run: test labels and groups, per arm the (chains, images, "
-     "classes) test probabilities, each chain's validation labels and probabilities, arm descriptions.")
+     "classes) test probabilities, each chain's validation labels and probabilities, arm descriptions; where a "
+     "chain lacks a synthetic arm, what stood in for it (`_stand_in`).")
     rec, out = load_json(Path(run_dir)/'protocol.json'), {'chains': [], 'val': [], 'info': {}, 'p_test': {}}
-    present = {}
+    per_chain = []  # per chain: arm -> (description, validation and test probabilities)
     for name, c in rec['chains'].items():
         if c['kind'] != 'replicate' or c.get('status') != 'complete': continue
         idx, val, test = _chain_arrays(Path(c['run_dir'])/stage_folder('training'))
@@ -51,16 +64,25 @@ def load_chains(run_dir) -> dict:
         out.update(labels=test['labels'], group=test.get('group', np.arange(len(test['labels']))),
                    type=test.get('type'), classes=idx['classes'], positive=idx['positive'])
         out['chains'].append(name); out['val'].append({'labels': val['labels']})
-        for i, a in enumerate(idx['arms']):
-            present.setdefault(a['arm'], []).append(name)
-            out['info'].setdefault(a['arm'], []).append(a)
-            out['val'][-1][a['arm']] = val[f'val_{i}'].mean(0)
-            out['p_test'].setdefault(a['arm'], []).append(test[f'test_{i}'].mean(0))
+        per_chain.append({a['arm']: (a, val[f'val_{i}'].mean(0), test[f'test_{i}'].mean(0))
+                          for i, a in enumerate(idx['arms'])})
     if not out['chains']: raise ValueError(f"{run_dir}: no complete replicate chain")
-    full = [a for a, ch in present.items() if len(ch) == len(out['chains'])]
-    out['missing'] = {a: sorted(set(out['chains']) - set(ch)) for a, ch in present.items() if a not in full}
-    out['p_test'] = {a: np.stack(out['p_test'][a]) for a in full}
-    return {**out, 'arms': full, 'protocol': rec}
+    reference = rec.get('protocol', {}).get('reference', 'real_only')
+    out.update(stand_in={}, missing={})
+    for a in dict.fromkeys(a for arms in per_chain for a in arms):  # every arm some chain trained, in order
+        info, rows = next(arms[a][0] for arms in per_chain if a in arms), []
+        for name, arms in zip(out['chains'], per_chain):
+            sub = (a, 'own') if a in arms else _stand_in({b: v[0] for b, v in arms.items()}, info, reference)
+            if sub is None: out['missing'].setdefault(a, []).append(name); continue
+            if sub[1] != 'own': out['stand_in'].setdefault(a, {})[name] = f'{sub[1]}:{sub[0]}'
+            i_b, v_b, t_b = arms[sub[0]]
+            rows.append(({**info, 'n_synthetic': 0, 'effective_ratio': 0.0, 'gate_rejected': True}
+                         if sub[1] == 'rejected' else i_b, v_b, t_b))
+        if a in out['missing']: continue
+        out['info'][a] = [r[0] for r in rows]
+        for v, r in zip(out['val'], rows): v[a] = r[1]
+        out['p_test'][a] = np.stack([r[2] for r in rows])
+    return {**out, 'arms': list(out['p_test']), 'protocol': rec}
 
 # %% ../nbs/13a_evidence.ipynb #d7b78f6c
 def _auc(labels, p) -> float: return proba_auc(labels, p)
@@ -167,6 +189,20 @@ def earlier_runs(run_dir) -> list:
     return out
 
 # %% ../nbs/13a_evidence.ipynb #1b0d608f
+def gate_verdicts(chains: dict) -> pd.DataFrame:
+    "Chain × generator: the quality gate's verdict in each replicate chain (stage 3's manifest; none for simulations)."
+    rows = {}
+    for name in chains['chains']:
+        f = Path(chains['protocol']['chains'][name]['run_dir'])/stage_folder('evaluation')/MANIFEST
+        gate = load_json(f).get('metrics', {}).get('gate', {}) if f.exists() else {}
+        rows[name] = {g: v.get('verdict') for g, v in gate.get('generators', {}).items()}
+    return pd.DataFrame.from_dict(rows, orient='index')
+
+def gate_passes(chains: dict) -> dict:
+    "Generator -> in how many replicate chains it passed the quality gate."
+    v = gate_verdicts(chains)
+    return {g: int((v[g] == 'passed').sum()) for g in v.columns}
+
 def headline(chains: dict, scores: pd.DataFrame, selection: dict, result: dict, value: dict,
              protocol: ProtocolConfig) -> dict:
     "Real-only, the selected arm and the ceiling: test mean over chains, Δ [CI], gap closed, worth in real images."
@@ -179,7 +215,9 @@ def headline(chains: dict, scores: pd.DataFrame, selection: dict, result: dict, 
             'test_groups': int(len(np.unique(chains['group']))), 'selected': selection['arm'],
             'arms': {a: pick(a) for a in arms}, 'gap_closed': result['gap_closed'], 'worth': value,
             'spearman_val_test': selection.get('spearman_val_test'), 'level': protocol.level,
-            'left_out': dict(protocol.left_out), 'not_in_every_chain': dict(chains.get('missing', {}))}
+            'left_out': dict(protocol.left_out), 'not_compared': dict(chains.get('missing', {})),
+            'gate_passes': gate_passes(chains), 'stood_in': {a: len(v) for a, v in chains.get('stand_in', {}).items()
+                                                             if any(s.startswith('rejected') for s in v.values())}}
 
 # %% ../nbs/13a_evidence.ipynb #ec0fee2e
 def headline_markdown(h: dict) -> str:
@@ -203,6 +241,10 @@ def headline_markdown(h: dict) -> str:
               f"- Test split: {h['test_images']} images in {h['test_groups']} groups; Spearman(val, test) over arms: "
               + ('n/a' if h['spearman_val_test'] is None else f"{h['spearman_val_test']:.2f}")]
     lines += [f"- Left out of the protocol: {g} — {why}" for g, why in h.get('left_out', {}).items()]
-    lines += [f"- Not compared: {a}, missing from {len(c)} of {h['chains']} chains (a generator "
-              "of its set failed the gate there)" for a, c in h.get('not_in_every_chain', {}).items()]
+    if h.get('stood_in'):
+        passes = ', '.join(f"{g} {n}" for g, n in h['gate_passes'].items())
+        lines.append(f"- Quality gate, chains passed of {h['chains']}: {passes}; where it rejected an arm's generators "
+                     f"the arm is that chain's real-only model (Δ = 0 there: {len(h['stood_in'])} arms)")
+    lines += [f"- Not compared: {a}, missing from {len(c)} of {h['chains']} chains"
+              for a, c in h.get('not_compared', {}).items()]
     return '\n'.join(lines)
