@@ -138,9 +138,13 @@ def case_headline(case_dir) -> list:
     if not summary.exists(): return []
     s = json.loads(summary.read_text())
     wall = sum(v for v in (s.get('wall_seconds') or {}).values() if v)
-    lines = [f"## {s.get('case', case_dir.name)}", '',
-             f"Profile `{s.get('profile') or s.get('experiment', {}).get('profile', '?')}` on {s.get('device_name') or s.get('device')}, "
-             f"commit `{str((s.get('git') or {}).get('commit', '?'))[:10]}`, {wall / 60:.0f} min in all.", '']
+    profile, device = s.get('profile') or s.get('experiment', {}).get('profile', '?'), s.get('device_name') or s.get('device')
+    p = s.get('protocol') or {}
+    if s.get('evidence') and p.get('wall_seconds'):  # a protocol: its chains' wall time, and the commit of the evidence step
+        ran = (f"{s['evidence']['chains']} replicate chains and the learning curve, {p['wall_seconds'] / 60:.0f} min of wall time; "
+               f"evidence from commit `{str(p.get('evidence_commit') or '?')[:10]}`")
+    else: ran = f"commit `{str((s.get('git') or {}).get('commit', '?'))[:10]}`, {wall / 60:.0f} min in all"
+    lines = [f"## {s.get('case', case_dir.name)}", '', f"Profile `{profile}` on {device}: {ran}.", '']
     if table.exists(): lines += [table.read_text().strip(), '']
     if (case_dir / 'report.html').exists():  # copied beside the pages by `copy_run_reports`
         lines += [f'<a href="{case_dir.name}/run-report.html">The whole run on one page</a> (every stage\'s results, '
@@ -177,8 +181,9 @@ def report_page(nb, case: str = ''):
     for c in body + runs:
         if c.cell_type == 'code':
             c.metadata.setdefault('tags', []).append('remove-cell' if c.source.lstrip().startswith('#|') else 'remove-input')
-    tail = [nbformat.v4.new_markdown_cell('## How this ran\n\nThe stage call (its manifest: status, time, device, artifacts, inputs, '
-                                          'versions, commit), then the notebook defaults and the values this run was given.')] + runs + params
+    how = ('The stage call (its manifest: status, time, device, artifacts, inputs, versions, commit), then the notebook defaults '
+           'and the values this run was given.' if runs else 'The notebook defaults and the values this report was given.')
+    tail = [nbformat.v4.new_markdown_cell(f'## How this ran\n\n{how}')] + runs + params
     nb.cells = head + body + tail
     return nb
 

@@ -35,6 +35,18 @@ def completed_manifests(run_dir, partial=False) -> dict:
     return manifests
 
 
+def protocol_times(run_dir) -> dict | None:
+    "When a protocol's chains started and finished, their wall time, and the commit the evidence is published from."
+    f = run_dir / 'protocol.json'
+    if not f.exists(): return None
+    import datetime
+    from synthnb.env import git_commit
+    rec = json.loads(f.read_text())
+    t = [datetime.datetime.fromisoformat(rec[k]) for k in ('started', 'finished') if rec.get(k)]
+    return {'started': rec.get('started'), 'finished': rec.get('finished'), 'chains': len(rec.get('chains', {})),
+            'wall_seconds': (t[1] - t[0]).total_seconds() if len(t) == 2 else None, 'evidence_commit': git_commit()['commit']}
+
+
 def publish(run_dir, case, partial=False):
     run_dir, dest = Path(run_dir), ROOT / 'reports' / case
     manifests = completed_manifests(run_dir, partial)
@@ -51,7 +63,7 @@ def publish(run_dir, case, partial=False):
                'device': prov['device'], 'device_name': prov['device_name'], 'git': prov['git'],
                'wall_seconds': {s: manifests[s]['runner'].get('wall_seconds') for s in manifests},
                'stages_published': list(manifests), 'headline': m6.get('headline'),
-               'evidence': json.loads(evidence.read_text()) if evidence.exists() else None,
+               'evidence': json.loads(evidence.read_text()) if evidence.exists() else None, 'protocol': protocol_times(run_dir),
                'results_table': json.loads((run_dir / '06_training' / 'results_table.json').read_text()) if '06_training' in manifests else None}
     save_json(dest / 'summary.json', summary)
     if evidence.exists(): shutil.copy(run_dir / 'evidence' / 'headline.md', dest / 'headline.md')
