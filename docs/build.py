@@ -157,7 +157,9 @@ def copy_run_reports(reports_dir, site_reports) -> int:
     n = 0
     for f in sorted(Path(reports_dir).glob('*/report.html')):
         (site_reports / f.parent.name).mkdir(parents=True, exist_ok=True)
-        shutil.copy2(f, site_reports / f.parent.name / 'run-report.html'); n += 1
+        # the site is read offline: no script from a CDN (nbconvert's page asks for require.js and MathJax)
+        html = re.sub(r'<script[^>]*\ssrc="https?://[^"]*"[^>]*>\s*</script>', '', f.read_text(encoding='utf-8'))
+        (site_reports / f.parent.name / 'run-report.html').write_text(html, encoding='utf-8'); n += 1
     return n
 
 
