@@ -29,6 +29,7 @@ def _test_split(run_dir: Path) -> str|None:
     f = run_dir/stage_folder('domain')/MANIFEST
     return load_json(f)['artifacts']['test']['sha256'] if f.exists() else None
 
+# %% ../nbs/13a_evidence.ipynb #df5568ef
 def _stand_in(have: dict, # arm -> description, of one chain's arms
               info: dict, # the description of the arm it lacks, from another chain
               reference: str) -> tuple|None:
@@ -41,6 +42,7 @@ def _stand_in(have: dict, # arm -> description, of one chain's arms
     if same: return same[0], 'alias'
     return (reference, 'rejected') if reference in have else None
 
+# %% ../nbs/13a_evidence.ipynb #1caaa767
 def _chain_arrays(d: Path) -> tuple:
     "(arm index, val arrays, test arrays) of one chain's stage 6."
     idx = load_json(d/'predictions.json')
@@ -203,6 +205,7 @@ def gate_passes(chains: dict) -> dict:
     v = gate_verdicts(chains)
     return {g: int((v[g] == 'passed').sum()) for g in v.columns}
 
+# %% ../nbs/13a_evidence.ipynb #14ec6a4a
 def headline(chains: dict, scores: pd.DataFrame, selection: dict, result: dict, value: dict,
              protocol: ProtocolConfig) -> dict:
     "Real-only, the selected arm and the ceiling: test mean over chains, Δ [CI], gap closed, worth in real images."

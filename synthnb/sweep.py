@@ -171,6 +171,8 @@ def plan_sweep(points: list, sweep_dir, force: bool = False) -> tuple:
 
 # %% ../nbs/12_sweep.ipynb #e17e6ef6
 THREAD_VARS = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')
+
+# %% ../nbs/12_sweep.ipynb #60686221
 # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536; a stage kernel that inherits it spends a third
 # of its CPU time in the system returning and re-faulting memory (a healthcare GAN fit: 305 CPU-s, 169 without it)
 WORKER_ONLY_VARS = ('MALLOC_TRIM_THRESHOLD_',)
@@ -196,6 +198,7 @@ def local_gpus() -> int:
     import torch
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
+# %% ../nbs/12_sweep.ipynb #37900020
 def _worker_address():
     try:
         from distributed import get_worker
