@@ -98,8 +98,8 @@ def run_report_header(run_dir, # a run folder with its `experiment.json`
     headline = run_headline(run_dir) or '*Stage 6 has not run: no headline.*'
     evidence = Path(run_dir)/'evidence'/'headline.md'  # the protocol's chains ran: their evidence comes first
     if evidence.exists(): headline = (f"{evidence.read_text()}\n\n*The evidence step over every chain "
-                                      f"(`evidence/report.ipynb`); chain 0 alone, one scarce draw: its stage-6 "
-                                      f"section below.*")
+                                      f"(`evidence/report.ipynb`); the stage sections below are chain 0's, "
+                                      f"and its stage 6 shows validation only.*")
     failed = gate_summary(run_dir)
     headline += f"\n\n{failed}" if failed else ''
     return ('\n\n'.join([f"# Run report: {exp.exp_id}", f"**Experiment file** `{exp.source or '(none)'}`",

@@ -163,7 +163,7 @@ def test_run_writes_one_html_report(light_run):
     assert 'result = run_evaluation(' not in page  # a stage report's code stays out
     assert '<strong>profile</strong> <code>smoke</code>' in page and 'light' in page
     assert 'Δ vs real-only' in page and '(chosen on validation)' in page  # the evidence headline (one chain here)
-    assert 'scarce real only' in page and 'Δ best synthetic − real only' in page  # chain 0's, in its stage-6 section
+    assert 'validation roc_auc' in page and 'Δ best synthetic − real only' not in page  # stage 6: validation only
     assert 'data:image/png;base64,' in page and '<img src="figures' not in page  # figures inlined
 
 
