@@ -20,8 +20,9 @@ from .worth import data_equivalence
 from .protocol import ProtocolConfig
 
 # %% auto #0
-__all__ = ['load_chains', 'chain_scores', 'select_arm', 'compare', 'learning_curve', 'worth', 'per_type', 'chain_seconds',
-           'earlier_runs', 'gate_verdicts', 'gate_passes', 'headline', 'headline_markdown']
+__all__ = ['load_chains', 'chain_scores', 'select_arm', 'compare', 'learning_curve', 'worth', 'per_type', 'per_class',
+           'robustness', 'chain_seconds', 'earlier_runs', 'gate_verdicts', 'gate_passes', 'headline',
+           'headline_markdown']
 
 # %% ../nbs/13a_evidence.ipynb #1e9d698f
 def _test_split(run_dir: Path) -> str|None:
@@ -164,6 +165,33 @@ def per_type(chains: dict, arms: list, level: float = 0.95) -> pd.DataFrame:
                         if len(x) > 1 else np.nan)
                 row.update({k: x.mean(), f'{k}_low': max(0.0, x.mean() - half), f'{k}_high': min(1.0, x.mean() + half)})
             rows.append(row)
+    return pd.DataFrame(rows)
+
+# %% ../nbs/13a_evidence.ipynb #b067099b
+def per_class(chains: dict, arms: list, level: float = 0.95) -> pd.DataFrame:
+    "One row per (arm, class): test images and recall at the validation-chosen threshold, mean [CI] over chains."
+    if len(chains['classes']) != 2: return pd.DataFrame()  # thresholds: two classes
+    named = {**chains, 'type': np.asarray(chains['classes'])[chains['labels']]}
+    rows = per_type(named, arms, level).rename(columns={'type': 'class'})
+    return rows.drop(columns=[c for c in rows if c.startswith('roc_auc')])  # a class against the other: the AUC
+
+# %% ../nbs/13a_evidence.ipynb #9918c959
+def robustness(chains: dict, arms: list, level: float = 0.95) -> pd.DataFrame:
+    ("One row per (arm, condition): ROC-AUC under a corruption at a severity, or on the shifted test set, on each "
+     "chain's subset of test images; mean [CI] over chains. Empty where stage 6 computed no robustness.")
+    rows = []
+    for a in [a for a in arms if a in chains['p_test']]:
+        per = {}
+        for name in chains['chains']:
+            f = Path(chains['protocol']['chains'][name]['run_dir'])/stage_folder('training')/'metrics.json'
+            src = chains['stand_in'].get(a, {}).get(name, a).split(':')[-1] if a in chains['stand_in'] else a
+            curves = (load_json(f).get(src) or {}).get('robustness') if f.exists() else None
+            for cond, m in (curves or {}).items(): per.setdefault(cond, []).append(m['roc_auc']['mean'])
+        for cond, x in per.items():
+            x = np.array([v for v in x if v is not None], float)
+            half = stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else np.nan
+            rows.append({'arm': a, 'condition': cond, 'chains': len(x), 'roc_auc': x.mean(),
+                         'roc_auc_low': max(0.0, x.mean() - half), 'roc_auc_high': min(1.0, x.mean() + half)})
     return pd.DataFrame(rows)
 
 # %% ../nbs/13a_evidence.ipynb #6de21b4e
