@@ -261,6 +261,8 @@ def main(reports='reports', out='_site', workers=2, clean=False, timeout=1800):
 
     shutil.rmtree(STAGE, ignore_errors=True); STAGE.mkdir(parents=True)
     pages = [stage_notebook(PROC / f'{p.stem}.ipynb', executed[p.stem][0], STAGE) for p in srcs if p.stem != 'index']
+    twice = sorted({pg for pg in pages if pages.count(pg) > 1})  # nbdev names a page by the file name without its number
+    if twice: sys.exit(f'[docs] two notebooks would write the same page {twice}: rename one (06c_x and 13a_x are both x)')
     n_reports = stage_reports(ROOT / reports, STAGE / 'reports')
     for md in DOCS.glob('*.md'): shutil.copy2(md, STAGE / md.name)
     guides = sorted(md.stem for md in DOCS.glob('*.md'))

@@ -122,7 +122,8 @@ def test_no_broken_internal_links(site, crawl):
 
 
 def test_stage_pages_present_with_api_reference(site, crawl):
-    for name in ['config', 'store', 'domain', 'generation', 'augmentation', 'evaluation', 'integration', 'training', 'runner']:
+    for name in ['config', 'store', 'domain', 'generation', 'augmentation', 'evaluation', 'integration', 'training', 'runner',
+                 'evidence', 'evidence_report']:  # 06c_evidence (the statistics) and 13a_evidence_report: a page each
         assert urljoin(site, f'{name}.html') in crawl, f'{name}.html not linked from the site'
     # show_doc renders signatures; the home page links to the Reports section and the getting-started guide
     assert urljoin(site, 'reports/index.html') in crawl and urljoin(site, 'getting-started.html') in crawl
