@@ -223,4 +223,5 @@ def run_protocol(exp: Experiment, # the experiment (chain 0)
 # %% ../nbs/12a_protocol.ipynb #0f938867
 def run_evidence_report(run_dir, log=print) -> dict:
     "Execute the evidence notebook into `run_dir/evidence/report.ipynb`."
-    return run_report('13a_evidence_report.ipynb', Path(run_dir)/'evidence', {'run_dir': str(run_dir)}, 'evidence report', log)
+    return run_report('13a_evidence_report.ipynb', Path(run_dir)/'evidence', {'run_dir': str(run_dir)},
+                      'evidence report', log)
