@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from synthnb.diffusion import SCHEDULER, ddim_sample, patchify, train_ddpm, unet_config
 from synthnb.gan import ResidualDiscriminator, StyleGenerator, train_gan
-from synthnb.env import bf16_supported
+from synthnb.runtime import bf16_supported
 from synthnb.images import to_tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -15,7 +15,7 @@ os.environ.setdefault('TQDM_DISABLE', '1')
 import torch
 
 from synthnb.config import load_experiment
-from synthnb.env import bf16_supported
+from synthnb.runtime import bf16_supported
 from synthnb.protocol import run_protocol
 
 LIGHT = ['generation.generators=[simulation]', 'integration.strategies=[mix]', 'training.steps=15', 'training.seeds=[0]',

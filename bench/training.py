@@ -114,7 +114,7 @@ def main(sizes='28,64,128', batch=64, width=16, steps=30, repeats=2, rounds=2, t
     threads = threads or os.cpu_count()
     torch.set_num_threads(threads)
     from synthnb.models import SmallResNet, stem_stride
-    from synthnb.env import bf16_supported
+    from synthnb.runtime import bf16_supported
     native = bf16_supported('cpu')
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16, *((2048, 5) if native else (512, 2)))  # emulated bf16 is slow
     print(f"classifier throughput: SmallResNet width {width}, batch {batch}, best of {rounds} processes × {repeats} × "

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .store import atomic_path, sha256_file
 from .config import did_you_mean
-from .env import progress, project_root
+from .runtime import progress, project_root
 
 # %% auto #0
 __all__ = ['DATASETS', 'FOLDERS', 'PNEUMONIA_URL', 'PNEUMONIA_VERSIONS', 'MT_COMMIT', 'MT_URL', 'DataError', 'data_root',

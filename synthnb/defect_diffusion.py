@@ -18,7 +18,7 @@ from fastcore.basics import patch
 from scipy import ndimage
 
 from .config import Annotated, Bounds, PositiveInt, stage_config
-from .env import bf16_supported, progress, resolve_device
+from .runtime import bf16_supported, progress, resolve_device
 from .images import check_labels
 from .models import fused_adamw
 from .diffusion import SCHEDULER, guided_noise, unet_config

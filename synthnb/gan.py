@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .env import progress, resolve_device
+from .runtime import progress, resolve_device
 from .tracking import live_tracker
 from .config import Annotated, Bounds, NonNegative, Positive, PositiveInt, stage_config
 from .images import check_labels, to_tensor, to_uint8

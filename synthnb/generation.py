@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from .store import StageResult, StageRun, stage_result
 from .config import Count, Seed, check_settings, did_you_mean, stage_config
 from .images import image_grid
-from .env import progress
+from .runtime import progress
 from .diffusion import DiffusionGenerator, DiffusionSettings
 from .external import ExternalGenerator, ExternalSettings
 from .gan import GANGenerator, GANSettings

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from sklearn import metrics as skm
 
-from .env import bf16_supported, progress
+from .runtime import bf16_supported, progress
 from .images import to_tensor
 
 # %% auto #0

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import Annotated, Bounds, Count, Positive, PositiveInt, stage_config
-from .env import progress, resolve_device
+from .runtime import progress, resolve_device
 from .images import check_labels, to_tensor, to_uint8
 from .sources import DataError, source_path
 from .store import sha256_file

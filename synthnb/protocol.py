@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from .config import (Experiment, Fraction, PositiveInt, check_settings, scarce_count, stage_config,
                             stage_folder, with_scarce_count)
 from .data import DataError
-from .env import resolve_device
+from .runtime import resolve_device
 from .stages import CONFIGS
 from .store import atomic_path, load_json, save_json, write_npz
 from .runner import run_experiment

@@ -12,7 +12,7 @@ import yaml  # nbformat, papermill and filelock are imported where they are used
 from .config import (RESERVED_PARAMS, STAGE_NOTEBOOKS, ConfigError, STAGES, Experiment, did_you_mean,
                             stage_folder, validate_exp_id)
 from .data import DataError
-from .env import project_root
+from .runtime import project_root
 from .stages import CONFIGS, RUNNERS, code_hash, is_up_to_date, mark_complete, stage_key, stale_reason
 from .store import MANIFEST, StageError, read_manifest, save_json, sha256_file
 
@@ -302,7 +302,7 @@ def report_imports(dropped, # the exported cells the report leaves out
 def report_header(exp: Experiment) -> str:
     ("The Markdown that opens each executed report of `exp`: experiment, profile, seed, device, commit; a warning on "
      "any profile but `full`.")
-    from synthnb.env import git_commit, resolve_device
+    from synthnb.runtime import git_commit, resolve_device
     g = git_commit()
     commit = (g['commit'] or 'unknown')[:10] + (' with uncommitted changes' if g['dirty'] else '')
     lines = [f"**Experiment** `{exp.exp_id}` · **profile** `{exp.profile}` · **seed** {exp.seed} · "

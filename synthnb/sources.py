@@ -12,7 +12,7 @@ import yaml
 from PIL import Image, UnidentifiedImageError
 
 from .config import did_you_mean
-from .env import progress
+from .runtime import progress
 from .store import sha256_file
 from .data import DataError, PNEUMONIA_VERSIONS, data_root, verify_file
 

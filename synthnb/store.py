@@ -12,7 +12,7 @@ import numpy as np
 from fastcore.basics import patch
 
 from .config import STAGES, did_you_mean, stage_folder
-from .env import provenance, resolve_device, seed_everything
+from .runtime import provenance, resolve_device, seed_everything
 
 # %% auto #0
 __all__ = ['MANIFEST', 'HELD_OUT_READERS', 'sha256_file', 'atomic_path', 'save_json', 'load_json', 'plain_json', 'finite',

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from .config import (Experiment, did_you_mean, load_experiment, load_yaml, parse_override, stage_folder,
                             validate_exp_id)
-from .env import project_root
+from .runtime import project_root
 from .stages import CONFIGS
 from .store import load_json, read_manifest, save_json
 from .runner import (StageFailed, accepted_parameters, execute_notebook, finish_report, notebooks_dir,

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from .config import NonNegative, Positive, PositiveInt, stage_config
-from .env import progress, resolve_device
+from .runtime import progress, resolve_device
 from .images import to_uint8
 
 # %% auto #0

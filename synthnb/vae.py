@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import NonNegative, Positive, PositiveInt, Probability, stage_config
-from .env import progress, resolve_device
+from .runtime import progress, resolve_device
 from .images import check_labels, to_uint8
 
 # %% auto #0

@@ -40,7 +40,7 @@ def protocol_times(run_dir) -> dict | None:
     f = run_dir / 'protocol.json'
     if not f.exists(): return None
     import datetime
-    from synthnb.env import git_commit
+    from synthnb.runtime import git_commit
     rec = json.loads(f.read_text())
     t = [datetime.datetime.fromisoformat(rec[k]) for k in ('started', 'finished') if rec.get(k)]
     return {'started': rec.get('started'), 'finished': rec.get('finished'), 'chains': len(rec.get('chains', {})),
