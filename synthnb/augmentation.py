@@ -25,9 +25,9 @@ from .style import fourier_domain_adaptation, match_histograms, paste_region, vi
 from .translation import CycleGANTranslator, TranslationSettings
 
 # %% auto #0
-__all__ = ['OPS', 'LIMITS', 'DEFAULT_POLICY', 'INPUTS', 'RandomOp', 'elastic_warp', 'Policy', 'Randomize', 'validate_policy',
-           'build_policy', 'AugmentationConfig', 'augment', 'preview_grid', 'reference_banks', 'translate_synthetic',
-           'run_augmentation', 'preview_images']
+__all__ = ['AUGMENTATIONS', 'LIMITS', 'DEFAULT_POLICY', 'INPUTS', 'RandomOp', 'elastic_warp', 'Policy', 'Randomize',
+           'validate_policy', 'build_policy', 'AugmentationConfig', 'augment', 'preview_grid', 'reference_banks',
+           'translate_synthetic', 'run_augmentation', 'preview_images']
 
 # %% ../nbs/04_augmentation.ipynb #c45081b9
 def _pair(v): return (float(v[0]), float(v[1])) if isinstance(v, (list, tuple)) else (float(v), float(v))
@@ -73,7 +73,7 @@ _affine = lambda p, degrees=0.0, translate=0.0, scale=(1.0, 1.0): K.RandomAffine
     _deg(degrees), translate=_pair(translate) if translate else None, scale=_pair(scale),
     padding_mode='reflection', p=p)
 
-OPS = {  # geometric: the mask moves with the image
+AUGMENTATIONS = {  # geometric: the mask moves with the image
     'hflip':      lambda p=0.5: K.RandomHorizontalFlip(p=p),
     'vflip':      lambda p=0.5: K.RandomVerticalFlip(p=p),
     'rotate':     lambda p=0.5, degrees=(-15.0, 15.0): _affine(p, degrees),
@@ -136,8 +136,8 @@ def _steps(policy: dict, banks: dict|None = None, **defaults) -> dict:
     steps = {}
     for op, settings in policy.items():
         kw = {**defaults, **(settings or {})}
-        if 'banks' in inspect.signature(OPS[op]).parameters: kw['banks'] = banks
-        step = OPS[op](**kw)
+        if 'banks' in inspect.signature(AUGMENTATIONS[op]).parameters: kw['banks'] = banks
+        step = AUGMENTATIONS[op](**kw)
         steps[op] = step if isinstance(step, (RandomOp, Policy)) else K.AugmentationSequential(
             step, data_keys=['input', 'mask'])
     return steps
@@ -163,10 +163,10 @@ def validate_policy(policy: dict) -> dict:
     if not isinstance(policy, dict): raise TypeError("policy must be a mapping of operation -> settings, got "
                                                      f"{type(policy).__name__}")
     for op, settings in policy.items():
-        if op not in OPS: raise ValueError(f"Unknown augmentation {op!r}{did_you_mean(op, OPS)}; "
-                                           f"available: {sorted(OPS)}")
+        if op not in AUGMENTATIONS: raise ValueError(f"Unknown augmentation {op!r}{did_you_mean(op, AUGMENTATIONS)}; "
+                                           f"available: {sorted(AUGMENTATIONS)}")
         if not isinstance(settings or {}, dict): raise ValueError(f"{op}: settings must be a mapping, got {settings!r}")
-        params = {k: v.default for k, v in inspect.signature(OPS[op]).parameters.items() if k != 'banks'}
+        params = {k: v.default for k, v in inspect.signature(AUGMENTATIONS[op]).parameters.items() if k != 'banks'}
         for k, v in (settings or {}).items():
             if k not in params: raise ValueError(f"{op}: unknown setting {k!r}{did_you_mean(k, params)}; "
                                                  f"settings: {list(params)}")

@@ -18,7 +18,7 @@ from .training import HEADLINE_METRIC
 
 
 # %% auto #0
-__all__ = ['OPS', 'iteration_summary', 'validation_change', 'check_recommendations', 'apply_recommendations',
+__all__ = ['CHANGE_OPS', 'iteration_summary', 'validation_change', 'check_recommendations', 'apply_recommendations',
            'gate_recommendations', 'run_feedback_loop', 'feedback_markdown', 'feedback_figure']
 
 # %% ../nbs/11_feedback.ipynb #e6838c42
@@ -46,7 +46,7 @@ def validation_change(history: list) -> str:
             f"{va:.3f} ({aa}) → {vb:.3f} ({ab}), {vb - va:+.3f}")
 
 # %% ../nbs/11_feedback.ipynb #65c7a2b4
-OPS = ('scale', 'set')  # multiply the current value by `factor`, or replace it by `value`
+CHANGE_OPS = ('scale', 'set')  # multiply the current value by `factor`, or replace it by `value`
 
 def check_recommendations(recs) -> list:
     ("`recs` if it is a list of well-formed recommendations for stages 2-6; "
@@ -58,7 +58,7 @@ def check_recommendations(recs) -> list:
             raise ValueError(f"{where}: needs a 'key' like 'generation.n_per_class'")
         if r['key'].split('.')[0] not in STAGES[1:]:
             raise ValueError(f"{where}: the key must start with one of stages 2-6 {STAGES[1:]}")
-        if r.get('op') not in OPS: raise ValueError(f"{where}: 'op' must be one of {OPS}")
+        if r.get('op') not in CHANGE_OPS: raise ValueError(f"{where}: 'op' must be one of {CHANGE_OPS}")
         if r['op'] == 'scale' and not (finite(r.get('factor')) and r['factor'] > 0):
             raise ValueError(f"{where}: 'scale' needs a 'factor' > 0")
         if r['op'] == 'set' and 'value' not in r: raise ValueError(f"{where}: 'set' needs a 'value'")
