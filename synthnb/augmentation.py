@@ -300,10 +300,10 @@ def _repeat(d: dict, copies: int) -> dict: return {k: np.concatenate([v] * copie
 def run_augmentation(cfg: AugmentationConfig, upstream_dir=None, out_dir=None) -> StageResult:
     "Stage 4: augment the kept synthetic set and make augmented copies of the scarce real set."
     with StageRun('augmentation', cfg, upstream_dir, out_dir, inputs=INPUTS) as run:
-        train = run.load_arrays('train')
+        train = run.read_arrays('train')
         # a missing role fails here, before any work
         refs = reference_banks(cfg.policy, train, json.loads(run.artifact_path('profile').read_text()))
-        raw = run.load_arrays('synthetic_kept')
+        raw = run.read_arrays('synthetic_kept')
         translation = TranslationSettings(**cfg.translation)
         syn, translator = translate_synthetic(raw, train, translation, cfg.seed, run.device)
         if translator is not None: _record_translation(run, translator, raw, syn, train)

@@ -208,7 +208,7 @@ def train_diffusion(domain_dir: str, # stage-1 run folder (holds train.npz and p
                     seed: int = 0) -> Path:
     "Train the class-conditional diffusion model on a stage-1 run and save it; return `out_dir`."
     stage1 = ChainReader(domain_dir)  # through its manifest: every file's sha256 checked
-    train, profile = stage1.arrays('train'), stage1.json('profile')
+    train, profile = stage1.read_arrays('train'), stage1.read_json('profile')
     images, labels = train['images'], train['labels']
     gen = DiffusionGenerator([int(c) for c in channels.split(',')], steps, batch_size, lr, device=device,
                              seed=seed).fit(images, labels, None, profile)

@@ -172,7 +172,7 @@ def run_evaluation(cfg: EvaluationConfig, upstream_dir=None, out_dir=None) -> St
     ("Stage 3: quality metrics, proxy scores, review pack and filter of every generator's output "
      "against the scarce real set (and the real validation set).")
     with StageRun('evaluation', cfg, upstream_dir, out_dir, inputs=INPUTS) as run:
-        train, val, syn = run.load_arrays('train'), run.load_arrays('val'), run.load_arrays('synthetic')
+        train, val, syn = run.read_arrays('train'), run.read_arrays('val'), run.read_arrays('synthetic')
         classes = json.loads(run.artifact_path('profile').read_text())['classes']
         clf, spaces, skipped = feature_spaces(train, len(classes), cfg, run.device)
         # the real reference: scarce train + val, the most real images the regime allows before the test split

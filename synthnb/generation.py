@@ -299,7 +299,7 @@ def _tune(run: StageRun, cfg: GenerationConfig, gen) -> dict|None:
      "(`tune_sampler`), if asked.")
     s = DiffusionSettings(**cfg.diffusion)
     if not (isinstance(gen, DiffusionGenerator) and s.tune_ddim_steps): return None
-    val = run.load_arrays('val')  # held out from the generator: copying its training images earns nothing
+    val = run.read_arrays('val')  # held out from the generator: copying its training images earns nothing
     tuned = tune_sampler(gen, val['images'], val['labels'], s.tune_ddim_steps,
                          s.tune_guidance or [gen.settings['guidance_scale']], s.tune_images, cfg.seed)
     fig = plot_sampler(tuned); run.save_figure(f'sampler_{gen.name}', fig); plt.close(fig)
@@ -312,7 +312,7 @@ INPUTS = {'train': 'domain', 'val': 'domain', 'profile': 'domain'}
 def run_generation(cfg: GenerationConfig, upstream_dir=None, out_dir=None) -> StageResult:
     "Stage 2: fit generators and sample synthetic images."
     with StageRun('generation', cfg, upstream_dir, out_dir, inputs=INPUTS) as run:
-        train = run.load_arrays('train')
+        train = run.read_arrays('train')
         profile = json.loads(run.artifact_path('profile').read_text())
         classes = profile['classes']
         labels = request_labels(sample_counts(cfg, classes))

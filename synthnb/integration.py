@@ -95,13 +95,13 @@ INPUTS = {'train': 'domain', 'profile': 'domain', 'synthetic_kept': 'evaluation'
 
 def _synthetic_rows(run: StageRun, cfg: IntegrationConfig) -> dict:
     "The chosen synthetic source (`cfg.source`): images, labels and generator of each row."
-    syn = run.load_arrays(cfg.source)
+    syn = run.read_arrays(cfg.source)
     return {'images': syn['images'], 'labels': syn['labels'], 'generator': syn['generator'].astype(str)}
 
 def run_integration(cfg: IntegrationConfig, upstream_dir=None, out_dir=None) -> StageResult:
     "Stage 5: build the mixed training set(s)."
     with StageRun('integration', cfg, upstream_dir, out_dir, inputs=INPUTS) as run:
-        real = run.load_arrays('train')
+        real = run.read_arrays('train')
         classes = json.loads(run.artifact_path('profile').read_text())['classes']
         syn = _synthetic_rows(run, cfg)
         gens = sorted(set(syn['generator']))

@@ -164,9 +164,14 @@ def artifact_path(self: StageRun, name: str) -> Path:
     return path
 
 @patch
-def load_arrays(self: StageRun, name: str) -> dict:
+def read_arrays(self: StageRun, name: str) -> dict:
     "The arrays of the upstream `.npz` artifact `name`."
     with np.load(self.artifact_path(name), allow_pickle=False) as z: return {k: z[k] for k in z.files}
+
+@patch
+def read_json(self: StageRun, name: str):
+    "The content of the upstream `.json` artifact `name`."
+    return load_json(self.artifact_path(name))
 
 @patch
 def has_artifact(self: StageRun, name: str) -> bool: return name in self.inherited or name in self.artifacts
@@ -281,24 +286,18 @@ def stage_result(stage: str, out_dir) -> StageResult:
 
 # %% ../nbs/00a_store.ipynb #2836198d
 class ChainReader:
-    "The artifacts of a completed stage folder and its upstream chain, read through its manifest (sha256 checked)."
+    ("The artifacts of a completed stage folder and its upstream chain, read through its manifest (sha256 checked) "
+     "with the verbs of `StageRun`: `has_artifact`, `artifact_path`, `read_arrays`, `read_json`.")
     def __init__(self, stage_dir):
         self.dir = Path(stage_dir); self.manifest = read_manifest(self.dir); self.artifacts = self.manifest['artifacts']
-    def has(self, name: str) -> bool: return name in self.artifacts
-    def path(self, name: str) -> Path:
+    def has_artifact(self, name: str) -> bool: return name in self.artifacts
+    def artifact_path(self, name: str) -> Path:
         if name not in self.artifacts: raise KeyError(f"no artifact {name!r} in {self.dir} or upstream; "
                                                       f"available: {sorted(self.artifacts)}")
         a = self.artifacts[name]; p = self.dir.parent/a['path']
         if sha256_file(p) != a['sha256']: raise StageError(f"{p} changed since {self.dir.name} recorded it "
                                                            "(sha256 mismatch)")
         return p
-    def arrays(self, name: str) -> dict:
-        with np.load(self.path(name)) as z: return {k: z[k] for k in z.files}
-    def json(self, name: str): return load_json(self.path(name))
-    @classmethod
-    def of_run(cls, run):
-        "The same interface over a running stage's upstream (`StageRun`: its reads are recorded as inputs)."
-        self = cls.__new__(cls); self.dir = run.upstream_dir
-        self.has, self.arrays = run.has_artifact, run.load_arrays
-        self.path, self.json = run.artifact_path, lambda name: load_json(run.artifact_path(name))
-        return self
+    def read_arrays(self, name: str) -> dict:
+        with np.load(self.artifact_path(name), allow_pickle=False) as z: return {k: z[k] for k in z.files}
+    def read_json(self, name: str): return load_json(self.artifact_path(name))

@@ -12,7 +12,7 @@ import pandas as pd
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-from .store import ChainReader, StageResult, StageRun, finite, stage_result
+from .store import StageResult, StageRun, finite, stage_result
 from .config import Count, Fraction, Positive, PositiveInt, Probability, Seed, did_you_mean, stage_config
 from .evidence import paired_delta
 from .models import (PRECISIONS, check_augment, classification_metrics, fit_classifier,
@@ -142,17 +142,17 @@ def arm_family(arm: str, # an arm's name
     return '+'.join(sorted(fams)) if fams else 'real'
 
 # %% ../nbs/06_training.ipynb #d8d544b9
-def load_arms(src, # a reader of the stage-5 chain's artifacts (`ChainReader`)
+def load_arms(src, # the stage-5 chain's artifacts: a running stage's `StageRun`, or a `ChainReader`
               cfg: TrainingConfig, strategies: list, mixes: dict) -> dict:
     ("arm name -> (training arrays, strategy, description), as requested by `cfg.arms` and stage 5's "
      "strategies and mixed sets; the description names the arm's family and its `fit_classifier` options.")
-    train, out = src.arrays('train'), {}
-    families = src.json('families') if src.has('families') else {}
+    train, out = src.read_arrays('train'), {}
+    families = src.read_json('families') if src.has_artifact('families') else {}
     real = lambda arm: {'generators': [], 'ratio': 0.0, 'family': arm_family(arm), 'options': arm_options(arm, cfg)}
     for arm in ('real_only', 'real_natural', 'real_randaug', 'real_mixup', 'real_cutmix'):
         if arm in cfg.arms: out[arm] = (train, 'mix', real(arm))
     if 'real_aug' in cfg.arms:
-        aug = src.arrays('real_aug')
+        aug = src.read_arrays('real_aug')
         out['real_aug'] = ({'images': np.concatenate([train['images'], aug['images']]),
                             'labels': np.concatenate([train['labels'], aug['labels']])}, 'mix', real('real_aug'))
     if 'synthetic' in cfg.arms:
@@ -160,10 +160,11 @@ def load_arms(src, # a reader of the stage-5 chain's artifacts (`ChainReader`)
             # a set without a single synthetic image (every generator failed stage 3's gate) is no synthetic arm
             if not info['generators']: continue
             info = {**info, 'family': arm_family('synthetic', info['generators'], families)}
-            if 'mix' in strategies: out[mix_arm(info)] = (src.arrays(name), 'mix', info)
+            if 'mix' in strategies: out[mix_arm(info)] = (src.read_arrays(name), 'mix', info)
             if info['generator'] == 'all' and info.get('base', True):
-                out.update({f'{STRATEGY_PREFIX[s]}:all': (src.arrays(name), s, info) for s in strategies if s != 'mix'})
-    if 'ceiling' in cfg.arms: out['ceiling'] = (ceiling_set(src.arrays('pool'), src.arrays('val')), 'mix',
+                out.update({f'{STRATEGY_PREFIX[s]}:all': (src.read_arrays(name), s, info)
+                            for s in strategies if s != 'mix'})
+    if 'ceiling' in cfg.arms: out['ceiling'] = (ceiling_set(src.read_arrays('pool'), src.read_arrays('val')), 'mix',
                                                 real('ceiling'))
     return out
 
@@ -415,8 +416,8 @@ def train_arms(src, cfg: TrainingConfig, strategies: list, test: dict, n_classes
                robust: bool = False, rename=None, only=None, reuse=None, positive: int = 1) -> tuple:
     ("Every arm of one replicate (`src`: its stage-5 chain), one model per seed: arm -> (units, results, n_train, "
      "strategy, info); the last model of each arm.")
-    val, out, models = src.arrays('val'), {}, {}
-    for arm, (data, strategy, info) in load_arms(src, cfg, strategies, src.json('mixes')['sets']).items():
+    val, out, models = src.read_arrays('val'), {}, {}
+    for arm, (data, strategy, info) in load_arms(src, cfg, strategies, src.read_json('mixes')['sets']).items():
         name = rename(arm) if rename else arm
         if only is not None and name not in only: continue
         if name in (reuse or {}): out[name] = reuse[name]; continue  # the same data and seeds were already trained
@@ -484,11 +485,11 @@ def run_training(cfg: TrainingConfig, upstream_dir=None, out_dir=None) -> StageR
     ("Stage 6: train every arm of this chain, write each model's validation and test predictions, "
      "recommend changes.")
     with StageRun('training', cfg, upstream_dir, out_dir, inputs=INPUTS) as run:
-        src = ChainReader.of_run(run)
-        profile = src.json('profile'); classes = profile['classes']; n_classes = len(classes)
+        src = run  # its upstream's artifacts, each read recorded as an input
+        profile = src.read_json('profile'); classes = profile['classes']; n_classes = len(classes)
         positive = positive_class(profile)
-        test, val = src.arrays('test'), src.arrays('val')
-        strategies = src.json('mixes')['strategies']  # stage 5's plan
+        test, val = src.read_arrays('test'), src.read_arrays('val')
+        strategies = src.read_json('mixes')['strategies']  # stage 5's plan
         collected, models = train_arms(src, cfg, strategies, test, n_classes, run.device, 0,
                                        robust=cfg.robustness, positive=positive)
         for arm, model in models.items():
@@ -505,7 +506,7 @@ def run_training(cfg: TrainingConfig, upstream_dir=None, out_dir=None) -> StageR
         run.write_json('predictions', {**index, 'classes': classes, 'positive': positive})
         arms = screen = summarise_arms(collected)
         run.metrics.update(arms)
-        syn, train = src.arrays('synthetic'), src.arrays('train')
+        syn, train = src.read_arrays('synthetic'), src.read_arrays('train')
         detector = {str(g): artefact_detector(train['images'], syn['images'][syn['generator'] == g], cfg.detector_steps,
                                               cfg.seed, run.device)
                     for g in np.unique(syn['generator'])} if cfg.detector_steps else {}
@@ -513,7 +514,7 @@ def run_training(cfg: TrainingConfig, upstream_dir=None, out_dir=None) -> StageR
                             'test': {'n': int(len(test['labels'])),
                                      'per_class': {c: int((test['labels'] == i).sum()) for i, c in enumerate(classes)}},
                             'detector': detector, 'headline': headline(arms)})
-        prov = src.json('provenance') if src.has('provenance') else {}
+        prov = src.read_json('provenance') if src.has_artifact('provenance') else {}
         # a DP generator: what its guarantee cost, on the main draw, where every generator has its arm
         # (one mixed set per generator: per_generator)
         if any(((p or {}).get('privacy') or {}).get('epsilon') for p in prov.values()):
