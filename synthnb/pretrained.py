@@ -5,7 +5,6 @@
 # %% ../nbs/02h_pretrained.ipynb #a65fd937
 from __future__ import annotations
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,7 +17,7 @@ from .sources import DataError, source_path
 from .store import sha256_file
 
 # %% auto #0
-__all__ = ['PretrainedSettings', 'load_pipeline', 'to_unet_space', 'from_unet_space', 'tiny_pipeline', 'finetune_unet', 'img2img',
+__all__ = ['PretrainedSettings', 'load_pipeline', 'to_unet_space', 'from_unet_space', 'finetune_unet', 'img2img',
            'PretrainedGenerator']
 
 # %% ../nbs/02h_pretrained.ipynb #c73b6cad
@@ -69,19 +68,6 @@ def from_unet_space(x: torch.Tensor, size: int) -> torch.Tensor:
     if x.shape[-1] != size: x = F.interpolate(x, size=(size, size), mode='bilinear', align_corners=False,
                                               antialias=x.shape[-1] > size)
     return x.clamp(-1, 1)
-
-# %% ../nbs/02h_pretrained.ipynb #f162dd26
-def tiny_pipeline(folder, channels: int = 3, size: int = 32, seed: int = 0):
-    ("A tiny randomly initialised DDPMPipeline saved to `folder`: the stand-in for a pretrained model in tests "
-     "(nothing is downloaded).")
-    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
-    torch.manual_seed(seed)
-    unet = UNet2DModel(sample_size=size, in_channels=channels, out_channels=channels, layers_per_block=1,
-                       block_out_channels=(8, 16), down_block_types=('DownBlock2D', 'DownBlock2D'),
-                       up_block_types=('UpBlock2D', 'UpBlock2D'), norm_num_groups=4)
-    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=100)).save_pretrained(str(folder))
-    return Path(folder)
-
 
 # %% ../nbs/02h_pretrained.ipynb #5225a97c
 def finetune_unet(unet, scheduler, images: np.ndarray, steps: int, lr: float, batch_size: int, seed: int = 0) -> list:

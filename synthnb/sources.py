@@ -18,9 +18,9 @@ from .data import DataError, PNEUMONIA_VERSIONS, data_root, verify_file
 
 # %% auto #0
 __all__ = ['CARD_KEYS', 'SIMULATOR_NAMES', 'SOURCE_KEYS', 'RESIZE_RULES', 'COLUMNS', 'GREY_MODES', 'KNOWN_FILES', 'IMAGE_EXTS',
-           'SPLIT_VALUES', 'DEMO_TYPES', 'builtin_cards', 'load_card', 'check_card', 'normal_index', 'fit_square',
-           'read_image', 'load_npz', 'folder_rows', 'outside_rows', 'load_folder', 'group_split', 'stratified_split',
-           'split_rule', 'test_mask', 'split_summary', 'source_path', 'load_source', 'demo_folder', 'demo_npz']
+           'SPLIT_VALUES', 'builtin_cards', 'load_card', 'check_card', 'normal_index', 'fit_square', 'read_image',
+           'load_npz', 'folder_rows', 'outside_rows', 'load_folder', 'group_split', 'stratified_split', 'split_rule',
+           'test_mask', 'split_summary', 'source_path', 'load_source']
 
 # %% ../nbs/00f_sources.ipynb #85f8890a
 CARD_KEYS = ('source', 'classes', 'normal_class', 'simulator', 'description', 'constraints')
@@ -536,45 +536,3 @@ def load_source(card: dict, # a checked card (`load_card`)
             'checksums': {f"listing of {len(data['files'])} files": hashlib.sha256(listing.encode()).hexdigest(),
                           **(data['files'] if len(data['files']) <= 8 else {})},
             'files': data['files'], 'split': summary}
-
-# %% ../nbs/00f_sources.ipynb #bff2b391
-DEMO_TYPES = ('scratch', 'spot', 'stain')
-
-def _demo_tile(rng, kind: str, size: int = 40) -> tuple:
-    "A textured surface with one drawn defect of `kind`, and its mask."
-    x = rng.normal(128, 12, (size, size + 8)).clip(0, 255)
-    yy, xx = np.mgrid[:size, :size + 8]; cy, cx = rng.integers(10, size - 10, 2)
-    mask = {'scratch': np.abs((yy - cy) - 0.6 * (xx - cx)) < 1.5, 'spot': np.hypot(yy - cy, xx - cx) < 4,
-            'stain': (np.abs(yy - cy) < 7) & (np.abs(xx - cx) < 9)}[kind]
-    x[mask] += {'scratch': -70, 'spot': 80, 'stain': -35}[kind]
-    return x.clip(0, 255).astype(np.uint8), mask
-
-def demo_folder(root, # folder to create
-                n: int = 20, # images per class
-                seed: int = 0,
-               ) -> Path:
-    "`<root>/<type>/<type>-part<g>_<i>.png`, two images per part, `<stem>_mask.png` beside two images in three."
-    root, rng = Path(root), np.random.default_rng(seed)
-    for kind in DEMO_TYPES:
-        (root/kind).mkdir(parents=True)
-        for i in range(n):
-            img, mask = _demo_tile(rng, kind)
-            Image.fromarray(img).save(root/kind/f'{kind}-part{i // 2:02d}_{i}.png')
-            if i % 3: Image.fromarray((mask * 255).astype(np.uint8)).save(
-                root/kind/f'{kind}-part{i // 2:02d}_{i}_mask.png')
-    return root
-
-def demo_npz(path, # file to write
-             n: int = 40, # training images (val: 12, test: 24)
-             seed: int = 0,
-            ) -> Path:
-    "A MedMNIST-style `.npz`: three classes of 28×28 RGB images, labels (N, 1), and a `classes` array."
-    rng = np.random.default_rng(seed)
-    def split(k):
-        y = np.arange(k) % 3
-        x = rng.normal(60 + 50 * y[:, None, None], 20, (k, 28, 28)).clip(0, 255).astype(np.uint8)
-        return np.repeat(x[..., None], 3, -1), y[:, None]
-    (tx, ty), (vx, vy), (sx, sy) = split(n), split(12), split(24)
-    np.savez(path, train_images=tx, train_labels=ty, val_images=vx, val_labels=vy, test_images=sx, test_labels=sy,
-             classes=np.array(['low', 'mid', 'high']))
-    return Path(path)

@@ -12,12 +12,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .store import load_json, save_json
+from .store import load_json
 from .config import stage_folder
 
 # %% auto #0
-__all__ = ['t_interval', 'config_columns', 'load_sweep_metrics', 'demo_sweep', 'summarize', 'summary_table', 'plot_ratio',
-           'failures']
+__all__ = ['t_interval', 'config_columns', 'load_sweep_metrics', 'summarize', 'summary_table', 'plot_ratio', 'failures']
 
 # %% ../nbs/13_sweep_report.ipynb #a24abfd3
 def t_interval(values, # one sample per seed
@@ -58,32 +57,6 @@ def load_sweep_metrics(sweep_dir) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     df.attrs['config'] = config_columns(sweep)
     return df
-
-# %% ../nbs/13_sweep_report.ipynb #914e2e21
-def demo_sweep(sweep_dir, # folder to write into
-               cases=('healthcare', 'defect'), generators=('simulation', 'diffusion'), ratios=(0.0, 0.5, 1.0, 2.0),
-               seeds=(0, 1, 2)) -> Path:
-    "Write a synthetic sweep (sweep.json and per-experiment training metrics) for examples and tests."
-    rng, experiments = np.random.default_rng(0), {}
-    for case, gen, ratio, seed in ((c, g, r, s) for c in cases for g in generators for r in ratios for s in seeds):
-        exp_id = f"demo-{case}-{gen}-r{ratio:g}-s{seed}"
-        lift = 0.06 * ratio * math.exp(-ratio / 1.5) * (1.5 if gen == 'simulation' else 1.0)
-        base = {'real_only': 0.72, 'real_aug': 0.74, 'synthetic:all': 0.72 + lift, 'ceiling': 0.9}
-        arms = {arm: {'per_seed': [{'balanced_accuracy': float(np.clip(b + rng.normal(0, 0.02), 0, 1)),
-                                    'roc_auc': float(np.clip(b + 0.08 + rng.normal(0, 0.02), 0, 1))}]}
-                for arm, b in base.items()}
-        arms['test'] = {'n': 100}
-        save_json(Path(sweep_dir)/exp_id/stage_folder('training')/'metrics.json', arms)
-        experiments[exp_id] = {'status': 'complete', 'case': case, 'generators': [gen], 'ratio': ratio, 'seed': seed,
-                               'point': {'generation.generators': [gen], 'integration.ratio': ratio, 'seed': seed}}
-    experiments['demo-defect-broken-s0'] = {'status': 'failed', 'case': 'defect', 'generators': ['simulation'],
-                                            'ratio': 1.0, 'seed': 0, 'point': {}, 'stage': 'domain',
-                                            'message': 'ValueError: an example failure',
-                                            'report': 'demo-defect-broken-s0/01_domain/report.ipynb'}
-    save_json(Path(sweep_dir)/'sweep.json',
-              {'sweep': 'demo', 'spec': {'grid': {'generation.generators': [], 'integration.ratio': [], 'seed': []}},
-               'experiments': experiments})
-    return Path(sweep_dir)
 
 # %% ../nbs/13_sweep_report.ipynb #1b9d19d8
 def summarize(df: pd.DataFrame, # rows from `load_sweep_metrics`

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import synthnb
-from synthnb.pretrained import tiny_pipeline
+from synthnb.testing import tiny_pipeline
 
 pytestmark = pytest.mark.notebooks
 LIGHT_EVAL = ['-p', 'evaluation.domain_steps=15', '-p', 'evaluation.proxy_steps=15', '-p', 'evaluation.kid_subsets=4']

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from synthnb.store import StageRun
 from synthnb.diffusion import DiffusionGenerator, unet_config
 from synthnb.gan import GANGenerator
-from synthnb.pretrained import tiny_pipeline
+from synthnb.testing import tiny_pipeline
 from synthnb.generation import GENERATORS, GenerationConfig, check_samples, load_generator, sample_counts, save_generator
 
 NAMES = ['simulation', 'diffusion', 'gan', 'hybrid', 'vae', 'dp_vae', 'external', 'pretrained']

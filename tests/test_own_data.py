@@ -10,7 +10,8 @@ from PIL import Image
 from conftest import synthnb
 from synthnb.config import STAGES, stage_folder
 from synthnb.domain import DomainConfig, run_domain
-from synthnb.sources import DEMO_TYPES, DataError, demo_folder, demo_npz, load_card, load_source
+from synthnb.sources import DataError, load_card, load_source
+from synthnb.testing import DEMO_TYPES, demo_folder, demo_npz
 
 pytestmark = pytest.mark.notebooks
 

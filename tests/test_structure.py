@@ -7,7 +7,7 @@ import synthnb
 PKG = Path(synthnb.__file__).parent
 # Each module's layer; a module may import from its own layer or a lower one, never a higher one.
 LAYERS = [
-    {'runtime', 'tracking', 'hygiene'},  # foundations that import no synthnb module
+    {'runtime', 'tracking', 'hygiene', 'testing'},  # foundations that import no synthnb module (testing: the fixtures)
     {'config', 'images'},  # stages and experiment files; uint8 images and tensors
     {'store', 'models'},  # the artifact store; the classifier
     {'data', 'metrics', 'features', 'gate', 'style', 'translation', 'evidence', 'inference', 'worth', 'robustness',
