@@ -262,7 +262,7 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser('run', help='run an experiment: the six stage notebooks, with papermill')
     r.add_argument('config', help='experiment YAML, e.g. experiments/healthcare.yaml')
     r.add_argument('-p', action='append', metavar='KEY=VALUE',
-                   help='override: profile=full, seed=1, generation.n_per_class=200 (repeatable)')
+                   help='override: profile=full, seed=1, generation.n_synthetic_per_class=200 (repeatable)')
     r.add_argument('--runs-dir', default='runs', help='parent of run folders (default: runs)')
     r.add_argument('--force', action='store_true', help='re-run stages even if up to date (and ignore the stage cache)')
     r.add_argument('--stage-cache', metavar='DIR', default=None,

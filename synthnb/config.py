@@ -11,11 +11,11 @@ from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['STAGE_NOTEBOOKS', 'STAGES', 'SHARED_KEYS', 'SEED_LIMIT', 'DEVICES', 'RESERVED_PARAMS', 'MAX_COUNT', 'Count',
-           'PositiveInt', 'Seed', 'NonNegative', 'Positive', 'Probability', 'Fraction', 'ALL', 'ClassCounts',
-           'stage_folder', 'did_you_mean', 'validate_exp_id', 'Replace', 'load_yaml', 'Experiment', 'parse_override',
-           'load_experiment', 'Bounds', 'scarce_count', 'with_scarce_count', 'describe', 'conforms', 'ConfigError',
-           'check_fields', 'stage_config', 'check_settings', 'from_parameters', 'parameters_cell']
+__all__ = ['STAGE_NOTEBOOKS', 'STAGES', 'SHARED_KEYS', 'SEED_LIMIT', 'DEVICES', 'RESERVED_PARAMS', 'RENAMED', 'MAX_COUNT',
+           'Count', 'PositiveInt', 'Seed', 'NonNegative', 'Positive', 'Probability', 'Fraction', 'ALL', 'ClassCounts',
+           'stage_folder', 'did_you_mean', 'renamed_hint', 'validate_exp_id', 'Replace', 'load_yaml', 'Experiment',
+           'parse_override', 'load_experiment', 'Bounds', 'scarce_count', 'with_scarce_count', 'describe', 'conforms',
+           'ConfigError', 'check_fields', 'stage_config', 'check_settings', 'from_parameters', 'parameters_cell']
 
 # %% ../nbs/00_config.ipynb #4f2d1e0c
 # stage -> its notebook in nbs/, and its folder in a run
@@ -38,6 +38,16 @@ def did_you_mean(name: str, choices) -> str:
     "A ' (did you mean X?)' hint for a misspelt `name`, or ''."
     close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+# %% ../nbs/00_config.ipynb #71c612ff
+# 'stage.old' -> ('stage.new', why): refused with the new name, never silently mapped
+RENAMED = {'generation.n_per_class': ('generation.n_synthetic_per_class', 'synthetic images per class and generator; '
+                                      'domain.n_per_class stays the real images per class')}
+
+def renamed_hint(stage: str, key: str) -> str|None:
+    "'renamed: write <new> (<why>)' when `stage.key` is a renamed parameter, else None."
+    new = RENAMED.get(f'{stage}.{key}')
+    return f"renamed: write {new[0]} ({new[1]})" if new else None
 
 # %% ../nbs/00_config.ipynb #f30689ee
 _EXP_ID = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,99}')  # matched in full: no trailing newline slips through

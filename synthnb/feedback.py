@@ -55,7 +55,7 @@ def check_recommendations(recs) -> list:
     for i, r in enumerate(recs):
         where = f"recommendation {i} ({r!r})"
         if not isinstance(r, dict) or not isinstance(r.get('key'), str) or '.' not in r['key']:
-            raise ValueError(f"{where}: needs a 'key' like 'generation.n_per_class'")
+            raise ValueError(f"{where}: needs a 'key' like 'generation.n_synthetic_per_class'")
         if r['key'].split('.')[0] not in STAGES[1:]:
             raise ValueError(f"{where}: the key must start with one of stages 2-6 {STAGES[1:]}")
         if r.get('op') not in CHANGE_OPS: raise ValueError(f"{where}: 'op' must be one of {CHANGE_OPS}")
@@ -79,7 +79,7 @@ def apply_recommendations(stages: dict, recs: list, defaults: dict) -> tuple:
         for p in path[:-1]: node = node.setdefault(p, {})
         old = node.get(path[-1])
         if old is None and path[0] == 'class_counts':
-            old = params.get('n_per_class', defaults.get(stage, {}).get('n_per_class'))
+            old = params.get('n_synthetic_per_class', defaults.get(stage, {}).get('n_synthetic_per_class'))
         if old is None and stage == 'generation' and len(path) == 2 and path[0] in SETTINGS:  # a settings default
             old = getattr(SETTINGS[path[0]](), path[1], None)
         new = type(old)(old * r['factor']) if r['op'] == 'scale' else r['value']

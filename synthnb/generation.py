@@ -42,7 +42,7 @@ __all__ = ['SIMULATOR_CLASSES', 'SETTINGS', 'GENERATORS', 'INPUTS', 'GenerationC
 class GenerationConfig:
     "Parameters of stage 2."
     generators: list[str] = field(default_factory=lambda: ['simulation', 'diffusion', 'gan', 'hybrid'])  # fit & sample
-    n_per_class: Count = 64  # synthetic images per class and generator
+    n_synthetic_per_class: Count = 64  # synthetic images per class and generator
     class_counts: dict[str, Count] = field(default_factory=dict)  # per-class override by name, e.g. {'defect': 200}
     # one mapping of settings per generator family, each checked by its settings class (`SETTINGS`)
     diffusion: dict = field(default_factory=dict)  # `DiffusionSettings`: train_steps, channels, lr, ddim_steps, …
@@ -240,7 +240,7 @@ def sample_counts(cfg: GenerationConfig, classes: list) -> dict:
     for k in cfg.class_counts:
         if k not in classes: raise ValueError(f"class_counts names unknown class {k!r}{did_you_mean(k, classes)}; "
                                               f"classes: {classes}")
-    return {i: int(cfg.class_counts.get(c, cfg.n_per_class)) for i, c in enumerate(classes)}
+    return {i: int(cfg.class_counts.get(c, cfg.n_synthetic_per_class)) for i, c in enumerate(classes)}
 
 def request_labels(counts: dict) -> np.ndarray:
     "One label per requested image."

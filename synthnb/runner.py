@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml  # nbformat, papermill and filelock are imported where they are used: `synthnb --help` starts fast
 
-from .config import (RESERVED_PARAMS, STAGE_NOTEBOOKS, ConfigError, STAGES, Experiment, did_you_mean,
+from .config import (RESERVED_PARAMS, STAGE_NOTEBOOKS, ConfigError, STAGES, Experiment, did_you_mean, renamed_hint,
                             stage_folder, validate_exp_id)
 from .data import DataError
 from .runtime import project_root
@@ -99,7 +99,8 @@ def validate_experiment(exp: Experiment, accepted: dict|None = None,
         for k in exp.stages.get(s, {}):
             if k in accepted[s]: continue
             where = f"-p {given[f'{s}.{k}']}" if f'{s}.{k}' in given else f"{s}.{k}"
-            problems.append(f"{where}: not a parameter of {stage_folder(s)}.ipynb{did_you_mean(k, accepted[s])}")
+            problems.append(f"{where}: " + (renamed_hint(s, k) or
+                                           f"not a parameter of {stage_folder(s)}.ipynb{did_you_mean(k, accepted[s])}"))
     if problems: raise ParameterError(f"{exp.source}: unknown parameters\n  " + '\n  '.join(problems))
     for s in STAGES:
         try: CONFIGS[s](**exp.stage_params(s))

@@ -70,7 +70,7 @@ def load_sweep(path, # sweep YAML file, or a dict with its content
 
 # %% ../nbs/12_sweep.ipynb #be3d3cf9
 LABELS = {'seed': 's', 'integration.ratio': 'r', 'generation.generators': '', 'domain.n_per_class': 'n',
-          'generation.n_per_class': 'gn'}
+          'generation.n_synthetic_per_class': 'gn'}
 
 def _fmt(value) -> str:
     if isinstance(value, bool): return str(value).lower()

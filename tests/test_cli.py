@@ -22,9 +22,16 @@ def cli(capsys, *args):
 
 
 def test_typo_in_override_suggests_the_name(tmp_path, capsys):
-    code, _, err = cli(capsys, 'run', 'experiments/healthcare.yaml', '-p', 'generation.n_per_clas=3', '--runs-dir', tmp_path)
+    code, _, err = cli(capsys, 'run', 'experiments/healthcare.yaml', '-p', 'domain.n_per_clas=3', '--runs-dir', tmp_path)
     assert code == 2
-    assert "-p generation.n_per_clas=3: not a parameter of 02_generation.ipynb (did you mean 'n_per_class'?)" in err  # names the override
+    assert "-p domain.n_per_clas=3: not a parameter of 01_domain.ipynb (did you mean 'n_per_class'?)" in err  # names the override
+    assert not any(tmp_path.iterdir()), 'nothing may run before validation passes'
+
+
+def test_a_renamed_parameter_is_refused_with_its_new_name(tmp_path, capsys):
+    "generation.n_per_class (synthetic images) became n_synthetic_per_class: the old name names the new one, before stage 1."
+    code, _, err = cli(capsys, 'run', 'experiments/healthcare.yaml', '-p', 'generation.n_per_class=3', '--runs-dir', tmp_path)
+    assert code == 2 and '-p generation.n_per_class=3: renamed: write generation.n_synthetic_per_class' in err, err
     assert not any(tmp_path.iterdir()), 'nothing may run before validation passes'
 
 

@@ -250,7 +250,7 @@ def test_feedback_loop_changes_next_iteration(light_run, runs_dir, data_dir):
     cls = change['key'].rsplit('.', 1)[1]
     gen1 = json.loads((runs_dir / 'loop' / '02_generation' / 'manifest.json').read_text())['parameters']
     gen2 = json.loads((runs_dir / 'loop-iter2' / '02_generation' / 'manifest.json').read_text())['parameters']
-    assert gen1['class_counts'].get(cls, gen1['n_per_class']) * 2 == gen2['class_counts'][cls]
+    assert gen1['class_counts'].get(cls, gen1['n_synthetic_per_class']) * 2 == gen2['class_counts'][cls]
     # stage 1 (the scarce set and the test split) is shared, not re-drawn
     assert proc.stderr.count('01_domain: up to date, skipped') == 1
     d1, d2 = (json.loads((runs_dir / e / '01_domain' / 'manifest.json').read_text()) for e in ('loop', 'loop-iter2'))

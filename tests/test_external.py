@@ -35,7 +35,7 @@ def judged(stage1, tmp_path_factory, data_dir):
     np.savez(copies, images=train['images'], labels=train['labels'], classes=np.array(['normal', 'pneumonia']))
     proc = synthnb(*base, '-p', 'generation.generators=[external, vae, dp_vae, pretrained]', '-p', f'generation.external={{path: {copies}}}',
                    '-p', f'generation.pretrained={{path: {pipeline}, steps: 4, strength: 0.3}}',
-                   '-p', 'generation.n_per_class=20', '-p', 'generation.vae={train_steps: 30, batch_size: 8, epsilon: 6.0}', *LIGHT_EVAL,
+                   '-p', 'generation.n_synthetic_per_class=20', '-p', 'generation.vae={train_steps: 30, batch_size: 8, epsilon: 6.0}', *LIGHT_EVAL,
                    '-p', 'augmentation.translation={generators: [vae], train_steps: 20, width: 4, res_blocks: 1}',
                    '-p', 'evaluation.apply_filter=false', '--until', 'augmentation', env={'SYNTHNB_DATA': str(data_dir)})
     assert proc.returncode == 0, proc.stderr[-3000:]

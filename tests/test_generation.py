@@ -76,7 +76,7 @@ def test_unknown_class_is_an_error(fitted, name):
 
 
 def test_bad_counts_and_class_names():
-    with pytest.raises(ValueError, match='n_per_class = -1: expected an integer ≥ 0'): GenerationConfig(n_per_class=-1)
+    with pytest.raises(ValueError, match='n_synthetic_per_class = -1: expected an integer ≥ 0'): GenerationConfig(n_synthetic_per_class=-1)
     with pytest.raises(ValueError, match=r"class_counts = \{'pneumonia': -5\}: expected a mapping of strings to integers ≥ 0"): GenerationConfig(class_counts={'pneumonia': -5})
     with pytest.raises(ValueError, match="unknown class 'pneumonai'"):
         sample_counts(GenerationConfig(class_counts={'pneumonai': 3}), PROFILE['classes'])
@@ -129,7 +129,7 @@ def test_stage_2_chooses_the_diffusion_sampler_on_kid_against_val(tmp_path, data
     from synthnb.generation import run_generation
     from synthnb.runner import smoke_upstream
     from synthnb.sampler import choose_sampler
-    cfg = GenerationConfig(generators=['diffusion', 'hybrid'], n_per_class=8, device='cpu',
+    cfg = GenerationConfig(generators=['diffusion', 'hybrid'], n_synthetic_per_class=8, device='cpu',
                            diffusion={**TINY['diffusion'], 'tune_ddim_steps': [2, 4], 'tune_guidance': [1.0, 2.5],
                                       'tune_images': 24})
     res = run_generation(cfg, smoke_upstream('generation'), tmp_path / 'gen')

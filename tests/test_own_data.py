@@ -18,7 +18,7 @@ pytestmark = pytest.mark.notebooks
 TYPES = DEMO_TYPES
 
 
-TINY = {'generation': {'n_per_class': 8, 'diffusion': {'train_steps': 4, 'channels': [8, 16, 16], 'ddim_steps': 3}, 'gan': {'train_steps': 4, 'width': 8}},
+TINY = {'generation': {'n_synthetic_per_class': 8, 'diffusion': {'train_steps': 4, 'channels': [8, 16, 16], 'ddim_steps': 3}, 'gan': {'train_steps': 4, 'width': 8}},
         'augmentation': {'real_copies': 1, 'policy': {'hflip': {'p': 0.5}, 'brightness': {'p': 0.5, 'range': [0.9, 1.1]}}},
         'integration': {'strategies': ['mix']},
         'training': {'steps': 12, 'seeds': [0], 'batch_size': 16, 'robustness': False, 'detector_steps': 0, 'arms': ['real_only', 'synthetic', 'ceiling']}}

@@ -31,7 +31,7 @@ def test_wheel_runs_outside_the_checkout(tmp_path, data_dir):
     assert Path(where.strip()).is_relative_to(venv), where  # the wheel's package, not the checkout's
 
     proc = run('params', 'generation')
-    assert proc.returncode == 0 and 'n_per_class' in proc.stdout, proc.stderr[-2000:]
+    assert proc.returncode == 0 and 'n_synthetic_per_class' in proc.stdout, proc.stderr[-2000:]
 
     proc = run('run', 'healthcare', '-p', 'generation.generators=[simulation]', '--until', 'generation', '--runs-dir', elsewhere / 'runs')
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -192,7 +192,7 @@ def test_diffusion_and_hybrid_write_identical_bytes_run_after_run(tmp_path, data
     """Two runs of stages 1-2 with the diffusion and hybrid generators: every artifact (models and their configs too) has the same
     sha256, and the metrics are the same but for wall-clock timings."""
     env = {'SYNTHNB_DATA': str(data_dir), **NO_CACHE}
-    tiny = ['-p', 'generation.generators=[diffusion, hybrid]', '-p', 'generation.n_per_class=8', '-p', 'generation.diffusion.train_steps=6',
+    tiny = ['-p', 'generation.generators=[diffusion, hybrid]', '-p', 'generation.n_synthetic_per_class=8', '-p', 'generation.diffusion.train_steps=6',
             '-p', 'generation.diffusion.ddim_steps=3', '--until', 'generation']
     digests, metrics = [], []
     for name in ('same-a', 'same-b'):
