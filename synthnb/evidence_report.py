@@ -20,8 +20,8 @@ from .worth import data_equivalence
 from .protocol import ProtocolConfig
 
 # %% auto #0
-__all__ = ['load_chains', 'chain_scores', 'select_arm', 'compare', 'learning_curve', 'worth', 'per_type', 'per_class',
-           'robustness', 'chain_seconds', 'earlier_runs', 'gate_verdicts', 'gate_passes', 'headline',
+__all__ = ['load_chains', 'chain_scores', 'select_arm', 'compare', 'learning_curve', 'worth', 't_interval01', 'per_type',
+           'per_class', 'robustness', 'chain_seconds', 'earlier_runs', 'gate_verdicts', 'gate_passes', 'headline',
            'headline_markdown']
 
 # %% ../nbs/13a_evidence_report.ipynb #1e9d698f
@@ -147,6 +147,14 @@ def worth(curve: dict, chains: dict, arm: str|None, protocol: ProtocolConfig) ->
     except ValueError as e: return {'note': str(e)}
 
 # %% ../nbs/13a_evidence_report.ipynb #1c4524ff
+def t_interval01(x, level: float = 0.95) -> tuple:
+    ("Mean and t-interval over chains of a metric in [0, 1], clipped to that range; no interval (NaN bounds) from "
+     "one chain. Non-finite values (a type absent from a chain) are left out.")
+    x = np.asarray(x, float); x = x[np.isfinite(x)]
+    if len(x) < 2: return float(x.mean()) if len(x) else np.nan, np.nan, np.nan
+    half = stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    return float(x.mean()), max(0.0, x.mean() - half), min(1.0, x.mean() + half)
+
 def per_type(chains: dict, arms: list, level: float = 0.95) -> pd.DataFrame:
     "One row per (arm, type): images, recall and ROC-AUC, mean [CI] over chains."
     if chains.get('type') is None or len(chains['classes']) != 2: return pd.DataFrame()  # thresholds: two classes
@@ -159,11 +167,7 @@ def per_type(chains: dict, arms: list, level: float = 0.95) -> pd.DataFrame:
             row = {'arm': a, 'type': t, 'n': per[0][t]['n']}
             for k in ('recall', 'roc_auc'):
                 x = np.array([p[t][k] for p in per if k in p[t]], float)
-                x = x[np.isfinite(x)]
-                if len(x) == 0: continue
-                half = (stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
-                        if len(x) > 1 else np.nan)
-                row.update({k: x.mean(), f'{k}_low': max(0.0, x.mean() - half), f'{k}_high': min(1.0, x.mean() + half)})
+                if np.isfinite(x).any(): row.update(zip((k, f'{k}_low', f'{k}_high'), t_interval01(x, level)))
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -189,9 +193,8 @@ def robustness(chains: dict, arms: list, level: float = 0.95) -> pd.DataFrame:
             for cond, m in (curves or {}).items(): per.setdefault(cond, []).append(m['roc_auc']['mean'])
         for cond, x in per.items():
             x = np.array([v for v in x if v is not None], float)
-            half = stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else np.nan
-            rows.append({'arm': a, 'condition': cond, 'chains': len(x), 'roc_auc': x.mean(),
-                         'roc_auc_low': max(0.0, x.mean() - half), 'roc_auc_high': min(1.0, x.mean() + half)})
+            rows.append({'arm': a, 'condition': cond, 'chains': len(x),
+                         **dict(zip(('roc_auc', 'roc_auc_low', 'roc_auc_high'), t_interval01(x, level)))})
     return pd.DataFrame(rows)
 
 # %% ../nbs/13a_evidence_report.ipynb #6de21b4e

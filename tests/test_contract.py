@@ -47,6 +47,15 @@ def test_readme_is_generated_from_index():
     assert proc.returncode == 0, proc.stderr
 
 
+def test_front_page_quotes_the_published_defect_evidence():
+    "The front page's worked example (nbs/index.ipynb, and so README) is the published defect headline, row for row."
+    nb = nbformat.read(ROOT / 'nbs' / 'index.ipynb', as_version=4)
+    example = next(c.source for c in nb.cells if c.source.startswith('## What synthnb tells you'))
+    published = (ROOT / 'reports' / 'defect' / 'headline.md').read_text().splitlines()
+    rows = [line for line in published if line.startswith(('|', '- '))]
+    assert len(rows) >= 6 and not [r for r in rows if r not in example], 'copy reports/defect/headline.md into nbs/index.ipynb'
+
+
 def test_settings_keep_papermill_tags():
     text = (ROOT / 'settings.ini').read_text()
     assert 'allowed_cell_metadata_keys = tags' in text and 'tst_flags = slow gpu' in text
