@@ -163,7 +163,7 @@ def copy_run_reports(reports_dir, site_reports) -> int:
     return n
 
 
-RUN_HEADING = ('## run the stage', '## run the report')  # as in synthnb.runner: where a stage's (a report's) run and results start
+RUN_HEADING = ('## run the stage', '## run the report')  # as in synthnb.report_layout: where a stage's (a report's) run and results start
 
 
 def report_page(nb, case: str = ''):

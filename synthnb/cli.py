@@ -10,7 +10,8 @@ from pathlib import Path
 import synthnb
 from .config import RESERVED_PARAMS, STAGES, Experiment, load_experiment, stage_folder
 from .runner import (LOG, StageFailed, accepted_parameters, check_runs_dir, find_experiment, notebook_parameters,
-                            SUMMARY_TAG, report_header, run_experiment, setup_logging, validate_experiment)
+                            run_experiment, setup_logging, validate_experiment)
+from .report_layout import SUMMARY_TAG, report_header
 
 # %% auto #0
 __all__ = ['HEADLINE_FIGURES', 'run_headline', 'gate_summary', 'print_headline', 'output_cell', 'report_outputs', 'stage_section',
@@ -91,7 +92,7 @@ def run_report_header(run_dir, # a run folder with its `experiment.json`
                       stages=STAGES, # the stages with a section
                      ) -> tuple:
     ("The Markdown that opens the run report: the experiment file, the header of every stage report (exp_id, profile, "
-     "seed, device, commit; `synthnb.runner.report_header`), the evidence headline (when chains ran) and stage 6's "
+     "seed, device, commit; `report_layout.report_header`), the evidence headline (when chains ran) and stage 6's "
      "headline table; then (below its figure) the contents.")
     exp = Experiment(**json.loads((Path(run_dir)/'experiment.json').read_text()))
     toc = '\n'.join(f"- [{stage_folder(s)}](#{stage_folder(s)})" for s in stages)

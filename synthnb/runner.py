@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_runner.ipynb #b6c471c7
 from __future__ import annotations
-import ast, codecs, contextlib, dataclasses, itertools, logging, os, re, shutil, signal, subprocess, sys, tempfile, time
+import codecs, contextlib, dataclasses, logging, os, re, shutil, signal, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import yaml  # nbformat, papermill and filelock are imported where they are used: `synthnb --help` starts fast
@@ -12,18 +12,17 @@ import yaml  # nbformat, papermill and filelock are imported where they are used
 from .config import (RESERVED_PARAMS, STAGE_NOTEBOOKS, ConfigError, STAGES, Experiment, did_you_mean, renamed_hint,
                             stage_folder, validate_exp_id)
 from .data import DataError
+from .report_layout import finish_report, report_header, report_notebook
 from .runtime import project_root
 from .stages import CONFIGS, RUNNERS, code_hash, is_up_to_date, mark_complete, stage_key, stale_reason
 from .store import MANIFEST, StageError, read_manifest, save_json, sha256_file
 
 # %% auto #0
-__all__ = ['LOG', 'GUARD', 'KERNEL_START_FAILED', 'KERNEL_START_TRIES', 'NOISE', 'RUN_HEADING', 'EXPORT', 'WARNING_LINE',
-           'BAR_LINE', 'RESULTS_TAG', 'SUMMARY_TAG', 'setup_logging', 'installed_share', 'notebooks_dir',
-           'find_experiment', 'stage_notebook', 'notebook_parameters', 'ParameterError', 'accepted_parameters',
-           'validate_experiment', 'guard_child', 'StageFailed', 'report_error', 'execute_notebook', 'stream_output',
-           'directives', 'is_exported', 'default_exp', 'report_imports', 'report_header', 'report_notebook',
-           'split_warnings', 'results_cells', 'finish_report', 'stage_cache_dir', 'store_stage', 'restore_stage',
-           'file_lock', 'children_cpu', 'check_runs_dir', 'run_experiment', 'smoke_upstream']
+__all__ = ['LOG', 'GUARD', 'KERNEL_START_FAILED', 'KERNEL_START_TRIES', 'NOISE', 'setup_logging', 'installed_share',
+           'notebooks_dir', 'find_experiment', 'stage_notebook', 'notebook_parameters', 'ParameterError',
+           'accepted_parameters', 'validate_experiment', 'guard_child', 'StageFailed', 'report_error',
+           'execute_notebook', 'stream_output', 'stage_cache_dir', 'store_stage', 'restore_stage', 'file_lock',
+           'children_cpu', 'check_runs_dir', 'run_experiment', 'smoke_upstream']
 
 # %% ../nbs/10_runner.ipynb #81f5218d
 LOG = logging.getLogger('synthnb')  # the runner's messages; `synthnb run -v/-q` sets its level
@@ -235,174 +234,6 @@ def stream_output(pipe, out, show: bool = True, traceback: bool = False) -> str:
     return ''.join(seen)
 
 def _last_line(text: str) -> str: return next((l for l in reversed(text.strip().splitlines()) if l.strip()), '')
-
-# %% ../nbs/10_runner.ipynb #9575ee0b
-RUN_HEADING = ('## run the stage', '## run the report')  # where a stage's (a report's) run and results start
-EXPORT = re.compile(r'#\|\s*(export|exports|exporti)\b')  # nbdev's directives that put a cell in the package
-
-def directives(cell) -> list:
-    "The `#| …` lines that open a code cell ([] for any other cell)."
-    if cell.cell_type != 'code': return []
-    return list(itertools.takewhile(lambda line: line.startswith('#|'), cell.source.lstrip().splitlines()))
-
-# %% ../nbs/10_runner.ipynb #11683d7b
-def is_exported(cell) -> bool:
-    "Whether nbdev exports `cell`: a `#| export`, `#| exports` or `#| exporti` among its directives."
-    return any(EXPORT.match(line) for line in directives(cell))
-
-# %% ../nbs/10_runner.ipynb #4469c0c9
-def default_exp(nb) -> str|None:
-    "The module a notebook exports to (its `#| default_exp`); None for a notebook that exports nothing."
-    return next((line.split(None, 2)[-1].strip() for c in nb.cells for line in directives(c)
-                 if line.replace(' ', '').startswith('#|default_exp')), None)
-
-# %% ../nbs/10_runner.ipynb #f7b011c2
-def _bindings(src: str) -> dict:
-    "name -> (module or None, alias) of the import that binds it, or None for a definition: `src`'s top level."
-    out = {}
-    for node in ast.parse(src).body:
-        if isinstance(node, ast.ImportFrom) and node.module != '__future__':
-            out.update({a.asname or a.name: (node.module, a) for a in node.names})
-        elif isinstance(node, ast.Import): out.update({a.asname or a.name.split('.')[0]: (None, a) for a in node.names})
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)): out[node.name] = None
-        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            out.update({n.id: None for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)})
-    return out
-
-def _names_used(src: str) -> set:
-    "Every name `src` uses (IPython's `%` and `!` lines left out); every word in it when it does not parse."
-    code = '\n'.join(line for line in src.splitlines() if not line.lstrip().startswith(('%', '!')))
-    try: return {n.id for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Name)}
-    except SyntaxError: return set(re.findall(r'[A-Za-z_]\w*', code))
-
-# %% ../nbs/10_runner.ipynb #d1aff1e2
-def report_imports(dropped, # the exported cells the report leaves out
-                   kept, # the cells it keeps
-                   module: str, # the notebook's `default_exp`, e.g. 'training'
-                  ) -> str:
-    "The source of the one cell that imports, in a report, what the `dropped` cells define and the `kept` cells use."
-    import importlib
-    bound = {k: v for c in dropped for k, v in _bindings(c.source).items()}
-    used = set().union(*[_names_used(c.source) for c in kept if c.cell_type == 'code'])
-    mod = importlib.import_module(f'synthnb.{module}')
-    public = set(getattr(mod, '__all__', [n for n in vars(mod) if not n.startswith('_')]))
-    lines, froms = [], {}
-    for name, how in bound.items():
-        if name not in used or how is None: continue
-        text = how[1].name + (f' as {how[1].asname}' if how[1].asname else '')
-        if how[0] is None: lines.append(f'import {text}')
-        else: froms.setdefault(how[0], []).append(text)
-    lines += [f"from {m} import {', '.join(names)}" for m, names in froms.items()] + [f'from synthnb.{module} import *']
-    own = sorted(n for n, how in bound.items() if how is None and n in used and n not in public)
-    if own: lines.append(f"from synthnb.{module} import {', '.join(own)}")
-    note = f"# this stage's definitions are the package's (`synthnb.{module}`): imported, not re-defined"
-    return '\n'.join([note, *lines])
-
-# %% ../nbs/10_runner.ipynb #cabc3be1
-def report_header(exp: Experiment) -> str:
-    ("The Markdown that opens each executed report of `exp`: experiment, profile, seed, device, commit; a warning on "
-     "any profile but `full`.")
-    from synthnb.runtime import git_commit, resolve_device
-    g = git_commit()
-    commit = (g['commit'] or 'unknown')[:10] + (' with uncommitted changes' if g['dirty'] else '')
-    lines = [f"**Experiment** `{exp.exp_id}` · **profile** `{exp.profile}` · **seed** {exp.seed} · "
-             f"**device** `{resolve_device(exp.device)}` · **commit** `{commit}`"]
-    if exp.profile == 'smoke':
-        lines.append("> ⚠ **Numbers from a smoke configuration are not evidence.** The smoke profile is small on "
-                     "purpose: it runs the real code path of every stage in minutes. "
-                     "Run `-p profile=full` for results.")
-    elif exp.profile != 'full':
-        lines.append(f"> ⚠ Profile `{exp.profile}` is not the experiment's `full` profile: check its sizes before "
-                     "reading its numbers as evidence.")
-    return '\n\n'.join(lines)
-
-
-# %% ../nbs/10_runner.ipynb #232aa805
-def _is_run_call(cell) -> bool:
-    "Whether `cell` is the stage's one `result = run_<stage>(…)` call."
-    return cell.cell_type == 'code' and cell.source.lstrip().startswith('result = ')
-
-def _before_run(cell) -> bool:
-    "Whether a non-exported cell before `## Run the stage` goes into a report: hidden imports and `cfg = …`."
-    return cell.source.lstrip().startswith('cfg =') or '#| hide' in directives(cell)
-
-# %% ../nbs/10_runner.ipynb #53212225
-def report_notebook(notebook, dest, header: str|None = None # Markdown put right after the title (see `report_header`)
-                   ) -> Path:
-    ("Write the report version of `notebook` to `dest`: title, `header`, parameters, opening prose, one import cell "
-     "instead of the exported cells, then the run and its results without the examples; return `dest`.")
-    import nbformat
-    nb = nbformat.read(str(notebook), as_version=4)
-    cells, module = nb.cells, default_exp(nb)
-    at = next((i for i, c in enumerate(cells) if c.cell_type == 'markdown'
-               and c.source.lstrip().lower().startswith(RUN_HEADING)), None)
-    if at is not None and module:
-        title = next(i for i, c in enumerate(cells) if c.cell_type == 'markdown')
-        intro = list(itertools.takewhile(lambda c: c.cell_type == 'markdown', cells[title + 1:at]))
-        params = [c for c in cells[:at] if 'parameters' in c.metadata.get('tags', [])]
-        setup = [c for c in cells[:at] if _before_run(c) and c not in params]
-        run = next((i for i, c in enumerate(cells) if i > at and _is_run_call(c)), at)
-        stage = [c for i, c in enumerate(cells[at:], at)
-                 if not is_exported(c) and (c.cell_type == 'markdown' or i >= run)]
-        imports = report_imports([c for c in cells if is_exported(c)], params + setup + stage, module)
-        nb.cells = [cells[title], *params, *intro, nbformat.v4.new_code_cell(imports), *setup, *stage]
-    if header:
-        title = next((i for i, c in enumerate(nb.cells) if c.cell_type == 'markdown'), -1)
-        nb.cells.insert(title + 1, nbformat.v4.new_markdown_cell(header))
-    nbformat.write(nb, str(dest))
-    return Path(dest)
-
-# %% ../nbs/10_runner.ipynb #5d442658
-WARNING_LINE = re.compile(r'^\S.*?:\d+: (?P<category>[A-Za-z_][\w.]*Warning): (?P<message>.*)$')  # warnings' format
-BAR_LINE = re.compile(r'\d+%\|.*\|\s*\d+/\d+|\r')  # a tqdm bar
-
-def split_warnings(text: str) -> tuple:
-    ("The stderr `text` without its Python warnings (each with the source line under it) and progress bars; and "
-     "the warnings, as [(category, message)].")
-    kept, found, under = [], [], False
-    for line in text.splitlines(keepends=True):
-        m = WARNING_LINE.match(line.rstrip('\n'))
-        if m: found.append((m['category'], m['message'].strip())); under = True; continue
-        if under and line[:1] in (' ', '\t'): continue  # the source line printed under a warning
-        under = False
-        if not BAR_LINE.search(line.rstrip('\n')): kept.append(line)
-    return ''.join(kept), found
-
-# %% ../nbs/10_runner.ipynb #87b2867d
-RESULTS_TAG, SUMMARY_TAG = 'results', 'results-summary'  # cells holding a stage's results; the copy of them on top
-
-def results_cells(cells) -> list:
-    "The code cells holding a report's results: those its stage notebook tags `results`."
-    return [c for c in cells if RESULTS_TAG in c.metadata.get('tags', [])]
-
-# %% ../nbs/10_runner.ipynb #bc324b9a
-def finish_report(report) -> list:
-    ("Lay an executed report out for reading: Python warnings and bars out of its outputs, a copy of the results "
-     "under the header, code inputs hidden. Return the warnings: [{category, message, count}].")
-    import copy, nbformat
-    nb, counts = nbformat.read(str(report), as_version=4), {}
-    for c in (c for c in nb.cells if c.cell_type == 'code'):
-        for o in (o for o in c.outputs if o.output_type == 'stream' and o.name == 'stderr'):
-            o.text, found = split_warnings(o.text)
-            for w in found: counts[w] = counts.get(w, 0) + 1
-        c.outputs = [o for o in c.outputs if o.output_type != 'stream' or o.text.strip()]
-        shown = {'parameters', 'injected-parameters'} & set(c.metadata.get('tags', []))
-        c.metadata['jupyter'] = {'source_hidden': not shown, 'outputs_hidden': False}
-    copies = [nbformat.v4.new_output('display_data', data=o.data, metadata=o.get('metadata', {}))
-              if o.output_type == 'execute_result' else copy.deepcopy(o)
-              for c in results_cells(nb.cells) for o in c.outputs if o.output_type != 'error']
-    if copies:
-        at = next((i + 1 for i, c in enumerate(nb.cells) if c.cell_type == 'markdown'
-                   and c.source.startswith('**Experiment**')), 1)
-        nb.cells[at:at] = [
-            nbformat.v4.new_markdown_cell("**Results**, copied from the cells below that computed them (running the "
-                                          "notebook again recomputes them there):"),
-            nbformat.v4.new_code_cell("# a copy of the outputs of the results cells below, made when the report was "
-                                      "written", outputs=copies, metadata={'tags': [SUMMARY_TAG], 'jupyter': {
-                                          'source_hidden': True, 'outputs_hidden': False}})]
-    nbformat.write(nb, str(report))
-    return [{'category': k, 'message': m, 'count': n} for (k, m), n in counts.items()]
 
 # %% ../nbs/10_runner.ipynb #5aa8937f
 def stage_cache_dir(stage_cache=None) -> Path|None:

@@ -14,8 +14,9 @@ from .config import (Experiment, did_you_mean, load_experiment, load_yaml, parse
 from .runtime import project_root
 from .stages import CONFIGS
 from .store import load_json, read_manifest, save_json
-from .runner import (StageFailed, accepted_parameters, execute_notebook, finish_report, notebooks_dir,
-                            report_notebook, run_experiment, validate_experiment)
+from .report_layout import finish_report, report_notebook
+from .runner import (StageFailed, accepted_parameters, execute_notebook, notebooks_dir, run_experiment,
+                            validate_experiment)
 
 # %% auto #0
 __all__ = ['SPEC_KEYS', 'LABELS', 'NOT_CONFIG', 'THREAD_VARS', 'WORKER_ONLY_VARS', 'SweepSpec', 'load_sweep', 'point_label',
