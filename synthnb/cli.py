@@ -21,10 +21,10 @@ __all__ = ['HEADLINE_FIGURES', 'run_headline', 'gate_summary', 'print_headline',
 # %% ../nbs/14_cli.ipynb #b7d41f02
 def run_headline(run_dir, # a run folder
                 ) -> str|None:
-    "Stage 6's headline as a Markdown table (`synthnb.training.headline_markdown`); None when stage 6 has not run."
+    "Stage 6's headline as a Markdown table (`synthnb.verdict.headline_markdown`); None when stage 6 has not run."
     f = Path(run_dir)/stage_folder('training')/'metrics.json'
     if not f.exists(): return None
-    from synthnb.training import headline_markdown
+    from synthnb.verdict import headline_markdown
     return headline_markdown(json.loads(f.read_text()))
 
 # %% ../nbs/14_cli.ipynb #dbd98256

@@ -14,7 +14,7 @@ from .store import finite, load_json, save_json
 from .stages import CONFIGS
 from .runner import run_experiment
 from .generation import GENERATORS, SETTINGS
-from .training import HEADLINE_METRIC
+from .verdict import HEADLINE_METRIC
 
 
 # %% auto #0

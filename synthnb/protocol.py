@@ -21,7 +21,8 @@ from .store import atomic_path, load_json, save_json, write_npz
 from .runner import run_experiment
 from .sweep import (_worker_address, config_hash, is_finished, local_gpus, machine_cores, run_report,
                            run_sweep_experiment, sweep_client, task_environment)
-from .training import TrainingConfig, arm_options, evaluate_unit, positive_class
+from .arms import arm_options
+from .training import TrainingConfig, evaluate_unit, positive_class
 
 # %% auto #0
 __all__ = ['ProtocolConfig', 'load_protocol', 'protocol_hash', 'Chain', 'protocol_chains', 'curve_points', 'run_curve_chain',

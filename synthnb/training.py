@@ -8,11 +8,13 @@ import time
 from dataclasses import field
 
 import numpy as np
-import pandas as pd
 import matplotlib.pyplot as plt
 import seaborn as sns
 
 from .store import StageResult, StageRun, finite, stage_result
+from .arms import arm_family, load_arms
+from .verdict import (HEADLINE_METRIC, SCALARS, _scores, headline, recommend, results_long, results_table,
+                             summarise)
 from .config import Count, Fraction, Positive, PositiveInt, Probability, Seed, did_you_mean, stage_config
 from .evidence import paired_delta
 from .models import (PRECISIONS, check_augment, classification_metrics, fit_classifier,
@@ -20,10 +22,7 @@ from .models import (PRECISIONS, check_augment, classification_metrics, fit_clas
 from .robustness import SEVERITIES, artefact_detector, mean_ci, robustness_metrics
 
 # %% auto #0
-__all__ = ['ARMS', 'STRATEGY_PREFIX', 'REAL_ARMS', 'SCALARS', 'HEADLINE_METRIC', 'INPUTS', 'TrainingConfig', 'train_model',
-           'arm_strategy', 'mix_arm', 'ceiling_set', 'arm_options', 'arm_family', 'load_arms', 'summarise',
-           'synthetic_arms', 'headline', 'results_table', 'results_long', 'format_table', 'headline_markdown',
-           'validation_markdown', 'recommend', 'robustness_subset', 'per_type_metrics', 'positive_class',
+__all__ = ['ARMS', 'INPUTS', 'TrainingConfig', 'train_model', 'robustness_subset', 'per_type_metrics', 'positive_class',
            'evaluate_unit', 'summarise_arm', 'train_arms', 'summarise_arms', 'privacy_utility', 'prediction_arrays',
            'run_training']
 
@@ -95,217 +94,6 @@ def train_model(data: dict, strategy: str, n_classes: int, cfg: TrainingConfig, 
                         per if p < cfg.phases else cfg.steps - per * (cfg.phases - 1), model, last=p == cfg.phases)
         return model
     raise ValueError(f"unknown strategy {strategy!r}")
-
-# %% ../nbs/06_training.ipynb #fed71135
-STRATEGY_PREFIX = {'mix': 'synthetic', 'curriculum': 'curriculum', 'pretrain_finetune': 'pretrain_finetune'}
-
-def arm_strategy(arm: str) -> str:
-    "The training strategy of an arm: the one its name starts with (`curriculum:all`), else `mix`."
-    return {v: k for k, v in STRATEGY_PREFIX.items()}.get(arm.split(':')[0], 'mix')
-
-def mix_arm(info: dict) -> str:
-    "Arm name of a stage-5 mixed set: `synthetic:<generator>`, with `×<ratio>` for a dose-sweep ratio."
-    return f"synthetic:{info['generator']}" + ('' if info.get('base', True) else f"×{info['ratio']:g}")
-
-# %% ../nbs/06_training.ipynb #ec0766fe
-def ceiling_set(pool: dict, val: dict) -> dict:
-    ("Every real pool image except the validation images and, where the data has groups, every image of a "
-     "validation group (another lighting of a validation tile would leak): the full-data ceiling's training set.")
-    keep = ~np.isin(np.arange(len(pool['labels'])), val['pool_index'])
-    if 'group' in pool: keep &= ~np.isin(pool['group'], pool['group'][val['pool_index']])
-    return {'images': pool['images'][keep], 'labels': pool['labels'][keep]}
-
-# %% ../nbs/06_training.ipynb #b53c9e25
-# the real-data arms: arm -> (family, `fit_classifier` options; 'search': the RandAugment grid searched on validation)
-REAL_ARMS = {'real_only': ('real', {}), 'real_natural': ('real', {'sampling': 'natural'}),
-             'real_aug': ('augmentation', {}), 'real_randaug': ('augmentation', {'search': 'randaugment'}),
-             'real_mixup': ('augmentation', {'mix': 'mixup'}), 'real_cutmix': ('augmentation', {'mix': 'cutmix'}),
-             'ceiling': ('ceiling', {})}
-
-# %% ../nbs/06_training.ipynb #9618cc82
-def arm_options(arm: str, cfg: TrainingConfig) -> dict:
-    "The `fit_classifier` options of a real-data arm (none for synthetic arms), with `cfg`'s settings filled in."
-    opts = dict(REAL_ARMS.get(arm, ('', {}))[1])
-    if 'mix' in opts: opts['mix_alpha'] = cfg.mix_alpha
-    if opts.pop('search', None): opts['search'] = [{'rand_ops': n, 'rand_magnitude': m}
-                                                   for n in cfg.randaugment_ops for m in cfg.randaugment_magnitudes]
-    return opts
-
-# %% ../nbs/06_training.ipynb #31e1ee90
-def arm_family(arm: str, # an arm's name
-               generators: list = (), # the generators of its synthetic images
-               families: dict|None = None, # generator -> family (stage 2's `families`)
-              ) -> str:
-    "The family of an arm: its real-data family, or its generators' families joined by '+'."
-    if arm in REAL_ARMS: return REAL_ARMS[arm][0]
-    fams = {f for g in generators for f in (families or {}).get(g, 'generative').split('+')}  # hybrids: both parts
-    return '+'.join(sorted(fams)) if fams else 'real'
-
-# %% ../nbs/06_training.ipynb #d8d544b9
-def load_arms(src, # the stage-5 chain's artifacts: a running stage's `StageRun`, or a `ChainReader`
-              cfg: TrainingConfig, strategies: list, mixes: dict) -> dict:
-    ("arm name -> (training arrays, strategy, description), as requested by `cfg.arms` and stage 5's "
-     "strategies and mixed sets; the description names the arm's family and its `fit_classifier` options.")
-    train, out = src.read_arrays('train'), {}
-    families = src.read_json('families') if src.has_artifact('families') else {}
-    real = lambda arm: {'generators': [], 'ratio': 0.0, 'family': arm_family(arm), 'options': arm_options(arm, cfg)}
-    for arm in ('real_only', 'real_natural', 'real_randaug', 'real_mixup', 'real_cutmix'):
-        if arm in cfg.arms: out[arm] = (train, 'mix', real(arm))
-    if 'real_aug' in cfg.arms:
-        aug = src.read_arrays('real_aug')
-        out['real_aug'] = ({'images': np.concatenate([train['images'], aug['images']]),
-                            'labels': np.concatenate([train['labels'], aug['labels']])}, 'mix', real('real_aug'))
-    if 'synthetic' in cfg.arms:
-        for name, info in mixes.items():
-            # a set without a single synthetic image (every generator failed stage 3's gate) is no synthetic arm
-            if not info['generators']: continue
-            info = {**info, 'family': arm_family('synthetic', info['generators'], families)}
-            if 'mix' in strategies: out[mix_arm(info)] = (src.read_arrays(name), 'mix', info)
-            if info['generator'] == 'all' and info.get('base', True):
-                out.update({f'{STRATEGY_PREFIX[s]}:all': (src.read_arrays(name), s, info)
-                            for s in strategies if s != 'mix'})
-    if 'ceiling' in cfg.arms: out['ceiling'] = (ceiling_set(src.read_arrays('pool'), src.read_arrays('val')), 'mix',
-                                                real('ceiling'))
-    return out
-
-# %% ../nbs/06_training.ipynb #c5dc118c
-SCALARS = ('accuracy', 'balanced_accuracy', 'f1', 'precision', 'recall', 'roc_auc')
-HEADLINE_METRIC = 'roc_auc'
-
-def summarise(per_unit: list) -> dict:
-    "Mean, std, 95 % CI half-width and the CI's bounds (clipped to [0, 1]) over units of each scalar metric."
-    out = {}
-    for k in SCALARS:
-        # an undefined AUC (one class present: NaN, or null once read back) is left out
-        v = [m[k] for m in per_unit if finite(m[k])]
-        s = mean_ci(v) if v else {'mean': None, 'std': None, 'ci95': None, 'n': 0}
-        if v: s.update(ci_low=float(max(0.0, s['mean'] - s['ci95'])), ci_high=float(min(1.0, s['mean'] + s['ci95'])))
-        out[k] = s
-    return out
-
-def synthetic_arms(metrics: dict) -> dict:
-    "The arms trained on synthetic data (any strategy)."
-    return {a: m for a, m in metrics.items() if a.split(':')[0] in STRATEGY_PREFIX.values() and ':' in a}
-
-def _scores(m: dict, key: str) -> list: return [u[key] for u in m['per_seed']]
-
-def headline(metrics: dict, key: str = HEADLINE_METRIC) -> dict:
-    ("This chain's real-only vs its best synthetic arm (chosen on validation `key`) vs ceiling on test `key`: "
-     "paired Δs over model seeds (across scarce draws: the evidence step).")
-    syn = synthetic_arms(metrics)
-    if 'real_only' not in metrics or not syn: return {}
-    best = max(syn, key=lambda a: syn[a]['val_summary'][key]['mean']
-               if syn[a]['val_summary'][key]['mean'] is not None else -1)
-    real, top = metrics['real_only'], syn[best]
-    if real['units'] != top['units']: raise ValueError(f"{best} and real_only were trained on different "
-                                                       "units: they cannot be paired")
-    out = {'metric': key, 'selected_on': 'val', 'n_units': len(real['units']),
-           'n_replicates': len({u['replicate'] for u in real['units']}),
-           'real_only': real['summary'][key], 'best_synthetic_arm': best, 'best_synthetic_family': top.get('family'),
-           'best_synthetic': top['summary'][key],
-           'delta': paired_delta(_scores(top, key), _scores(real, key))}
-    if 'ceiling' in metrics:
-        ceil = metrics['ceiling']
-        out.update(ceiling=ceil['summary'][key], ceiling_delta=paired_delta(_scores(ceil, key), _scores(real, key)))
-    return out
-
-def results_table(metrics: dict) -> pd.DataFrame:
-    ("One row per arm: n_train and, per scalar test metric, the mean and its 95 % CI bounds (numbers); the "
-     "val-threshold balanced accuracy.")
-    rows = {}
-    for a, m in metrics.items():
-        if not (isinstance(m, dict) and 'summary' in m): continue
-        r = {'family': m.get('family', ''), 'n_train': m['n_train'], 'units': len(m['per_seed'])}
-        for k in SCALARS: r.update({k: m['summary'][k]['mean'], f'{k}_ci_low': m['summary'][k].get('ci_low'),
-                                    f'{k}_ci_high': m['summary'][k].get('ci_high')})
-        r['balanced_accuracy_at_val_threshold'] = (m['thresholded_summary']['balanced_accuracy']['mean']
-                                                   if 'thresholded_summary' in m else None)
-        r['class_recall_gap'] = m['recall_gap']
-        rows[a] = r
-    return pd.DataFrame(rows).T.rename_axis('arm')
-
-def results_long(table: pd.DataFrame) -> pd.DataFrame:
-    "The results table in long format, one row per (arm, metric): mean, ci_low, ci_high as numbers, n_train and units."
-    return pd.DataFrame([{'arm': a, 'family': r.get('family', ''), 'metric': k, 'mean': r[k],
-                          'ci_low': r[f'{k}_ci_low'], 'ci_high': r[f'{k}_ci_high'],
-                          'n_train': int(r['n_train']), 'units': int(r['units'])}
-                         for a, r in table.iterrows() for k in SCALARS])
-
-def format_table(table: pd.DataFrame, keys=SCALARS) -> pd.DataFrame:
-    "The results table as text: `mean [low, high]` per metric, for reading."
-    f = lambda r, k: '–' if r[k] is None or r[k] != r[k] else f"{r[k]:.3f}" + (
-        '' if r[f'{k}_ci_low'] is None or r[f'{k}_ci_low'] != r[f'{k}_ci_low']
-        else f" [{r[f'{k}_ci_low']:.3f}, {r[f'{k}_ci_high']:.3f}]")
-    return pd.DataFrame({a: {'family': r.get('family', ''), 'n_train': int(r['n_train']), 'units': int(r['units']),
-                             **{k: f(r, k) for k in keys},
-                             'bal. acc. @ val threshold': '–' if r['balanced_accuracy_at_val_threshold'] is None
-                             else f"{r['balanced_accuracy_at_val_threshold']:.3f}"}
-                         for a, r in table.iterrows()}).T.rename_axis('arm')
-
-# %% ../nbs/06_training.ipynb #74215378
-def _ci_text(s: dict, sign: str = '') -> str:
-    "`mean [low, high]`, or the mean alone when there is no interval (one unit: never a fake `[x, x]`)."
-    if s.get('mean') is None: return 'n/a'
-    one = s.get('ci_low') is None or s.get('n', 2) < 2
-    return (f"{s['mean']:{sign}.3f} (no interval: one unit)" if one
-            else f"{s['mean']:{sign}.3f} [{s['ci_low']:{sign}.3f}, {s['ci_high']:{sign}.3f}]")
-
-def headline_markdown(metrics: dict # stage 6's metrics: 'headline'
-                     ) -> str:
-    "This chain's headline as a Markdown table: real-only, the best synthetic arm (chosen on val), the ceiling, Δs."
-    h = metrics.get('headline') or {}
-    if not h: return 'No synthetic arm was trained: there is no headline.'
-    fam = f" [{h['best_synthetic_family']}]" if h.get('best_synthetic_family') else ''
-    rows = [f"| | test {'ROC-AUC' if h['metric'] == 'roc_auc' else h['metric']}, mean [95% CI] over {h['n_units']} "
-            f"units ({h['n_replicates']} scarce draws) |", '|---|---|',
-            f"| scarce real only | {_ci_text(h['real_only'])} |",
-            f"| best synthetic: `{h['best_synthetic_arm']}`{fam} (chosen on validation) | "
-            f"{_ci_text(h['best_synthetic'])} |",
-            f"| Δ best synthetic − real only (paired) | **{_ci_text(h['delta'], '+')}** |"]
-    if 'ceiling' in h:
-        rows += [f"| full-data ceiling (pool minus validation) | {_ci_text(h['ceiling'])} |",
-                 f"| Δ ceiling − real only (paired) | {_ci_text(h['ceiling_delta'], '+')} |"]
-    rows.append("\nOne scarce draw: the intervals cover model seeds only. Gap closed, worth in real images and "
-                "intervals across draws and test images: the evidence report (`evidence/report.ipynb`).")
-    return '\n'.join(rows)
-
-# %% ../nbs/06_training.ipynb #2cfa5e38
-def validation_markdown(metrics: dict, # stage 6's metrics: arm -> its record (`summarise_arms`)
-                        key: str = HEADLINE_METRIC) -> str:
-    "Every arm's validation `key` on this chain, best first, the synthetic arm this chain would choose marked."
-    arms = {a: m for a, m in metrics.items() if isinstance(m, dict) and 'val_summary' in m}
-    best = (metrics.get('headline') or {}).get('best_synthetic_arm')
-    mean = lambda a: arms[a]['val_summary'][key]['mean']
-    rows = [f"| `{a}`{' (chosen)' if a == best else ''} | {arms[a].get('family', '')} | "
-            f"{_ci_text(arms[a]['val_summary'][key])} |"
-            for a in sorted(arms, key=lambda a: -(mean(a) if finite(mean(a)) else -1))]
-    return '\n'.join([f"| arm | family | validation {key}, mean [95% CI] over units |", '|---|---|---|', *rows, '',
-                      "Choices are made on validation. Test results across scarce draws and test images: the "
-                      "evidence report (`evidence/report.ipynb` in the run folder)."])
-
-# %% ../nbs/06_training.ipynb #8e8c1c5e
-def recommend(metrics: dict, classes: list, detector: dict) -> list:
-    "Changes to the experiment suggested by this stage's results."
-    recs, h = [], headline(metrics)
-    arm = h.get('best_synthetic_arm', 'real_only')
-    val = lambda a, k=HEADLINE_METRIC: metrics[a].get('val_summary', metrics[a]['summary'])[k]['mean']
-    if arm in metrics:
-        recall = metrics[arm].get('val_per_class_recall', metrics[arm]['per_class_recall'])
-        worst = int(np.argmin(recall))
-        recs.append({'key': f'generation.class_counts.{classes[worst]}', 'op': 'scale', 'factor': 2.0,
-                     'reason': f"class {classes[worst]!r} has the lowest validation recall "
-                               f"({recall[worst]:.3f}) in {arm}"})
-    easy = {g: d['roc_auc'] for g, d in detector.items() if finite(d['roc_auc']) and d['roc_auc'] > 0.85}
-    if easy:
-        recs.append({'key': 'augmentation.policy.noise', 'op': 'set', 'value': {'p': 0.5, 'std': 0.03},
-                     'reason': "a CNN tells synthetic from real easily (ROC-AUC "
-                               f"{', '.join(f'{g} {v:.2f}' for g, v in easy.items())}); add noise "
-                               "to hide generator artefacts"})
-    if h and val(arm) < val('real_only'):
-        recs.append({'key': 'integration.ratio', 'op': 'scale', 'factor': 0.5,
-                     'reason': f"the best synthetic arm ({arm}, validation {val(arm):.3f}) is below real-only "
-                               f"({val('real_only'):.3f})"})
-    return recs
 
 # %% ../nbs/06_training.ipynb #445b87c9
 def robustness_subset(test: dict, n: int, seed: int = 0) -> dict:

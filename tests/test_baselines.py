@@ -7,7 +7,7 @@ import pytest
 
 from conftest import synthnb
 from synthnb.domain import DomainConfig, run_domain
-from synthnb.training import ceiling_set
+from synthnb.arms import ceiling_set
 
 
 @pytest.fixture(scope='module')

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from synthnb.config import STAGE_NOTEBOOKS  # noqa: E402
 from synthnb.store import save_json  # noqa: E402  (strict JSON: NaN -> null)
-from synthnb.training import headline_markdown  # noqa: E402
+from synthnb.verdict import headline_markdown  # noqa: E402
 
 STAGES = tuple(STAGE_NOTEBOOKS.values())  # run folders, in the order the stages run
 
