@@ -8,18 +8,15 @@ import time
 from dataclasses import field
 
 import numpy as np
-import matplotlib.pyplot as plt
-import seaborn as sns
 
 from .store import StageResult, StageRun, finite, stage_result
 from .arms import arm_family, load_arms
-from .verdict import (HEADLINE_METRIC, SCALARS, _scores, headline, recommend, results_long, results_table,
-                             summarise)
+from .training_figures import privacy_figure, training_figures
+from .verdict import HEADLINE_METRIC, headline, recommend, results_long, results_table, summarise
 from .config import Count, Fraction, Positive, PositiveInt, Probability, Seed, did_you_mean, stage_config
-from .evidence import paired_delta
 from .models import (PRECISIONS, check_augment, classification_metrics, fit_classifier,
                             predict_proba, roc_auc, val_threshold)
-from .robustness import SEVERITIES, artefact_detector, mean_ci, robustness_metrics
+from .robustness import artefact_detector, mean_ci, robustness_metrics
 
 # %% auto #0
 __all__ = ['ARMS', 'INPUTS', 'TrainingConfig', 'train_model', 'robustness_subset', 'per_type_metrics', 'positive_class',
@@ -307,110 +304,11 @@ def run_training(cfg: TrainingConfig, upstream_dir=None, out_dir=None) -> StageR
         # (one mixed set per generator: per_generator)
         if any(((p or {}).get('privacy') or {}).get('epsilon') for p in prov.values()):
             rows = run.metrics['privacy_utility'] = privacy_utility(screen, prov)
-            if any(r['epsilon'] is not None for r in rows): _privacy_figure(run, rows)
+            if any(r['epsilon'] is not None for r in rows): privacy_figure(run, rows)
         table = results_table(arms)
         run.write_json('results_table', table.reset_index().to_dict(orient='records'))
         run.write_csv('results_long', results_long(table))
         run.write_json('recommendations', recommend(arms, classes, detector))
-        _training_figures(run, arms, screen, cfg)
+        training_figures(run, arms, screen, cfg)
     return stage_result('training', run.out_dir)
 
-
-# %% ../nbs/06_training.ipynb #f12a78c2
-def _label(arm: str, m: dict) -> str: return f"{arm} [{m['family']}]" if m.get('family') else arm
-
-def _err(s: dict) -> list: return [[s['mean'] - (s.get('ci_low') if s.get('ci_low') is not None else s['mean'])],
-                                   [(s.get('ci_high') if s.get('ci_high') is not None else s['mean']) - s['mean']]]
-
-def _training_figures(run, metrics, screen, cfg):
-    arms = list(metrics); x = np.arange(len(SCALARS)); w = 0.8 / len(arms)
-    fig, ax = plt.subplots(figsize=(9, 3))
-    for i, a in enumerate(arms):
-        s = metrics[a]['summary']
-        ax.bar(x + (i - (len(arms)-1)/2)*w, [s[k]['mean'] or 0 for k in SCALARS], w,
-               yerr=np.hstack([_err(s[k]) for k in SCALARS]), label=_label(a, metrics[a]), capsize=2)
-    ax.set_xticks(x, SCALARS, fontsize=8); ax.set_ylim(0, 1)
-    ax.legend(fontsize=6, loc='upper left', bbox_to_anchor=(1.01, 1))
-    ax.set_title('real test split (mean and 95% CI over units)', fontsize=9); fig.tight_layout()
-    run.save_figure('test_metrics', fig); plt.close(fig)
-    _delta_figure(run, metrics); _curve_figure(run, metrics)
-    _confusion_figure(run, metrics, run.metrics['test']['per_class'])
-    if cfg.robustness: _robustness_figure(run, screen)
-
-def _delta_figure(run, metrics):
-    "Per-unit paired difference of test ROC-AUC to real-only, for every other arm."
-    others = [a for a in metrics if a != 'real_only']
-    if 'real_only' not in metrics or not others: return
-    base = np.array(_scores(metrics['real_only'], HEADLINE_METRIC))
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(others) + 1.2))
-    for i, a in enumerate(others):
-        d = paired_delta(_scores(metrics[a], HEADLINE_METRIC), base)
-        ax.scatter(d['per_unit'], np.full(len(d['per_unit']), i) + np.linspace(-0.15, 0.15, len(d['per_unit'])), s=10,
-                   alpha=0.5, color='C0')
-        if d['ci_low'] is not None: ax.plot([d['ci_low'], d['ci_high']], [i, i], color='k', lw=2)
-        ax.plot(d['mean'], i, 'D', color='k', ms=5)
-    ax.axvline(0, color='grey', lw=1, ls='--')
-    ax.set_yticks(range(len(others)), [_label(a, metrics[a]) for a in others], fontsize=8)
-    ax.set_xlabel('test ROC-AUC minus real-only, paired by unit (dots), mean and 95% CI'); fig.tight_layout()
-    run.save_figure('paired_deltas', fig); plt.close(fig)
-
-def _confusion_figure(run, metrics, per_class: dict):
-    "Row-normalised test confusion matrices (counts summed over units) of real-only, the headline arm and the ceiling."
-    best = (run.metrics.get('headline') or {}).get('best_synthetic_arm')
-    shown = [a for a in dict.fromkeys(['real_only', best, 'ceiling']) if a in metrics]
-    if not shown: return
-    classes = list(per_class)
-    fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 2.9), squeeze=False)
-    for ax, a in zip(axes[0], shown):
-        cm = np.asarray(metrics[a]['confusion'], float); share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-        sns.heatmap(share, vmin=0, vmax=1, cmap='Blues', annot=cm.astype(int), fmt='d', cbar=False, square=True, ax=ax,
-                    xticklabels=classes, yticklabels=classes, annot_kws={'fontsize': 7})
-        ax.set_title(a, fontsize=9); ax.set_xlabel('predicted', fontsize=8); ax.set_ylabel('true', fontsize=8)
-        ax.tick_params(labelsize=7)
-    fig.suptitle('test confusion (colour: share of the true class; numbers: images, summed over units)', fontsize=9)
-    fig.tight_layout(); run.save_figure('confusion', fig); plt.close(fig)
-
-def _curve_figure(run, metrics):
-    "The recipe's training curves: mean validation ROC-AUC against the optimisation step, per arm."
-    fig, ax = plt.subplots(figsize=(6, 2.8))
-    for a, m in metrics.items(): ax.plot(m['training_curve']['step'], m['training_curve']['val_auc'],
-                                         marker='.', label=_label(a, m))
-    ax.set_xlabel('optimisation step'); ax.set_ylabel('validation ROC-AUC')
-    ax.set_title('training curves (mean over units)', fontsize=9)
-    ax.legend(fontsize=6, loc='upper left', bbox_to_anchor=(1.01, 1)); fig.tight_layout()
-    run.save_figure('training_curves', fig); plt.close(fig)
-
-def _robustness_figure(run, metrics):
-    arms = [a for a in metrics if 'robustness' in metrics[a]]
-    if not arms: return
-    fig, axes = plt.subplots(1, len(SEVERITIES) + 1, figsize=(12, 2.8), sharey=True)
-    for a in arms:
-        r, clean = metrics[a]['robustness'], metrics[a]['summary']['roc_auc']['mean']
-        for ax, kind in zip(axes, SEVERITIES):
-            ax.plot([0, 1, 2, 3], [clean] + [r[f'{kind}_{s}']['roc_auc']['mean'] for s in (1, 2, 3)],
-                    marker='o', label=_label(a, metrics[a]))
-            ax.set_title(kind, fontsize=9); ax.set_xlabel('severity', fontsize=8)
-        axes[-1].bar(a, r['shift']['roc_auc']['mean'])
-    axes[-1].set_title('shifted test set', fontsize=9); axes[-1].tick_params(axis='x', rotation=60, labelsize=6)
-    axes[0].set_ylabel('ROC-AUC (screening run)')
-    fig.legend(*axes[0].get_legend_handles_labels(), fontsize=6, loc='center right')
-    fig.tight_layout(rect=(0, 0, 0.85, 1)); run.save_figure('robustness', fig); plt.close(fig)
-
-def _privacy_figure(run, rows: list):
-    ("Test ROC-AUC of each single-generator arm at its ε (no guarantee: drawn at the right edge, ε "
-     "= ∞), real-only as a band.")
-    fig, ax = plt.subplots(figsize=(6, 3))
-    dp = [r for r in rows if r['epsilon'] is not None]; right = 2 * max(r['epsilon'] for r in dp)
-    for r in rows:
-        if r['arm'] == 'real_only':
-            ax.axhspan(r['ci_low'] if r['ci_low'] is not None else r['mean'],
-                       r['ci_high'] if r['ci_high'] is not None else r['mean'], color='grey', alpha=0.25)
-            ax.axhline(r['mean'], color='grey', lw=1, label='real-only (95% CI)'); continue
-        x = r['epsilon'] if r['epsilon'] is not None else right
-        yerr = [[r['mean'] - r['ci_low']], [r['ci_high'] - r['mean']]] if r['ci_low'] is not None else None
-        ax.errorbar([x], [r['mean']], yerr=yerr, fmt='o' if r['epsilon'] is not None else 's', capsize=3,
-                    label=f"{r['generator']} (ε={r['epsilon']:.2g})" if r['epsilon'] is not None
-                    else f"{r['generator']} (no DP)")
-    ax.set_xscale('log'); ax.set_xlabel('privacy budget ε (no DP: right edge)'); ax.set_ylabel('test ROC-AUC')
-    ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1)); fig.tight_layout()
-    run.save_figure('privacy_utility', fig); plt.close(fig)

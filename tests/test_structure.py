@@ -18,6 +18,7 @@ LAYERS = [
     {'hybrid', 'defect_diffusion'},  # simulation or paste refined by the diffusion model; learned defect crops
     {'domain', 'generation', 'augmentation', 'evaluation', 'integration', 'sampler'},  # stages 1-5 (and stage 2's sampler choice)
     {'arms', 'verdict'},  # stage 6's arms and its verdict
+    {'training_figures'},  # stage 6's figures
     {'training'},  # stage 6
     {'report_layout'},  # how an executed report reads
     {'runner'},  # executes the stage notebooks
