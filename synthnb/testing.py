@@ -12,7 +12,7 @@ from PIL import Image
 # %% auto #0
 __all__ = ['DEMO_TYPES', 'demo_folder', 'demo_npz', 'tiny_pipeline']
 
-# %% ../nbs/00j_testing.ipynb #f69b0a0e
+# %% ../nbs/00j_testing.ipynb #aff61cec
 DEMO_TYPES = ('scratch', 'spot', 'stain')
 
 def _demo_tile(rng, kind: str, size: int = 40) -> tuple:
@@ -24,6 +24,7 @@ def _demo_tile(rng, kind: str, size: int = 40) -> tuple:
     x[mask] += {'scratch': -70, 'spot': 80, 'stain': -35}[kind]
     return x.clip(0, 255).astype(np.uint8), mask
 
+# %% ../nbs/00j_testing.ipynb #0fbb3270
 def demo_folder(root, # folder to create
                 n: int = 20, # images per class
                 seed: int = 0,
@@ -39,6 +40,7 @@ def demo_folder(root, # folder to create
                 root/kind/f'{kind}-part{i // 2:02d}_{i}_mask.png')
     return root
 
+# %% ../nbs/00j_testing.ipynb #8dfa8e9f
 def demo_npz(path, # file to write
              n: int = 40, # training images (val: 12, test: 24)
              seed: int = 0,
