@@ -22,7 +22,7 @@ from .protocol import ProtocolConfig
 # %% auto #0
 __all__ = ['load_chains', 'chain_scores', 'select_arm', 'compare', 'learning_curve', 'worth', 't_interval01', 'per_type',
            'per_class', 'robustness', 'chain_seconds', 'earlier_runs', 'gate_verdicts', 'gate_passes', 'headline',
-           'headline_markdown']
+           'headline_notes', 'headline_markdown']
 
 # %% ../nbs/13a_evidence_report.ipynb #1e9d698f
 def _test_split(run_dir: Path) -> str|None:
@@ -253,9 +253,20 @@ def headline(chains: dict, scores: pd.DataFrame, selection: dict, result: dict, 
             'gate_passes': gate_passes(chains), 'stood_in': {a: len(v) for a, v in chains.get('stand_in', {}).items()
                                                              if any(s.startswith('rejected') for s in v.values())}}
 
+# %% ../nbs/13a_evidence_report.ipynb #04d252ae
+def headline_notes(h: dict) -> list:
+    "The headline's last lines: the generators left out of the protocol, the gate's stand-ins, arms not compared."
+    lines = [f"- Left out of the protocol: {g} — {why}" for g, why in h.get('left_out', {}).items()]
+    if h.get('stood_in'):
+        passes = ', '.join(f"{g} {n}" for g, n in h['gate_passes'].items())
+        lines.append(f"- Quality gate, chains passed of {h['chains']}: {passes}; where it rejected an arm's generators "
+                     f"the arm is that chain's real-only model (Δ = 0 there: {len(h['stood_in'])} arms)")
+    return lines + [f"- Not compared: {a}, missing from {len(c)} of {h['chains']} chains"
+                    for a, c in h.get('not_compared', {}).items()]
+
 # %% ../nbs/13a_evidence_report.ipynb #ec0fee2e
-def headline_markdown(h: dict) -> str:
-    "The headline as a Markdown table with its notes."
+def headline_markdown(h: dict, notes: bool = True) -> str:
+    "The headline as a Markdown table with its key lines, and with `headline_notes` unless `notes=False`."
     pct, lines = f"{h['level']:.0%}", []
     lines += [f"| arm | test ROC-AUC (mean over {h['chains']} chains) | Δ vs real-only [{pct} CI] | helps (Holm) |",
               '|---|---|---|---|']
@@ -274,11 +285,4 @@ def headline_markdown(h: dict) -> str:
                                                           else w.get('note', 'n/a')),
               f"- Test split: {h['test_images']} images in {h['test_groups']} groups; Spearman(val, test) over arms: "
               + ('n/a' if h['spearman_val_test'] is None else f"{h['spearman_val_test']:.2f}")]
-    lines += [f"- Left out of the protocol: {g} — {why}" for g, why in h.get('left_out', {}).items()]
-    if h.get('stood_in'):
-        passes = ', '.join(f"{g} {n}" for g, n in h['gate_passes'].items())
-        lines.append(f"- Quality gate, chains passed of {h['chains']}: {passes}; where it rejected an arm's generators "
-                     f"the arm is that chain's real-only model (Δ = 0 there: {len(h['stood_in'])} arms)")
-    lines += [f"- Not compared: {a}, missing from {len(c)} of {h['chains']} chains"
-              for a, c in h.get('not_compared', {}).items()]
-    return '\n'.join(lines)
+    return '\n'.join(lines + (headline_notes(h) if notes else []))
