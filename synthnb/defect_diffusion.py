@@ -318,7 +318,7 @@ def provenance(self: DefectDiffusionGenerator) -> dict:
 
 # %% ../nbs/02i_defect_diffusion.ipynb #c0856f4f
 @patch(cls_method=True)
-def from_state(cls: DefectDiffusionGenerator, tensors: dict, config: dict):
+def from_state(cls: DefectDiffusionGenerator, tensors: dict, config: dict, classes=None):
     "Rebuild a fitted generator from `state()`."
     self = cls(config['settings'], config['normal_class'], config['device'], config['seed'])
     for k in _KEYS: setattr(self, k, config[k])

@@ -164,7 +164,7 @@ class DiffusionGenerator:
                              guidance_scale=guidance_scale, device=device, seed=seed, patch=patch)
         self.unet, self.losses = None, []
 
-    def fit(self, images: np.ndarray, labels: np.ndarray, masks=None, profile=None):
+    def fit(self, images: np.ndarray, labels: np.ndarray, masks=None, profile=None, kinds=None):
         s = self.settings; n_classes = len(profile['classes']) if profile else int(labels.max()) + 1
         if images.ndim != 3 or images.shape[1] != images.shape[2]:
             raise ValueError(f"diffusion needs square uint8 images (N, H, W), got {images.shape}")
@@ -191,7 +191,7 @@ class DiffusionGenerator:
                                                        if not k.startswith('_')}, 'settings': self.settings}
 
     @classmethod
-    def from_state(cls, tensors: dict, config: dict):
+    def from_state(cls, tensors: dict, config: dict, classes=None):
         self = cls(**config['settings'])
         self.unet = UNet2DModel.from_config(config['unet']); self.unet.load_state_dict(tensors)
         self.unet.to(resolve_device(self.settings['device'])).eval()

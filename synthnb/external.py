@@ -95,7 +95,7 @@ class ExternalGenerator:
                                       "a folder (one sub-folder per class) or an .npz")
         self.path, self.mask_suffix, self.data_dir = str(path), mask_suffix, data_dir
 
-    def fit(self, images, labels, masks=None, profile=None):
+    def fit(self, images, labels, masks=None, profile=None, kinds=None):
         ("Read and check the set against the real training images: their classes (the profile's), size and channels; "
          "nothing is trained.")
         classes = (profile or {}).get('classes') or [str(c) for c in range(int(np.max(labels)) + 1)]
@@ -135,7 +135,7 @@ class ExternalGenerator:
         return t, {'path': self.path, 'mask_suffix': self.mask_suffix, 'n_classes': self.n_classes, 'files': self.files}
 
     @classmethod
-    def from_state(cls, tensors: dict, config: dict):
+    def from_state(cls, tensors: dict, config: dict, classes=None):
         self = cls(config['path'], config.get('mask_suffix', ''))
         self.images, self.labels, self.masks = (tensors[k].numpy() for k in ('images', 'labels', 'masks'))
         self.n_classes, self.files = config['n_classes'], config['files']

@@ -299,7 +299,7 @@ class GANGenerator:
                    style_dim=s.style_dim, mapping_layers=s.mapping_layers, r1_gamma=s.r1_gamma, r1_every=s.r1_every,
                    ada_target=s.ada_target, ada_speed=s.ada_speed)
 
-    def fit(self, images: np.ndarray, labels: np.ndarray, masks=None, profile=None):
+    def fit(self, images: np.ndarray, labels: np.ndarray, masks=None, profile=None, kinds=None):
         s = self.settings; n_classes = len(profile['classes']) if profile else int(labels.max()) + 1
         if images.ndim != 3 or images.shape[1] != images.shape[2]: raise ValueError("gan needs square uint8 images "
                                                                                     f"(N, H, W), got {images.shape}")
@@ -326,7 +326,7 @@ class GANGenerator:
     def state(self) -> tuple: return dict(self.net.state_dict()), {'arch': self.arch, 'settings': self.settings}
 
     @classmethod
-    def from_state(cls, tensors: dict, config: dict):
+    def from_state(cls, tensors: dict, config: dict, classes=None):
         self = cls(**config['settings']); self.arch = config['arch']
         self.net = StyleGenerator(**self.arch); self.net.load_state_dict(tensors)
         self.net.to(resolve_device(self.settings['device'])).eval()

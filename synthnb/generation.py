@@ -4,10 +4,11 @@
 
 # %% ../nbs/02_generation.ipynb #b4e654be
 from __future__ import annotations
-import dataclasses, inspect, json, time
+import dataclasses, json, time
 from collections.abc import Callable
 from dataclasses import field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -34,8 +35,8 @@ from .sources import SIMULATOR_NAMES, DataError, normal_index
 __all__ = ['SIMULATOR_CLASSES', 'SETTINGS', 'GENERATORS', 'INPUTS', 'GenerationConfig', 'make_simulator', 'make_diffusion',
            'make_gan', 'make_vae', 'make_dp_vae', 'make_pretrained', 'make_hybrid', 'make_paste',
            'make_defect_diffusion', 'make_paste_hybrid', 'CopyGenerator', 'NoiseGenerator', 'make_copy', 'make_noise',
-           'make_external', 'GeneratorSpec', 'generator_classes', 'sample_counts', 'request_labels', 'check_samples',
-           'save_generator', 'load_generator', 'smooth', 'plot_losses', 'run_generation']
+           'make_external', 'Generator', 'GeneratorSpec', 'generator_classes', 'sample_counts', 'request_labels',
+           'check_samples', 'save_generator', 'load_generator', 'smooth', 'plot_losses', 'run_generation']
 
 # %% ../nbs/02_generation.ipynb #9e1ccf28
 @stage_config
@@ -143,7 +144,7 @@ def make_paste_hybrid(profile: dict, cfg=None, fitted=None):
 class CopyGenerator:
     "Control: samples are copies of real training images of the requested class."
     name = 'copy'
-    def fit(self, images, labels, masks=None, profile=None):
+    def fit(self, images, labels, masks=None, profile=None, kinds=None):
         self.images, self.labels = images, np.asarray(labels)
         return self
     def sample(self, labels, generator: torch.Generator) -> dict:
@@ -155,12 +156,13 @@ class CopyGenerator:
     def state(self): return {'images': torch.from_numpy(np.ascontiguousarray(self.images)),
                              'labels': torch.from_numpy(self.labels)}, {}
     @classmethod
-    def from_state(cls, tensors, config): return cls().fit(tensors['images'].numpy(), tensors['labels'].numpy())
+    def from_state(cls, tensors, config, classes=None):
+        return cls().fit(tensors['images'].numpy(), tensors['labels'].numpy())
 
 class NoiseGenerator:
     "Control: uniform noise images with the requested labels."
     name = 'noise'
-    def fit(self, images, labels, masks=None, profile=None):
+    def fit(self, images, labels, masks=None, profile=None, kinds=None):
         self.shape = tuple(int(s) for s in images.shape[1:])
         return self
     def sample(self, labels, generator: torch.Generator) -> dict:
@@ -169,7 +171,7 @@ class NoiseGenerator:
         return {'images': x, 'labels': np.asarray(labels, dtype=np.int64), 'masks': np.zeros_like(x)}
     def state(self): return {}, {'shape': list(self.shape)}
     @classmethod
-    def from_state(cls, tensors, config): self = cls(); self.shape = tuple(config['shape']); return self
+    def from_state(cls, tensors, config, classes=None): self = cls(); self.shape = tuple(config['shape']); return self
 
 def make_copy(profile: dict, cfg=None, fitted=None): return CopyGenerator()
 def make_noise(profile: dict, cfg=None, fitted=None): return NoiseGenerator()
@@ -179,6 +181,24 @@ def make_external(profile: dict, cfg=None, fitted=None):
     s = ExternalSettings(**(cfg or GenerationConfig()).external)
     return ExternalGenerator(s.path, s.mask_suffix)
 
+
+# %% ../nbs/02_generation.ipynb #81c40568
+@runtime_checkable
+class Generator(Protocol):
+    "What stage 2 calls on every generator."
+    name: str # the generator's name in `generation.generators`
+    def fit(self, images: np.ndarray, # (n, h, w) uint8 scarce training images
+            labels: np.ndarray, # their class indices
+            masks: np.ndarray|None = None, # their defect masks, where the data has them
+            profile: dict|None = None, # stage 1's profile: classes, image size, the dataset's card
+            kinds: np.ndarray|None = None, # each image's type (e.g. defect kind), where the data has them
+           ) -> Generator: ...
+    def sample(self, labels: np.ndarray, # one class index per image asked for
+               generator: torch.Generator, # the stage's seeded random source
+              ) -> dict: ... # 'images' (uint8), 'labels', and 'masks' where the generator draws them
+    def state(self) -> tuple: ... # (tensors, JSON-able config): what `save_generator` writes
+    @classmethod
+    def from_state(cls, tensors: dict, config: dict, classes: dict|None = None) -> Generator: ...
 
 # %% ../nbs/02_generation.ipynb #6cc569de
 @dataclasses.dataclass(frozen=True)
@@ -273,8 +293,7 @@ def load_generator(folder):
     cls = classes.get(config.pop('class', None))
     if cls is None: raise ValueError(f"{folder}/config.json names no known generator class; known: {sorted(classes)}")
     tensors = load_file(str(folder/'model.safetensors'))
-    return (cls.from_state(tensors, config, classes) if 'classes' in inspect.signature(cls.from_state).parameters
-            else cls.from_state(tensors, config))
+    return cls.from_state(tensors, config, classes)
 
 # %% ../nbs/02_generation.ipynb #6281025a
 def smooth(x, k: int = 20) -> np.ndarray:
@@ -321,9 +340,7 @@ def run_generation(cfg: GenerationConfig, upstream_dir=None, out_dir=None) -> St
                              desc='generators', leave=False):
             t0, c0 = time.time(), time.process_time()  # wall and CPU (all threads) seconds: the chain's cost model
             gen = GENERATORS[name].make(profile, cfg, fitted)
-            kinds = ({'kinds': train['type']} if 'type' in train and 'kinds' in inspect.signature(gen.fit).parameters
-                     else {})
-            gen = fitted[name] = gen.fit(train['images'], train['labels'], train.get('masks'), profile, **kinds)
+            gen = fitted[name] = gen.fit(train['images'], train['labels'], train.get('masks'), profile, train.get('type'))
             tuned = _tune(run, cfg, gen)  # a diffusion model's sampler, chosen on KID against val
             t1, c1 = time.time(), time.process_time()
             out = check_samples(gen.sample(labels, run.generator), labels, train['images'].shape[1:], name)

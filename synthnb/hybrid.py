@@ -69,8 +69,9 @@ class HybridGenerator:
 
     @classmethod
     def from_state(cls, tensors: dict, config: dict,
-                   classes: dict, # class name -> class, for the base generator (`generation.generator_classes()`)
+                   classes: dict|None = None, # class name -> class (`generation.generator_classes()`): required here
                   ):
+        if classes is None: raise ValueError('a hybrid generator names its base generator by class: pass `classes`')
         part = lambda p: {k[len(p) + 1:]: v for k, v in tensors.items() if k.startswith(p + '.')}
         sc = dict(config['simulator']); sim = classes[sc.pop('class')].from_state(part('simulator'), sc)
         return cls(sim, DiffusionGenerator.from_state(part('diffusion'), config['diffusion']), config['strength'],

@@ -242,7 +242,7 @@ def state(self: DefectPasteGenerator) -> tuple:
     return tensors, config
 
 @patch(cls_method=True)
-def from_state(cls: DefectPasteGenerator, tensors: dict, config: dict):
+def from_state(cls: DefectPasteGenerator, tensors: dict, config: dict, classes=None):
     "Rebuild a fitted generator from `state()`."
     c = dict(config)
     self = cls(c['small_area'], c['contrast'], c['sigma'], c['dilate'], c['normal_class'], c.get('blend', 'poisson'),

@@ -112,7 +112,7 @@ class PretrainedGenerator:
                                                     "diffusers pipeline folder saved with save_pretrained")
         self.unet, self.losses = None, []
 
-    def fit(self, images: np.ndarray, labels: np.ndarray, masks=None, profile=None):
+    def fit(self, images: np.ndarray, labels: np.ndarray, masks=None, profile=None, kinds=None):
         ("Load the pipeline (and fine-tune its UNet when asked); keep the scarce images as the "
          "starting points of img2img.")
         self.n_classes = len(profile['classes']) if profile else int(labels.max()) + 1
@@ -154,7 +154,7 @@ class PretrainedGenerator:
                    'files': self.files, 'n_classes': self.n_classes, 'device': self.device, 'seed': self.seed}
 
     @classmethod
-    def from_state(cls, tensors: dict, config: dict):
+    def from_state(cls, tensors: dict, config: dict, classes=None):
         ("The saved generator, with its UNet (fine-tuned or not) from the saved weights: the "
          "original folder is not needed.")
         import diffusers

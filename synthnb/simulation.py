@@ -112,7 +112,7 @@ def lung_texture(images: np.ndarray, # (N, H, W) greyscale
 class ChestOpacitySimulator:
     "Simulated normal / pneumonia chest X-rays on real normal backgrounds."
     name, kind = 'simulation', 'chest'
-    def fit(self, images: np.ndarray, labels: np.ndarray, masks=None, profile=None):
+    def fit(self, images: np.ndarray, labels: np.ndarray, masks=None, profile=None, kinds=None):
         self.normal = normal_index(profile, 'the chest_opacity simulator', two_classes=True)
         normal, pneu = images[labels == self.normal].astype(float), images[labels == 1 - self.normal].astype(float)
         if len(normal) == 0 or len(pneu) == 0:
@@ -148,7 +148,7 @@ class SurfaceDefectSimulator:
     "Simulated OK / defect tiles on real defect-free backgrounds, with pixel masks."
     name, kind = 'simulation', 'surface'
     kinds = ('blob', 'crack', 'scratch', 'perlin')
-    def fit(self, images: np.ndarray, labels: np.ndarray, masks=None, profile=None):
+    def fit(self, images: np.ndarray, labels: np.ndarray, masks=None, profile=None, kinds=None):
         self.normal = normal_index(profile, 'the surface_defects simulator', two_classes=True)
         if (labels == self.normal).sum() == 0:
             raise ValueError("SurfaceDefectSimulator needs defect-free training images")
@@ -199,7 +199,7 @@ def state(self: ChestOpacitySimulator|SurfaceDefectSimulator) -> tuple:
     return tensors, config
 
 @patch(cls_method=True)
-def from_state(cls: ChestOpacitySimulator|SurfaceDefectSimulator, tensors: dict, config: dict):
+def from_state(cls: ChestOpacitySimulator|SurfaceDefectSimulator, tensors: dict, config: dict, classes=None):
     "Rebuild a fitted simulator from `state()`."
     self = cls(); vars(self).update(config)
     self.backgrounds = tensors['backgrounds'].numpy()

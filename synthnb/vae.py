@@ -121,7 +121,7 @@ class VAEGenerator:
         self.name = 'dp_vae' if dp else 'vae'
         self.net, self.losses, self.privacy = None, {}, None
 
-    def fit(self, images: np.ndarray, labels: np.ndarray, masks=None, profile=None):
+    def fit(self, images: np.ndarray, labels: np.ndarray, masks=None, profile=None, kinds=None):
         n_classes = len(profile['classes']) if profile else int(labels.max()) + 1
         labels = check_labels(labels, n_classes, self.name)
         torch.manual_seed(self.seed)  # the weights' initialisation too: same seed, same generator
@@ -150,7 +150,7 @@ class VAEGenerator:
                                              'privacy': self.privacy, 'device': self.device, 'seed': self.seed}
 
     @classmethod
-    def from_state(cls, tensors: dict, config: dict):
+    def from_state(cls, tensors: dict, config: dict, classes=None):
         self = cls(config['settings'], config['dp'], config.get('device', 'auto'), config.get('seed', 0))
         self.privacy = config.get('privacy')
         self.net = CondVAE(**config['arch']); self.net.load_state_dict(tensors)
