@@ -30,7 +30,7 @@ from synthnb.metrics import frechet_distance, kernel_distance
 def draw(gen, labels, steps, seed=0):
     "uint8 images and images/s of DDIM with `steps` from the noises of `seed`."
     t0 = time.perf_counter()
-    x = ddim_sample(gen.unet, labels, torch.Generator().manual_seed(seed), steps, gen.settings['guidance_scale'])
+    x = ddim_sample(gen.unet, labels, torch.Generator().manual_seed(seed), steps, gen.settings.guidance_scale)
     return to_uint8(x), len(labels) / (time.perf_counter() - t0)
 
 
@@ -42,7 +42,7 @@ def main(run='', n=300, reference=50, grid='8,12,20,30', threads=0):
     real = pool[np.random.default_rng(0).permutation(len(pool))[:2000]]
     labels = np.arange(n) % gen.n_classes
     side = gen.unet.config.sample_size * int(gen.unet.config.in_channels ** 0.5)
-    print(f"sampling steps on the stage-3 metrics: {run} ({side} px, guidance {gen.settings['guidance_scale']}), "
+    print(f"sampling steps on the stage-3 metrics: {run} ({side} px, guidance {gen.settings.guidance_scale}), "
           f"{n} images against {len(real)} real images of the pool; torch {torch.__version__}, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads")
     r = random_features(real)

@@ -4,6 +4,7 @@
 
 # %% ../nbs/02b_diffusion.ipynb #e138bb03
 from __future__ import annotations
+import dataclasses
 from dataclasses import field
 from pathlib import Path
 
@@ -156,23 +157,22 @@ class DiffusionSettings:
 class DiffusionGenerator:
     "Class-conditional DDPM trained on the real images, sampled with guided DDIM."
     name = 'diffusion'
-    def __init__(self, channels=(32, 64, 64), train_steps: int = 200, batch_size: int = 32, lr: float = 1e-3,
-                 label_dropout: float = 0.1, ema_decay: float = 0.999, ddim_steps: int = 10,
-                 guidance_scale: float = 1.5, device: str = 'auto', seed: int = 0, patch: int = 0):
-        self.settings = dict(channels=list(channels), train_steps=train_steps, batch_size=batch_size, lr=lr,
-                             label_dropout=label_dropout, ema_decay=ema_decay, ddim_steps=ddim_steps,
-                             guidance_scale=guidance_scale, device=device, seed=seed, patch=patch)
+    def __init__(self, settings: DiffusionSettings|None = None, # `generation.diffusion`; None: the defaults
+                 device: str = 'auto', # 'auto', 'cpu' or 'cuda'
+                 seed: int = 0): # the weights' initialisation and the training batches
+        self.settings, self.device, self.seed = settings or DiffusionSettings(), device, seed
         self.unet, self.losses = None, []
 
     def fit(self, images: np.ndarray, labels: np.ndarray, masks=None, profile=None, kinds=None):
-        s = self.settings; n_classes = len(profile['classes']) if profile else int(labels.max()) + 1
+        s = self.settings
+        n_classes = len(profile['classes']) if profile else int(labels.max()) + 1
         if images.ndim != 3 or images.shape[1] != images.shape[2]:
             raise ValueError(f"diffusion needs square uint8 images (N, H, W), got {images.shape}")
-        torch.manual_seed(s['seed'])  # the weights' initialisation too: same seed, same generator
-        unet = UNet2DModel.from_config(unet_config(images.shape[1], n_classes, s['channels'], s.get('patch', 0)))
-        self.unet, self.losses = train_ddpm(unet, images, check_labels(labels, n_classes, self.name), s['train_steps'],
-                                            s['batch_size'], s['lr'], s['label_dropout'], s['ema_decay'], s['seed'],
-                                            s['device'])
+        torch.manual_seed(self.seed)  # the weights' initialisation too: same seed, same generator
+        unet = UNet2DModel.from_config(unet_config(images.shape[1], n_classes, s.channels, s.patch))
+        labels = check_labels(labels, n_classes, self.name)
+        self.unet, self.losses = train_ddpm(unet, images, labels, s.train_steps, s.batch_size, s.lr, s.label_dropout,
+                                            s.ema_decay, self.seed, self.device)
         return self
 
     @property
@@ -181,58 +181,67 @@ class DiffusionGenerator:
     def sample(self, labels, generator: torch.Generator, init=None, strength: float = 1.0) -> dict:
         "One image per label (or per `init` image, refined SDEdit-style)."
         labels = check_labels(labels, self.n_classes, self.name)
-        x = ddim_sample(self.unet, labels, generator, self.settings['ddim_steps'], self.settings['guidance_scale'],
+        x = ddim_sample(self.unet, labels, generator, self.settings.ddim_steps, self.settings.guidance_scale,
                         init, strength)
         images = to_uint8(x)
         return {'images': images, 'labels': labels, 'masks': np.zeros_like(images)}
 
-    def state(self) -> tuple:  # diffusers' private config keys ('_use_default_values': a set) would vary by run
+    def state(self) -> tuple:
+        "The UNet's weights; its config (diffusers' private keys dropped: a set that varies by run) and the settings."
+        model = {k: v for k, v in dataclasses.asdict(self.settings).items() if not k.startswith('tune_')}
         return dict(self.unet.state_dict()), {'unet': {k: v for k, v in self.unet.config.items()
-                                                       if not k.startswith('_')}, 'settings': self.settings}
+                                                       if not k.startswith('_')},
+                                              'settings': {**model, 'device': self.device, 'seed': self.seed}}
 
     @classmethod
     def from_state(cls, tensors: dict, config: dict, classes=None):
-        self = cls(**config['settings'])
-        self.unet = UNet2DModel.from_config(config['unet']); self.unet.load_state_dict(tensors)
-        self.unet.to(resolve_device(self.settings['device'])).eval()
+        s = dict(config['settings'])
+        device, seed = s.pop('device'), s.pop('seed')
+        self = cls(DiffusionSettings(**s), device, seed)
+        self.unet = UNet2DModel.from_config(config['unet'])
+        self.unet.load_state_dict(tensors)
+        self.unet.to(resolve_device(self.device)).eval()
         return self
 
 # %% ../nbs/02b_diffusion.ipynb #5f82a280
 def train_diffusion(domain_dir: str, # stage-1 run folder (holds train.npz and profile.json)
                     out_dir: str, # where to write model.safetensors and config.json
-                    steps: int = 2000, # training steps
-                    batch_size: int = 32, # images per step and process
-                    channels: str = '32,64,64', # UNet block widths
-                    lr: float = 1e-3, # peak learning rate
+                    settings: DiffusionSettings|None = None, # the model and its training; None: the defaults
                     device: str = 'auto', # 'auto', 'cpu' or 'cuda'
                     seed: int = 0) -> Path:
     "Train the class-conditional diffusion model on a stage-1 run and save it; return `out_dir`."
     stage1 = ChainReader(domain_dir)  # through its manifest: every file's sha256 checked
     train, profile = stage1.read_arrays('train'), stage1.read_json('profile')
-    images, labels = train['images'], train['labels']
-    gen = DiffusionGenerator([int(c) for c in channels.split(',')], steps, batch_size, lr, device=device,
-                             seed=seed).fit(images, labels, None, profile)
+    gen = DiffusionGenerator(settings, device, seed).fit(train['images'], train['labels'], None, profile)
     if PartialState().is_main_process:
-        tensors, config = gen.state(); out = write_model(out_dir, tensors, {'class': 'DiffusionGenerator', **config})
+        tensors, config = gen.state()
+        out = write_model(out_dir, tensors, {'class': 'DiffusionGenerator', **config})
         print(f"saved {out}; final loss {np.mean(gen.losses[-20:]):.4f}; "
               f"trained on {PartialState().num_processes} process(es)")
     return Path(out_dir)
 
 def train_diffusion_cli(argv=None):
-    ("python -m synthnb.diffusion DOMAIN_DIR OUT_DIR [--steps N ...]: `train_diffusion` from the command line "
-     "(argparse, like `synthnb`).")
+    ("python -m synthnb.diffusion DOMAIN_DIR OUT_DIR [--train_steps N ...]: `train_diffusion` from the command line; "
+     "its options are `DiffusionSettings`' fields (their defaults and comments).")
     import argparse
+    from fastcore.docments import docments
     p = argparse.ArgumentParser(prog='python -m synthnb.diffusion', description=train_diffusion.__doc__)
     p.add_argument('domain_dir', help='stage-1 run folder (holds train.npz and profile.json)')
     p.add_argument('out_dir', help='where to write model.safetensors and config.json')
-    for name, default, kind, what in (('steps', 2000, int, 'training steps'),
-                                      ('batch_size', 32, int, 'images per step and process'),
-                                      ('channels', '32,64,64', str, 'UNet block widths'),
-                                      ('lr', 1e-3, float, 'peak learning rate'),
-                                      ('device', 'auto', str, "'auto', 'cpu' or 'cuda'"),
-                                      ('seed', 0, int, 'random seed')):
-        p.add_argument(f'--{name}', type=kind, default=default, help=f'{what} (default: {default})')
-    train_diffusion(**vars(p.parse_args(argv)))
+    what = docments(DiffusionSettings)
+    for f in dataclasses.fields(DiffusionSettings):
+        if f.name.startswith('tune_'): continue  # stage 2 chooses the sampler against val; here there is none
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        kind = (lambda v: [int(x) for x in v.split(',')]) if isinstance(default, list) else type(default)
+        shown = ','.join(map(str, default)) if isinstance(default, list) else default
+        p.add_argument(f'--{f.name}', type=kind, default=default, help=f'{what[f.name]} (default: {shown})')
+    p.add_argument('--device', default='auto', help="'auto', 'cpu' or 'cuda' (default: auto)")
+    p.add_argument('--seed', type=int, default=0, help='random seed (default: 0)')
+    a = vars(p.parse_args(argv))
+    fields = {f.name for f in dataclasses.fields(DiffusionSettings)}
+    try: settings = DiffusionSettings(**{k: v for k, v in a.items() if k in fields})
+    except ValueError as e: p.error(str(e))  # the settings' own check: key, value, what was expected
+    train_diffusion(a['domain_dir'], a['out_dir'], settings, a['device'], a['seed'])
 
 # %% ../nbs/02b_diffusion.ipynb #cadea172
 #| eval: false

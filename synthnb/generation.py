@@ -85,9 +85,8 @@ def make_simulator(profile: dict, cfg=None, fitted=None):
 
 def make_diffusion(profile: dict, cfg=None, fitted=None):
     "An untrained class-conditional diffusion model with `generation.diffusion`'s settings."
-    c = cfg or GenerationConfig(); s = DiffusionSettings(**c.diffusion)
-    return DiffusionGenerator(s.channels, s.train_steps, s.batch_size, s.lr, s.label_dropout, s.ema_decay, s.ddim_steps,
-                              s.guidance_scale, c.device, c.seed, s.patch)
+    c = cfg or GenerationConfig()
+    return DiffusionGenerator(DiffusionSettings(**c.diffusion), c.device, c.seed)
 
 def make_gan(profile: dict, cfg=None, fitted=None):
     "An untrained conditional GAN with `generation.gan`'s settings."
@@ -320,7 +319,7 @@ def _tune(run: StageRun, cfg: GenerationConfig, gen) -> dict|None:
     if not (isinstance(gen, DiffusionGenerator) and s.tune_ddim_steps): return None
     val = run.read_arrays('val')  # held out from the generator: copying its training images earns nothing
     tuned = tune_sampler(gen, val['images'], val['labels'], s.tune_ddim_steps,
-                         s.tune_guidance or [gen.settings['guidance_scale']], s.tune_images, cfg.seed)
+                         s.tune_guidance or [gen.settings.guidance_scale], s.tune_images, cfg.seed)
     fig = plot_sampler(tuned); run.save_figure(f'sampler_{gen.name}', fig); plt.close(fig)
     return tuned
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02j_sampler.ipynb #ef1191f5
 from __future__ import annotations
-import time
+import dataclasses, time
 
 import numpy as np
 import torch
@@ -52,8 +52,8 @@ def tune_sampler(gen: DiffusionGenerator, real_images: np.ndarray, real_labels: 
     "Score the grid (`sampler_grid`), set the chosen DDIM steps and guidance on `gen`, and return grid and choice."
     rows = sampler_grid(gen, real_images, real_labels, steps, guidance, n, seed)
     best = choose_sampler(rows)
-    was = {k: gen.settings[k] for k in ('ddim_steps', 'guidance_scale')}
-    gen.settings.update(ddim_steps=best['ddim_steps'], guidance_scale=best['guidance_scale'])
+    was = {k: getattr(gen.settings, k) for k in ('ddim_steps', 'guidance_scale')}
+    gen.settings = dataclasses.replace(gen.settings, ddim_steps=best['ddim_steps'], guidance_scale=best['guidance_scale'])
     return {'grid': rows, 'choice': {k: best[k] for k in ('ddim_steps', 'guidance_scale')}, 'profile_setting': was,
             'rule': 'fewest DDIM steps with KID within one subset-SD of the best pair', 'n_images': n,
             'reference_images': int(len(real_images))}

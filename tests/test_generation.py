@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from synthnb.store import StageRun
-from synthnb.diffusion import DiffusionGenerator, unet_config
+from synthnb.diffusion import DiffusionGenerator, DiffusionSettings, unet_config
 from synthnb.gan import GANGenerator
 from synthnb.testing import tiny_pipeline
 from synthnb.generation import GENERATORS, GenerationConfig, check_samples, load_generator, sample_counts, save_generator
@@ -87,7 +87,7 @@ def test_bad_counts_and_class_names():
 def test_wrong_image_size_is_an_error():
     images, labels = toy_data(size=30)
     with pytest.raises(ValueError, match='image size 30 does not fit'):
-        DiffusionGenerator([8, 16, 16], train_steps=1, device='cpu').fit(images, labels, None, PROFILE)
+        DiffusionGenerator(DiffusionSettings(train_steps=1, channels=[8, 16, 16]), device='cpu').fit(images, labels, None, PROFILE)
     with pytest.raises(ValueError, match='must be a power-of-two multiple'):
         GANGenerator(train_steps=1, width=8, device='cpu').fit(images, labels, None, PROFILE)
     ok = {'images': np.zeros((2, 28, 28), np.uint8), 'masks': np.zeros((2, 28, 28), np.uint8), 'labels': np.array([0, 1])}
@@ -98,7 +98,7 @@ def test_wrong_image_size_is_an_error():
 def test_64px_models_fold_pixels_and_sample_the_right_size():
     assert unet_config(64, 2, (8, 16, 16))['in_channels'] == 4  # 64×64 → 4 channels of 32×32
     images, labels = toy_data(8, size=64)
-    for gen in (DiffusionGenerator([8, 16, 16], train_steps=2, batch_size=4, ddim_steps=2, device='cpu'),
+    for gen in (DiffusionGenerator(DiffusionSettings(train_steps=2, batch_size=4, ddim_steps=2, channels=[8, 16, 16]), device='cpu'),
                 GANGenerator(train_steps=2, batch_size=4, width=8, device='cpu')):
         out = gen.fit(images, labels, None, PROFILE).sample(np.array([1, 0]), torch.Generator().manual_seed(0))
         assert out['images'].shape == (2, 64, 64) and out['images'].dtype == np.uint8
@@ -113,7 +113,7 @@ def test_accelerate_multi_process_training(tmp_path):
         run.save_arrays('train', images=images, labels=labels); run.write_json('profile', PROFILE)
     out = tmp_path / 'model'
     proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
-                           '-m', 'synthnb.diffusion', str(domain), str(out), '--steps', '3', '--batch_size', '4', '--channels', '8,16', '--device', 'cpu'],
+                           '-m', 'synthnb.diffusion', str(domain), str(out), '--train_steps', '3', '--batch_size', '4', '--channels', '8,16', '--device', 'cpu'],
                           capture_output=True, text=True, timeout=600, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'trained on 2 process(es)' in proc.stdout and proc.stdout.count('saved ') == 1, proc.stdout[-2000:]
