@@ -217,11 +217,10 @@ def _sha1(a: np.ndarray) -> str: return hashlib.sha1(np.ascontiguousarray(a).tob
 class DefectDiffusionGenerator:
     "Defect crops (image and mask) from a diffusion model of the scarce defects, blended into real defect-free tiles."
     name = 'defect_diffusion'
-    def __init__(self, settings: DefectDiffusionSettings|dict|None = None, # the settings, or their fields
+    def __init__(self, settings: DefectDiffusionSettings|None = None, # `generation.defect_diffusion`; None: defaults
                  normal_class: int = 0, # label of the defect-free class
                  device: str = 'auto', seed: int = 0):
-        self.settings = (settings if isinstance(settings, DefectDiffusionSettings)
-                         else DefectDiffusionSettings(**(settings or {})))
+        self.settings = settings or DefectDiffusionSettings()
         self.normal_class, self.device, self.seed = int(normal_class), device, int(seed)
         self.unet, self.losses = None, []
 
@@ -320,7 +319,7 @@ def provenance(self: DefectDiffusionGenerator) -> dict:
 @patch(cls_method=True)
 def from_state(cls: DefectDiffusionGenerator, tensors: dict, config: dict, classes=None):
     "Rebuild a fitted generator from `state()`."
-    self = cls(config['settings'], config['normal_class'], config['device'], config['seed'])
+    self = cls(DefectDiffusionSettings(**config['settings']), config['normal_class'], config['device'], config['seed'])
     for k in _KEYS: setattr(self, k, config[k])
     self.backgrounds, self.tiles, self.windows = tensors['backgrounds'].numpy(), tensors['tiles'], tensors['windows']
     self.unet = UNet2DModel.from_config(config['unet'])

@@ -96,17 +96,17 @@ def make_gan(profile: dict, cfg=None, fitted=None):
 def make_vae(profile: dict, cfg=None, fitted=None):
     "An untrained conditional VAE with `generation.vae`'s settings."
     c = cfg or GenerationConfig()
-    return VAEGenerator(c.vae, dp=False, device=c.device, seed=c.seed)
+    return VAEGenerator(VAESettings(**c.vae), dp=False, device=c.device, seed=c.seed)
 
 def make_dp_vae(profile: dict, cfg=None, fitted=None):
     "The same VAE, to be trained by DP-SGD to `generation.vae.epsilon`."
     c = cfg or GenerationConfig()
-    return VAEGenerator(c.vae, dp=True, device=c.device, seed=c.seed)
+    return VAEGenerator(VAESettings(**c.vae), dp=True, device=c.device, seed=c.seed)
 
 def make_pretrained(profile: dict, cfg=None, fitted=None):
     "The diffusers pipeline on disk named by `generation.pretrained`, for img2img from the scarce images."
     c = cfg or GenerationConfig()
-    return PretrainedGenerator(c.pretrained, device=c.device, seed=c.seed)
+    return PretrainedGenerator(PretrainedSettings(**c.pretrained), device=c.device, seed=c.seed)
 
 def _diffusion_of(fitted: dict|None):
     "A diffusion model already trained in this run (by `diffusion` or a hybrid), else None."
@@ -117,7 +117,7 @@ def _diffusion_of(fitted: dict|None):
 def make_hybrid(profile: dict, cfg=None, fitted=None):
     "Simulator + diffusion refiner; reuses a diffusion model already in `fitted`."
     return HybridGenerator(make_simulator(profile), _diffusion_of(fitted) or make_diffusion(profile, cfg),
-                           HybridSettings(**(cfg or GenerationConfig()).hybrid).strength)
+                           HybridSettings(**(cfg or GenerationConfig()).hybrid))
 
 def make_paste(profile: dict, cfg=None, fitted=None):
     "Mask-guided paste of the scarce set's real defects onto its real defect-free tiles."
@@ -128,14 +128,14 @@ def make_paste(profile: dict, cfg=None, fitted=None):
 def make_defect_diffusion(profile: dict, cfg=None, fitted=None):
     "A small diffusion model of the scarce defects' crops (image and mask), blended into real defect-free tiles."
     c = cfg or GenerationConfig()
-    return DefectDiffusionGenerator(c.defect_diffusion, normal_index(profile, 'the defect_diffusion generator'),
+    return DefectDiffusionGenerator(DefectDiffusionSettings(**c.defect_diffusion), normal_index(profile, 'the defect_diffusion generator'),
                                     c.device, c.seed)
 
 def make_paste_hybrid(profile: dict, cfg=None, fitted=None):
     "Paste, then masked SDEdit by the diffusion model (reused from `fitted` when there)."
     c = cfg or GenerationConfig()
     return HybridGenerator(fitted['paste'] if 'paste' in (fitted or {}) else make_paste(profile, c),
-                           _diffusion_of(fitted) or make_diffusion(profile, c), HybridSettings(**c.hybrid).strength,
+                           _diffusion_of(fitted) or make_diffusion(profile, c), HybridSettings(**c.hybrid),
                            masked=True)
 
 

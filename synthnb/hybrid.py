@@ -4,6 +4,8 @@
 
 # %% ../nbs/02e_hybrid.ipynb #d1e0239c
 from __future__ import annotations
+import dataclasses
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -32,23 +34,26 @@ def mask_weight(masks: np.ndarray, dilate: int = 2) -> np.ndarray:
 class HybridGenerator:
     ("Images of a base generator (simulator or paste) refined by a class-conditional diffusion model (SDEdit), "
      "optionally only inside their masks.")
-    def __init__(self, simulator, diffusion: DiffusionGenerator, strength: float = 0.5, masked: bool = False):
-        if not 0 < strength <= 1: raise ValueError(f"hybrid strength must be in (0, 1], got {strength}")
-        self.simulator, self.diffusion, self.strength, self.masked = simulator, diffusion, float(strength), bool(masked)
+    def __init__(self, simulator, # the base generator: a simulator or paste
+                 diffusion: DiffusionGenerator, # the refiner, trained or not
+                 settings: HybridSettings|None = None, # `generation.hybrid`; None: the defaults
+                 masked: bool = False): # refine only inside the base's masks (paste_hybrid)
+        self.simulator, self.diffusion, self.masked = simulator, diffusion, bool(masked)
+        self.settings = settings or HybridSettings()
         self.name = 'paste_hybrid' if isinstance(simulator, DefectPasteGenerator) else 'hybrid'
 
     def fit(self, images, labels, masks=None, profile=None, kinds=None):
         "Fit the base generator; train the diffusion model unless it is already trained."
         # the run's `diffusion` generator (already trained, judged by stage 3's gate on its own) or a model of its own
         self.refiner = 'diffusion' if self.diffusion.unet is not None else 'own'
-        if isinstance(self.simulator, DefectPasteGenerator): self.simulator.fit(images, labels, masks, profile, kinds)
-        else: self.simulator.fit(images, labels, masks, profile)
+        self.simulator.fit(images, labels, masks, profile, kinds)
         if self.diffusion.unet is None: self.diffusion.fit(images, labels, masks, profile)
         return self
 
     def sample(self, labels, generator: torch.Generator) -> dict:
         sim = self.simulator.sample(check_labels(labels, self.diffusion.n_classes, self.name), generator)
-        out = self.diffusion.sample(sim['labels'], generator, init=to_tensor(sim['images']), strength=self.strength)
+        out = self.diffusion.sample(sim['labels'], generator, init=to_tensor(sim['images']),
+                                   strength=self.settings.strength)
         if self.masked:
             w = mask_weight(sim['masks'])
             out['images'] = (w * out['images'] + (1 - w) * sim['images']).round().astype(np.uint8)
@@ -64,7 +69,7 @@ class HybridGenerator:
     def state(self) -> tuple:
         (st, sc), (dt, dc) = self.simulator.state(), self.diffusion.state()
         tensors = {**{f'simulator.{k}': v for k, v in st.items()}, **{f'diffusion.{k}': v for k, v in dt.items()}}
-        return tensors, {'strength': self.strength, 'masked': self.masked,
+        return tensors, {**dataclasses.asdict(self.settings), 'masked': self.masked,
                          'simulator': {'class': type(self.simulator).__name__, **sc}, 'diffusion': dc}
 
     @classmethod
@@ -74,5 +79,6 @@ class HybridGenerator:
         if classes is None: raise ValueError('a hybrid generator names its base generator by class: pass `classes`')
         part = lambda p: {k[len(p) + 1:]: v for k, v in tensors.items() if k.startswith(p + '.')}
         sc = dict(config['simulator']); sim = classes[sc.pop('class')].from_state(part('simulator'), sc)
-        return cls(sim, DiffusionGenerator.from_state(part('diffusion'), config['diffusion']), config['strength'],
+        settings = HybridSettings(**{f.name: config[f.name] for f in dataclasses.fields(HybridSettings)})
+        return cls(sim, DiffusionGenerator.from_state(part('diffusion'), config['diffusion']), settings,
                    config.get('masked', False))

@@ -105,9 +105,9 @@ class PretrainedGenerator:
     ("A diffusers pipeline the user has on disk, applied to the scarce real images by img2img (DA-Fusion style), "
      "optionally fine-tuned on them first.")
     name = 'pretrained'
-    def __init__(self, settings: dict|None = None, device: str = 'auto', seed: int = 0, data_dir=None):
-        self.settings, self.device, self.seed, self.data_dir = (PretrainedSettings(**(settings or {})), device,
-                                                                seed, data_dir)
+    def __init__(self, settings: PretrainedSettings|None = None, # `generation.pretrained`; None: the defaults
+                 device: str = 'auto', seed: int = 0, data_dir=None):
+        self.settings, self.device, self.seed, self.data_dir = settings or PretrainedSettings(), device, seed, data_dir
         if not self.settings.path: raise ValueError("the pretrained generator needs generation.pretrained.path: a "
                                                     "diffusers pipeline folder saved with save_pretrained")
         self.unet, self.losses = None, []
@@ -158,7 +158,7 @@ class PretrainedGenerator:
         ("The saved generator, with its UNet (fine-tuned or not) from the saved weights: the "
          "original folder is not needed.")
         import diffusers
-        self = cls(config['settings'], config.get('device', 'auto'), config.get('seed', 0))
+        self = cls(PretrainedSettings(**config['settings']), config.get('device', 'auto'), config.get('seed', 0))
         self.unet = diffusers.UNet2DModel.from_config(config['unet'])
         self.unet.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith('unet.')})
         self.unet.to(resolve_device(self.device)).eval()

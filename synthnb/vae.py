@@ -115,9 +115,9 @@ def train_vae(net: CondVAE, images: np.ndarray, labels: np.ndarray, s: VAESettin
 class VAEGenerator:
     ("Conditional VAE trained on the real images; with `dp=True`, trained by DP-SGD and sampled only from its "
      "(ε, δ)-private weights.")
-    def __init__(self, settings: dict|None = None, # `VAESettings` fields
+    def __init__(self, settings: VAESettings|None = None, # `generation.vae`; None: the defaults
                  dp: bool = False, device: str = 'auto', seed: int = 0):
-        self.settings, self.dp, self.device, self.seed = VAESettings(**(settings or {})), bool(dp), device, seed
+        self.settings, self.dp, self.device, self.seed = settings or VAESettings(), bool(dp), device, seed
         self.name = 'dp_vae' if dp else 'vae'
         self.net, self.losses, self.privacy = None, {}, None
 
@@ -151,7 +151,7 @@ class VAEGenerator:
 
     @classmethod
     def from_state(cls, tensors: dict, config: dict, classes=None):
-        self = cls(config['settings'], config['dp'], config.get('device', 'auto'), config.get('seed', 0))
+        self = cls(VAESettings(**config['settings']), config['dp'], config.get('device', 'auto'), config.get('seed', 0))
         self.privacy = config.get('privacy')
         self.net = CondVAE(**config['arch']); self.net.load_state_dict(tensors)
         self.net.to(resolve_device(self.device)).eval()
