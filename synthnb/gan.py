@@ -5,6 +5,7 @@
 # %% ../nbs/02c_gan.ipynb #117ff535
 from __future__ import annotations
 import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -275,42 +276,30 @@ class GANSettings:
     r1_every: PositiveInt = 16  # lazy R1: every this many steps
     ada_target: Annotated[float, Bounds(gt=0, lt=1)] = 0.6  # ADA's target for r_t = E[sign(D(real))]
     ada_speed: PositiveInt = 10_000  # images over which ADA's p may move from 0 to 1 (paper: 500 000)
+    z_dim: PositiveInt = 64  # dimensions of the noise z
 
 # %% ../nbs/02c_gan.ipynb #738addc9
 class GANGenerator:
     "Conditional StyleGAN2 with ADA, trained on the real images."
     name = 'gan'
-    def __init__(self, train_steps: int = 200, batch_size: int = 32, width: int = 32, z_dim: int = 64,
-                 lr: float = 0.002, ema_decay: float = 0.999, augment: bool = True, device: str = 'auto',
-                 seed: int = 0, *,
-                 style_dim: int = 128, mapping_layers: int = 2, r1_gamma: float = 0.05, r1_every: int = 16,
-                 ada_target: float = 0.6, ada_speed: int = 10_000):
-        self.settings = dict(train_steps=train_steps, batch_size=batch_size, width=width, z_dim=z_dim, lr=lr,
-                             ema_decay=ema_decay, augment=augment, device=device, seed=seed, style_dim=style_dim,
-                             mapping_layers=mapping_layers, r1_gamma=r1_gamma, r1_every=r1_every,
-                             ada_target=ada_target, ada_speed=ada_speed)
+    def __init__(self, settings: GANSettings|None = None, # `generation.gan`; None: the defaults
+                 device: str = 'auto', # 'auto', 'cpu' or 'cuda'
+                 seed: int = 0): # the weights' initialisation and the training batches
+        self.settings, self.device, self.seed = settings or GANSettings(), device, seed
         self.net, self.losses, self.arch = None, {}, {}
 
-    @classmethod
-    def from_settings(cls, settings: GANSettings, device: str = 'auto', seed: int = 0, z_dim: int = 64):
-        "The generator `settings` describe."
-        s = settings
-        return cls(s.train_steps, s.batch_size, s.width, z_dim, s.lr, s.ema_decay, s.diff_augment, device, seed,
-                   style_dim=s.style_dim, mapping_layers=s.mapping_layers, r1_gamma=s.r1_gamma, r1_every=s.r1_every,
-                   ada_target=s.ada_target, ada_speed=s.ada_speed)
-
     def fit(self, images: np.ndarray, labels: np.ndarray, masks=None, profile=None, kinds=None):
-        s = self.settings; n_classes = len(profile['classes']) if profile else int(labels.max()) + 1
-        if images.ndim != 3 or images.shape[1] != images.shape[2]: raise ValueError("gan needs square uint8 images "
-                                                                                    f"(N, H, W), got {images.shape}")
-        self.arch = dict(image_size=int(images.shape[1]), n_classes=n_classes, z_dim=s['z_dim'], width=s['width'],
-                         style_dim=s['style_dim'], mapping_layers=s['mapping_layers'])
-        torch.manual_seed(s['seed'])  # the weights' initialisation too: same seed, same generator
-        G, D = StyleGenerator(**self.arch), ResidualDiscriminator(self.arch['image_size'], n_classes, s['width'])
+        s = self.settings
+        n_classes = len(profile['classes']) if profile else int(labels.max()) + 1
+        if images.ndim != 3 or images.shape[1] != images.shape[2]:
+            raise ValueError(f"gan needs square uint8 images (N, H, W), got {images.shape}")
+        self.arch = dict(image_size=int(images.shape[1]), n_classes=n_classes, z_dim=s.z_dim, width=s.width,
+                         style_dim=s.style_dim, mapping_layers=s.mapping_layers)
+        torch.manual_seed(self.seed)  # the weights' initialisation too: same seed, same generator
+        G, D = StyleGenerator(**self.arch), ResidualDiscriminator(self.arch['image_size'], n_classes, s.width)
         self.net, self.losses = train_gan(
-            G, D, images, check_labels(labels, n_classes, self.name), s['train_steps'], s['batch_size'], s['lr'],
-            s['ema_decay'], s['augment'], s['seed'], s['device'], s['r1_gamma'], s['r1_every'], s['ada_target'],
-            s['ada_speed'])
+            G, D, images, check_labels(labels, n_classes, self.name), s.train_steps, s.batch_size, s.lr,
+            s.ema_decay, s.diff_augment, self.seed, self.device, s.r1_gamma, s.r1_every, s.ada_target, s.ada_speed)
         return self
 
     @torch.no_grad()
@@ -323,11 +312,19 @@ class GANGenerator:
             for i in range(0, len(labels), batch_size)])
         return {'images': images, 'labels': labels, 'masks': np.zeros_like(images)}
 
-    def state(self) -> tuple: return dict(self.net.state_dict()), {'arch': self.arch, 'settings': self.settings}
+    def state(self) -> tuple:
+        "The EMA generator's weights, the numbers that rebuild it, and the settings it was trained with."
+        return dict(self.net.state_dict()), {'arch': self.arch, 'settings': {**dataclasses.asdict(self.settings),
+                                                                           'device': self.device, 'seed': self.seed}}
 
     @classmethod
     def from_state(cls, tensors: dict, config: dict, classes=None):
-        self = cls(**config['settings']); self.arch = config['arch']
-        self.net = StyleGenerator(**self.arch); self.net.load_state_dict(tensors)
-        self.net.to(resolve_device(self.settings['device'])).eval()
+        s = dict(config['settings'])
+        device, seed = s.pop('device'), s.pop('seed')
+        if 'augment' in s: s['diff_augment'] = s.pop('augment')  # a model saved before the settings were one object
+        self = cls(GANSettings(**s), device, seed)
+        self.arch = config['arch']
+        self.net = StyleGenerator(**self.arch)
+        self.net.load_state_dict(tensors)
+        self.net.to(resolve_device(self.device)).eval()
         return self

@@ -91,7 +91,7 @@ def make_diffusion(profile: dict, cfg=None, fitted=None):
 def make_gan(profile: dict, cfg=None, fitted=None):
     "An untrained conditional GAN with `generation.gan`'s settings."
     c = cfg or GenerationConfig(); s = GANSettings(**c.gan)
-    return GANGenerator.from_settings(s, c.device, c.seed)
+    return GANGenerator(s, c.device, c.seed)
 
 def make_vae(profile: dict, cfg=None, fitted=None):
     "An untrained conditional VAE with `generation.vae`'s settings."

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from synthnb.store import StageRun
 from synthnb.diffusion import DiffusionGenerator, DiffusionSettings, unet_config
-from synthnb.gan import GANGenerator
+from synthnb.gan import GANGenerator, GANSettings
 from synthnb.testing import tiny_pipeline
 from synthnb.generation import GENERATORS, GenerationConfig, check_samples, load_generator, sample_counts, save_generator
 
@@ -89,7 +89,7 @@ def test_wrong_image_size_is_an_error():
     with pytest.raises(ValueError, match='image size 30 does not fit'):
         DiffusionGenerator(DiffusionSettings(train_steps=1, channels=[8, 16, 16]), device='cpu').fit(images, labels, None, PROFILE)
     with pytest.raises(ValueError, match='must be a power-of-two multiple'):
-        GANGenerator(train_steps=1, width=8, device='cpu').fit(images, labels, None, PROFILE)
+        GANGenerator(GANSettings(train_steps=1, width=8), device='cpu').fit(images, labels, None, PROFILE)
     ok = {'images': np.zeros((2, 28, 28), np.uint8), 'masks': np.zeros((2, 28, 28), np.uint8), 'labels': np.array([0, 1])}
     with pytest.raises(ValueError, match=r'returned shape \(2, 28, 28\); expected \(2, 64, 64\)'):
         check_samples(ok, np.array([0, 1]), (64, 64), 'gan')
@@ -99,7 +99,7 @@ def test_64px_models_fold_pixels_and_sample_the_right_size():
     assert unet_config(64, 2, (8, 16, 16))['in_channels'] == 4  # 64×64 → 4 channels of 32×32
     images, labels = toy_data(8, size=64)
     for gen in (DiffusionGenerator(DiffusionSettings(train_steps=2, batch_size=4, ddim_steps=2, channels=[8, 16, 16]), device='cpu'),
-                GANGenerator(train_steps=2, batch_size=4, width=8, device='cpu')):
+                GANGenerator(GANSettings(train_steps=2, batch_size=4, width=8), device='cpu')):
         out = gen.fit(images, labels, None, PROFILE).sample(np.array([1, 0]), torch.Generator().manual_seed(0))
         assert out['images'].shape == (2, 64, 64) and out['images'].dtype == np.uint8
 

@@ -1,7 +1,6 @@
 """The StyleGAN2-ADA generator (`synthnb.gan`) at tiny sizes: demodulation, the ADA controller and augmentations, exact
 state round trips, sample shapes at 28/64/128 px, and a short training run that must learn the class."""
 import dataclasses
-import inspect
 import json
 
 import numpy as np
@@ -71,7 +70,7 @@ def test_networks_scale_with_the_image_size(size):
 @pytest.mark.parametrize('size', [28, 64])
 def test_samples_have_the_requested_labels_shape_and_dtype(size):
     images, labels = two_classes(8, size)
-    gan = GANGenerator(train_steps=2, batch_size=4, width=4, device='cpu', style_dim=16).fit(images, labels)
+    gan = GANGenerator(GANSettings(train_steps=2, batch_size=4, width=4, style_dim=16), device='cpu').fit(images, labels)
     out = gan.sample(np.array([1, 0, 1]), torch.Generator().manual_seed(0))
     assert out['images'].shape == (3, size, size) and out['images'].dtype == np.uint8
     assert out['labels'].tolist() == [1, 0, 1] and not out['masks'].any()
@@ -81,7 +80,7 @@ def test_samples_have_the_requested_labels_shape_and_dtype(size):
 
 def test_state_round_trip_gives_identical_samples():
     images, labels = two_classes(8)
-    gan = GANGenerator(train_steps=3, batch_size=4, width=4, device='cpu', style_dim=16, r1_every=2).fit(images, labels)
+    gan = GANGenerator(GANSettings(train_steps=3, batch_size=4, width=4, style_dim=16, r1_every=2), device='cpu').fit(images, labels)
     tensors, config = gan.state()
     config = json.loads(json.dumps(config))  # the config is saved as JSON
     again = GANGenerator.from_state(tensors, config)
@@ -93,16 +92,16 @@ def test_state_round_trip_gives_identical_samples():
                               gan.sample(want, torch.Generator().manual_seed(7))['images'])
 
 
-def test_settings_build_the_generator_and_share_its_defaults():
-    s = GANSettings(width=8, r1_gamma=0.2, ada_target=0.5, diff_augment=False)
-    gen = GANGenerator.from_settings(s, device='cpu', seed=3)
-    assert (gen.settings['width'], gen.settings['r1_gamma'], gen.settings['ada_target'], gen.settings['augment'],
-            gen.settings['seed']) == (8, 0.2, 0.5, False, 3)
-    defaults = {k: v.default for k, v in inspect.signature(GANGenerator).parameters.items()
-                if v.kind is inspect.Parameter.KEYWORD_ONLY}
-    assert defaults == {f.name: f.default for f in dataclasses.fields(GANSettings) if f.name in defaults}
-    # the stage's positional call (generation.make_gan) still works
-    GANGenerator(s.train_steps, s.batch_size, s.width, 64, s.lr, s.ema_decay, s.diff_augment, 'cpu', 0)
+def test_the_generator_takes_its_settings_as_they_are_and_saves_them():
+    s = GANSettings(width=4, style_dim=16, train_steps=2, batch_size=4, r1_gamma=0.2, ada_target=0.5, diff_augment=False)
+    gen = GANGenerator(s, device='cpu', seed=3)
+    assert gen.settings is s and (gen.device, gen.seed) == ('cpu', 3)
+    assert GANGenerator().settings == GANSettings()  # one place for the defaults
+    images, labels = two_classes(8)
+    config = json.loads(json.dumps(gen.fit(images, labels).state()[1]))
+    assert config['settings'] == {**dataclasses.asdict(s), 'device': 'cpu', 'seed': 3}
+    old = {**config, 'settings': {('augment' if k == 'diff_augment' else k): v for k, v in config['settings'].items()}}
+    assert GANGenerator.from_state(gen.state()[0], old).settings == s  # a model saved before: `augment`
     with pytest.raises(ValueError, match='ada_target = 1.5'): GANSettings(ada_target=1.5)
 
 
@@ -111,7 +110,7 @@ def test_a_short_training_run_learns_the_class():
     A generator that ignored the label would draw the same mix for both classes: the two shares would add up to about 1."""
     torch.manual_seed(0)
     images, labels = two_classes(16)
-    gan = GANGenerator(train_steps=300, batch_size=16, width=8, device='cpu', style_dim=32).fit(images, labels)
+    gan = GANGenerator(GANSettings(train_steps=300, batch_size=16, width=8, style_dim=32), device='cpu').fit(images, labels)
     out = gan.sample(np.repeat([0, 1], 40), torch.Generator().manual_seed(0))['images'].astype(float)
     lo, hi = 28 // 2 - 3, 28 // 2 + 3
     horizontal = out[:, lo:hi, 4:-4].mean((1, 2)) - out[:, 4:-4, lo:hi].mean((1, 2))  # > 0: a horizontal bar
