@@ -20,7 +20,7 @@ from .store import StageResult, StageRun, stage_result
 from .config import Count, PositiveInt, Seed, check_settings, did_you_mean, stage_config
 from .images import image_grid
 from .runtime import progress
-from .sources import normal_index
+from .cards import normal_index
 from .style import fourier_domain_adaptation, match_histograms, paste_region, vignette
 from .translation import CycleGANTranslator, TranslationSettings
 

@@ -15,7 +15,9 @@ from .config import (ALL, Annotated, Bounds, ClassCounts, ConfigError, Fraction,
                             stage_config)
 from .store import StageResult, StageRun, stage_result
 from .images import image_grid
-from .sources import DataError, load_card, load_source
+from .cards import load_card
+from .data import DataError
+from .sources import load_source
 
 # %% auto #0
 __all__ = ['INPUTS', 'class_counts', 'DomainConfig', 'load_real', 'check_counts', 'carve_scarce', 'carve_validation',
@@ -189,7 +191,7 @@ def profile_domain(pool: dict, train: dict, val: dict, test: dict, classes: list
     return prof
 
 # %% ../nbs/01_domain.ipynb #d5ec9abe
-def card_profile(card: dict, # a checked card (`synthnb.sources.load_card`)
+def card_profile(card: dict, # a checked card (`synthnb.cards.load_card`)
                  dataset: str, # the dataset's name
                  notes: list = (), # what loading changed (resizing, colour conversion, unused splits)
                 ) -> dict:

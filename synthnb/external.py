@@ -12,7 +12,9 @@ import torch
 
 from .config import stage_config
 from .images import check_labels
-from .sources import DataError, load_folder, source_path
+from .data import DataError
+from .readers import load_folder
+from .sources import source_path
 from .store import sha256_file
 
 # %% auto #0

@@ -29,7 +29,8 @@ from .paste import DefectPasteGenerator, PasteSettings
 from .defect_diffusion import DefectDiffusionGenerator, DefectDiffusionSettings
 from .sampler import plot_sampler, tune_sampler
 from .simulation import ChestOpacitySimulator, SurfaceDefectSimulator
-from .sources import SIMULATOR_NAMES, DataError, normal_index
+from .cards import normal_index, SIMULATOR_NAMES
+from .data import DataError
 
 # %% auto #0
 __all__ = ['SIMULATOR_CLASSES', 'SETTINGS', 'GENERATORS', 'INPUTS', 'GenerationConfig', 'make_simulator', 'make_diffusion',
@@ -128,7 +129,8 @@ def make_paste(profile: dict, cfg=None, fitted=None):
 def make_defect_diffusion(profile: dict, cfg=None, fitted=None):
     "A small diffusion model of the scarce defects' crops (image and mask), blended into real defect-free tiles."
     c = cfg or GenerationConfig()
-    return DefectDiffusionGenerator(DefectDiffusionSettings(**c.defect_diffusion), normal_index(profile, 'the defect_diffusion generator'),
+    return DefectDiffusionGenerator(DefectDiffusionSettings(**c.defect_diffusion),
+                                    normal_index(profile, 'the defect_diffusion generator'),
                                     c.device, c.seed)
 
 def make_paste_hybrid(profile: dict, cfg=None, fitted=None):
@@ -339,7 +341,8 @@ def run_generation(cfg: GenerationConfig, upstream_dir=None, out_dir=None) -> St
                              desc='generators', leave=False):
             t0, c0 = time.time(), time.process_time()  # wall and CPU (all threads) seconds: the chain's cost model
             gen = GENERATORS[name].make(profile, cfg, fitted)
-            gen = fitted[name] = gen.fit(train['images'], train['labels'], train.get('masks'), profile, train.get('type'))
+            gen = fitted[name] = gen.fit(train['images'], train['labels'], train.get('masks'), profile,
+                                         train.get('type'))
             tuned = _tune(run, cfg, gen)  # a diffusion model's sampler, chosen on KID against val
             t1, c1 = time.time(), time.process_time()
             out = check_samples(gen.sample(labels, run.generator), labels, train['images'].shape[1:], name)

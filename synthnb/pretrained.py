@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from .config import Annotated, Bounds, Count, Positive, PositiveInt, stage_config
 from .runtime import progress, resolve_device
 from .images import check_labels, to_tensor, to_uint8
-from .sources import DataError, source_path
+from .data import DataError
+from .sources import source_path
 from .store import sha256_file
 
 # %% auto #0

@@ -53,7 +53,7 @@ def tune_sampler(gen: DiffusionGenerator, real_images: np.ndarray, real_labels: 
     rows = sampler_grid(gen, real_images, real_labels, steps, guidance, n, seed)
     best = choose_sampler(rows)
     was = {k: getattr(gen.settings, k) for k in ('ddim_steps', 'guidance_scale')}
-    gen.settings = dataclasses.replace(gen.settings, ddim_steps=best['ddim_steps'], guidance_scale=best['guidance_scale'])
+    gen.settings = dataclasses.replace(gen.settings, **{k: best[k] for k in ('ddim_steps', 'guidance_scale')})
     return {'grid': rows, 'choice': {k: best[k] for k in ('ddim_steps', 'guidance_scale')}, 'profile_setting': was,
             'rule': 'fewest DDIM steps with KID within one subset-SD of the best pair', 'n_images': n,
             'reference_images': int(len(real_images))}

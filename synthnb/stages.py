@@ -45,7 +45,9 @@ def code_hash() -> str:
 def data_fingerprint(params: dict) -> dict:
     ("Where stage 1 reads its data and what is there: the card's source, resolved, and a hash of every file's path, "
      "size and mtime (files a manifest names outside the folder too).")
-    from synthnb.sources import _read_rows, load_card, outside_rows, source_path
+    from synthnb.cards import load_card
+    from synthnb.readers import _read_rows, outside_rows
+    from synthnb.sources import source_path
     card = load_card(params.get('dataset', 'pneumoniamnist'),
                      **{k: params.get(k)
                         for k in ('source', 'classes', 'normal_class', 'simulator', 'description', 'constraints')})

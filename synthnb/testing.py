@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 # %% auto #0
-__all__ = ['DEMO_TYPES', 'demo_folder', 'demo_npz', 'tiny_pipeline']
+__all__ = ['DEMO_TYPES', 'demo_folder', 'demo_npz', 'tiny_folder', 'tiny_pipeline']
 
 # %% ../nbs/00j_testing.ipynb #aff61cec
 DEMO_TYPES = ('scratch', 'spot', 'stain')
@@ -55,6 +55,16 @@ def demo_npz(path, # file to write
     np.savez(path, train_images=tx, train_labels=ty, val_images=vx, val_labels=vy, test_images=sx, test_labels=sy,
              classes=np.array(['low', 'mid', 'high']))
     return Path(path)
+
+# %% ../nbs/00j_testing.ipynb #a7c34708
+def tiny_folder(root) -> Path: # folder to create
+    "`<root>/<class>/tile<i>_<class>.png`: scratch ×3, spot ×2, stain ×2, flat greys; a full mask beside tile0_spot."
+    root = Path(root)
+    for c, n in (('scratch', 3), ('spot', 2), ('stain', 2)):
+        (root/c).mkdir(parents=True)
+        for i in range(n): Image.fromarray(np.full((20, 30), 40 * i, np.uint8)).save(root/c/f'tile{i}_{c}.png')
+    Image.fromarray(np.full((20, 30), 255, np.uint8)).save(root/'spot'/'tile0_spot_mask.png')
+    return root
 
 # %% ../nbs/00j_testing.ipynb #54db0db8
 def tiny_pipeline(folder, channels: int = 3, size: int = 32, seed: int = 0):

@@ -8,7 +8,8 @@ import pytest
 
 from synthnb.data import DataError, download_dataset, mt_manifest, pneumonia_path, verify_magnetic_tiles
 from synthnb.domain import DomainConfig, carve_scarce, carve_validation, run_domain
-from synthnb.sources import group_split, load_card, load_source
+from synthnb.cards import load_card
+from synthnb.sources import group_split, load_source
 
 
 def load_pneumoniamnist(data_dir):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from synthnb.sources import group_split, load_card, load_source, read_image
+from synthnb.cards import load_card, read_image
+from synthnb.sources import group_split, load_source
 
 MT = 'magnetic-tile-defects'
 

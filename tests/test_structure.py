@@ -12,7 +12,9 @@ LAYERS = [
     {'store', 'models'},  # the artifact store; the classifier
     {'data', 'metrics', 'features', 'gate', 'style', 'translation', 'evidence', 'inference', 'worth', 'robustness',
      'review'},  # datasets, stage helpers
-    {'sources', 'filtering', 'stages'},  # cards and readers of any dataset; the stage registry
+    {'cards', 'filtering'},  # dataset cards and how an image file is read
+    {'readers'},  # .npz files and image folders
+    {'sources', 'stages'},  # any dataset's pool and test split; the stage registry
     {'simulation', 'paste', 'gan', 'external', 'vae', 'pretrained'},  # generators (and the reader of external synthetic sets)
     {'diffusion'},  # the diffusion model
     {'hybrid', 'defect_diffusion'},  # simulation or paste refined by the diffusion model; learned defect crops
