@@ -9,8 +9,9 @@ from pathlib import Path
 
 import synthnb
 from .config import RESERVED_PARAMS, STAGES, Experiment, load_experiment, stage_folder
-from .runner import (LOG, StageFailed, accepted_parameters, check_runs_dir, find_experiment, notebook_parameters,
-                            run_experiment, setup_logging, validate_experiment)
+from .execution import (LOG, StageFailed, accepted_parameters, find_experiment, notebook_parameters,
+                               setup_logging, validate_experiment)
+from .runner import check_runs_dir, run_experiment
 from .report_layout import SUMMARY_TAG, report_header
 
 # %% auto #0

@@ -15,8 +15,9 @@ from .runtime import project_root
 from .stages import CONFIGS
 from .store import load_json, read_manifest, save_json
 from .report_layout import finish_report, report_notebook
-from .runner import (StageFailed, accepted_parameters, execute_notebook, notebooks_dir, run_experiment,
-                            validate_experiment)
+from .execution import (StageFailed, accepted_parameters, execute_notebook, notebooks_dir,
+                               validate_experiment)
+from .runner import run_experiment
 
 # %% auto #0
 __all__ = ['SPEC_KEYS', 'LABELS', 'NOT_CONFIG', 'THREAD_VARS', 'WORKER_ONLY_VARS', 'SweepSpec', 'load_sweep', 'point_label',

@@ -15,7 +15,7 @@ import yaml
 
 from conftest import LIGHT, NO_CACHE, ROOT, no_timings, synthnb
 from synthnb.config import load_experiment
-from synthnb.runner import _descendants, accepted_parameters
+from synthnb.execution import _descendants, accepted_parameters
 from synthnb.testing import demo_folder
 
 HC = 'experiments/healthcare.yaml'

@@ -8,7 +8,7 @@ import nbformat
 import pytest
 
 from synthnb.store import StageRun
-from synthnb.runner import StageFailed, execute_notebook
+from synthnb.execution import StageFailed, execute_notebook
 from synthnb.stages import is_up_to_date, mark_complete
 
 

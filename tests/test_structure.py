@@ -22,7 +22,7 @@ LAYERS = [
     {'arms', 'verdict'},  # stage 6's arms and its verdict
     {'training_figures'},  # stage 6's figures
     {'training'},  # stage 6
-    {'report_layout'},  # how an executed report reads
+    {'report_layout', 'execution'},  # how an executed report reads; finding, checking and executing one notebook
     {'runner'},  # executes the stage notebooks
     {'feedback', 'sweep', 'sweep_report'},  # orchestration on top of the runner
     {'protocol'},  # replicate and learning-curve chains, run like a sweep's experiments
