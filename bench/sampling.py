@@ -22,7 +22,7 @@ import torch
 
 from synthnb.diffusion import ddim_sample
 from synthnb.features import random_features, standardise
-from synthnb.generation import load_generator
+from synthnb.generators import load_generator
 from synthnb.images import to_uint8
 from synthnb.metrics import frechet_distance, kernel_distance
 

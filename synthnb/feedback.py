@@ -13,7 +13,7 @@ from .config import STAGES, Experiment, stage_folder
 from .store import finite, load_json, save_json
 from .stages import CONFIGS
 from .runner import run_experiment
-from .generation import GENERATORS, SETTINGS
+from .generators import GENERATORS, SETTINGS
 from .verdict import HEADLINE_METRIC
 
 

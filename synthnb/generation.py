@@ -4,40 +4,23 @@
 
 # %% ../nbs/02_generation.ipynb #b4e654be
 from __future__ import annotations
-import dataclasses, json, time
-from collections.abc import Callable
+import json, time
 from dataclasses import field
-from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import numpy as np
-import torch
 import matplotlib.pyplot as plt
-from safetensors.torch import load_file
 
 from .store import StageResult, StageRun, stage_result
 from .config import Count, Seed, check_settings, did_you_mean, stage_config
 from .images import image_grid
 from .runtime import progress
 from .diffusion import DiffusionGenerator, DiffusionSettings
-from .external import ExternalGenerator, ExternalSettings
-from .gan import GANGenerator, GANSettings
-from .pretrained import PretrainedGenerator, PretrainedSettings
-from .vae import VAEGenerator, VAESettings
-from .hybrid import HybridGenerator, HybridSettings
-from .paste import DefectPasteGenerator, PasteSettings
-from .defect_diffusion import DefectDiffusionGenerator, DefectDiffusionSettings
 from .sampler import plot_sampler, tune_sampler
-from .simulation import ChestOpacitySimulator, SurfaceDefectSimulator
-from .cards import normal_index, SIMULATOR_NAMES
-from .data import DataError
+from .generators import GENERATORS, SETTINGS, save_generator
 
 # %% auto #0
-__all__ = ['SIMULATOR_CLASSES', 'SETTINGS', 'GENERATORS', 'INPUTS', 'GenerationConfig', 'make_simulator', 'make_diffusion',
-           'make_gan', 'make_vae', 'make_dp_vae', 'make_pretrained', 'make_hybrid', 'make_paste',
-           'make_defect_diffusion', 'make_paste_hybrid', 'CopyGenerator', 'NoiseGenerator', 'make_copy', 'make_noise',
-           'make_external', 'Generator', 'GeneratorSpec', 'generator_classes', 'sample_counts', 'request_labels',
-           'check_samples', 'save_generator', 'load_generator', 'smooth', 'plot_losses', 'run_generation']
+__all__ = ['INPUTS', 'GenerationConfig', 'sample_counts', 'request_labels', 'check_samples', 'smooth', 'plot_losses',
+           'run_generation']
 
 # %% ../nbs/02_generation.ipynb #9e1ccf28
 @stage_config
@@ -71,190 +54,6 @@ class GenerationConfig:
             raise ValueError("the external generator needs generation.external.path: "
                              "a folder (one sub-folder per class) or an .npz of images and labels")
 
-# %% ../nbs/02_generation.ipynb #4f550d62
-# the names a card may declare
-SIMULATOR_CLASSES = dict(zip(SIMULATOR_NAMES, (ChestOpacitySimulator, SurfaceDefectSimulator)))
-
-def make_simulator(profile: dict, cfg=None, fitted=None):
-    "The procedural simulator the dataset's card declares (`domain.simulator`)."
-    name = (profile.get('roles') or {}).get('simulator')
-    if not name: raise DataError("The simulation and hybrid generators need a simulator that fits the images, "
-                                 f"and dataset {profile.get('dataset', '')!r} declares none: "
-                                 f"set domain.simulator ({', '.join(SIMULATOR_CLASSES)}) if one fits, "
-                                 "or use paste, diffusion or gan.")
-    return SIMULATOR_CLASSES[name]()
-
-def make_diffusion(profile: dict, cfg=None, fitted=None):
-    "An untrained class-conditional diffusion model with `generation.diffusion`'s settings."
-    c = cfg or GenerationConfig()
-    return DiffusionGenerator(DiffusionSettings(**c.diffusion), c.device, c.seed)
-
-def make_gan(profile: dict, cfg=None, fitted=None):
-    "An untrained conditional GAN with `generation.gan`'s settings."
-    c = cfg or GenerationConfig(); s = GANSettings(**c.gan)
-    return GANGenerator(s, c.device, c.seed)
-
-def make_vae(profile: dict, cfg=None, fitted=None):
-    "An untrained conditional VAE with `generation.vae`'s settings."
-    c = cfg or GenerationConfig()
-    return VAEGenerator(VAESettings(**c.vae), dp=False, device=c.device, seed=c.seed)
-
-def make_dp_vae(profile: dict, cfg=None, fitted=None):
-    "The same VAE, to be trained by DP-SGD to `generation.vae.epsilon`."
-    c = cfg or GenerationConfig()
-    return VAEGenerator(VAESettings(**c.vae), dp=True, device=c.device, seed=c.seed)
-
-def make_pretrained(profile: dict, cfg=None, fitted=None):
-    "The diffusers pipeline on disk named by `generation.pretrained`, for img2img from the scarce images."
-    c = cfg or GenerationConfig()
-    return PretrainedGenerator(PretrainedSettings(**c.pretrained), device=c.device, seed=c.seed)
-
-def _diffusion_of(fitted: dict|None):
-    "A diffusion model already trained in this run (by `diffusion` or a hybrid), else None."
-    fitted = fitted or {}
-    return fitted.get('diffusion') or next((g.diffusion for n, g in fitted.items()
-                                            if n in ('hybrid', 'paste_hybrid')), None)
-
-def make_hybrid(profile: dict, cfg=None, fitted=None):
-    "Simulator + diffusion refiner; reuses a diffusion model already in `fitted`."
-    return HybridGenerator(make_simulator(profile), _diffusion_of(fitted) or make_diffusion(profile, cfg),
-                           HybridSettings(**(cfg or GenerationConfig()).hybrid))
-
-def make_paste(profile: dict, cfg=None, fitted=None):
-    "Mask-guided paste of the scarce set's real defects onto its real defect-free tiles."
-    s = PasteSettings(**(cfg or GenerationConfig()).paste)
-    return DefectPasteGenerator(s.small_area, s.contrast, normal_class=normal_index(profile, 'the paste generator'),
-                                blend=s.blend, quarter_turns=s.quarter_turns)
-
-def make_defect_diffusion(profile: dict, cfg=None, fitted=None):
-    "A small diffusion model of the scarce defects' crops (image and mask), blended into real defect-free tiles."
-    c = cfg or GenerationConfig()
-    return DefectDiffusionGenerator(DefectDiffusionSettings(**c.defect_diffusion),
-                                    normal_index(profile, 'the defect_diffusion generator'),
-                                    c.device, c.seed)
-
-def make_paste_hybrid(profile: dict, cfg=None, fitted=None):
-    "Paste, then masked SDEdit by the diffusion model (reused from `fitted` when there)."
-    c = cfg or GenerationConfig()
-    return HybridGenerator(fitted['paste'] if 'paste' in (fitted or {}) else make_paste(profile, c),
-                           _diffusion_of(fitted) or make_diffusion(profile, c), HybridSettings(**c.hybrid),
-                           masked=True)
-
-
-# %% ../nbs/02_generation.ipynb #9aa0e6ae
-class CopyGenerator:
-    "Control: samples are copies of real training images of the requested class."
-    name = 'copy'
-    def fit(self, images, labels, masks=None, profile=None, kinds=None):
-        self.images, self.labels = images, np.asarray(labels)
-        return self
-    def sample(self, labels, generator: torch.Generator) -> dict:
-        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-        idx = np.array([rng.choice(np.flatnonzero(self.labels == l)) for l in labels], dtype=np.int64)
-        return {'images': self.images[idx] if len(idx) else self.images[:0],
-                'labels': np.asarray(labels, dtype=np.int64),
-                'masks': np.zeros((len(idx), *self.images.shape[1:]), np.uint8)}
-    def state(self): return {'images': torch.from_numpy(np.ascontiguousarray(self.images)),
-                             'labels': torch.from_numpy(self.labels)}, {}
-    @classmethod
-    def from_state(cls, tensors, config, classes=None):
-        return cls().fit(tensors['images'].numpy(), tensors['labels'].numpy())
-
-class NoiseGenerator:
-    "Control: uniform noise images with the requested labels."
-    name = 'noise'
-    def fit(self, images, labels, masks=None, profile=None, kinds=None):
-        self.shape = tuple(int(s) for s in images.shape[1:])
-        return self
-    def sample(self, labels, generator: torch.Generator) -> dict:
-        x = torch.randint(0, 256, (len(labels), *self.shape), generator=generator,
-                          dtype=torch.int64).to(torch.uint8).numpy()
-        return {'images': x, 'labels': np.asarray(labels, dtype=np.int64), 'masks': np.zeros_like(x)}
-    def state(self): return {}, {'shape': list(self.shape)}
-    @classmethod
-    def from_state(cls, tensors, config, classes=None): self = cls(); self.shape = tuple(config['shape']); return self
-
-def make_copy(profile: dict, cfg=None, fitted=None): return CopyGenerator()
-def make_noise(profile: dict, cfg=None, fitted=None): return NoiseGenerator()
-
-def make_external(profile: dict, cfg=None, fitted=None):
-    "The external synthetic set named by `generation.external` (see External synthetic sets)."
-    s = ExternalSettings(**(cfg or GenerationConfig()).external)
-    return ExternalGenerator(s.path, s.mask_suffix)
-
-
-# %% ../nbs/02_generation.ipynb #81c40568
-@runtime_checkable
-class Generator(Protocol):
-    "What stage 2 calls on every generator."
-    name: str # the generator's name in `generation.generators`
-    def fit(self, images: np.ndarray, # (n, h, w) uint8 scarce training images
-            labels: np.ndarray, # their class indices
-            masks: np.ndarray|None = None, # their defect masks, where the data has them
-            profile: dict|None = None, # stage 1's profile: classes, image size, the dataset's card
-            kinds: np.ndarray|None = None, # each image's type (e.g. defect kind), where the data has them
-           ) -> Generator: ...
-    def sample(self, labels: np.ndarray, # one class index per image asked for
-               generator: torch.Generator, # the stage's seeded random source
-              ) -> dict: ... # 'images' (uint8), 'labels', and 'masks' where the generator draws them
-    def state(self) -> tuple: ... # (tensors, JSON-able config): what `save_generator` writes
-    @classmethod
-    def from_state(cls, tensors: dict, config: dict, classes: dict|None = None) -> Generator: ...
-
-# %% ../nbs/02_generation.ipynb #6cc569de
-@dataclasses.dataclass(frozen=True)
-class GeneratorSpec:
-    "One generator of stage 2: `make(profile, cfg, fitted)` builds it untrained; a saved model names one of `classes`."
-    make: Callable
-    classes: tuple
-    summary: str
-    settings: tuple = ()  # the `generation` settings mappings it reads (keys of `SETTINGS`)
-    family: str = 'generative'  # what its images are: generative, simulation, copy-paste, their hybrids, …
-
-# `generation.<key>` -> the class that types and checks that mapping
-SETTINGS = {'diffusion': DiffusionSettings, 'gan': GANSettings, 'hybrid': HybridSettings, 'paste': PasteSettings,
-            'vae': VAESettings, 'pretrained': PretrainedSettings, 'external': ExternalSettings,
-            'defect_diffusion': DefectDiffusionSettings}
-
-GENERATORS = {
-    'simulation': GeneratorSpec(make_simulator, (ChestOpacitySimulator, SurfaceDefectSimulator),
-                                "procedural lesions, or scratches, cracks, blowholes and Perlin anomalies, "
-                                "on real normal images", family='simulation'),
-    'diffusion': GeneratorSpec(make_diffusion, (DiffusionGenerator,),
-                               "class-conditional DDPM (diffusers UNet2DModel) with classifier-free guidance and DDIM",
-                               ('diffusion',)),
-    'gan': GeneratorSpec(make_gan, (GANGenerator,), "conditional StyleGAN2-style GAN with adaptive augmentation (ADA)",
-                         ('gan',)),
-    'hybrid': GeneratorSpec(make_hybrid, (HybridGenerator,), "simulation refined by the diffusion model (SDEdit)",
-                            ('hybrid', 'diffusion'), 'simulation+generative'),
-    'pretrained': GeneratorSpec(make_pretrained, (PretrainedGenerator,),
-                                "a diffusers pipeline on disk: "
-                                "img2img from the scarce images, optionally fine-tuned on them", ('pretrained',)),
-    'vae': GeneratorSpec(make_vae, (VAEGenerator,), "conditional VAE (small, CPU-trainable)", ('vae',)),
-    'dp_vae': GeneratorSpec(make_dp_vae, (VAEGenerator,),
-                            "the conditional VAE trained by DP-SGD (opacus) to a stated (ε, δ)", ('vae',)),
-    'paste': GeneratorSpec(make_paste, (DefectPasteGenerator,),
-                           "the scarce set's real defects pasted onto its defect-free images, by mask", ('paste',),
-                           'copy-paste'),
-    'paste_hybrid': GeneratorSpec(make_paste_hybrid, (HybridGenerator,),
-                                  "paste, then masked SDEdit by the diffusion model",
-                                  ('paste', 'hybrid', 'diffusion'), 'copy-paste+generative'),
-    'defect_diffusion': GeneratorSpec(make_defect_diffusion, (DefectDiffusionGenerator,),
-                                      "a small diffusion model of the scarce defects' crops (image and mask) "
-                                      "blended into real defect-free tiles", ('defect_diffusion',)),
-    'external': GeneratorSpec(make_external, (ExternalGenerator,),
-                              "an external set: "
-                              "a simulator's renders, a pretrained model's samples, another lab's images",
-                              ('external',), 'external'),
-    'copy': GeneratorSpec(make_copy, (CopyGenerator,), "control: copies of real training images",
-                         family='control'),
-    'noise': GeneratorSpec(make_noise, (NoiseGenerator,), "control: uniform noise", family='control'),
-}
-
-def generator_classes() -> dict:
-    "Class name -> class, for every class a saved generator (or a part of one) may name."
-    return {c.__name__: c for spec in GENERATORS.values() for c in spec.classes}
-
 # %% ../nbs/02_generation.ipynb #260e0f6d
 def sample_counts(cfg: GenerationConfig, classes: list) -> dict:
     "Images to generate per class index."
@@ -279,22 +78,6 @@ def check_samples(out: dict, labels: np.ndarray, image_shape: tuple, name: str) 
     if not np.array_equal(out['labels'], labels):
         raise ValueError(f"generator {name!r} returned labels that differ from the request")
     return out
-
-# %% ../nbs/02_generation.ipynb #207a2aaf
-def save_generator(run: StageRun, gen) -> Path:
-    "Save a fitted generator under `models/<name>/`."
-    tensors, config = gen.state()
-    return run.save_model(gen.name, tensors, {'class': type(gen).__name__, **config})
-
-def load_generator(folder):
-    "Load a generator saved by `save_generator`."
-    folder = Path(folder)
-    config = json.loads((folder/'config.json').read_text())
-    classes = generator_classes()
-    cls = classes.get(config.pop('class', None))
-    if cls is None: raise ValueError(f"{folder}/config.json names no known generator class; known: {sorted(classes)}")
-    tensors = load_file(str(folder/'model.safetensors'))
-    return cls.from_state(tensors, config, classes)
 
 # %% ../nbs/02_generation.ipynb #6281025a
 def smooth(x, k: int = 20) -> np.ndarray:

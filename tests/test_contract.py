@@ -96,7 +96,7 @@ def test_every_wrong_type_or_range_fails_before_stage_1_naming_the_key(stage):
 
 def _nested_settings():
     "(stage, key, class) of every nested settings mapping: generation's per-generator ones and stage 4's translation."
-    from synthnb.generation import SETTINGS
+    from synthnb.generators import SETTINGS
     from synthnb.translation import TranslationSettings
     return [('generation', k, cls) for k, cls in SETTINGS.items()] + [('augmentation', 'translation', TranslationSettings)]
 

@@ -13,7 +13,8 @@ from synthnb.store import StageRun
 from synthnb.diffusion import DiffusionGenerator, DiffusionSettings, unet_config
 from synthnb.gan import GANGenerator, GANSettings
 from synthnb.testing import tiny_pipeline
-from synthnb.generation import GENERATORS, GenerationConfig, check_samples, load_generator, sample_counts, save_generator
+from synthnb.generators import GENERATORS, load_generator, save_generator
+from synthnb.generation import GenerationConfig, check_samples, sample_counts
 
 NAMES = ['simulation', 'diffusion', 'gan', 'hybrid', 'vae', 'dp_vae', 'external', 'pretrained']
 PROFILE = {'classes': ['normal', 'pneumonia'], 'roles': {'normal_class': 'normal', 'simulator': 'chest_opacity'}}  # what stage 1 declares for the healthcare card

@@ -109,10 +109,11 @@ def test_bad_folders_fail_clearly_before_any_training(tmp_path):
 
 def test_generators_and_augmentations_need_their_declared_roles(tmp_path):
     "simulation needs a declared simulator, paste and the background augmentation a declared normal class."
-    from synthnb.generation import make_paste, make_simulator
+    from synthnb.generation import GenerationConfig
+    from synthnb.generators import make_paste, make_simulator
     profile = {'dataset': 'parts', 'classes': list(TYPES), 'roles': {'normal_class': None, 'simulator': None}}
     with pytest.raises(DataError, match='declares none: set domain.simulator'): make_simulator(profile)
-    with pytest.raises(DataError, match='declares no normal class'): make_paste(profile)
+    with pytest.raises(DataError, match='declares no normal class'): make_paste(profile, GenerationConfig())
     two = {'classes': ['ok', 'dent', 'scratch'], 'roles': {'normal_class': 'ok', 'simulator': 'surface_defects'}}
     from synthnb.simulation import SurfaceDefectSimulator
     with pytest.raises(DataError, match='has 3 classes'): SurfaceDefectSimulator().fit(np.zeros((3, 16, 16), np.uint8), np.arange(3), profile=two)
@@ -159,7 +160,8 @@ def test_json_manifest_with_label_indices_groups_and_an_official_split(tmp_path)
 
 def test_paste_conditions_on_each_of_several_defect_classes(tmp_path):
     "With a declared normal class, paste places each defect class's own real defects: several defect classes, one generator."
-    from synthnb.generation import make_paste
+    from synthnb.generation import GenerationConfig
+    from synthnb.generators import make_paste
     import torch
     d = load_source(load_card('parts', source={'format': 'folder', 'path': 'parts', 'mask_suffix': '_mask', 'split': 'stratified'}),
                     24, demo_folder(tmp_path / 'parts', n=9).parent)
@@ -168,7 +170,7 @@ def test_paste_conditions_on_each_of_several_defect_classes(tmp_path):
     images = np.concatenate([ok, d['pool']['images']]); labels = np.concatenate([np.full(6, 3), d['pool']['labels']])
     masks = np.concatenate([np.zeros_like(ok), d['pool']['masks']])
     profile = {'classes': [*TYPES, 'ok'], 'roles': {'normal_class': 'ok', 'simulator': None}}  # the defect-free class listed last
-    gen = make_paste(profile).fit(images, labels, masks, profile)
+    gen = make_paste(profile, GenerationConfig()).fit(images, labels, masks, profile)
     out = gen.sample(np.array([0, 1, 2, 3] * 3), torch.Generator().manual_seed(0))
     has = out['masks'].reshape(12, -1).any(1)
     assert (has == (out['labels'] != 3)).all() and set(gen.source_labels) == {0, 1, 2}
