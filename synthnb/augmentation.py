@@ -17,7 +17,8 @@ import matplotlib.pyplot as plt
 from scipy.stats import wasserstein_distance
 
 from .store import StageResult, StageRun, stage_result
-from .config import Count, PositiveInt, Seed, check_settings, did_you_mean, stage_config
+from .config import did_you_mean
+from .parameters import Count, PositiveInt, Seed, check_settings, stage_config
 from .images import image_grid
 from .runtime import progress
 from .cards import normal_index

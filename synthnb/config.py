@@ -4,18 +4,15 @@
 
 # %% ../nbs/00_config.ipynb #41fc0849
 from __future__ import annotations
-import dataclasses, difflib, json, math, re, types
-from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
+import dataclasses, difflib, re
 from pathlib import Path
 
 import yaml
 
 # %% auto #0
-__all__ = ['STAGE_NOTEBOOKS', 'STAGES', 'SHARED_KEYS', 'SEED_LIMIT', 'DEVICES', 'RESERVED_PARAMS', 'RENAMED', 'MAX_COUNT',
-           'Count', 'PositiveInt', 'Seed', 'NonNegative', 'Positive', 'Probability', 'Fraction', 'ALL', 'ClassCounts',
-           'stage_folder', 'did_you_mean', 'renamed_hint', 'validate_exp_id', 'Replace', 'load_yaml', 'Experiment',
-           'parse_override', 'load_experiment', 'Bounds', 'scarce_count', 'with_scarce_count', 'describe', 'conforms',
-           'ConfigError', 'check_fields', 'stage_config', 'check_settings', 'from_parameters', 'parameters_cell']
+__all__ = ['STAGE_NOTEBOOKS', 'STAGES', 'SHARED_KEYS', 'SEED_LIMIT', 'DEVICES', 'RESERVED_PARAMS', 'RENAMED', 'stage_folder',
+           'did_you_mean', 'renamed_hint', 'validate_exp_id', 'Replace', 'load_yaml', 'Experiment', 'parse_override',
+           'load_experiment']
 
 # %% ../nbs/00_config.ipynb #4f2d1e0c
 # stage -> its notebook in nbs/, and its folder in a run
@@ -184,174 +181,3 @@ def load_experiment(path, # experiment YAML file, or a dict with its content
     return Experiment(validate_exp_id(shared['exp_id']), shared['seed'], shared['device'],
                       str(shared['profile']), {s: stages[s] for s in STAGES}, str(path),
                       check_tracker(str(shared['tracking'] or '')), stages['protocol'])
-
-# %% ../nbs/00_config.ipynb #e3e1f83b
-@dataclasses.dataclass(frozen=True)
-class Bounds:
-    "Allowed range of a number, or of every number in a list: `ge`/`gt` below, `le`/`lt` above (None: open)."
-    ge: float|None = None
-    gt: float|None = None
-    le: float|None = None
-    lt: float|None = None
-
-    def holds(self, v) -> bool:
-        return ((self.ge is None or v >= self.ge) and (self.gt is None or v > self.gt)
-                and (self.le is None or v <= self.le) and (self.lt is None or v < self.lt))
-
-    def __str__(self):
-        num = lambda x: f'{x:,}'.replace(',', '_') if float(x).is_integer() and abs(x) >= 1e4 else f'{x:g}'
-        parts = [f'{op} {num(x)}' for op, x in (('≥', self.ge), ('>', self.gt), ('≤', self.le), ('<', self.lt))
-                 if x is not None]
-        return ' and '.join(parts)
-
-MAX_COUNT = 10**7  # the most steps, images or draws any count may ask for: a typo such as 10**12 fails at once
-Count = Annotated[int, Bounds(ge=0, le=MAX_COUNT)]  # 0, 1, 2, …
-PositiveInt = Annotated[int, Bounds(ge=1, le=MAX_COUNT)]  # 1, 2, …
-Seed = Annotated[int, Bounds(ge=0, lt=SEED_LIMIT)]  # a seed numpy and torch both accept
-NonNegative = Annotated[float, Bounds(ge=0)]
-Positive = Annotated[float, Bounds(gt=0)]
-Probability = Annotated[float, Bounds(ge=0, le=1)]  # a share or probability in [0, 1]
-Fraction = Annotated[float, Bounds(gt=0, lt=1)]  # strictly between 0 and 1
-ALL = 'all'  # a class count meaning every image the pool has
-ClassCounts = Union[PositiveInt, dict[str, Union[PositiveInt, Literal['all']]]]  # one count, or one per class name
-
-# %% ../nbs/00_config.ipynb #45d7148a
-def scarce_count(n_per_class: int|dict) -> int:
-    "The count a learning curve varies: `n_per_class` itself, or the smallest count of a per-class mapping."
-    if not isinstance(n_per_class, dict): return int(n_per_class)
-    return min(int(v) for v in n_per_class.values() if v != ALL)
-
-def with_scarce_count(n_per_class: int|dict, n: int) -> int|dict:
-    "`n_per_class` with its scarce count set to `n` (a mapping: every class with a number; 'all' stays 'all')."
-    if not isinstance(n_per_class, dict): return int(n)
-    return {c: v if v == ALL else int(n) for c, v in n_per_class.items()}
-
-# %% ../nbs/00_config.ipynb #2dd422d2
-_NAMES = {int: 'an integer', float: 'a number', bool: 'true or false', str: 'a string', list: 'a list',
-          dict: 'a mapping'}
-
-def _origin(hint): return get_origin(hint) or hint
-
-def _plural(desc: str) -> str:
-    "'an integer ≥ 1' -> 'integers ≥ 1': the items of a list or mapping."
-    d = re.sub(r'^an? ', '', desc)
-    if d.startswith('one of'): return 'values, each ' + d
-    if d == 'true or false': return 'booleans'
-    word, _, rest = d.partition(' ')
-    return f"{word}s {rest}".strip()
-
-def describe(hint) -> str:
-    ("What a value of type `hint` looks like, in words: "
-     "'an integer ≥ 1', 'a list of numbers > 0', 'one of 'fp32', 'bf16''.")
-    if get_origin(hint) is Annotated:
-        base, *meta = get_args(hint)
-        b = ' and '.join(str(m) for m in meta if isinstance(m, Bounds))
-        return f"{describe(base)} {b}".strip()
-    if get_origin(hint) is Literal: return 'one of ' + ', '.join(repr(a) for a in get_args(hint))
-    if get_origin(hint) in (Union, types.UnionType): return ' or '.join(describe(a) for a in get_args(hint))
-    if hint is type(None): return 'null'
-    args = get_args(hint)
-    if _origin(hint) is list and args: return f"a list of {_plural(describe(args[0]))}"
-    if _origin(hint) is dict and args: return (f"a mapping of {_plural(describe(args[0]))} "
-                                               f"to {_plural(describe(args[1]))}")
-    return _NAMES.get(_origin(hint), getattr(hint, '__name__', str(hint)))
-
-def conforms(value, hint) -> bool:
-    ("Whether `value` (as YAML or a `-p` override gives it) is a valid `hint`: "
-     "no coercion, except an integer where a number is asked for.")
-    if get_origin(hint) is Annotated:
-        base, *meta = get_args(hint)
-        if not conforms(value, base): return False
-        nums = value if isinstance(value, list) else [value]
-        return all(m.holds(v) for m in meta if isinstance(m, Bounds) for v in nums)
-    if get_origin(hint) is Literal: return value in get_args(hint)
-    if get_origin(hint) in (Union, types.UnionType): return any(conforms(value, a) for a in get_args(hint))
-    if hint is type(None): return value is None
-    if hint is Any: return True
-    t, args = _origin(hint), get_args(hint)
-    if t is bool: return isinstance(value, bool)
-    if t is int: return isinstance(value, int) and not isinstance(value, bool)
-    if t is float: return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if t is list: return (isinstance(value, (list, tuple)) and all(conforms(v, args[0]) for v in value) if args
-                          else isinstance(value, (list, tuple)))
-    if t is dict:
-        return isinstance(value, dict) and (not args or all(conforms(k, args[0]) and conforms(v, args[1])
-                                                            for k, v in value.items()))
-    return isinstance(value, t)
-
-# %% ../nbs/00_config.ipynb #87ce1359
-class ConfigError(ValueError):
-    "Stage parameters of the wrong type or out of range; `problems` maps each bad field to what is wrong with it."
-    def __init__(self, problems: dict):
-        super().__init__('; '.join(f'{k} = {v}' for k, v in problems.items()))
-        self.problems = problems
-
-def check_fields(cfg) -> None:
-    "Raise `ConfigError` naming every field of the dataclass `cfg` whose value does not match its annotation."
-    hints = get_type_hints(type(cfg), include_extras=True)
-    bad = {f.name: f"{getattr(cfg, f.name)!r}: expected {describe(hints[f.name])}"
-           for f in dataclasses.fields(cfg) if f.init and not conforms(getattr(cfg, f.name), hints[f.name])}
-    if bad: raise ConfigError(bad)
-
-def stage_config(cls):
-    ("Make `cls` a stage's config dataclass: every field is type- and range-checked (`check_fields`) "
-     "before the class's own `__post_init__` checks.")
-    own = cls.__dict__.get('__post_init__')
-    def __post_init__(self):
-        check_fields(self)
-        if own: own(self)
-    cls.__post_init__ = __post_init__
-    return dataclasses.dataclass(cls)
-
-def check_settings(key: str, # the parameter that holds the mapping, e.g. 'vae'
-                   given: dict, # its value, as in the experiment
-                   cls): # the `stage_config` class of its fields
-    ("Check a nested settings mapping: unknown keys (with the closest name) and wrong types or ranges, "
-     "named `key.field`; return `cls(**given)`.")
-    known = [f.name for f in dataclasses.fields(cls)]
-    for k in given:
-        if k not in known: raise ValueError(f"{key}: unknown setting {k!r}{did_you_mean(k, known)}; it takes {known}")
-    try: return cls(**given)
-    except ConfigError as e: raise ConfigError({f'{key}.{k}': v for k, v in e.problems.items()}) from None
-
-def from_parameters(cls, namespace: dict):
-    ("An instance of the config class `cls` from the variables of the same names in `namespace` "
-     "(a stage notebook's `globals()`).")
-    return cls(**{f.name: namespace[f.name] for f in dataclasses.fields(cls) if f.init})
-
-# %% ../nbs/00_config.ipynb #a7acb3ce
-def _literal(v) -> str:
-    "`v` as the Python literal a parameters cell holds (strings in double quotes, as papermill writes them)."
-    if isinstance(v, str): return json.dumps(v, ensure_ascii=False)
-    if isinstance(v, (list, tuple)): return '[' + ', '.join(_literal(x) for x in v) + ']'
-    if isinstance(v, dict): return '{' + ', '.join(f'{_literal(k)}: {_literal(x)}' for k, x in v.items()) + '}'
-    return repr(v)
-
-def _cell_type(hint) -> str:
-    "The plain type a parameters cell annotates (papermill reads it): `int`, `float`, `str`, `bool`, `list` or `dict`."
-    while get_origin(hint) is Annotated: hint = get_args(hint)[0]
-    if get_origin(hint) is Literal: return type(get_args(hint)[0]).__name__
-    if get_origin(hint) in (Union, types.UnionType): return 'object'  # papermill reads names only, not `int|dict`
-    return _origin(hint).__name__
-
-def _upstream_help(stage: str) -> str:
-    k = STAGES.index(stage)
-    if k == 0: return 'not used by stage 1'
-    return f"stage {k} folder; '' → a cached smoke run of stage{'s 1-' if k > 1 else ' '}{k}"
-
-def parameters_cell(cls, stage: str) -> str:
-    ("The `parameters` cell of `stage`'s notebook, written from its config class `cls`: "
-     "one `name: type = default  # comment` line per field.")
-    from fastcore.docments import docments
-    hints, docs, lines = get_type_hints(cls, include_extras=True), docments(cls), []
-    for f in dataclasses.fields(cls):
-        if not f.init: continue
-        if not docs.get(f.name): raise ValueError(f"{cls.__name__}.{f.name} has no comment: "
-                                                  "every parameter says what it does")
-        if '=' in docs[f.name]: raise ValueError(f"{cls.__name__}.{f.name}: papermill cannot read a parameter "
-                                                 f"whose comment holds '=': {docs[f.name]!r}")
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        lines.append(f"{f.name}: {_cell_type(hints[f.name])} = {_literal(default)}  # {docs[f.name]}")
-    lines += [f'upstream_dir: str = ""  # {_upstream_help(stage)}',
-              'out_dir: str = ""  # where this stage writes; \'\' → a temporary folder']
-    return '\n'.join(lines)

@@ -17,7 +17,8 @@ from diffusers.training_utils import EMAModel
 from fastcore.basics import patch
 from scipy import ndimage
 
-from .config import Annotated, Bounds, PositiveInt, stage_config
+from typing import Annotated
+from .parameters import Bounds, PositiveInt, stage_config
 from .runtime import bf16_supported, progress, resolve_device
 from .images import check_labels
 from .models import fused_adamw

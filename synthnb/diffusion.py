@@ -18,7 +18,8 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 
 from .runtime import bf16_supported, progress, resolve_device
-from .config import Annotated, Bounds, Count, NonNegative, Positive, PositiveInt, stage_config
+from typing import Annotated
+from .parameters import Bounds, Count, NonNegative, Positive, PositiveInt, stage_config
 from .images import check_labels, to_tensor, to_uint8
 from .models import fused_adamw
 from .store import ChainReader, write_model

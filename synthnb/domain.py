@@ -11,8 +11,9 @@ import numpy as np
 import matplotlib.pyplot as plt
 from scipy import ndimage
 
-from .config import (ALL, Annotated, Bounds, ClassCounts, ConfigError, Fraction, PositiveInt, Seed, did_you_mean,
-                            stage_config)
+from typing import Annotated
+from .config import did_you_mean
+from .parameters import ALL, Bounds, ClassCounts, ConfigError, Fraction, PositiveInt, Seed, stage_config
 from .store import StageResult, StageRun, stage_result
 from .images import image_grid
 from .cards import load_card

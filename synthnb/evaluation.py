@@ -11,7 +11,7 @@ from typing import Literal
 import numpy as np
 import matplotlib.pyplot as plt
 
-from .config import Count, NonNegative, Positive, PositiveInt, Probability, Seed, stage_config
+from .parameters import Count, NonNegative, Positive, PositiveInt, Probability, Seed, stage_config
 from .store import StageResult, StageRun, stage_result
 from .images import image_grid
 from .models import check_augment, fit_classifier, predict_proba

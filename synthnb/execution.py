@@ -9,8 +9,9 @@ from pathlib import Path
 
 import yaml  # nbformat and papermill are imported where they are used: `synthnb --help` starts fast
 
-from .config import (RESERVED_PARAMS, STAGE_NOTEBOOKS, ConfigError, STAGES, Experiment, did_you_mean,
-                            renamed_hint, stage_folder)
+from .config import (RESERVED_PARAMS, STAGE_NOTEBOOKS, STAGES, Experiment, did_you_mean, renamed_hint,
+                            stage_folder)
+from .parameters import ConfigError
 from .data import DataError
 from .runtime import project_root
 from .stages import CONFIGS

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import stage_config
+from .parameters import stage_config
 from .images import check_labels
 from .data import DataError
 from .readers import load_folder

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from .runtime import progress, resolve_device
 from .tracking import live_tracker
-from .config import Annotated, Bounds, NonNegative, Positive, PositiveInt, stage_config
+from typing import Annotated
+from .parameters import Bounds, NonNegative, Positive, PositiveInt, stage_config
 from .images import check_labels, to_tensor, to_uint8
 
 # %% auto #0

@@ -11,7 +11,8 @@ import numpy as np
 import matplotlib.pyplot as plt
 
 from .store import StageResult, StageRun, stage_result
-from .config import Count, Seed, check_settings, did_you_mean, stage_config
+from .config import did_you_mean
+from .parameters import Count, Seed, check_settings, stage_config
 from .images import image_grid
 from .runtime import progress
 from .diffusion import DiffusionGenerator, DiffusionSettings

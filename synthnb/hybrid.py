@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from .diffusion import DiffusionGenerator
-from .config import Annotated, Bounds, stage_config
+from typing import Annotated
+from .parameters import Bounds, stage_config
 from .images import check_labels, to_tensor
 from .paste import DefectPasteGenerator
 

@@ -11,7 +11,8 @@ import numpy as np
 import matplotlib.pyplot as plt
 
 from .store import StageResult, StageRun, stage_result
-from .config import NonNegative, Positive, Seed, did_you_mean, stage_config
+from .config import did_you_mean
+from .parameters import NonNegative, Positive, Seed, stage_config
 from .metrics import nearest
 
 # %% auto #0

@@ -12,7 +12,8 @@ from scipy import ndimage, sparse
 from scipy.sparse.linalg import spsolve
 from fastcore.basics import patch
 
-from .config import Annotated, Bounds, Fraction, stage_config
+from typing import Annotated
+from .parameters import Bounds, Fraction, stage_config
 from .images import check_labels
 
 # %% auto #0

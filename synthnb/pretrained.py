@@ -10,7 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import Annotated, Bounds, Count, Positive, PositiveInt, stage_config
+from typing import Annotated
+from .parameters import Bounds, Count, Positive, PositiveInt, stage_config
 from .runtime import progress, resolve_device
 from .images import check_labels, to_tensor, to_uint8
 from .data import DataError

@@ -12,8 +12,8 @@ from typing import Literal
 import numpy as np
 from tqdm.auto import tqdm
 
-from .config import (Experiment, Fraction, PositiveInt, check_settings, scarce_count, stage_config,
-                            stage_folder, with_scarce_count)
+from .config import Experiment, stage_folder
+from .parameters import Fraction, PositiveInt, check_settings, scarce_count, stage_config, with_scarce_count
 from .data import DataError
 from .runtime import resolve_device
 from .stages import CONFIGS

@@ -13,7 +13,8 @@ from .store import StageResult, StageRun, finite, stage_result
 from .arms import arm_family, load_arms
 from .training_figures import privacy_figure, training_figures
 from .verdict import HEADLINE_METRIC, headline, recommend, results_long, results_table, summarise
-from .config import Count, Fraction, Positive, PositiveInt, Probability, Seed, did_you_mean, stage_config
+from .config import did_you_mean
+from .parameters import Count, Fraction, Positive, PositiveInt, Probability, Seed, stage_config
 from .models import (PRECISIONS, check_augment, classification_metrics, fit_classifier,
                             predict_proba, roc_auc, val_threshold)
 from .robustness import artefact_detector, mean_ci, robustness_metrics

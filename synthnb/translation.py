@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .config import NonNegative, Positive, PositiveInt, stage_config
+from .parameters import NonNegative, Positive, PositiveInt, stage_config
 from .runtime import progress, resolve_device
 from .images import to_uint8
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import NonNegative, Positive, PositiveInt, Probability, stage_config
+from .parameters import NonNegative, Positive, PositiveInt, Probability, stage_config
 from .runtime import progress, resolve_device
 from .images import check_labels, to_uint8
 

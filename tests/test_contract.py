@@ -64,7 +64,7 @@ def test_settings_keep_papermill_tags():
 def _wrong_values(hint):
     "Values that `hint` must reject: one of the wrong type, and for a bounded number (or list of them) one out of range."
     from typing import Annotated, get_args, get_origin
-    from synthnb.config import Bounds
+    from synthnb.parameters import Bounds
     base, bounds = hint, None
     if get_origin(hint) is Annotated: base, bounds = get_args(hint)[0], next(m for m in get_args(hint)[1:] if isinstance(m, Bounds))
     out = [5] if base is str else ['lots']
@@ -127,7 +127,7 @@ def test_cli_rejects_a_bad_value_before_anything_runs(tmp_path, capsys):
 
 @pytest.mark.parametrize('stage', STAGES)
 def test_parameters_cell_is_written_from_the_config_class(stage):
-    from synthnb.config import parameters_cell
+    from synthnb.parameters import parameters_cell
     nb = nbformat.read(stage_notebook(stage), as_version=4)
     cell = next(c for c in nb.cells if 'parameters' in c.metadata.get('tags', []))
     assert cell.source == parameters_cell(CONFIGS[stage], stage), f'run `python tools/parameters_cells.py`: {stage} notebook differs from its config class'

@@ -9,6 +9,7 @@ PKG = Path(synthnb.__file__).parent
 LAYERS = [
     {'runtime', 'tracking', 'hygiene', 'testing'},  # foundations that import no synthnb module (testing: the fixtures)
     {'config', 'images'},  # stages and experiment files; uint8 images and tensors
+    {'parameters'},  # typed stage parameters: every stage's config class
     {'store', 'models'},  # the artifact store; the classifier
     {'data', 'metrics', 'features', 'gate', 'style', 'translation', 'evidence', 'inference', 'worth', 'robustness',
      'review'},  # datasets, stage helpers
