@@ -4,192 +4,23 @@
 
 # %% ../nbs/04_augmentation.ipynb #6fb925ed
 from __future__ import annotations
-import dataclasses, inspect, math
+import dataclasses, json
 from dataclasses import field
-import json
-from functools import partial
 
 import numpy as np
-import torch
-import kornia.augmentation as K
-from kornia.geometry.transform import elastic_transform2d
 import matplotlib.pyplot as plt
 from scipy.stats import wasserstein_distance
 
 from .store import StageResult, StageRun, stage_result
-from .config import did_you_mean
 from .parameters import Count, PositiveInt, Seed, check_settings, stage_config
 from .images import image_grid
-from .runtime import progress
 from .cards import normal_index
-from .style import fourier_domain_adaptation, match_histograms, paste_region, vignette
 from .translation import CycleGANTranslator, TranslationSettings
+from .policies import augment, build_policy, preview_grid, validate_policy
 
 # %% auto #0
-__all__ = ['AUGMENTATIONS', 'LIMITS', 'DEFAULT_POLICY', 'INPUTS', 'RandomOp', 'elastic_warp', 'Policy', 'Randomize',
-           'validate_policy', 'build_policy', 'AugmentationConfig', 'augment', 'preview_grid', 'reference_banks',
-           'translate_synthetic', 'run_augmentation', 'preview_images']
-
-# %% ../nbs/04_augmentation.ipynb #c45081b9
-def _pair(v): return (float(v[0]), float(v[1])) if isinstance(v, (list, tuple)) else (float(v), float(v))
-
-class RandomOp(torch.nn.Module):
-    "Apply `fn(x, m, ref, **params) -> (x, m)` to each image with probability `p`, params drawn per image."
-    def __init__(self, fn, # batched function of images, masks, reference images and (B,) parameters
-                 p: float = 0.5, # probability per image
-                 bank: torch.Tensor|None = None, # reference images (N, 1, H, W); each image gets a random one as `ref`
-                 **ranges): # parameter -> number or [low, high]
-        super().__init__()
-        self.fn, self.p, self.ranges = fn, float(p), {k: _pair(v) for k, v in ranges.items()}
-        self.register_buffer('bank', bank, persistent=False)
-
-    def forward(self, x, m):
-        B = len(x)
-        on = (torch.rand(B) < self.p).nonzero().squeeze(1)  # draws for every image, so a seed fixes them all
-        params = {k: (lo + (hi - lo) * torch.rand(B))[on].to(x.device) for k, (lo, hi) in self.ranges.items()}
-        ref = None if self.bank is None else self.bank[torch.randint(len(self.bank), (B,))[on].to(self.bank.device)]
-        if not len(on): return x, m
-        on = on.to(x.device)
-        y, n = self.fn(x[on], m[on], ref, **params)  # only the chosen images are computed
-        return x.index_copy(0, on, y), m.index_copy(0, on, n)
-
-# %% ../nbs/04_augmentation.ipynb #eda65e16
-def elastic_warp(x, m, ref, alpha, # (B,) strength of the displacement
-                 sigma: float = 4.0): # smoothness of the field, pixels
-    "Elastic deformation of images (bilinear) and masks (nearest) by one random field per image."
-    k = 2 * math.ceil(2 * sigma) + 1
-    noise = (torch.rand(len(x), 2, *x.shape[-2:], device=x.device) * 2 - 1) * alpha.view(-1, 1, 1, 1)
-    warp = lambda t, mode: elastic_transform2d(t, noise, (k, k), (sigma, sigma), (1.0, 1.0), True, mode, 'reflection')
-    return warp(x, 'bilinear'), warp(m, 'nearest')
-
-# %% ../nbs/04_augmentation.ipynb #8ba3ecca
-def _deg(d): return tuple(map(float, d)) if isinstance(d, (list, tuple)) else float(d)  # kornia: d → [-d, d]
-
-def _bank(banks, key, op):
-    if not banks or banks.get(key) is None or not len(banks[key]):
-        raise ValueError(f"{op!r} needs reference images: pass build_policy(..., {key}=uint8 images)")
-    return banks[key]
-
-_affine = lambda p, degrees=0.0, translate=0.0, scale=(1.0, 1.0): K.RandomAffine(
-    _deg(degrees), translate=_pair(translate) if translate else None, scale=_pair(scale),
-    padding_mode='reflection', p=p)
-
-AUGMENTATIONS = {  # geometric: the mask moves with the image
-    'hflip':      lambda p=0.5: K.RandomHorizontalFlip(p=p),
-    'vflip':      lambda p=0.5: K.RandomVerticalFlip(p=p),
-    'rotate':     lambda p=0.5, degrees=(-15.0, 15.0): _affine(p, degrees),
-    'scale':      lambda p=0.5, scale=(0.9, 1.1): _affine(p, scale=scale),
-    'translate':  lambda p=0.5, translate=0.05: _affine(p, translate=translate),
-    'affine':     lambda p=0.5, degrees=10.0, translate=0.0, scale=(1.0, 1.0): _affine(p, degrees, translate, scale),
-    'elastic':    lambda p=0.5, alpha=(0.5, 2.0), sigma=4.0: RandomOp(partial(elastic_warp, sigma=float(sigma)), p,
-                                                                      alpha=alpha),
-    # photometric: the mask is untouched
-    'brightness': lambda p=0.5, range=(0.9, 1.1): K.RandomBrightness(_pair(range), p=p),
-    'contrast':   lambda p=0.5, range=(0.8, 1.2): K.RandomContrast(_pair(range), p=p),
-    'gamma':      lambda p=0.5, range=(0.8, 1.25): K.RandomGamma(_pair(range), p=p),
-    'noise':      lambda p=0.5, std=0.02: K.RandomGaussianNoise(std=float(std), p=p),
-    'blur':       lambda p=0.5, sigma=(0.1, 1.0): K.RandomGaussianBlur(2 * math.ceil(2 * _pair(sigma)[1]) + 1,
-                                                                       _pair(sigma), p=p),
-    'sharpen':    lambda p=0.5, sharpness=(0.2, 1.0): K.RandomSharpness(_pair(sharpness), p=p),
-    # environmental: occlusion (the erased part leaves the mask too), lighting, other surfaces
-    'cutout':     lambda p=0.5, scale=(0.02, 0.1), value=0.5: K.RandomErasing(scale=_pair(scale),
-                                                                              value=float(value), p=p),
-    'gradient':   lambda p=0.5, gain=(0.05, 0.2): K.RandomLinearIllumination(gain=_pair(gain), p=p),
-    'vignette':   lambda p=0.5, strength=(0.1, 0.4): RandomOp(lambda x, m, ref, strength: (vignette(x, strength), m),
-                                                              p, strength=strength),
-    'background': lambda p=0.5, feather=1.0, banks=None: RandomOp(
-                      lambda x, m, ref: (paste_region(x, m, ref, float(feather)), m), p,
-                      _bank(banks, 'backgrounds', 'background')),
-    # style transfer towards the real images
-    'fda':        lambda p=0.5, beta=(0.01, 0.08), banks=None: RandomOp(
-                      lambda x, m, ref, beta: (fourier_domain_adaptation(x, ref, beta), m), p,
-                      _bank(banks, 'targets', 'fda'), beta=beta),
-    'histmatch':  lambda p=0.5, strength=(0.5, 1.0), banks=None: RandomOp(
-                      lambda x, m, ref, strength: (match_histograms(x, ref, strength), m), p,
-                      _bank(banks, 'targets', 'histmatch'), strength=strength),
-    # domain randomisation: a random n_ops of `ops` per image
-    'randomize':  lambda p=1.0, n_ops=(1, 2), ops=None, banks=None: Randomize(_steps(ops or {}, banks, p=1.0),
-                                                                              n_ops, p),
-}
-
-# %% ../nbs/04_augmentation.ipynb #847782fb
-class Policy(torch.nn.Module):
-    "Steps applied in order: `policy(images, masks)` → `(images, masks)`, float (B, 1, H, W)."
-    def __init__(self, steps: dict): super().__init__(); self.steps = torch.nn.ModuleDict(steps)
-    def forward(self, x, m):
-        for step in self.steps.values(): x, m = step(x, m)
-        return x, m
-
-class Randomize(Policy):
-    "Each image (with probability `p`) gets a random `n_ops` of the steps."
-    def __init__(self, steps: dict, n_ops=(1, 2), p: float = 1.0):
-        super().__init__(steps); self.n_ops, self.p = [int(n) for n in _pair(n_ops)], float(p)
-    def forward(self, x, m):
-        B, n = len(x), len(self.steps)
-        k = torch.randint(self.n_ops[0], self.n_ops[1] + 1, (B, 1))
-        chosen = (torch.rand(B, n).argsort(1).argsort(1) < k) & (torch.rand(B, 1) < self.p)
-        for j, step in enumerate(self.steps.values()):
-            idx = chosen[:, j].nonzero().squeeze(1).to(x.device)
-            if len(idx): xs, ms = step(x[idx], m[idx]); x, m = x.index_copy(0, idx, xs), m.index_copy(0, idx, ms)
-        return x, m
-
-def _steps(policy: dict, banks: dict|None = None, **defaults) -> dict:
-    steps = {}
-    for op, settings in policy.items():
-        kw = {**defaults, **(settings or {})}
-        if 'banks' in inspect.signature(AUGMENTATIONS[op]).parameters: kw['banks'] = banks
-        step = AUGMENTATIONS[op](**kw)
-        steps[op] = step if isinstance(step, (RandomOp, Policy)) else K.AugmentationSequential(
-            step, data_keys=['input', 'mask'])
-    return steps
-
-# %% ../nbs/04_augmentation.ipynb #c0a1be08
-LIMITS = {'p': (0, 1), 'degrees': (-180, 180), 'translate': (0, 1), 'scale': (0.1, 10), 'range': (0, 10), 'std': (0, 1),
-          'sigma': (0.05, 16), 'sharpness': (0, 10), 'value': (0, 1), 'gain': (0, 1),
-          'strength': (0, 1), 'alpha': (0, 20),
-          'beta': (0, 0.5), 'feather': (0, 16), 'n_ops': (0, 64)}
-
-def _check_setting(op: str, k: str, v, default):
-    pair = isinstance(v, (list, tuple))
-    if pair and not isinstance(default, tuple): raise ValueError(f"{op}.{k} takes one number, got {v}")
-    if pair and (len(v) != 2 or v[0] > v[1]): raise ValueError(f"{op}.{k} must be [low, high] with low ≤ high, got {v}")
-    values = v if pair else [v]
-    if not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in values):
-        raise ValueError(f"{op}.{k} must be a number or [low, high], got {v!r}")
-    lo, hi = LIMITS.get(k, (-math.inf, math.inf))
-    if not all(lo <= a <= hi for a in values): raise ValueError(f"{op}.{k} must be in [{lo}, {hi}], got {v}")
-
-def validate_policy(policy: dict) -> dict:
-    "Check a policy mapping; return it unchanged."
-    if not isinstance(policy, dict): raise TypeError("policy must be a mapping of operation -> settings, got "
-                                                     f"{type(policy).__name__}")
-    for op, settings in policy.items():
-        if op not in AUGMENTATIONS: raise ValueError(f"Unknown augmentation {op!r}{did_you_mean(op, AUGMENTATIONS)}; "
-                                           f"available: {sorted(AUGMENTATIONS)}")
-        if not isinstance(settings or {}, dict): raise ValueError(f"{op}: settings must be a mapping, got {settings!r}")
-        params = {k: v.default for k, v in inspect.signature(AUGMENTATIONS[op]).parameters.items() if k != 'banks'}
-        for k, v in (settings or {}).items():
-            if k not in params: raise ValueError(f"{op}: unknown setting {k!r}{did_you_mean(k, params)}; "
-                                                 f"settings: {list(params)}")
-            if k != 'ops': _check_setting(op, k, v, params[k])
-        if op == 'randomize':
-            inner = validate_policy((settings or {}).get('ops') or {})
-            lo, hi = _pair((settings or {}).get('n_ops', params['n_ops']))
-            if hi > len(inner): raise ValueError(f"randomize.n_ops asks for up to {hi:g} operations "
-                                                 f"but ops lists {len(inner)}")
-    return policy
-
-# %% ../nbs/04_augmentation.ipynb #6e2c0a9c
-def _as_bank(images): return None if images is None else torch.from_numpy(
-    np.ascontiguousarray(images, np.uint8)).float().div(255).unsqueeze(1)
-
-def build_policy(policy: dict, # operation -> settings, as in the experiment YAML
-                 targets: np.ndarray|None = None, # uint8 (N, H, W) style targets for `fda` and `histmatch`
-                 backgrounds: np.ndarray|None = None, # uint8 (N, H, W) defect-free surfaces for `background`
-                ) -> Policy:
-    "A module that transforms batches of images and masks together, step by step in declared order."
-    validate_policy(policy)
-    return Policy(_steps(policy, {'targets': _as_bank(targets), 'backgrounds': _as_bank(backgrounds)}))
+__all__ = ['DEFAULT_POLICY', 'INPUTS', 'AugmentationConfig', 'reference_banks', 'translate_synthetic', 'run_augmentation',
+           'preview_images']
 
 # %% ../nbs/04_augmentation.ipynb #29c9df49
 DEFAULT_POLICY = {'hflip': {'p': 0.5}, 'affine': {'p': 0.7, 'degrees': 8, 'translate': 0.05, 'scale': [0.92, 1.08]},
@@ -209,38 +40,6 @@ class AugmentationConfig:
     def __post_init__(self):
         validate_policy(self.policy)
         check_settings('translation', self.translation, TranslationSettings)  # typed like the stage's own parameters
-
-# %% ../nbs/04_augmentation.ipynb #ad0f01af
-def augment(images: np.ndarray, # uint8 (N, H, W)
-            masks: np.ndarray|None, # uint8 (N, H, W) or None
-            pipeline: Policy, # from `build_policy`, on `device`
-            seed: int = 0, batch_size: int = 256, device='cpu', desc: str = 'augment') -> tuple:
-    "Augmented (images, masks) as uint8 arrays."
-    torch.manual_seed(seed)
-    images = np.ascontiguousarray(images)
-    masks = np.zeros_like(images) if masks is None else np.ascontiguousarray(masks)
-    out_i, out_m = [], []
-    for i in progress(range(0, len(images), batch_size), desc=desc, leave=False, disable=len(images) <= batch_size):
-        x = torch.from_numpy(images[i:i+batch_size]).to(device).float().div(255).unsqueeze(1)
-        m = torch.from_numpy(masks[i:i+batch_size]).to(device).float().unsqueeze(1)
-        xa, ma = pipeline(x, m)
-        out_i.append((xa.clamp(0, 1) * 255).round().to(torch.uint8).squeeze(1).cpu().numpy())
-        out_m.append((ma > 0.5).to(torch.uint8).squeeze(1).cpu().numpy())
-    h, w = images.shape[1:]
-    return (np.concatenate(out_i) if out_i else np.zeros((0, h, w), np.uint8),
-            np.concatenate(out_m) if out_m else np.zeros((0, h, w), np.uint8))
-
-# %% ../nbs/04_augmentation.ipynb #7dbd9c92
-def preview_grid(policies: dict, # row title -> policy mapping
-                 images: np.ndarray, masks: np.ndarray|None = None, # uint8 (N, H, W): a handful of sources
-                 targets=None, backgrounds=None, # reference images for style and background operations
-                 draws: int = 2, seed: int = 0, device='cpu', title: str = ''):
-    "A figure: the sources, then `draws` rows per policy (same images, different seeds)."
-    rows = {'source': images}
-    for name, policy in policies.items():
-        pipeline = build_policy(policy, targets, backgrounds).to(device)
-        for d in range(draws): rows[f'{name} {d + 1}'] = augment(images, masks, pipeline, seed + d, device=device)[0]
-    return image_grid(rows, ncols=len(images), size=0.8, title=title)
 
 # %% ../nbs/04_augmentation.ipynb #5bdb8ae6
 def reference_banks(policy: dict, # the stage's policy

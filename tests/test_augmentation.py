@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from synthnb.augmentation import AugmentationConfig, DEFAULT_POLICY, augment, build_policy, run_augmentation, validate_policy
+from synthnb.augmentation import AugmentationConfig, DEFAULT_POLICY, run_augmentation
+from synthnb.policies import augment, build_policy, validate_policy
 from synthnb.store import StageRun
 from synthnb.style import fourier_domain_adaptation, match_histograms, paste_region
 

@@ -20,6 +20,7 @@ LAYERS = [
     {'diffusion'},  # the diffusion model
     {'hybrid', 'defect_diffusion'},  # simulation or paste refined by the diffusion model; learned defect crops
     {'generators'},  # the generator registry: every generator declared once, its contract, the controls
+    {'policies'},  # augmentation operations and policies
     {'domain', 'generation', 'augmentation', 'evaluation', 'integration', 'sampler'},  # stages 1-5 (and stage 2's sampler choice)
     {'arms', 'verdict'},  # stage 6's arms and its verdict
     {'training_figures'},  # stage 6's figures
