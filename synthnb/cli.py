@@ -217,7 +217,8 @@ def cmd_download(args) -> int:
 # %% ../nbs/14_cli.ipynb #2c9d8a24
 def cmd_sweep(args) -> int:
     "synthnb sweep SPEC: run a grid of experiments on Dask and write the sweep report."
-    from synthnb.sweep import expand_sweep, load_sweep, run_sweep  # dask is imported only when a sweep runs
+    from synthnb.grid import expand_sweep, load_sweep
+    from synthnb.sweep import run_sweep  # dask is imported only when a sweep runs
     try: spec = load_sweep(args.spec, args.p or [], args.g or []); expand_sweep(spec)
     except (ValueError, FileNotFoundError) as e: LOG.error(f"error: {e}"); return 2
     t0 = time.time()

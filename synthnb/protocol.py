@@ -19,8 +19,9 @@ from .runtime import resolve_device
 from .stages import CONFIGS
 from .store import atomic_path, load_json, save_json, write_npz
 from .runner import run_experiment
-from .sweep import (_worker_address, config_hash, is_finished, local_gpus, machine_cores, run_report,
-                           run_sweep_experiment, sweep_client, task_environment)
+from .grid import config_hash, is_finished
+from .sweep import (_worker_address, local_gpus, machine_cores, run_report, run_sweep_experiment, sweep_client,
+                           task_environment)
 from .arms import arm_options
 from .training import TrainingConfig, evaluate_unit, positive_class
 

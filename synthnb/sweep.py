@@ -4,172 +4,22 @@
 
 # %% ../nbs/12_sweep.ipynb #62d4773f
 from __future__ import annotations
-import contextlib, dataclasses, datetime, hashlib, itertools, json, os, platform, re, sys, tempfile, time, uuid
+import contextlib, dataclasses, datetime, os, platform, sys, tempfile, time, uuid
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .config import (Experiment, did_you_mean, load_experiment, load_yaml, parse_override, stage_folder,
-                            validate_exp_id)
-from .runtime import project_root
+from .config import Experiment
 from .stages import CONFIGS
-from .store import load_json, read_manifest, save_json
+from .store import load_json, save_json
 from .report_layout import finish_report, report_notebook
-from .execution import (StageFailed, accepted_parameters, execute_notebook, notebooks_dir,
-                               validate_experiment)
+from .execution import StageFailed, execute_notebook, notebooks_dir
 from .runner import run_experiment
+from .grid import SweepPoint, SweepSpec, config_hash, expand_sweep, load_sweep, plan_sweep
 
 # %% auto #0
-__all__ = ['SPEC_KEYS', 'LABELS', 'NOT_CONFIG', 'THREAD_VARS', 'WORKER_ONLY_VARS', 'SweepSpec', 'load_sweep', 'point_label',
-           'sweep_exp_id', 'SweepPoint', 'config_hash', 'expand_sweep', 'config_diff', 'is_finished', 'plan_sweep',
-           'task_environment', 'local_gpus', 'run_sweep_experiment', 'machine_cores', 'sweep_client', 'run_sweep',
-           'run_report', 'run_sweep_report']
-
-# %% ../nbs/12_sweep.ipynb #69fdb6db
-SPEC_KEYS = ('name', 'description', 'cases', 'overrides', 'grid')
-
-@dataclasses.dataclass
-class SweepSpec:
-    "A sweep: experiment files (cases), overrides shared by all, and a grid of values to cross."
-    name: str  # names runs/<name>/ and prefixes every exp_id
-    cases: dict  # case name -> experiment YAML path
-    overrides: dict  # key -> value for every experiment
-    grid: dict  # key -> list of values; the experiments are cases × the product of these lists
-    description: str = ''
-    source: str = ''
-
-def _cases(cases, where) -> dict:
-    if isinstance(cases, str): cases = [cases]
-    if isinstance(cases, list):
-        names = [Path(str(c)).stem for c in cases]
-        if len(set(names)) < len(names): raise ValueError(f"{where}: two cases share a file name {names}; "
-                                                          "write cases as a mapping name: file")
-        cases = dict(zip(names, cases))
-    if not isinstance(cases, dict) or not cases:
-        raise ValueError(f"{where}: `cases` must name at least one experiment file")
-    return {validate_exp_id(str(k)): str(v) for k, v in cases.items()}
-
-def load_sweep(path, # sweep YAML file, or a dict with its content
-               overrides=(), # `key=value` strings for every experiment (`-p`)
-               grid=(), # `key=[v1, v2]` strings that replace or add a grid axis (`-g`)
-              ) -> SweepSpec:
-    "Read a sweep file; command-line overrides and grid axes win over the file."
-    raw = dict(path) if isinstance(path, dict) else load_yaml(Path(path).read_text(), str(path))
-    if not isinstance(raw, dict): raise ValueError(f"{path}: a sweep file must be a YAML mapping")
-    for k in raw:
-        if k not in SPEC_KEYS: raise ValueError(f"{path}: unknown key {k!r}{did_you_mean(k, SPEC_KEYS)}; "
-                                                f"allowed: {list(SPEC_KEYS)}")
-    fixed = {**(raw.get('overrides') or {}), **dict(parse_override(o) for o in overrides)}
-    axes = {**(raw.get('grid') or {}), **dict(parse_override(g) for g in grid)}
-    for k, v in axes.items():
-        if not isinstance(v, list) or not v:
-            raise ValueError(f"{path}: grid axis {k!r} must be a non-empty list of values, got {v!r}")
-    if both := set(fixed) & set(axes):
-        raise ValueError(f"{path}: {sorted(both)} both fixed (overrides) and varied (grid)")
-    name = raw.get('name') or (Path(str(path)).stem if not isinstance(path, dict) else 'sweep')
-    return SweepSpec(validate_exp_id(str(name)), _cases(raw.get('cases'), path), fixed, axes,
-                     raw.get('description', ''), str(path))
-
-# %% ../nbs/12_sweep.ipynb #be3d3cf9
-LABELS = {'seed': 's', 'integration.ratio': 'r', 'generation.generators': '', 'domain.n_per_class': 'n',
-          'generation.n_synthetic_per_class': 'gn'}
-
-def _fmt(value) -> str:
-    if isinstance(value, bool): return str(value).lower()
-    if isinstance(value, float): return f'{value:g}'
-    if isinstance(value, (list, tuple)): return '_'.join(_fmt(v) for v in value)
-    if isinstance(value, dict): return '_'.join(f'{k}{_fmt(v)}' for k, v in value.items())
-    return str(value)
-
-def point_label(key: str, value) -> str:
-    "Label of one grid value inside an exp_id: `r0.5`, `s1`, `simulation_diffusion`, `steps20`."
-    prefix = LABELS.get(key, key.split('.')[-1].replace('_', ''))
-    return re.sub(r'[^A-Za-z0-9_.]', '_', prefix + _fmt(value))
-
-def sweep_exp_id(sweep: str, # the sweep's name
-                 case: str, # the case (experiment file) name
-                 point: dict, # grid key -> value
-                ) -> str:
-    "The deterministic exp_id of one grid point."
-    keys = sorted(point, key=lambda k: k == 'seed')
-    exp_id = '-'.join([sweep, case, *(point_label(k, point[k]) for k in keys)])
-    if len(exp_id) > 100: exp_id = exp_id[:91] + '-' + hashlib.sha256(exp_id.encode()).hexdigest()[:8]
-    return validate_exp_id(exp_id)
-
-# %% ../nbs/12_sweep.ipynb #a4d71bf5
-@dataclasses.dataclass
-class SweepPoint:
-    "One experiment of a sweep: its case, grid values and validated experiment."
-    case: str
-    point: dict  # grid key -> value
-    exp: Experiment
-
-    @property
-    def exp_id(self) -> str: return self.exp.exp_id
-
-# where an experiment came from, whether it is mirrored, how many chains its protocol asks for: none changes what
-# one run of it computes
-NOT_CONFIG = ('source', 'tracking', 'protocol')
-
-def _config(exp) -> dict: return json.loads(json.dumps({k: v for k, v in dataclasses.asdict(exp).items()
-                                                        if k not in NOT_CONFIG}, default=str))
-
-def config_hash(exp: Experiment) -> str:
-    "sha256 of what `exp` computes: seed, device, profile and stage parameters (not its file)."
-    blob = json.dumps(_config(exp), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-def _case_path(path) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() or p.exists() or project_root() is None else project_root()/p
-
-def expand_sweep(spec: SweepSpec, accepted: dict|None = None) -> list:
-    "Cases × grid into distinct, validated `SweepPoint`s (raises `ValueError` on any bad one)."
-    accepted, points, seen = accepted or accepted_parameters(), [], {}
-    for case, path in spec.cases.items():
-        for values in itertools.product(*spec.grid.values()):
-            point = dict(zip(spec.grid, values))
-            exp_id = sweep_exp_id(spec.name, case, point)
-            if exp_id in seen: raise ValueError(f"grid points {seen[exp_id]} and {point} both map to exp_id {exp_id!r}")
-            seen[exp_id] = point
-            overrides = [*spec.overrides.items(), *point.items(), ('exp_id', exp_id)]
-            try: exp = validate_experiment(load_experiment(_case_path(path), overrides, accepted), accepted)
-            except (ValueError, FileNotFoundError) as e: raise type(e)(f"case {case}, grid point {point}: {e}") from e
-            points.append(SweepPoint(case, point, exp))
-    return points
-
-# %% ../nbs/12_sweep.ipynb #3bce8369
-def config_diff(old: dict, new: dict, prefix: str = '') -> list:
-    "`key: old → new` for every value that differs between two nested mappings."
-    out = []
-    for k in sorted(set(old) | set(new), key=str):
-        a, b = old.get(k, '<unset>'), new.get(k, '<unset>')
-        if isinstance(a, dict) and isinstance(b, dict): out += config_diff(a, b, f'{prefix}{k}.')
-        elif a != b: out.append(f'{prefix}{k}: {a!r} → {b!r}')
-    return out
-
-def is_finished(run_dir) -> bool:
-    "True if the training stage of the run in `run_dir` completed."
-    try: read_manifest(Path(run_dir)/stage_folder('training')); return True
-    except Exception: return False
-
-def plan_sweep(points: list, sweep_dir, force: bool = False) -> tuple:
-    "(points to run, exp_ids to skip); raises `ValueError` if a run folder holds another configuration."
-    old = (load_json(Path(sweep_dir)/'sweep.json') if (Path(sweep_dir)/'sweep.json').exists()
-           else {}).get('experiments', {})
-    todo, skip, clashes = [], [], []
-    for p in points:
-        run_dir, rec = Path(sweep_dir)/p.exp_id, old.get(p.exp_id, {})
-        if (run_dir/'experiment.json').exists() and not force:
-            if diff := config_diff({k: v for k, v in load_json(run_dir/'experiment.json').items()
-                                    if k not in NOT_CONFIG}, _config(p.exp)):
-                clashes.append(f"{run_dir} holds another configuration: {'; '.join(diff)}")
-        if (not force and rec.get('status') == 'complete' and rec.get('config') == config_hash(p.exp)
-                and is_finished(run_dir)): skip.append(p.exp_id)
-        else: todo.append(p)
-    if clashes: raise ValueError("refusing to reuse run folders (rename the sweep, or --force):\n  "
-                                 + '\n  '.join(clashes))
-    return todo, skip
+__all__ = ['THREAD_VARS', 'WORKER_ONLY_VARS', 'task_environment', 'local_gpus', 'run_sweep_experiment', 'machine_cores',
+           'sweep_client', 'run_sweep', 'run_report', 'run_sweep_report']
 
 # %% ../nbs/12_sweep.ipynb #e17e6ef6
 THREAD_VARS = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')

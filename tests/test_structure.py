@@ -27,6 +27,7 @@ LAYERS = [
     {'training'},  # stage 6
     {'report_layout', 'execution'},  # how an executed report reads; finding, checking and executing one notebook
     {'runner'},  # executes the stage notebooks
+    {'grid'},  # a sweep file expanded into experiments, and planned
     {'feedback', 'sweep', 'sweep_report'},  # orchestration on top of the runner
     {'protocol'},  # replicate and learning-curve chains, run like a sweep's experiments
     {'evidence_report'},  # the evidence step: reads every chain
