@@ -4,140 +4,18 @@
 
 # %% ../nbs/14_cli.ipynb #139afd92
 from __future__ import annotations
-import argparse, base64, html, json, logging, os, sys, time, traceback
+import argparse, logging, os, sys, time, traceback
 from pathlib import Path
 
 import synthnb
-from .config import RESERVED_PARAMS, STAGES, Experiment, load_experiment, stage_folder
+from .config import RESERVED_PARAMS, STAGES, load_experiment
 from .execution import (LOG, StageFailed, accepted_parameters, find_experiment, notebook_parameters,
                                setup_logging, validate_experiment)
 from .runner import check_runs_dir, run_experiment
-from .report_layout import SUMMARY_TAG, report_header
+from .report_page import gate_summary, print_headline, write_run_report
 
 # %% auto #0
-__all__ = ['HEADLINE_FIGURES', 'run_headline', 'gate_summary', 'print_headline', 'output_cell', 'report_outputs', 'stage_section',
-           'run_report_header', 'headline_figure', 'write_run_report', 'fail', 'cmd_run', 'cmd_params', 'cmd_download',
-           'cmd_sweep', 'add_sweep_parser', 'parser', 'main']
-
-# %% ../nbs/14_cli.ipynb #b7d41f02
-def run_headline(run_dir, # a run folder
-                ) -> str|None:
-    "Stage 6's headline as a Markdown table (`synthnb.verdict.headline_markdown`); None when stage 6 has not run."
-    f = Path(run_dir)/stage_folder('training')/'metrics.json'
-    if not f.exists(): return None
-    from synthnb.verdict import headline_markdown
-    return headline_markdown(json.loads(f.read_text()))
-
-# %% ../nbs/14_cli.ipynb #dbd98256
-def gate_summary(run_dir, # a run folder
-                ) -> str|None:
-    ("One Markdown line per generator that failed stage 3's quality gate, with its reasons (None when stage 3 has "
-     "not run or none failed).")
-    f = Path(run_dir)/stage_folder('evaluation')/'metrics.json'
-    gate = json.loads(f.read_text()).get('gate') or {} if f.exists() else {}
-    if not gate.get('failed'): return None
-    how = 'flagged only: its images still went on' if gate['mode'] == 'flag' else 'not mixed, not ranked'
-    return '\n'.join(f"- generator `{g}` **failed** the quality gate ({how}): "
-                     + '; '.join(gate['generators'][g]['reasons']) for g in gate['failed'])
-
-# %% ../nbs/14_cli.ipynb #774a05ce
-def print_headline(run_dir, # a run folder whose stage 6 completed
-                  ) -> str|None:
-    ("Print stage 6's headline table (the answer: real-only, best synthetic arm, ceiling, paired Δs, gap closed, data "
-     "equivalence) and the generators that failed the quality gate on stdout, where `-q` keeps them; return the text "
-     "(None when stage 6 has not run).")
-    table = run_headline(run_dir)
-    if table is None: return None
-    failed = gate_summary(run_dir)
-    text = (f"\nheadline ({Path(run_dir)/stage_folder('training')/'report.ipynb'}):\n" + table
-            + (f"\n\n{failed}" if failed else ''))
-    print(text, flush=True)
-    return text
-
-# %% ../nbs/14_cli.ipynb #4f6b2d90
-def output_cell(data: dict, # a mime bundle, e.g. {'text/markdown': '**bold**'}
-               ):
-    "A code cell without source that shows `data`: how the run report places its own text among the stages' outputs."
-    import nbformat
-    return nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output('display_data', data)])
-
-# %% ../nbs/14_cli.ipynb #6d2b8e45
-def report_outputs(notebook, # an executed notebook (`nbformat.NotebookNode`)
-                  ) -> list:
-    ("The outputs worth reading of each code cell of `notebook`, one list a cell: displays, results and stdout; "
-     "no stderr streams (warnings, progress bars), no errors, no cells left empty, no copies (the summary on top "
-     "of a report repeats its results cells: `SUMMARY_TAG`).")
-    cells = [c for c in notebook.cells if c.cell_type == 'code' and SUMMARY_TAG not in c.metadata.get('tags', [])]
-    outs = [[o for o in c.outputs if o.output_type in ('display_data', 'execute_result')
-             or (o.output_type == 'stream' and o.name == 'stdout')] for c in cells]
-    return [o for o in outs if o]
-
-# %% ../nbs/14_cli.ipynb #8b4e0b67
-def stage_section(run_dir, # a run folder
-                  stage: str, # one of `STAGES`
-                 ) -> list:
-    ("The cells of `stage`'s section in the run report: a heading with the stage folder as its id (`01_domain`), "
-     "then the outputs of its executed `report.ipynb` (`report_outputs`), or a line saying that it is missing.")
-    import nbformat
-    folder = stage_folder(stage)
-    f = Path(run_dir)/folder/'report.ipynb'
-    nb = nbformat.read(f, as_version=4) if f.exists() else nbformat.v4.new_notebook()
-    title = next((line[2:].strip() for c in nb.cells if c.cell_type == 'markdown'
-                  for line in c.source.splitlines() if line.startswith('# ')), stage)
-    cells = [output_cell({'text/html': f'<h2 id="{folder}">{folder} · {html.escape(title)}</h2>'})]
-    if not f.exists(): return cells + [output_cell({'text/markdown': f"*No `{folder}/report.ipynb` in this run.*"})]
-    return cells + [nbformat.v4.new_code_cell(outputs=o) for o in report_outputs(nb)]
-
-# %% ../nbs/14_cli.ipynb #a1b2c3d4
-def run_report_header(run_dir, # a run folder with its `experiment.json`
-                      stages=STAGES, # the stages with a section
-                     ) -> tuple:
-    ("The Markdown that opens the run report: the experiment file, the header of every stage report (exp_id, profile, "
-     "seed, device, commit; `report_layout.report_header`), the evidence headline (when chains ran) and stage 6's "
-     "headline table; then (below its figure) the contents.")
-    exp = Experiment(**json.loads((Path(run_dir)/'experiment.json').read_text()))
-    toc = '\n'.join(f"- [{stage_folder(s)}](#{stage_folder(s)})" for s in stages)
-    headline = run_headline(run_dir) or '*Stage 6 has not run: no headline.*'
-    evidence = Path(run_dir)/'evidence'/'headline.md'  # the protocol's chains ran: their evidence comes first
-    if evidence.exists(): headline = (f"{evidence.read_text()}\n\n*The evidence step over every chain "
-                                      f"(`evidence/report.ipynb`); the stage sections below are chain 0's, "
-                                      f"and its stage 6 shows validation only.*")
-    failed = gate_summary(run_dir)
-    headline += f"\n\n{failed}" if failed else ''
-    return ('\n\n'.join([f"# Run report: {exp.exp_id}", f"**Experiment file** `{exp.source or '(none)'}`",
-                         report_header(exp), '## Headline', headline]), '\n\n'.join(['## Contents', toc]))
-
-# %% ../nbs/14_cli.ipynb #152eaf20
-HEADLINE_FIGURES = ('evidence/evidence', f"{stage_folder('training')}/paired_deltas",
-                    f"{stage_folder('training')}/test_metrics")  # the figure beside the headline: the first that exists
-
-def headline_figure(run_dir) -> dict|None:
-    "The mime bundle of the headline figure (`HEADLINE_FIGURES`), or None before stage 6 has run."
-    f = next((p for n in HEADLINE_FIGURES if (p := Path(run_dir)/f'{n}.png').exists()), None)
-    return {'image/png': base64.b64encode(f.read_bytes()).decode()} if f else None
-
-# %% ../nbs/14_cli.ipynb #c3d4e5f6
-def write_run_report(run_dir, # a run folder (`runs/<exp_id>`) with its `experiment.json`
-                     stages=STAGES, # the stages that ran, in order
-                    ) -> Path:
-    ("Write `run_dir/report.html`: the header and headline (`run_report_header`), stage 6's headline figure, the "
-     "contents, then one section per stage (`stage_section`), as one self-contained page without code; return its "
-     "path.")
-    import nbformat
-    from nbconvert import HTMLExporter
-    top, toc = run_report_header(run_dir, stages)
-    figure = headline_figure(run_dir)
-    cells = [output_cell({'text/markdown': top}), *([output_cell(figure)] if figure else []),
-             output_cell({'text/markdown': toc})]
-    for s in stages: cells += stage_section(run_dir, s)
-    quiet = logging.getLogger('synthnb.report')  # nbconvert warns of every figure without alt text
-    quiet.setLevel(logging.ERROR)
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True, log=quiet)
-    nb = nbformat.v4.new_notebook(cells=cells, metadata={'title': f'{Path(run_dir).name} · synthnb run report'})
-    page, _ = exporter.from_notebook_node(nb)
-    out = Path(run_dir)/'report.html'
-    out.write_text(page, encoding='utf-8')
-    return out
+__all__ = ['fail', 'cmd_run', 'cmd_params', 'cmd_download', 'cmd_sweep', 'add_sweep_parser', 'parser', 'main']
 
 # %% ../nbs/14_cli.ipynb #73f2f26c
 def fail(e: BaseException, code: int) -> int:

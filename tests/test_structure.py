@@ -31,6 +31,7 @@ LAYERS = [
     {'feedback', 'sweep', 'sweep_report'},  # orchestration on top of the runner
     {'protocol'},  # replicate and learning-curve chains, run like a sweep's experiments
     {'evidence_report'},  # the evidence step: reads every chain
+    {'report_page'},  # what a finished run prints, and its one HTML page
     {'cli'}, {'__main__'},  # the command line
 ]
 LAYER = {m: i for i, layer in enumerate(LAYERS) for m in layer}
