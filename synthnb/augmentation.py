@@ -14,7 +14,7 @@ from scipy.stats import wasserstein_distance
 from .store import StageResult, StageRun, stage_result
 from .parameters import Count, PositiveInt, Seed, check_settings, stage_config
 from .images import image_grid
-from .cards import normal_index
+from .dataset_cards import normal_index
 from .translation import CycleGANTranslator, TranslationSettings
 from .policies import augment, build_policy, preview_grid, validate_policy
 

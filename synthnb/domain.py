@@ -16,7 +16,7 @@ from .config import did_you_mean
 from .parameters import ALL, Bounds, ClassCounts, ConfigError, Fraction, PositiveInt, Seed, stage_config
 from .store import StageResult, StageRun, stage_result
 from .images import image_grid
-from .cards import load_card
+from .dataset_cards import load_card
 from .data import DataError
 from .sources import load_source
 
@@ -192,7 +192,7 @@ def profile_domain(pool: dict, train: dict, val: dict, test: dict, classes: list
     return prof
 
 # %% ../nbs/01_domain.ipynb #d5ec9abe
-def card_profile(card: dict, # a checked card (`synthnb.cards.load_card`)
+def card_profile(card: dict, # a checked card (`synthnb.dataset_cards.load_card`)
                  dataset: str, # the dataset's name
                  notes: list = (), # what loading changed (resizing, colour conversion, unused splits)
                 ) -> dict:

@@ -23,7 +23,7 @@ from .hybrid import HybridGenerator, HybridSettings
 from .paste import DefectPasteGenerator, PasteSettings
 from .defect_diffusion import DefectDiffusionGenerator, DefectDiffusionSettings
 from .simulation import ChestOpacitySimulator, SurfaceDefectSimulator
-from .cards import normal_index, SIMULATOR_NAMES
+from .dataset_cards import normal_index, SIMULATOR_NAMES
 from .data import DataError
 
 # %% auto #0

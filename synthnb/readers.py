@@ -14,7 +14,7 @@ from .config import did_you_mean
 from .runtime import progress
 from .store import sha256_file
 from .data import DataError, PNEUMONIA_VERSIONS, data_root, verify_file
-from .cards import COLUMNS, fit_square, read_image
+from .dataset_cards import COLUMNS, fit_square, read_image
 
 # %% auto #0
 __all__ = ['KNOWN_FILES', 'IMAGE_EXTS', 'load_npz', 'folder_rows', 'outside_rows', 'load_folder']

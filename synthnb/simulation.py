@@ -10,7 +10,7 @@ from scipy import ndimage
 from fastcore.basics import patch
 
 from .images import check_labels
-from .cards import normal_index
+from .dataset_cards import normal_index
 
 # %% auto #0
 __all__ = ['perlin_noise', 'fractal_noise', 'scratch_mask', 'crack_mask', 'blob_mask', 'perlin_mask', 'elastic_warp', 'lighting',

@@ -45,7 +45,7 @@ def code_hash() -> str:
 def data_fingerprint(params: dict) -> dict:
     ("Where stage 1 reads its data and what is there: the card's source, resolved, and a hash of every file's path, "
      "size and mtime (files a manifest names outside the folder too).")
-    from synthnb.cards import load_card
+    from synthnb.dataset_cards import load_card
     from synthnb.readers import _read_rows, outside_rows
     from synthnb.sources import source_path
     card = load_card(params.get('dataset', 'pneumoniamnist'),

@@ -8,7 +8,7 @@ import pytest
 
 from synthnb.data import DataError, download_dataset, mt_manifest, pneumonia_path, verify_magnetic_tiles
 from synthnb.domain import DomainConfig, carve_scarce, carve_validation, run_domain
-from synthnb.cards import load_card
+from synthnb.dataset_cards import load_card
 from synthnb.sources import group_split, load_source
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from synthnb.cards import load_card, read_image
+from synthnb.dataset_cards import load_card, read_image
 from synthnb.sources import group_split, load_source
 
 MT = 'magnetic-tile-defects'

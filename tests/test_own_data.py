@@ -10,7 +10,7 @@ from PIL import Image
 from conftest import synthnb
 from synthnb.config import STAGES, stage_folder
 from synthnb.domain import DomainConfig, run_domain
-from synthnb.cards import load_card
+from synthnb.dataset_cards import load_card
 from synthnb.data import DataError
 from synthnb.sources import load_source
 from synthnb.testing import DEMO_TYPES, demo_folder, demo_npz

@@ -13,7 +13,7 @@ LAYERS = [
     {'store', 'models'},  # the artifact store; the classifier
     {'data', 'metrics', 'features', 'gate', 'style', 'translation', 'evidence', 'inference', 'worth', 'robustness',
      'review'},  # datasets, stage helpers
-    {'cards', 'filtering'},  # dataset cards and how an image file is read
+    {'dataset_cards', 'filtering'},  # dataset cards and how an image file is read
     {'readers'},  # .npz files and image folders
     {'sources', 'stages'},  # any dataset's pool and test split; the stage registry
     {'simulation', 'paste', 'gan', 'external', 'vae', 'pretrained'},  # generators (and the reader of external synthetic sets)
