@@ -4,35 +4,29 @@
 
 # %% ../nbs/00_parameters.ipynb #5b9eaa3b
 from __future__ import annotations
-import dataclasses, json, math, re, types
-from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
+import dataclasses, functools, json, re, types
+from typing import Annotated, Literal, Union, get_args, get_origin, get_type_hints
+
+import annotated_types
 
 from .config import SEED_LIMIT, STAGES, did_you_mean
 
 # %% auto #0
 __all__ = ['MAX_COUNT', 'Count', 'PositiveInt', 'Seed', 'NonNegative', 'Positive', 'Probability', 'Fraction', 'ALL',
-           'ClassCounts', 'Bounds', 'scarce_count', 'with_scarce_count', 'describe', 'conforms', 'ConfigError',
-           'check_fields', 'stage_config', 'check_settings', 'from_parameters', 'parameters_cell']
+           'ClassCounts', 'Bounds', 'scarce_count', 'with_scarce_count', 'Words', 'describe', 'ConfigError',
+           'validator', 'validate', 'stage_config', 'check_settings', 'from_parameters', 'json_schema',
+           'parameters_cell']
 
 # %% ../nbs/00_parameters.ipynb #e3e1f83b
-@dataclasses.dataclass(frozen=True)
-class Bounds:
-    "Allowed range of a number, or of every number in a list: `ge`/`gt` below, `le`/`lt` above (None: open)."
-    ge: float|None = None
-    gt: float|None = None
-    le: float|None = None
-    lt: float|None = None
-
-    def holds(self, v) -> bool:
-        return ((self.ge is None or v >= self.ge) and (self.gt is None or v > self.gt)
-                and (self.le is None or v <= self.le) and (self.lt is None or v < self.lt))
-
+class Bounds(annotated_types.Interval):
+    "Allowed range of a number: `ge`/`gt` below, `le`/`lt` above (None: open); pydantic enforces it, `str` words it."
     def __str__(self):
         num = lambda x: f'{x:,}'.replace(',', '_') if float(x).is_integer() and abs(x) >= 1e4 else f'{x:g}'
         parts = [f'{op} {num(x)}' for op, x in (('≥', self.ge), ('>', self.gt), ('≤', self.le), ('<', self.lt))
                  if x is not None]
         return ' and '.join(parts)
 
+# %% ../nbs/00_parameters.ipynb #958ae391
 MAX_COUNT = 10**7  # the most steps, images or draws any count may ask for: a typo such as 10**12 fails at once
 Count = Annotated[int, Bounds(ge=0, le=MAX_COUNT)]  # 0, 1, 2, …
 PositiveInt = Annotated[int, Bounds(ge=1, le=MAX_COUNT)]  # 1, 2, …
@@ -50,6 +44,7 @@ def scarce_count(n_per_class: int|dict) -> int:
     if not isinstance(n_per_class, dict): return int(n_per_class)
     return min(int(v) for v in n_per_class.values() if v != ALL)
 
+# %% ../nbs/00_parameters.ipynb #633b112f
 def with_scarce_count(n_per_class: int|dict, n: int) -> int|dict:
     "`n_per_class` with its scarce count set to `n` (a mapping: every class with a number; 'all' stays 'all')."
     if not isinstance(n_per_class, dict): return int(n)
@@ -69,11 +64,18 @@ def _plural(desc: str) -> str:
     word, _, rest = d.partition(' ')
     return f"{word}s {rest}".strip()
 
+# %% ../nbs/00_parameters.ipynb #7ea5a2c8
+class Words(str):
+    "`Annotated` metadata: how `describe` words a type whose parts alone would not say it (pydantic ignores it)."
+
+# %% ../nbs/00_parameters.ipynb #08548d18
 def describe(hint) -> str:
     ("What a value of type `hint` looks like, in words: "
      "'an integer ≥ 1', 'a list of numbers > 0', 'one of 'fp32', 'bf16''.")
     if get_origin(hint) is Annotated:
         base, *meta = get_args(hint)
+        own = [m for m in meta if isinstance(m, Words)]
+        if own: return str(own[0])
         b = ' and '.join(str(m) for m in meta if isinstance(m, Bounds))
         return f"{describe(base)} {b}".strip()
     if get_origin(hint) is Literal: return 'one of ' + ', '.join(repr(a) for a in get_args(hint))
@@ -85,29 +87,6 @@ def describe(hint) -> str:
                                                f"to {_plural(describe(args[1]))}")
     return _NAMES.get(_origin(hint), getattr(hint, '__name__', str(hint)))
 
-def conforms(value, hint) -> bool:
-    ("Whether `value` (as YAML or a `-p` override gives it) is a valid `hint`: "
-     "no coercion, except an integer where a number is asked for.")
-    if get_origin(hint) is Annotated:
-        base, *meta = get_args(hint)
-        if not conforms(value, base): return False
-        nums = value if isinstance(value, list) else [value]
-        return all(m.holds(v) for m in meta if isinstance(m, Bounds) for v in nums)
-    if get_origin(hint) is Literal: return value in get_args(hint)
-    if get_origin(hint) in (Union, types.UnionType): return any(conforms(value, a) for a in get_args(hint))
-    if hint is type(None): return value is None
-    if hint is Any: return True
-    t, args = _origin(hint), get_args(hint)
-    if t is bool: return isinstance(value, bool)
-    if t is int: return isinstance(value, int) and not isinstance(value, bool)
-    if t is float: return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if t is list: return (isinstance(value, (list, tuple)) and all(conforms(v, args[0]) for v in value) if args
-                          else isinstance(value, (list, tuple)))
-    if t is dict:
-        return isinstance(value, dict) and (not args or all(conforms(k, args[0]) and conforms(v, args[1])
-                                                            for k, v in value.items()))
-    return isinstance(value, t)
-
 # %% ../nbs/00_parameters.ipynb #87ce1359
 class ConfigError(ValueError):
     "Stage parameters of the wrong type or out of range; `problems` maps each bad field to what is wrong with it."
@@ -115,38 +94,66 @@ class ConfigError(ValueError):
         super().__init__('; '.join(f'{k} = {v}' for k, v in problems.items()))
         self.problems = problems
 
-def check_fields(cfg) -> None:
-    "Raise `ConfigError` naming every field of the dataclass `cfg` whose value does not match its annotation."
-    hints = get_type_hints(type(cfg), include_extras=True)
-    bad = {f.name: f"{getattr(cfg, f.name)!r}: expected {describe(hints[f.name])}"
-           for f in dataclasses.fields(cfg) if f.init and not conforms(getattr(cfg, f.name), hints[f.name])}
-    if bad: raise ConfigError(bad)
+# %% ../nbs/00_parameters.ipynb #87af5422
+@functools.cache
+def validator(cls):
+    "The pydantic `TypeAdapter` of the config dataclass `cls`'s fields: strict, bounded, finite, no unknown keys."
+    import pydantic
+    import typing_extensions
+    hints = get_type_hints(cls, include_extras=True)
+    fields = typing_extensions.TypedDict(cls.__name__, {f.name: hints[f.name] for f in dataclasses.fields(cls)
+                                                        if f.init}, total=False)
+    fields.__pydantic_config__ = pydantic.ConfigDict(strict=True, extra='forbid', allow_inf_nan=False)
+    return pydantic.TypeAdapter(fields)
 
+# %% ../nbs/00_parameters.ipynb #ae47e16b
+def validate(cls, # a `stage_config` class
+             values: dict, # field name -> value, e.g. a nested settings mapping from the experiment
+             key: str = '', # the parameter holding `values`, named in the errors ('vae': 'vae.steps')
+            ) -> None:
+    ("Validate `values` against `cls` with pydantic: an unknown key raises `ValueError` with the closest name, "
+     "wrong types and ranges raise `ConfigError` naming every bad field with its value and what was expected.")
+    import pydantic
+    try: validator(cls).validate_python(values)
+    except pydantic.ValidationError as e: errors = e.errors()
+    else: return
+    known = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = [x['loc'][0] for x in errors if x['type'] == 'extra_forbidden']
+    if unknown: raise ValueError(f"{key or cls.__name__}: unknown setting {unknown[0]!r}"
+                                 f"{did_you_mean(unknown[0], known)}; it takes {known}")
+    hints, named = get_type_hints(cls, include_extras=True), (lambda k: f'{key}.{k}' if key else k)
+    raise ConfigError({named(k): f"{values[k]!r}: expected {describe(hints[k])}"
+                       for k in dict.fromkeys(x['loc'][0] for x in errors)})
+
+# %% ../nbs/00_parameters.ipynb #497bb257
 def stage_config(cls):
-    ("Make `cls` a stage's config dataclass: every field is type- and range-checked (`check_fields`) "
+    ("Make `cls` a stage's config dataclass: pydantic validates every field (`validate`) "
      "before the class's own `__post_init__` checks.")
     own = cls.__dict__.get('__post_init__')
     def __post_init__(self):
-        check_fields(self)
+        validate(type(self), {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init})
         if own: own(self)
     cls.__post_init__ = __post_init__
     return dataclasses.dataclass(cls)
 
+# %% ../nbs/00_parameters.ipynb #063fb26a
 def check_settings(key: str, # the parameter that holds the mapping, e.g. 'vae'
                    given: dict, # its value, as in the experiment
                    cls): # the `stage_config` class of its fields
-    ("Check a nested settings mapping: unknown keys (with the closest name) and wrong types or ranges, "
-     "named `key.field`; return `cls(**given)`.")
-    known = [f.name for f in dataclasses.fields(cls)]
-    for k in given:
-        if k not in known: raise ValueError(f"{key}: unknown setting {k!r}{did_you_mean(k, known)}; it takes {known}")
-    try: return cls(**given)
-    except ConfigError as e: raise ConfigError({f'{key}.{k}': v for k, v in e.problems.items()}) from None
+    "Check a nested settings mapping (`validate`, its fields named `key.field`); return `cls(**given)`."
+    validate(cls, given, key)
+    return cls(**given)
 
+# %% ../nbs/00_parameters.ipynb #5a644911
 def from_parameters(cls, namespace: dict):
     ("An instance of the config class `cls` from the variables of the same names in `namespace` "
      "(a stage notebook's `globals()`).")
     return cls(**{f.name: namespace[f.name] for f in dataclasses.fields(cls) if f.init})
+
+# %% ../nbs/00_parameters.ipynb #1557bc56
+def json_schema(cls) -> dict:
+    "The JSON schema of the config class `cls`'s fields (types, bounds, choices), as pydantic writes it."
+    return validator(cls).json_schema()
 
 # %% ../nbs/00_parameters.ipynb #a7acb3ce
 def _literal(v) -> str:

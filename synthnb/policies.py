@@ -4,8 +4,11 @@
 
 # %% ../nbs/04c_policies.ipynb #6fb925ed
 from __future__ import annotations
-import inspect, math
+import dataclasses, functools, inspect, math
 from functools import partial
+from typing import Annotated, Union
+
+import annotated_types
 
 import numpy as np
 import torch
@@ -14,12 +17,13 @@ from kornia.geometry.transform import elastic_transform2d
 
 from .config import did_you_mean
 from .images import image_grid
+from .parameters import Bounds, Words, validate
 from .runtime import progress
 from .style import fourier_domain_adaptation, match_histograms, paste_region, vignette
 
 # %% auto #0
-__all__ = ['AUGMENTATIONS', 'LIMITS', 'RandomOp', 'elastic_warp', 'Policy', 'Randomize', 'validate_policy', 'build_policy',
-           'augment', 'preview_grid']
+__all__ = ['AUGMENTATIONS', 'LIMITS', 'RandomOp', 'elastic_warp', 'Policy', 'Randomize', 'number_or_range', 'settings_class',
+           'validate_policy', 'build_policy', 'augment', 'preview_grid']
 
 # %% ../nbs/04c_policies.ipynb #c45081b9
 def _pair(v): return (float(v[0]), float(v[1])) if isinstance(v, (list, tuple)) else (float(v), float(v))
@@ -140,32 +144,39 @@ LIMITS = {'p': (0, 1), 'degrees': (-180, 180), 'translate': (0, 1), 'scale': (0.
           'strength': (0, 1), 'alpha': (0, 20),
           'beta': (0, 0.5), 'feather': (0, 16), 'n_ops': (0, 64)}
 
-def _check_setting(op: str, k: str, v, default):
-    pair = isinstance(v, (list, tuple))
-    if pair and not isinstance(default, tuple): raise ValueError(f"{op}.{k} takes one number, got {v}")
-    if pair and (len(v) != 2 or v[0] > v[1]): raise ValueError(f"{op}.{k} must be [low, high] with low ≤ high, got {v}")
-    values = v if pair else [v]
-    if not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in values):
-        raise ValueError(f"{op}.{k} must be a number or [low, high], got {v!r}")
-    lo, hi = LIMITS.get(k, (-math.inf, math.inf))
-    if not all(lo <= a <= hi for a in values): raise ValueError(f"{op}.{k} must be in [{lo}, {hi}], got {v}")
+# %% ../nbs/04c_policies.ipynb #943270f7
+def number_or_range(lo: float, hi: float):
+    "The type of a random setting: one number, or `[low, high]` with low ≤ high, each in [lo, hi]."
+    x = Annotated[float, Bounds(ge=lo, le=hi)]
+    pair = Annotated[list[x], annotated_types.Len(2, 2), annotated_types.Predicate(lambda v: v[0] <= v[1])]
+    return Annotated[Union[x, pair], Words(f'a number or [low, high] with low ≤ high, each {Bounds(ge=lo, le=hi)}')]
 
+# %% ../nbs/04c_policies.ipynb #10bbfaa0
+@functools.cache
+def settings_class(op: str):
+    "The settings of augmentation `op`, as a dataclass written from its signature, bounded by `LIMITS`."
+    fields = []
+    for k, p in inspect.signature(AUGMENTATIONS[op]).parameters.items():
+        if k == 'banks': continue
+        bounds = Bounds(ge=LIMITS[k][0], le=LIMITS[k][1]) if k in LIMITS else Bounds()
+        hint = (dict|None if k == 'ops' else number_or_range(*LIMITS[k]) if isinstance(p.default, tuple)
+                else Annotated[float, bounds])
+        fields.append((k, hint, dataclasses.field(default=p.default)))
+    return dataclasses.make_dataclass(f'{op}_settings', fields, frozen=True)
+
+# %% ../nbs/04c_policies.ipynb #465fc44d
 def validate_policy(policy: dict) -> dict:
-    "Check a policy mapping; return it unchanged."
+    "Check a policy mapping (each operation's settings by pydantic, against `settings_class`); return it unchanged."
     if not isinstance(policy, dict): raise TypeError("policy must be a mapping of operation -> settings, got "
                                                      f"{type(policy).__name__}")
     for op, settings in policy.items():
         if op not in AUGMENTATIONS: raise ValueError(f"Unknown augmentation {op!r}{did_you_mean(op, AUGMENTATIONS)}; "
-                                           f"available: {sorted(AUGMENTATIONS)}")
+                                                     f"available: {sorted(AUGMENTATIONS)}")
         if not isinstance(settings or {}, dict): raise ValueError(f"{op}: settings must be a mapping, got {settings!r}")
-        params = {k: v.default for k, v in inspect.signature(AUGMENTATIONS[op]).parameters.items() if k != 'banks'}
-        for k, v in (settings or {}).items():
-            if k not in params: raise ValueError(f"{op}: unknown setting {k!r}{did_you_mean(k, params)}; "
-                                                 f"settings: {list(params)}")
-            if k != 'ops': _check_setting(op, k, v, params[k])
+        validate(settings_class(op), settings or {}, op)
         if op == 'randomize':
-            inner = validate_policy((settings or {}).get('ops') or {})
-            lo, hi = _pair((settings or {}).get('n_ops', params['n_ops']))
+            chosen = settings_class(op)(**(settings or {}))
+            inner, (lo, hi) = validate_policy(chosen.ops or {}), _pair(chosen.n_ops)
             if hi > len(inner): raise ValueError(f"randomize.n_ops asks for up to {hi:g} operations "
                                                  f"but ops lists {len(inner)}")
     return policy

@@ -78,11 +78,11 @@ def test_randomize_applies_n_ops_per_image():
 @pytest.mark.parametrize('policy, message', [
     ({'rotat': {}}, "did you mean 'rotate'"),
     ({'blur': {'sigm': 1}}, "did you mean 'sigma'"),
-    ({'noise': {'p': 1.5}}, 'in [0, 1]'),
+    ({'noise': {'p': 1.5}}, 'noise.p = 1.5: expected a number ≥ 0 and ≤ 1'),
     ({'contrast': {'range': [1.2, 0.8]}}, 'low ≤ high'),
-    ({'noise': {'std': [0.01, 0.02]}}, 'takes one number'),
+    ({'noise': {'std': [0.01, 0.02]}}, 'noise.std = [0.01, 0.02]: expected a number ≥ 0 and ≤ 1'),
     ({'gamma': {'range': 'big'}}, 'a number or [low, high]'),
-    ({'fda': {'beta': [0.0, 0.9]}}, 'must be in [0, 0.5]'),
+    ({'fda': {'beta': [0.0, 0.9]}}, 'fda.beta = [0.0, 0.9]: expected a number or [low, high] with low ≤ high, each ≥ 0 and ≤ 0.5'),
     ({'randomize': {'n_ops': [1, 4], 'ops': {'blur': {}}}}, 'ops lists 1'),
     ({'randomize': {'ops': {'histmach': {}}}}, "did you mean 'histmatch'"),
 ])
