@@ -3,7 +3,9 @@
 1. `nbdev.serve.proc_nbs` processes `nbs/` into `_proc/` (what `nbdev_proc_nbs` does, minus its Quarto install
    check): hidden and exported cells go, `show_doc` cells are inserted and rendered.
 2. The notebooks in `nbs/` are executed as committed (smoke defaults, cwd `nbs/`, cells flagged `#| slow`/`#| gpu`
-   or `#| eval: false` skipped, as `nbdev_test` does) and their outputs copied into the processed notebooks by cell id.
+   or `#| eval: false` skipped, progress bars off) the way `nbdev_test` runs them: each in a fresh IPython shell inside
+   a worker process (execnb), so torch and the other heavy imports load once per worker, not once per notebook. Their
+   outputs are copied into the processed notebooks by cell id.
    The processed notebooks cannot run on their own: nbdev drops the `#| hide` dev-import cells.
    This execution is the notebooks' test: `make test` runs it instead of `nbdev_test`, so each notebook runs once per
    CI run. A notebook that fails is reported (notebook, cell, error) and its page built without outputs; the rest of
@@ -56,28 +58,40 @@ def _lib_hash():
 
 
 def execute(path, timeout=1800):
-    "Execute one notebook from nbs/ (cwd nbs/) like nbdev_test; return (executed path or None, seconds, error or None)."
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+    """Execute one notebook from nbs/ (cwd nbs/) as nbdev_test does; return (executed path or None, seconds, error or None).
+
+    It runs in this worker process, in a fresh IPython shell (execnb's `CaptureShell`, what `nbdev_test` uses), not in
+    a Jupyter kernel of its own: the heavy imports (torch, diffusers, kornia) are paid once per worker instead of once
+    per notebook. Figures are PNG at the kernel's default resolution; each notebook's figures are closed after it."""
+    from execnb.nbio import nb2dict, read_nb
+    from execnb.shell import CaptureShell
     key = hashlib.sha256(path.read_bytes() + _lib_hash().encode() + os.environ.get('SYNTHNB_DATA', '').encode()).hexdigest()[:16]
     out = EXEC_CACHE / f'{path.stem}-{key}.ipynb'
     if out.exists(): return out, 0.0, None
-    nb = nbformat.read(path, as_version=4)
+    nb = read_nb(path)
     skipped = {}
     for c in nb.cells:
         if skip_cell(c): skipped[c.id], c.source = c.source, 'pass'
-    t = time.time()
-    # the kernel logs errors only: its 'running over TCP without encryption' notice, once per notebook, is noise here
-    try: NotebookClient(nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(NBS)}},
-                        extra_arguments=['--log-level=ERROR']).execute()
-    except (CellExecutionError, CellTimeoutError, DeadKernelError) as e:
-        lines = [l for l in str(e).splitlines() if l.strip()]
-        return None, time.time() - t, f"{type(e).__name__}: " + ' | '.join(lines[-3:])
+    t, here, main = time.time(), os.getcwd(), sys.modules['__main__']
+    shell = CaptureShell(path, mpl_format='png', timeout=timeout)  # it makes its namespace __main__, as a kernel does
+    try:
+        os.chdir(NBS)
+        shell.run_all(nb, exc_stop=True)
+    except BaseException as e:  # the cell's own error (or TimeoutError): reported with the cell it came from
+        cell = nb.cells[shell._cell_idx - 1] if getattr(shell, '_cell_idx', 0) else None
+        where = f"cell {shell._cell_idx} ({cell.source.splitlines()[0][:60]!r}): " if cell is not None else ''
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        return None, time.time() - t, f"{where}{type(e).__name__}: " + ' | '.join(lines[-3:])
+    finally:
+        os.chdir(here)
+        sys.modules['__main__'] = main  # this worker's own, where the next task's function is found
+        import matplotlib.pyplot as plt
+        plt.close('all')
     for c in nb.cells:
         if c.id in skipped: c.source, c.outputs = skipped[c.id], []
     EXEC_CACHE.mkdir(parents=True, exist_ok=True)
     for old in EXEC_CACHE.glob(f'{path.stem}-*.ipynb'): old.unlink()
-    nbformat.write(nb, out)
+    nbformat.write(nbformat.from_dict(nb2dict(nb)), out)
     return out, time.time() - t, None
 
 
@@ -237,6 +251,7 @@ def main(reports='reports', out='_site', workers=2, clean=False, timeout=1800):
     # them (a newcomer's `make docs` took 18 min on 2 cores, 4 min with one thread per kernel)
     for var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
         os.environ.setdefault(var, str(max(1, (os.cpu_count() or 1) // max(1, workers))))
+    os.environ.setdefault('TQDM_DISABLE', '1')  # progress bars are for people waiting, not for the pages
     if clean: shutil.rmtree(PROC, ignore_errors=True)
     from nbdev.serve import proc_nbs  # the processing step of nbdev_proc_nbs, without its Quarto check
     # nbdev's style hint 'Found cells containing imports and other code' (one per example cell that imports what it
