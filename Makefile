@@ -15,12 +15,12 @@ $(VENV)/.installed: constraints.txt settings.ini setup.py
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
-# JupyterLab saves the notebooks in nbs/ without outputs (synthnb.hygiene.pre_save_hook), so running one never breaks `make test`
+# JupyterLab saves the notebooks in nbs/ without outputs (synthnb.core.hygiene.pre_save_hook), so running one never breaks `make test`
 # (a JSON file in jupyter_server_config.d/ only enables extensions: the hook goes in jupyter_server_config.json)
 JUPYTER_HOOK := $(VENV)/etc/jupyter/jupyter_server_config.json
 $(JUPYTER_HOOK): $(VENV)/.installed
 	mkdir -p $(dir $@)
-	echo '{"ContentsManager": {"pre_save_hook": "synthnb.hygiene.pre_save_hook"}}' > $@
+	echo '{"ContentsManager": {"pre_save_hook": "synthnb.core.hygiene.pre_save_hook"}}' > $@
 
 install: $(VENV)/.installed $(JUPYTER_HOOK)
 
@@ -37,7 +37,7 @@ run-defect: install
 
 # Notebooks must be clean (no outputs, nbdev_clean's metadata rules) and the package in sync with them (CI fails on any diff).
 lint-notebooks: install
-	$(PY) -m synthnb.hygiene nbs
+	$(PY) -m synthnb.core.hygiene nbs
 	$(BIN)/nbdev_clean
 	git diff --exit-code --stat -- nbs
 	$(BIN)/nbdev_export

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import yaml
 
-from synthnb.policies import augment, build_policy
+from synthnb.stages.policies import augment, build_policy
 
 REALISTIC = yaml.safe_load("""
 background: {p: 0.5, feather: 1.0}

@@ -1,4 +1,4 @@
-"""Throughput of the stage-2 learned generators: training images/s of `synthnb.diffusion.train_ddpm` (accelerate + EMA +
+"""Throughput of the stage-2 learned generators: training images/s of `synthnb.generators.diffusion.train_ddpm` (accelerate + EMA +
 grad clipping) next to a plain diffusers loop (same UNet config and batch, no accelerate, no EMA) measured in the same
 run; guided DDIM sampling images/s with the default batch (64 images on a CPU) against 256 images per batch (the
 default before), with the fraction of the matmul peak the sampler's network passes reach; the GAN's training step; on
@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 from torch.utils.flop_counter import FlopCounterMode
 
-from synthnb.diffusion import SCHEDULER, ddim_sample, patchify, train_ddpm, unet_config
-from synthnb.gan import ResidualDiscriminator, StyleGenerator, train_gan
-from synthnb.runtime import bf16_supported
-from synthnb.images import to_tensor
+from synthnb.generators.diffusion import SCHEDULER, ddim_sample, patchify, train_ddpm, unet_config
+from synthnb.generators.gan import ResidualDiscriminator, StyleGenerator, train_gan
+from synthnb.core.runtime import bf16_supported
+from synthnb.core.images import to_tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import matmul_peak, train_flops

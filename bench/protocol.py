@@ -14,9 +14,9 @@ os.environ['SYNTHNB_STAGE_CACHE'] = ''  # every configuration computes every sta
 os.environ.setdefault('TQDM_DISABLE', '1')
 import torch
 
-from synthnb.config import load_experiment
-from synthnb.runtime import bf16_supported
-from synthnb.protocol import run_protocol
+from synthnb.core.config import load_experiment
+from synthnb.core.runtime import bf16_supported
+from synthnb.orchestration.protocol import run_protocol
 
 LIGHT = ['generation.generators=[simulation]', 'integration.strategies=[mix]', 'training.steps=15', 'training.seeds=[0]',
          'training.robustness=false', 'training.detector_steps=0', 'training.arms=[real_only, synthetic, ceiling]']

@@ -20,11 +20,11 @@ os.environ.setdefault('TQDM_DISABLE', '1')
 import numpy as np
 import torch
 
-from synthnb.diffusion import ddim_sample
-from synthnb.features import random_features, standardise
-from synthnb.generators import load_generator
-from synthnb.images import to_uint8
-from synthnb.metrics import frechet_distance, kernel_distance
+from synthnb.generators.diffusion import ddim_sample
+from synthnb.stages.features import random_features, standardise
+from synthnb.generators.registry import load_generator
+from synthnb.core.images import to_uint8
+from synthnb.stages.metrics import frechet_distance, kernel_distance
 
 
 def draw(gen, labels, steps, seed=0):

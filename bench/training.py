@@ -1,4 +1,4 @@
-"""Throughput of the stage-6 classifier loop (`synthnb.models.fit_classifier`) next to a naive PyTorch loop, with the
+"""Throughput of the stage-6 classifier loop (`synthnb.core.models.fit_classifier`) next to a naive PyTorch loop, with the
 same SmallResNet and batch, measured side by side in this run at 28, 64 and 128 px; each lever on its own (channels_last,
 fused AdamW, bf16 autocast); `torch.compile` of the same training step; the fraction of this machine's measured fp32/bf16
 matmul peak each loop reaches; peak memory; and the accuracy the two precisions reach on the same task (the bf16
@@ -34,7 +34,7 @@ def naive(size, batch, width, steps, threads, repeats=3):
     "img/s of the tutorial loop (after warm-up steps), the best of `repeats`."
     torch.set_num_threads(threads)
     from torch.utils.data import DataLoader, Dataset
-    from synthnb.models import SmallResNet, stem_stride
+    from synthnb.core.models import SmallResNet, stem_stride
     x, y = _data(1024, size)
     class Images(Dataset):
         def __len__(self): return len(x)
@@ -60,7 +60,7 @@ def ours(size, batch, width, steps, threads, precision='auto', channels_last=Tru
     ("img/s of `fit_classifier` (set-up excluded: the difference of a long and a short run), optionally with a lever "
      "switched off; the best of `repeats`.")
     torch.set_num_threads(threads)
-    import synthnb.models as M
+    import synthnb.core.models as M
     x, y = _data(1024, size)
     if not channels_last: M.memory_format = lambda model, device: torch.contiguous_format  # the same loop in the default layout
     if not fused: M.fused_adamw = lambda device: {}
@@ -77,7 +77,7 @@ def step_loop(size, batch, width, steps, threads, precision, compiled, repeats=3
     ("img/s of the bare training step `fit_classifier` runs (channels_last, fused AdamW, autocast in `precision`), "
      "eager or under `torch.compile` (its compile time excluded): whether compiling pays on this CPU.")
     torch.set_num_threads(threads)
-    from synthnb.models import SmallResNet, fused_adamw, stem_stride
+    from synthnb.core.models import SmallResNet, fused_adamw, stem_stride
     torch.manual_seed(0)
     model = SmallResNet(2, width, stride=stem_stride(size)).train().to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, **fused_adamw('cpu'))
@@ -100,7 +100,7 @@ def step_loop(size, batch, width, steps, threads, precision, compiled, repeats=3
 def accuracy(size, width, precision, threads):
     "Held-out accuracy after 150 steps on a task with a real signal (faint bright blobs), for the fp32-vs-bf16 tolerance."
     torch.set_num_threads(threads)
-    from synthnb.models import fit_classifier, predict_proba
+    from synthnb.core.models import fit_classifier, predict_proba
     rng = np.random.default_rng(1); n = 1200
     yy = rng.integers(0, 2, n); xx = rng.normal(120, 30, (n, size, size))
     for i in np.flatnonzero(yy):
@@ -113,8 +113,8 @@ def accuracy(size, width, precision, threads):
 def main(sizes='28,64,128', batch=64, width=16, steps=30, repeats=2, rounds=2, threads=0):
     threads = threads or os.cpu_count()
     torch.set_num_threads(threads)
-    from synthnb.models import SmallResNet, stem_stride
-    from synthnb.runtime import bf16_supported
+    from synthnb.core.models import SmallResNet, stem_stride
+    from synthnb.core.runtime import bf16_supported
     native = bf16_supported('cpu')
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16, *((2048, 5) if native else (512, 2)))  # emulated bf16 is slow
     print(f"classifier throughput: SmallResNet width {width}, batch {batch}, best of {rounds} processes × {repeats} × "
@@ -152,7 +152,7 @@ def main(sizes='28,64,128', batch=64, width=16, steps=30, repeats=2, rounds=2, t
                   f"{'bf16' if peak is peak16 else 'fp32'} matmul peak  peak RSS {rss:6.0f} MiB")
         # 'auto' runs the very code of the row of the precision it resolves to: the two rows measure one path twice,
         # and their difference is this machine's process-to-process spread
-        from synthnb.models import autocast_dtype
+        from synthnb.core.models import autocast_dtype
         picked = 'bf16' if autocast_dtype('cpu', 'auto') is not None else 'fp32'
         same = 'ours, bf16 autocast' if picked == 'bf16' else 'ours, fp32'
         auto_row = "ours, precision='auto' (the default)"

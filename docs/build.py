@@ -177,7 +177,7 @@ def copy_run_reports(reports_dir, site_reports) -> int:
     return n
 
 
-RUN_HEADING = ('## run the stage', '## run the report')  # as in synthnb.report_layout: where a stage's (a report's) run and results start
+RUN_HEADING = ('## run the stage', '## run the report')  # as in synthnb.orchestration.report_layout: where a stage's (a report's) run and results start
 
 
 def report_page(nb, case: str = ''):
@@ -231,7 +231,8 @@ def stage_reports(reports_dir, dest):
 def api_reference(dest) -> str:
     "Write `api.md`: one autodoc section per public synthnb module (its __all__), so the site has a general index, search and objects.inv."
     import synthnb
-    mods = sorted(p.stem for p in Path(synthnb.__file__).parent.glob('*.py') if not p.stem.startswith('_'))
+    pkg = Path(synthnb.__file__).parent
+    mods = sorted('.'.join(p.relative_to(pkg).with_suffix('').parts) for p in pkg.rglob('*.py') if not p.stem.startswith('_'))
     lines = ['# API reference', '', 'Every exported name of the package, module by module (the notebook pages show the same functions '
              'with their examples). The general index and the search cover them.', '']
     for m in mods:

@@ -6,7 +6,7 @@
 __all__ = []
 
 # %% ../nbs/15_main.ipynb #ec37cb96
-from .cli import main
+from .orchestration.cli import main
 
 # %% ../nbs/15_main.ipynb #29950a8d
 #| eval: false

@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from synthnb.config import STAGES, stage_folder
+from synthnb.core.config import STAGES, stage_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_CACHE = {'SYNTHNB_STAGE_CACHE': ''}

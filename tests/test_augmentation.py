@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from synthnb.augmentation import AugmentationConfig, DEFAULT_POLICY, run_augmentation
-from synthnb.policies import augment, build_policy, validate_policy
-from synthnb.store import StageRun
-from synthnb.style import fourier_domain_adaptation, match_histograms, paste_region
+from synthnb.stages.augmentation import AugmentationConfig, DEFAULT_POLICY, run_augmentation
+from synthnb.stages.policies import augment, build_policy, validate_policy
+from synthnb.core.store import StageRun
+from synthnb.stages.style import fourier_domain_adaptation, match_histograms, paste_region
 
 GEOMETRIC = ['hflip', 'vflip', 'rotate', 'scale', 'translate', 'affine', 'elastic']
 PHOTOMETRIC = ['brightness', 'contrast', 'gamma', 'noise', 'blur', 'sharpen', 'gradient', 'vignette', 'background', 'fda', 'histmatch']

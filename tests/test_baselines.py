@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import synthnb
-from synthnb.domain import DomainConfig, run_domain
-from synthnb.arms import ceiling_set
+from synthnb.stages.domain import DomainConfig, run_domain
+from synthnb.stages.arms import ceiling_set
 
 
 @pytest.fixture(scope='module')

@@ -1,4 +1,4 @@
-"""Calibration of `synthnb.inference` on simulated experiments with known truth.
+"""Calibration of `synthnb.stages.inference` on simulated experiments with known truth.
 
 Each experiment draws a fresh grouped test set and R = 10 chains of three candidate arms (one with a true Δ AUC of
 0.03, two with none) and a ceiling (true Δ 0.08), so the intervals must cover both draw-to-draw variation and
@@ -10,8 +10,8 @@ control that must fail the same target. Pure numpy; seeds fixed.
 import numpy as np
 import pytest
 
-from synthnb.inference import compare_arms, gap_closed, simulate_experiment
-from synthnb.worth import data_equivalence
+from synthnb.stages.inference import compare_arms, gap_closed, simulate_experiment
+from synthnb.stages.worth import data_equivalence
 
 N_EXPERIMENTS, CHAINS, N_BOOT, TARGET = 600, 10, 200, 0.93
 TRUE_DELTAS = {'synthetic': 0.03, 'null_a': 0.0, 'null_b': 0.0}

@@ -1,6 +1,6 @@
 """Validation before anything runs: parameter names, values and experiment ids.
 
-These call the command's entry point in this process (`synthnb.cli.main`), as `python -m synthnb` does; one test
+These call the command's entry point in this process (`synthnb.orchestration.cli.main`), as `python -m synthnb` does; one test
 starts the real command in a fresh process to check it starts fast without loading torch.
 """
 import sys
@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import synthnb
-from synthnb.cli import main
+from synthnb.orchestration.cli import main
 
 
 def cli(capsys, *args):
@@ -81,7 +81,7 @@ def test_command_starts_fast_without_torch():
     assert proc.returncode == 0 and 'run' in proc.stdout and 'sweep' in proc.stdout
     assert time.time() - t0 < 10, 'two starts of the CLI took over 10 s (loose bound: a busy machine)'
     import subprocess
-    probe = subprocess.run([sys.executable, '-c', 'import sys; from synthnb.cli import parser; parser(); print("torch" in sys.modules)'],
+    probe = subprocess.run([sys.executable, '-c', 'import sys; from synthnb.orchestration.cli import parser; parser(); print("torch" in sys.modules)'],
                            capture_output=True, text=True)
     assert probe.stdout.strip() == 'False', probe.stderr
 

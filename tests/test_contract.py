@@ -8,9 +8,9 @@ import nbformat
 import pytest
 
 from conftest import ROOT
-from synthnb.config import RESERVED_PARAMS, STAGES, load_experiment
-from synthnb.stages import CONFIGS
-from synthnb.execution import accepted_parameters, notebook_parameters, stage_notebook, validate_experiment
+from synthnb.core.config import RESERVED_PARAMS, STAGES, load_experiment
+from synthnb.core.stage_registry import CONFIGS
+from synthnb.orchestration.execution import accepted_parameters, notebook_parameters, stage_notebook, validate_experiment
 
 
 @pytest.mark.parametrize('stage', STAGES)
@@ -64,7 +64,7 @@ def test_settings_keep_papermill_tags():
 def _wrong_values(hint):
     "Values that `hint` must reject: one of the wrong type, and for a bounded number (or list of them) one out of range."
     from typing import Annotated, get_args, get_origin
-    from synthnb.parameters import Bounds
+    from synthnb.core.parameters import Bounds
     base, bounds = hint, None
     if get_origin(hint) is Annotated: base, bounds = get_args(hint)[0], next(m for m in get_args(hint)[1:] if isinstance(m, Bounds))
     out = [5] if base is str else ['lots']
@@ -81,7 +81,7 @@ def _wrong_values(hint):
 @pytest.mark.parametrize('stage', STAGES)
 def test_every_wrong_type_or_range_fails_before_stage_1_naming_the_key(stage):
     import typing
-    from synthnb.execution import ParameterError
+    from synthnb.orchestration.execution import ParameterError
     accepted, hints = accepted_parameters(), typing.get_type_hints(CONFIGS[stage], include_extras=True)
     checked = 0
     for f in dataclasses.fields(CONFIGS[stage]):
@@ -96,15 +96,15 @@ def test_every_wrong_type_or_range_fails_before_stage_1_naming_the_key(stage):
 
 def _nested_settings():
     "(stage, key, class) of every nested settings mapping: generation's per-generator ones and stage 4's translation."
-    from synthnb.generators import SETTINGS
-    from synthnb.translation import TranslationSettings
+    from synthnb.generators.registry import SETTINGS
+    from synthnb.stages.translation import TranslationSettings
     return [('generation', k, cls) for k, cls in SETTINGS.items()] + [('augmentation', 'translation', TranslationSettings)]
 
 
 @pytest.mark.parametrize('stage,key,cls', _nested_settings(), ids=lambda v: getattr(v, '__name__', v))
 def test_every_wrong_nested_setting_fails_before_stage_1_naming_the_key(stage, key, cls):
     import typing
-    from synthnb.execution import ParameterError
+    from synthnb.orchestration.execution import ParameterError
     accepted, hints = accepted_parameters(), typing.get_type_hints(cls, include_extras=True)
     checked = 0
     for f in dataclasses.fields(cls):
@@ -118,7 +118,7 @@ def test_every_wrong_nested_setting_fails_before_stage_1_naming_the_key(stage, k
     assert checked >= len(dataclasses.fields(cls))
 
 def test_cli_rejects_a_bad_value_before_anything_runs(tmp_path, capsys):
-    from synthnb.cli import main
+    from synthnb.orchestration.cli import main
     code = main(['run', str(ROOT / 'experiments' / 'healthcare.yaml'), '--runs-dir', str(tmp_path), '-p', 'training.steps=1.5'])
     err = capsys.readouterr().err
     assert code == 2 and '-p training.steps=1.5' in err and 'expected an integer ≥ 1' in err, err
@@ -127,7 +127,7 @@ def test_cli_rejects_a_bad_value_before_anything_runs(tmp_path, capsys):
 
 @pytest.mark.parametrize('stage', STAGES)
 def test_parameters_cell_is_written_from_the_config_class(stage):
-    from synthnb.parameters import parameters_cell
+    from synthnb.core.parameters import parameters_cell
     nb = nbformat.read(stage_notebook(stage), as_version=4)
     cell = next(c for c in nb.cells if 'parameters' in c.metadata.get('tags', []))
     assert cell.source == parameters_cell(CONFIGS[stage], stage), f'run `python tools/parameters_cells.py`: {stage} notebook differs from its config class'

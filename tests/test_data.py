@@ -6,10 +6,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from synthnb.data import DataError, download_dataset, mt_manifest, pneumonia_path, verify_magnetic_tiles
-from synthnb.domain import DomainConfig, carve_scarce, carve_validation, run_domain
-from synthnb.dataset_cards import load_card
-from synthnb.sources import group_split, load_source
+from synthnb.core.data import DataError, download_dataset, mt_manifest, pneumonia_path, verify_magnetic_tiles
+from synthnb.stages.domain import DomainConfig, carve_scarce, carve_validation, run_domain
+from synthnb.core.dataset_cards import load_card
+from synthnb.core.sources import group_split, load_source
 
 
 def load_pneumoniamnist(data_dir):

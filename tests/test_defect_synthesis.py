@@ -10,10 +10,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from scipy import ndimage
 
-from synthnb.defect_diffusion import DefectDiffusionGenerator, DefectDiffusionSettings, memorisation, place_crop
-from synthnb.paste import DefectPasteGenerator, blend_region, place_box, poisson_blend, seam_statistic
-from synthnb.dataset_cards import load_card
-from synthnb.sources import load_source
+from synthnb.generators.defect_diffusion import DefectDiffusionGenerator, DefectDiffusionSettings, memorisation, place_crop
+from synthnb.generators.paste import DefectPasteGenerator, blend_region, place_box, poisson_blend, seam_statistic
+from synthnb.core.dataset_cards import load_card
+from synthnb.core.sources import load_source
 
 TYPES = ('Blowhole', 'Break', 'Uneven')  # the scarce set's types; 'Crack' and 'Fray' have no scarce example
 

@@ -151,8 +151,8 @@ def test_api_reference_index_and_search(site, crawl):
     "Every exported name is in the API reference, the general index links it, the search index knows it; page titles are distinct."
     assert urljoin(site, 'api.html') in crawl and urljoin(site, 'genindex.html') in crawl
     out = Path(os.environ.get('SYNTHNB_SITE') or ROOT / '_site')
-    assert 'href="api.html#synthnb.runner.run_experiment"' in (out / 'genindex.html').read_text()
-    assert 'synthnb.verdict.headline_markdown' in (out / 'searchindex.js').read_text()
+    assert 'href="api.html#synthnb.orchestration.runner.run_experiment"' in (out / 'genindex.html').read_text()
+    assert 'synthnb.stages.verdict.headline_markdown' in (out / 'searchindex.js').read_text()
     assert (out / 'objects.inv').stat().st_size > 2000
     placeholder = [l for p in crawl.values() for l in p['links'] if l.startswith('https://github.com/synthnb/')]
     assert not placeholder, f'source links to the placeholder repository of settings.ini: {placeholder[:3]}'

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from synthnb.evaluation import EvaluationConfig, run_evaluation
-from synthnb.features import FeatureSpaceUnavailable, inception_network
-from synthnb.filtering import filter_reasons
-from synthnb.metrics import frechet_distance, kernel_distance, memorisation, nearest, poly_mmd2, prdc, projected_wasserstein
-from synthnb.review import REVIEW_COLUMNS, export_review_pack, import_review, review_widget
+from synthnb.stages.evaluation import EvaluationConfig, run_evaluation
+from synthnb.stages.features import FeatureSpaceUnavailable, inception_network
+from synthnb.stages.filtering import filter_reasons
+from synthnb.stages.metrics import frechet_distance, kernel_distance, memorisation, nearest, poly_mmd2, prdc, projected_wasserstein
+from synthnb.stages.review import REVIEW_COLUMNS, export_review_pack, import_review, review_widget
 
 
 class Identity(torch.nn.Module):
@@ -117,7 +117,7 @@ def test_filter_reasons_priority():
 @pytest.fixture(scope='module')
 def stage(tmp_path_factory, data_dir):
     import os
-    from synthnb.runner import smoke_upstream
+    from synthnb.orchestration.runner import smoke_upstream
     os.environ.setdefault('SYNTHNB_DATA', str(data_dir))
     return run_evaluation(EvaluationConfig(), smoke_upstream('evaluation'), tmp_path_factory.mktemp('eval') / '03_evaluation')
 
@@ -158,7 +158,7 @@ def test_stage_outputs(stage):
     train, val = load('train'), load('val')
     d, _ = nearest(val['images'], train['images'])  # the memorisation and near-duplicate thresholds come from val → train
     for gm in m['generators'].values(): assert gm['overall']['memorisation']['threshold'] == pytest.approx(np.quantile(d, 0.05))
-    from synthnb.filtering import class_nearest  # the filter looks for copies within a class
+    from synthnb.stages.filtering import class_nearest  # the filter looks for copies within a class
     d_class = class_nearest(val['images'], val['labels'], train['images'], train['labels'])
     assert m['filtering']['copy_threshold'] == pytest.approx(0.5 * np.quantile(d_class, 0.05))
     assert (stage.out_dir / 'review_key.json').exists() and not (stage.out_dir / 'review_pack' / 'review_key.json').exists()
@@ -168,8 +168,8 @@ def test_gate_fails_the_controls(tmp_path, data_dir):
     """The quality gate catches both controls, each for its own reason: `copy` (real training images) is dropped by the
     filter as near-duplicates, `noise` is told from real images by the detector; neither reaches stage 4."""
     import os
-    from synthnb.generation import GenerationConfig, run_generation
-    from synthnb.runner import smoke_upstream
+    from synthnb.stages.generation import GenerationConfig, run_generation
+    from synthnb.orchestration.runner import smoke_upstream
     os.environ.setdefault('SYNTHNB_DATA', str(data_dir))
     run_generation(GenerationConfig(generators=['copy', 'noise']), smoke_upstream('generation'), tmp_path / '02_generation')
     ev = run_evaluation(EvaluationConfig(), tmp_path / '02_generation', tmp_path / '03_evaluation')
@@ -185,8 +185,8 @@ def test_a_hybrid_fails_with_the_model_it_refines_with(tmp_path, data_dir):
     """`hybrid` refines with the run's `diffusion` model (its provenance says so); the smoke settings' diffusion model,
     trained for seconds, fails the gate, and the hybrid fails with it, whatever its own figures."""
     import json, os
-    from synthnb.generation import GenerationConfig, run_generation
-    from synthnb.runner import smoke_upstream
+    from synthnb.stages.generation import GenerationConfig, run_generation
+    from synthnb.orchestration.runner import smoke_upstream
     os.environ.setdefault('SYNTHNB_DATA', str(data_dir))
     run_generation(GenerationConfig(generators=['diffusion', 'hybrid']), smoke_upstream('generation'), tmp_path / '02_generation')
     assert json.loads((tmp_path / '02_generation' / 'provenance.json').read_text())['hybrid'] == {'refiner': 'diffusion'}
@@ -200,7 +200,7 @@ def test_kid_bootstrap_interval_covers_the_truth_at_its_nominal_rate():
     """On a simulation with known truth (two Gaussians 0.5 apart in one of 8 dimensions; the true MMD² from 6,000
     samples each), the 95 % KID interval of 150 vs 150 samples holds the truth in at least 85 % of 60 draws and is as
     wide as the estimator's spread across draws (neither a fake-narrow nor a useless interval)."""
-    from synthnb.metrics import kid_interval, poly_mmd2
+    from synthnb.stages.metrics import kid_interval, poly_mmd2
     d, shift = 8, np.r_[0.5, np.zeros(7)]
     big = np.random.default_rng(0)
     truth = poly_mmd2(big.normal(size=(6000, d)), big.normal(size=(6000, d)) + shift)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import LIGHT, NO_CACHE, ROOT, check_complete_run, no_timings, synthnb
-from synthnb.config import STAGES, stage_folder
+from synthnb.core.config import STAGES, stage_folder
 
 pytestmark = pytest.mark.notebooks
 
@@ -31,7 +31,7 @@ def test_healthcare_smoke(healthcare_run, data_dir):
     m = json.loads((run_dir / '01_domain' / 'manifest.json').read_text())
     # the run records the sha256 of the file it read: the official release or the documented rebuild, whichever is installed
     import hashlib
-    from synthnb.data import PNEUMONIA_VERSIONS
+    from synthnb.core.data import PNEUMONIA_VERSIONS
     sha = hashlib.sha256((data_dir / 'pneumoniamnist' / 'pneumoniamnist.npz').read_bytes()).hexdigest()
     assert m['data']['checksums']['pneumoniamnist.npz'] == sha and sha in {v.sha256 for v in PNEUMONIA_VERSIONS}
 
@@ -47,7 +47,7 @@ def test_test_split_never_reaches_stages_2_to_5(healthcare_run):
     test_hashes = set(np.load(run_dir / '01_domain' / 'test.npz')['hashes'])
     train = np.load(run_dir / '01_domain' / 'train.npz')
     assert not test_hashes & set(train['hashes'])
-    from synthnb.domain import image_hashes
+    from synthnb.stages.domain import image_hashes
     for stage, art in [('02_generation', 'synthetic'), ('04_augmentation', 'synthetic_aug'), ('04_augmentation', 'real_aug'), ('05_integration', 'train_mix')]:
         assert not test_hashes & set(image_hashes(np.load(run_dir / stage / f'{art}.npz')['images'])), f'{art} holds a test image'
     for s in STAGES[1:5]:

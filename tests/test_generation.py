@@ -9,12 +9,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from synthnb.store import StageRun
-from synthnb.diffusion import DiffusionGenerator, DiffusionSettings, unet_config
-from synthnb.gan import GANGenerator, GANSettings
+from synthnb.core.store import StageRun
+from synthnb.generators.diffusion import DiffusionGenerator, DiffusionSettings, unet_config
+from synthnb.generators.gan import GANGenerator, GANSettings
 from synthnb.testing import tiny_pipeline
-from synthnb.generators import GENERATORS, load_generator, save_generator
-from synthnb.generation import GenerationConfig, check_samples, sample_counts
+from synthnb.generators.registry import GENERATORS, load_generator, save_generator
+from synthnb.stages.generation import GenerationConfig, check_samples, sample_counts
 
 NAMES = ['simulation', 'diffusion', 'gan', 'hybrid', 'vae', 'dp_vae', 'external', 'pretrained']
 PROFILE = {'classes': ['normal', 'pneumonia'], 'roles': {'normal_class': 'normal', 'simulator': 'chest_opacity'}}  # what stage 1 declares for the healthcare card
@@ -114,7 +114,7 @@ def test_accelerate_multi_process_training(tmp_path):
         run.save_arrays('train', images=images, labels=labels); run.write_json('profile', PROFILE)
     out = tmp_path / 'model'
     proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
-                           '-m', 'synthnb.diffusion', str(domain), str(out), '--train_steps', '3', '--batch_size', '4', '--channels', '8,16', '--device', 'cpu'],
+                           '-m', 'synthnb.generators.diffusion', str(domain), str(out), '--train_steps', '3', '--batch_size', '4', '--channels', '8,16', '--device', 'cpu'],
                           capture_output=True, text=True, timeout=600, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'trained on 2 process(es)' in proc.stdout and proc.stdout.count('saved ') == 1, proc.stdout[-2000:]
@@ -127,9 +127,9 @@ def test_stage_2_chooses_the_diffusion_sampler_on_kid_against_val(tmp_path, data
     """With `diffusion.tune_ddim_steps`, stage 2 scores every (steps, guidance) pair on KID against the real validation
     images (held out from the generator), applies the stated rule, samples (and saves, and lets the hybrid refine) with the choice, and plots the grid;
     it reads val, never the test split."""
-    from synthnb.generation import run_generation
-    from synthnb.runner import smoke_upstream
-    from synthnb.sampler import choose_sampler
+    from synthnb.stages.generation import run_generation
+    from synthnb.orchestration.runner import smoke_upstream
+    from synthnb.stages.sampler import choose_sampler
     cfg = GenerationConfig(generators=['diffusion', 'hybrid'], n_synthetic_per_class=8, device='cpu',
                            diffusion={**TINY['diffusion'], 'tune_ddim_steps': [2, 4], 'tune_guidance': [1.0, 2.5],
                                       'tune_images': 24})

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from synthnb.dataset_cards import load_card, read_image
-from synthnb.sources import group_split, load_source
+from synthnb.core.dataset_cards import load_card, read_image
+from synthnb.core.sources import group_split, load_source
 
 MT = 'magnetic-tile-defects'
 

@@ -1,6 +1,6 @@
 """A stage notebook run in JupyterLab, through the browser UI: headless JupyterLab on 127.0.0.1 with a token and a free
 port, Debian's chromium driven by Playwright, "Run All Cells" on nbs/05_integration.ipynb with its committed (smoke)
-parameters, then save: the saved file equals the committed one (synthnb.hygiene's pre-save hook drops the outputs).
+parameters, then save: the saved file equals the committed one (synthnb.core.hygiene's pre-save hook drops the outputs).
 
 The notebook is copied into a temporary root (with autosave off) so the run can never write outputs into nbs/.
 """

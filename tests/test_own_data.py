@@ -8,11 +8,11 @@ import yaml
 from PIL import Image
 
 from conftest import synthnb
-from synthnb.config import STAGES, stage_folder
-from synthnb.domain import DomainConfig, run_domain
-from synthnb.dataset_cards import load_card
-from synthnb.data import DataError
-from synthnb.sources import load_source
+from synthnb.core.config import STAGES, stage_folder
+from synthnb.stages.domain import DomainConfig, run_domain
+from synthnb.core.dataset_cards import load_card
+from synthnb.core.data import DataError
+from synthnb.core.sources import load_source
 from synthnb.testing import DEMO_TYPES, demo_folder, demo_npz
 
 pytestmark = pytest.mark.notebooks
@@ -109,16 +109,16 @@ def test_bad_folders_fail_clearly_before_any_training(tmp_path):
 
 def test_generators_and_augmentations_need_their_declared_roles(tmp_path):
     "simulation needs a declared simulator, paste and the background augmentation a declared normal class."
-    from synthnb.generation import GenerationConfig
-    from synthnb.generators import make_paste, make_simulator
+    from synthnb.stages.generation import GenerationConfig
+    from synthnb.generators.registry import make_paste, make_simulator
     profile = {'dataset': 'parts', 'classes': list(TYPES), 'roles': {'normal_class': None, 'simulator': None}}
     with pytest.raises(DataError, match='declares none: set domain.simulator'): make_simulator(profile)
     with pytest.raises(DataError, match='declares no normal class'): make_paste(profile, GenerationConfig())
     two = {'classes': ['ok', 'dent', 'scratch'], 'roles': {'normal_class': 'ok', 'simulator': 'surface_defects'}}
-    from synthnb.simulation import SurfaceDefectSimulator
+    from synthnb.generators.simulation import SurfaceDefectSimulator
     with pytest.raises(DataError, match='has 3 classes'): SurfaceDefectSimulator().fit(np.zeros((3, 16, 16), np.uint8), np.arange(3), profile=two)
     # the background augmentation of stage 4 needs the declared defect-free class, and uses only its images
-    from synthnb.augmentation import reference_banks
+    from synthnb.stages.augmentation import reference_banks
     train = {'images': np.arange(4)[:, None, None] * np.ones((4, 8, 8), np.uint8), 'labels': np.array([0, 1, 2, 1])}
     with pytest.raises(DataError, match="'background' augmentation needs defect-free / normal images"):
         reference_banks({'background': {'p': 0.5}}, train, profile)
@@ -128,7 +128,7 @@ def test_generators_and_augmentations_need_their_declared_roles(tmp_path):
 
 def test_shipped_cards_give_the_splits_of_the_old_loaders(data_dir):
     "The two shipped cases on the generic loaders: same pool and test images (by hash, in order) as the dedicated loaders gave."
-    from synthnb.domain import image_hashes
+    from synthnb.stages.domain import image_hashes
     import hashlib
     digest = lambda d: hashlib.sha1(('|'.join(image_hashes(d['images'])) + str(d['labels'].tolist())).encode()).hexdigest()[:12]
     pm = load_source(load_card('pneumoniamnist'), 28, data_dir)
@@ -160,8 +160,8 @@ def test_json_manifest_with_label_indices_groups_and_an_official_split(tmp_path)
 
 def test_paste_conditions_on_each_of_several_defect_classes(tmp_path):
     "With a declared normal class, paste places each defect class's own real defects: several defect classes, one generator."
-    from synthnb.generation import GenerationConfig
-    from synthnb.generators import make_paste
+    from synthnb.stages.generation import GenerationConfig
+    from synthnb.generators.registry import make_paste
     import torch
     d = load_source(load_card('parts', source={'format': 'folder', 'path': 'parts', 'mask_suffix': '_mask', 'split': 'stratified'}),
                     24, demo_folder(tmp_path / 'parts', n=9).parent)

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from conftest import LIGHT, NO_CACHE, ROOT, no_timings, synthnb
-from synthnb.config import load_experiment
-from synthnb.execution import _descendants, accepted_parameters
+from synthnb.core.config import load_experiment
+from synthnb.orchestration.execution import _descendants, accepted_parameters
 from synthnb.testing import demo_folder
 
 HC = 'experiments/healthcare.yaml'

@@ -7,9 +7,9 @@ import sys
 import nbformat
 import pytest
 
-from synthnb.store import StageRun
-from synthnb.execution import StageFailed, execute_notebook
-from synthnb.stages import is_up_to_date, mark_complete
+from synthnb.core.store import StageRun
+from synthnb.orchestration.execution import StageFailed, execute_notebook
+from synthnb.core.stage_registry import is_up_to_date, mark_complete
 
 
 def _notebook(path, *sources):
@@ -63,8 +63,8 @@ def test_up_to_date_needs_key_and_intact_artifacts(tmp_path):
 def test_a_report_layout_failure_never_fails_the_stage(tmp_path, monkeypatch):
     import json
     from pathlib import Path
-    import synthnb.runner as runner
-    from synthnb.config import load_experiment
+    import synthnb.orchestration.runner as runner
+    from synthnb.core.config import load_experiment
     def broken(report): raise ValueError('layout broke')
     monkeypatch.setattr(runner, 'finish_report', broken)
     exp = load_experiment(Path(__file__).parents[1] / 'experiments' / 'healthcare.yaml', ['profile=smoke', 'exp_id=layout'])

@@ -28,7 +28,7 @@ def test_full_profile_generation_runs(runs_dir, data_dir):
 @pytest.mark.gpu
 @needs_gpu
 def test_classifier_trains_on_gpu_in_bf16():
-    from synthnb.models import autocast_dtype, fit_classifier, predict_proba
+    from synthnb.core.models import autocast_dtype, fit_classifier, predict_proba
     assert autocast_dtype('cuda', 'auto') == torch.bfloat16
     rng = np.random.default_rng(0); y = rng.integers(0, 2, 256)
     x = rng.normal(90 + 80 * y[:, None, None], 20, (256, 28, 28)).clip(0, 255).astype(np.uint8)
@@ -40,7 +40,7 @@ def test_classifier_trains_on_gpu_in_bf16():
 @needs_gpu
 def test_diffusion_trains_on_gpu():
     from diffusers import UNet2DModel
-    from synthnb.diffusion import ddim_sample, train_ddpm, unet_config
+    from synthnb.generators.diffusion import ddim_sample, train_ddpm, unet_config
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 255, (64, 28, 28)).astype(np.uint8), np.arange(64) % 2
     unet, losses = train_ddpm(UNet2DModel.from_config(unet_config(28, 2, [16, 32, 32])), x, y, steps=20, batch_size=16, device='cuda')

@@ -1,56 +1,89 @@
-"""The package's shape: imports run one way (foundations → stages → orchestration → command line), with no circle."""
+"""The package's shape: four folders, imported one way (core → generators → stages → orchestration), with no circle."""
 import ast
 from pathlib import Path
 
 import synthnb
 
 PKG = Path(synthnb.__file__).parent
-# Each module's layer; a module may import from its own layer or a lower one, never a higher one.
+# The package's four groups, in import order: a module may import from its own group or an earlier one.
+GROUPS = ['core', 'generators', 'stages', 'orchestration']
+TOP = {'testing': 'core', '__main__': 'orchestration'}  # the two modules outside the groups: fixtures; `python -m synthnb`
+# Within and across the groups, each module's layer; a module may import from its own layer or a lower one, never a higher one.
 LAYERS = [
-    {'runtime', 'tracking', 'hygiene', 'testing'},  # foundations that import no synthnb module (testing: the fixtures)
-    {'config', 'images'},  # stages and experiment files; uint8 images and tensors
-    {'parameters'},  # typed stage parameters: every stage's config class
-    {'store', 'models'},  # the artifact store; the classifier
-    {'data', 'metrics', 'features', 'gate', 'style', 'translation', 'evidence', 'inference', 'worth', 'robustness',
-     'review'},  # datasets, stage helpers
-    {'dataset_cards', 'filtering'},  # dataset cards and how an image file is read
-    {'readers'},  # .npz files and image folders
-    {'sources', 'stages'},  # any dataset's pool and test split; the stage registry
-    {'simulation', 'paste', 'gan', 'external', 'vae', 'pretrained'},  # generators (and the reader of external synthetic sets)
-    {'diffusion'},  # the diffusion model
-    {'hybrid', 'defect_diffusion'},  # simulation or paste refined by the diffusion model; learned defect crops
-    {'generators'},  # the generator registry: every generator declared once, its contract, the controls
-    {'policies'},  # augmentation operations and policies
-    {'domain', 'generation', 'augmentation', 'evaluation', 'integration', 'sampler'},  # stages 1-5 (and stage 2's sampler choice)
-    {'arms', 'verdict'},  # stage 6's arms and its verdict
-    {'training_figures'},  # stage 6's figures
-    {'training'},  # stage 6
-    {'report_layout', 'execution'},  # how an executed report reads; finding, checking and executing one notebook
-    {'runner'},  # executes the stage notebooks
-    {'grid'},  # a sweep file expanded into experiments, and planned
-    {'feedback', 'sweep', 'sweep_report'},  # orchestration on top of the runner
-    {'protocol'},  # replicate and learning-curve chains, run like a sweep's experiments
-    {'evidence_report'},  # the evidence step: reads every chain
-    {'report_page'},  # what a finished run prints, and its one HTML page
-    {'cli'}, {'__main__'},  # the command line
+    {'core.runtime', 'core.tracking', 'core.hygiene', 'testing'},  # foundations that import no synthnb module (testing: the fixtures)
+    {'core.config', 'core.images'},  # stages and experiment files; uint8 images and tensors
+    {'core.parameters'},  # typed stage parameters: every stage's config class
+    {'core.store', 'core.models', 'core.data'},  # the artifact store; the classifier; datasets
+    {'core.dataset_cards'},  # dataset cards and how an image file is read
+    {'core.readers'},  # .npz files and image folders
+    {'core.sources', 'core.stage_registry'},  # any dataset's pool and test split; the stage registry
+    {'generators.simulation', 'generators.paste', 'generators.gan', 'generators.external', 'generators.vae',
+     'generators.pretrained'},  # generators (and the reader of external synthetic sets)
+    {'generators.diffusion'},  # the diffusion model
+    {'generators.hybrid', 'generators.defect_diffusion'},  # simulation or paste refined by diffusion; learned defect crops
+    {'generators.registry'},  # the generator registry: every generator declared once, its contract, the controls
+    {'stages.metrics', 'stages.features', 'stages.gate', 'stages.style', 'stages.translation', 'stages.evidence',
+     'stages.inference', 'stages.worth', 'stages.robustness', 'stages.review'},  # stage helpers
+    {'stages.filtering', 'stages.policies'},  # the filter; augmentation operations and policies
+    {'stages.domain', 'stages.generation', 'stages.augmentation', 'stages.evaluation', 'stages.integration',
+     'stages.sampler'},  # stages 1-5 (and stage 2's sampler choice)
+    {'stages.arms', 'stages.verdict'},  # stage 6's arms and its verdict
+    {'stages.training_figures'},  # stage 6's figures
+    {'stages.training'},  # stage 6
+    {'orchestration.report_layout', 'orchestration.execution'},  # how an executed report reads; executing one notebook
+    {'orchestration.runner'},  # executes the stage notebooks
+    {'orchestration.grid'},  # a sweep file expanded into experiments, and planned
+    {'orchestration.feedback', 'orchestration.sweep', 'orchestration.sweep_report'},  # on top of the runner
+    {'orchestration.protocol'},  # replicate and learning-curve chains, run like a sweep's experiments
+    {'orchestration.evidence_report'},  # the evidence step: reads every chain
+    {'orchestration.report_page'},  # what a finished run prints, and its one HTML page
+    {'orchestration.cli'}, {'__main__'},  # the command line
 ]
 LAYER = {m: i for i, layer in enumerate(LAYERS) for m in layer}
 
 
+def module_name(path: Path) -> str:
+    "'generators.gan' for synthnb/generators/gan.py."
+    return '.'.join(path.relative_to(PKG).with_suffix('').parts)
+
+
+def group(module: str) -> int: return GROUPS.index(TOP.get(module, module.split('.')[0]))
+
+
 def imports(path: Path) -> set:
-    "synthnb modules that `path` imports anywhere (top level or inside a function)."
-    out = set()
+    "synthnb modules that `path` imports anywhere (top level or inside a function), as dotted names below synthnb."
+    here, out = module_name(path).split('.')[:-1], set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1: out.add((node.module or '').split('.')[0])
-            elif (node.module or '').startswith('synthnb.'): out.add(node.module.split('.')[1])
-            elif node.module == 'synthnb': out |= {a.name for a in node.names if (PKG / f'{a.name}.py').exists()}
+            if node.level: base = here[:len(here) - node.level + 1] + ((node.module or '').split('.') if node.module else [])
+            elif (node.module or '').startswith('synthnb.'): base = node.module.split('.')[1:]
+            elif node.module == 'synthnb': base = []
+            else: continue
+            for a in node.names:  # `from ..core import images` names a module; `from ..core.images import x` does not
+                sub = '.'.join(base + [a.name])
+                out.add(sub if (PKG / (sub.replace('.', '/') + '.py')).exists() else '.'.join(base))
         elif isinstance(node, ast.Import):
-            out |= {a.name.split('.')[1] for a in node.names if a.name.startswith('synthnb.')}
-    return out - {''}
+            out |= {a.name.split('.', 1)[1] for a in node.names if a.name.startswith('synthnb.')}
+    return {m for m in out if m and (PKG / (m.replace('.', '/') + '.py')).exists()}
 
 
-GRAPH = {p.stem: imports(p) for p in PKG.glob('*.py') if p.stem not in ('__init__', '_modidx')}
+GRAPH = {module_name(p): imports(p) for p in PKG.rglob('*.py') if p.stem not in ('__init__', '_modidx')}
+
+
+def test_the_tree_shows_the_groups():
+    "Every module but the fixtures and the entry point sits in one of the four group folders."
+    assert {m.split('.')[0] for m in GRAPH if '.' in m} == set(GROUPS)
+    assert {m for m in GRAPH if '.' not in m} == set(TOP)
+
+
+def test_imports_run_only_downward_between_the_groups():
+    up = [f'{a} imports {b}' for a, deps in GRAPH.items() for b in deps if group(b) > group(a)]
+    assert not up, up
+
+
+def test_the_import_check_sees_imports_across_the_folders():
+    assert {'core.images', 'core.parameters', 'core.runtime'} <= GRAPH['generators.gan']  # from ..core.images import ...
+    assert 'generators.diffusion' in GRAPH['stages.sampler'] and 'orchestration.cli' in GRAPH['__main__']
 
 
 def test_every_module_has_a_layer():
@@ -78,7 +111,7 @@ def test_no_import_circle():
 def test_exported_lines_fit_in_120_columns():
     """Every line of the exported package fits in 120 columns, except the first line of nbdev's generated `__all__` (nbdev wraps the
     names at 120 columns, then prefixes `__all__ = `)."""
-    long = [f'{p.name}:{i}' for p in sorted(PKG.glob('*.py')) if p.stem != '_modidx'
+    long = [f'{module_name(p)}:{i}' for p in sorted(PKG.rglob('*.py')) if p.stem != '_modidx'
             for i, line in enumerate(p.read_text().splitlines(), 1) if len(line) > 120 and not line.startswith('__all__ = [')]
     assert not long, f'lines over 120 characters (edit the notebooks, then nbdev_export): {long}'
 
@@ -95,18 +128,19 @@ def _dynamic_imports(path: Path) -> list:
 
 
 def test_a_stage_runs_no_other_stage():
-    """No stage module reaches another stage: not by import, not through the stage registry (`stages`, whose RUNNERS
+    """No stage module reaches another stage: not by import, not through the stage registry (`core.stage_registry`, whose RUNNERS
     import stage modules by name), not by importing a module by name itself. Replicate chains run every stage from the
     orchestration layer (`protocol`), never from inside a stage."""
-    from synthnb.config import STAGES
-    reach = {s: sorted((GRAPH[s] & (set(STAGES) | {'stages'})) - {s}) for s in STAGES}
+    from synthnb.core.config import STAGES
+    mods = {f'stages.{s}' for s in STAGES}
+    reach = {s: sorted((GRAPH[s] & (mods | {'core.stage_registry'})) - {s}) for s in mods}
     assert not any(reach.values()), reach
-    dynamic = [c for s in STAGES for c in _dynamic_imports(PKG / f'{s}.py')]
+    dynamic = [c for s in STAGES for c in _dynamic_imports(PKG / 'stages' / f'{s}.py')]
     assert not dynamic, dynamic
 
 
 def test_the_dynamic_import_check_can_fail(tmp_path):
     "The check above sees a stage that imports a module by name (the way the old stage 6 reached stages 1-5)."
     bad = tmp_path / 'training.py'
-    bad.write_text("import importlib\nRUN = importlib.import_module('synthnb.domain').run_domain\n")
+    bad.write_text("import importlib\nRUN = importlib.import_module('synthnb.stages.domain').run_domain\n")
     assert _dynamic_imports(bad) == ['training.py:2']

@@ -1,4 +1,4 @@
-"""The StyleGAN2-ADA generator (`synthnb.gan`) at tiny sizes: demodulation, the ADA controller and augmentations, exact
+"""The StyleGAN2-ADA generator (`synthnb.generators.gan`) at tiny sizes: demodulation, the ADA controller and augmentations, exact
 state round trips, sample shapes at 28/64/128 px, and a short training run that must learn the class."""
 import dataclasses
 import json
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from synthnb.gan import (GANGenerator, GANSettings, ModulatedConv, ResidualDiscriminator, StyleGenerator, ada_augment,
+from synthnb.generators.gan import (GANGenerator, GANSettings, ModulatedConv, ResidualDiscriminator, StyleGenerator, ada_augment,
                          ada_step, minibatch_stddev)
 
 

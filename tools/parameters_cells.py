@@ -1,4 +1,4 @@
-"""Write each stage notebook's `parameters` cell from its config class (synthnb.parameters.parameters_cell): one source per parameter.
+"""Write each stage notebook's `parameters` cell from its config class (synthnb.core.parameters.parameters_cell): one source per parameter.
 
 Usage: python tools/parameters_cells.py [--check]   (--check exits 1 and names the notebooks whose cell is out of date)
 Edit a parameter in its config class (type, default, comment), then run this and `nbdev_export`.
@@ -10,9 +10,9 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from synthnb.config import STAGE_NOTEBOOKS
-from synthnb.parameters import parameters_cell# noqa: E402
-from synthnb.stages import CONFIGS  # noqa: E402
+from synthnb.core.config import STAGE_NOTEBOOKS
+from synthnb.core.parameters import parameters_cell# noqa: E402
+from synthnb.core.stage_registry import CONFIGS  # noqa: E402
 
 
 def stale(write: bool) -> list:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from synthnb.config import STAGE_NOTEBOOKS  # noqa: E402
-from synthnb.store import save_json  # noqa: E402  (strict JSON: NaN -> null)
-from synthnb.verdict import headline_markdown  # noqa: E402
+from synthnb.core.config import STAGE_NOTEBOOKS  # noqa: E402
+from synthnb.core.store import save_json  # noqa: E402  (strict JSON: NaN -> null)
+from synthnb.stages.verdict import headline_markdown  # noqa: E402
 
 STAGES = tuple(STAGE_NOTEBOOKS.values())  # run folders, in the order the stages run
 
@@ -40,7 +40,7 @@ def protocol_times(run_dir) -> dict | None:
     f = run_dir / 'protocol.json'
     if not f.exists(): return None
     import datetime
-    from synthnb.runtime import git_commit
+    from synthnb.core.runtime import git_commit
     rec = json.loads(f.read_text())
     t = [datetime.datetime.fromisoformat(rec[k]) for k in ('started', 'finished') if rec.get(k)]
     return {'started': rec.get('started'), 'finished': rec.get('finished'), 'chains': len(rec.get('chains', {})),
