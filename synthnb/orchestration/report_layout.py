@@ -57,7 +57,7 @@ def _names_used(src: str) -> set:
 # %% ../../nbs/10a_report_layout.ipynb #d1aff1e2
 def report_imports(dropped, # the exported cells the report leaves out
                    kept, # the cells it keeps
-                   module: str, # the notebook's `default_exp`, e.g. 'training'
+                   module: str, # the notebook's `default_exp`, e.g. 'stages.training'
                   ) -> str:
     "The source of the one cell that imports, in a report, what the `dropped` cells define and the `kept` cells use."
     import importlib
