@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 from torch.utils.flop_counter import FlopCounterMode
 
-from synthnb.generators.diffusion import SCHEDULER, ddim_sample, patchify, train_ddpm, unet_config
+from synthnb.generators.diffusion import SCHEDULER, DiffusionSettings, ddim_sample, patchify, train_ddpm, unet_config
 from synthnb.generators.gan import ResidualDiscriminator, StyleGenerator, train_gan
 from synthnb.core.runtime import bf16_supported
 from synthnb.core.images import to_tensor
@@ -87,9 +87,11 @@ def main(size=28, channels='32,64,64', batch=32, steps=8, n=256, threads=0):
             torch.zeros(b, config['in_channels'], s, s, device=device), torch.zeros(b, dtype=torch.long, device=device),
             class_labels=torch.zeros(b, dtype=torch.long, device=device)).sample.pow(2).mean())
         if device == 'cuda': torch.cuda.reset_peak_memory_stats()
+        ds = DiffusionSettings()  # the hyperparameters stage 2 trains with
         def timed(k):  # seconds of a whole train_ddpm call of k steps (set-up included)
             sync(device); t0 = time.perf_counter()
-            out = train_ddpm(UNet2DModel.from_config(config), images, labels, steps=k, batch_size=batch, device=device)
+            out = train_ddpm(UNet2DModel.from_config(config), images, labels, steps=k, batch_size=batch, lr=ds.lr,
+                             label_dropout=ds.label_dropout, ema_decay=ds.ema_decay, device=device)
             sync(device); return time.perf_counter() - t0, out
         timed(1)  # warm-up
         setup, _ = timed(1)

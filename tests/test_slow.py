@@ -43,7 +43,8 @@ def test_diffusion_trains_on_gpu():
     from synthnb.generators.diffusion import ddim_sample, train_ddpm, unet_config
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 255, (64, 28, 28)).astype(np.uint8), np.arange(64) % 2
-    unet, losses = train_ddpm(UNet2DModel.from_config(unet_config(28, 2, [16, 32, 32])), x, y, steps=20, batch_size=16, device='cuda')
+    unet, losses = train_ddpm(UNet2DModel.from_config(unet_config(28, 2, [16, 32, 32])), x, y, steps=20, batch_size=16, lr=1e-3, label_dropout=0.1,
+                             ema_decay=0.999, device='cuda')
     assert len(losses) == 20 and np.isfinite(losses).all()
     out = ddim_sample(unet, np.arange(4) % 2, torch.Generator().manual_seed(0), 4, 1.5)
     assert out.shape == (4, 1, 28, 28) and torch.isfinite(out).all()

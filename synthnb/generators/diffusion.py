@@ -57,11 +57,11 @@ SCHEDULER = dict(num_train_timesteps=1000, beta_schedule='squaredcos_cap_v2')
 def train_ddpm(unet: UNet2DModel, # model built from `unet_config`
                images: np.ndarray, # uint8 (N, H, W)
                labels: np.ndarray, # int (N,) in [0, n_classes)
-               steps: int = 200, # optimisation steps
-               batch_size: int = 32, # images per step and process
-               lr: float = 1e-3, # peak AdamW learning rate
-               label_dropout: float = 0.1, # share of labels replaced by the null class
-               ema_decay: float = 0.999, # EMA decay (with warm-up); 0: no EMA
+               steps: int, # optimisation steps (these five: `DiffusionSettings`, where their defaults live)
+               batch_size: int, # images per step and process
+               lr: float, # peak AdamW learning rate
+               label_dropout: float, # share of labels replaced by the null class
+               ema_decay: float, # EMA decay (with warm-up); 0: no EMA
                seed: int = 0,
                device: str = 'auto', # 'auto', 'cpu' or 'cuda'
               ) -> tuple:
@@ -114,8 +114,8 @@ def guided_noise(unet, x, t, labels, scale: float):
 def ddim_sample(unet: UNet2DModel, # trained model
                 labels, # int class per image
                 generator: torch.Generator, # CPU generator for the initial noise
-                steps: int = 10, # DDIM steps for strength 1
-                guidance_scale: float = 1.5, # 1: no guidance
+                steps: int, # DDIM steps for strength 1 (`DiffusionSettings.ddim_steps`)
+                guidance_scale: float, # 1: no guidance (`DiffusionSettings.guidance_scale`)
                 init: torch.Tensor|None = None, # images (N, 1, H, W) in [-1, 1] to refine (SDEdit); None: from noise
                 strength: float = 1.0, # share of the noise schedule applied to `init`, in (0, 1]
                 batch_size: int|None = None, # images per batch; None: 512 on a GPU, 64 on a CPU (cache-sized)

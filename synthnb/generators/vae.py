@@ -22,7 +22,7 @@ __all__ = ['CondVAE', 'vae_loss', 'VAESettings', 'train_vae', 'VAEGenerator']
 class CondVAE(nn.Module):
     ("A small convolutional conditional VAE: the class enters the encoder as extra input planes and the "
      "decoder beside the latent code.")
-    def __init__(self, image_size: int, n_classes: int, latent: int = 16, width: int = 32):
+    def __init__(self, image_size: int, n_classes: int, latent: int, width: int):  # sizes: `VAESettings`
         super().__init__()
         if image_size % 4: raise ValueError(f"the VAE needs an image side divisible by 4, got {image_size}")
         self.image_size, self.n_classes, self.latent, self.width, s = (image_size, n_classes, latent, width,
