@@ -19,7 +19,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 from torch.utils.flop_counter import FlopCounterMode
 
 from synthnb.generators.diffusion import SCHEDULER, DiffusionSettings, ddim_sample, patchify, train_ddpm, unet_config
-from synthnb.generators.gan import ResidualDiscriminator, StyleGenerator, train_gan
+from synthnb.generators.gan import GANSettings, ResidualDiscriminator, StyleGenerator, train_gan
 from synthnb.core.runtime import bf16_supported
 from synthnb.core.images import to_tensor
 
@@ -59,12 +59,12 @@ def gan_rate(size, batch, steps, device):
     "img/s (real + fake images through D per step, per batch image) of `train_gan`, set-up excluded; MFLOP per step image."
     images, labels = data(max(64, batch), size)
     def timed(k):
-        torch.manual_seed(0); G, D = StyleGenerator(size, 2), ResidualDiscriminator(size, 2)
+        torch.manual_seed(0); G, D = StyleGenerator(size, 2, 64, 32, 128, 2), ResidualDiscriminator(size, 2)
         sync(device); t0 = time.perf_counter()
-        train_gan(G, D, images, labels, steps=k, batch_size=batch, device=device); sync(device)
+        train_gan(G, D, images, labels, GANSettings(train_steps=k, batch_size=batch), device=device); sync(device)
         return time.perf_counter() - t0
     timed(2); short, long = timed(2), timed(2 + steps)
-    G, D = StyleGenerator(size, 2).to(device), ResidualDiscriminator(size, 2).to(device)
+    G, D = StyleGenerator(size, 2, 64, 32, 128, 2).to(device), ResidualDiscriminator(size, 2).to(device)
     z, y = torch.randn(batch, 64, device=device), torch.zeros(batch, dtype=torch.long, device=device)
     x = torch.zeros(batch, 1, size, size, device=device)
     with FlopCounterMode(display=False) as counter:  # one step: D on real and fake, then G through D

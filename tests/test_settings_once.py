@@ -57,9 +57,6 @@ KNOWN = {
     'defect_diffusion': {'generators/defect_diffusion.py: scale_jitter', 'generators/defect_diffusion.py: shift_jitter',
                          'generators/defect_diffusion.py: guidance_scale', 'generators/defect_diffusion.py: prediction',
                          'generators/defect_diffusion.py: blend', 'generators/defect_diffusion.py: contrast'},
-    'gan': {'generators/gan.py: lr', 'generators/gan.py: ema_decay', 'generators/gan.py: r1_gamma',
-            'generators/gan.py: r1_every', 'generators/gan.py: ada_target', 'generators/gan.py: ada_speed',
-            'generators/gan.py: z_dim', 'generators/gan.py: style_dim', 'generators/gan.py: mapping_layers'},
     'paste': {'generators/paste.py: small_area', 'generators/paste.py: contrast', 'generators/paste.py: blend'},
 }
 

@@ -61,7 +61,7 @@ def test_minibatch_stddev_sees_a_collapsed_batch():
 
 @pytest.mark.parametrize('size', [28, 64, 128])
 def test_networks_scale_with_the_image_size(size):
-    G, D = StyleGenerator(size, 3, 32, 4, 16), ResidualDiscriminator(size, 3, 4)
+    G, D = StyleGenerator(size, 3, 32, 4, 16, 2), ResidualDiscriminator(size, 3, 4)
     with torch.no_grad():
         x = G(torch.randn(2, 32), torch.tensor([0, 2]), torch.Generator().manual_seed(0))
         assert x.shape == (2, 1, size, size) and D(x, torch.tensor([0, 2])).shape == (2,)

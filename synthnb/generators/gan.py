@@ -22,7 +22,7 @@ from ..core.images import check_labels, to_tensor, to_uint8
 # %% auto #0
 __all__ = ['ADA_OPS', 'ada_augment', 'ada_step', 'EqualLinear', 'normalise', 'MappingNetwork', 'ModulatedConv', 'StyleLayer',
            'upsamplings', 'channels', 'StyleGenerator', 'EqualConv', 'ResidualBlock', 'minibatch_stddev',
-           'ResidualDiscriminator', 'ema_update', 'r1_penalty', 'train_gan', 'GANSettings', 'GANGenerator']
+           'ResidualDiscriminator', 'ema_update', 'r1_penalty', 'GANSettings', 'train_gan', 'GANGenerator']
 
 # %% ../../nbs/02c_gan.ipynb #8f952076
 ADA_OPS = ('xflip', 'translate', 'scale', 'rotate', 'brightness', 'contrast')  # a greyscale subset of ADA's "bgc"
@@ -84,7 +84,7 @@ def normalise(x: torch.Tensor) -> torch.Tensor:
 # %% ../../nbs/02c_gan.ipynb #6b242017
 class MappingNetwork(nn.Module):
     "z and a class embedding → intermediate latent w, through an MLP with a 100× smaller learning rate."
-    def __init__(self, z_dim: int = 64, n_classes: int = 2, style_dim: int = 128, layers: int = 2):
+    def __init__(self, z_dim: int, n_classes: int, style_dim: int, layers: int):  # sizes: `GANSettings`
         super().__init__()
         self.embed = nn.Embedding(n_classes, style_dim)
         dims = [z_dim + style_dim] + [style_dim] * layers
@@ -135,8 +135,7 @@ def channels(width: int, k: int, most: int = 256) -> list:
 # %% ../../nbs/02c_gan.ipynb #24a97e97
 class StyleGenerator(nn.Module):
     "Conditional StyleGAN2 generator: mapping network, learned constant, modulated convs with noise, skip toRGB."
-    def __init__(self, image_size: int = 28, n_classes: int = 2, z_dim: int = 64, width: int = 32,
-                 style_dim: int = 128, mapping_layers: int = 2):
+    def __init__(self, image_size: int, n_classes: int, z_dim: int, width: int, style_dim: int, mapping_layers: int):
         super().__init__()
         k, start = upsamplings(image_size); ch = channels(width, k)
         self.z_dim, self.mapping = z_dim, MappingNetwork(z_dim, n_classes, style_dim, mapping_layers)
@@ -214,22 +213,37 @@ def r1_penalty(D: nn.Module, real: torch.Tensor, labels: torch.Tensor, augment) 
     grad, = torch.autograd.grad(logits.sum(), real, create_graph=True)
     return grad.square().sum((1, 2, 3)).mean(), logits
 
+# %% ../../nbs/02c_gan.ipynb #acd47c45
+@stage_config
+class GANSettings:
+    "Settings of the `gan` generator (`generation.gan`)."
+    train_steps: PositiveInt = 60  # steps (one D and one G update each)
+    batch_size: PositiveInt = 16  # images per step
+    width: PositiveInt = 16  # channels at full resolution; doubled at each halving, at most 256
+    lr: Positive = 0.002  # Adam learning rate of G and D (equalised learning rate)
+    ema_decay: Annotated[float, Bounds(ge=0, lt=1)] = 0.999  # EMA of the generator's weights; 0: off
+    diff_augment: bool = True  # adaptive discriminator augmentation (ADA) of real and fake images; False: none
+    style_dim: PositiveInt = 128  # width of w, of the mapping network and of the class embeddings
+    mapping_layers: Annotated[int, Bounds(ge=1, le=8)] = 2  # MLP layers of the mapping network (StyleGAN2: 8)
+    r1_gamma: NonNegative = 0.05  # R1 weight γ; 0: off
+    r1_every: PositiveInt = 16  # lazy R1: every this many steps
+    ada_target: Annotated[float, Bounds(gt=0, lt=1)] = 0.6  # ADA's target for r_t = E[sign(D(real))]
+    ada_speed: PositiveInt = 10_000  # images over which ADA's p may move from 0 to 1 (paper: 500 000)
+    z_dim: PositiveInt = 64  # dimensions of the noise z
+
 # %% ../../nbs/02c_gan.ipynb #ef35b7cb
 def train_gan(G: StyleGenerator, D: ResidualDiscriminator,
               images: np.ndarray, # uint8 (N, H, W)
               labels: np.ndarray, # int (N,)
-              steps: int = 200, batch_size: int = 32, lr: float = 0.002,
-              ema_decay: float = 0.999, # 0: no EMA generator
-              augment: bool = True, # adaptive discriminator augmentation
+              settings: GANSettings, # steps, batch, learning rate, EMA, R1 and ADA
               seed: int = 0, device: str = 'auto',
-              r1_gamma: float = 0.05, # R1 weight γ
-              r1_every: int = 16, # lazy R1: every this many steps, scaled up to match
-              ada_target: float = 0.6, # the r_t = E[sign(D(real))] ADA holds
-              ada_speed: int = 10_000, # images over which p may move from 0 to 1
               ada_interval: int = 4, # steps between adjustments of p
               callback=None, # called as callback(step, sampling generator, stats) after each step
              ) -> tuple:
     "Train G and D; return the (EMA) generator in eval mode and the history {'d', 'g', 'p', 'r_t'}, one per step."
+    s = settings
+    steps, batch_size, lr, ema_decay, augment = s.train_steps, s.batch_size, s.lr, s.ema_decay, s.diff_augment
+    r1_gamma, r1_every, ada_target, ada_speed = s.r1_gamma, s.r1_every, s.ada_target, s.ada_speed
     dev = resolve_device(device); torch.manual_seed(seed); g = torch.Generator().manual_seed(seed)
     G, D = G.to(dev).train(), D.to(dev).train(); ema = copy.deepcopy(G).eval() if ema_decay else None
     x, y = to_tensor(images, dev), torch.as_tensor(labels, dtype=torch.long, device=dev)
@@ -261,24 +275,6 @@ def train_gan(G: StyleGenerator, D: ResidualDiscriminator,
     if tracker: tracker.finish()
     return (ema if ema is not None else G).eval(), history
 
-# %% ../../nbs/02c_gan.ipynb #acd47c45
-@stage_config
-class GANSettings:
-    "Settings of the `gan` generator (`generation.gan`)."
-    train_steps: PositiveInt = 60  # steps (one D and one G update each)
-    batch_size: PositiveInt = 16  # images per step
-    width: PositiveInt = 16  # channels at full resolution; doubled at each halving, at most 256
-    lr: Positive = 0.002  # Adam learning rate of G and D (equalised learning rate)
-    ema_decay: Annotated[float, Bounds(ge=0, lt=1)] = 0.999  # EMA of the generator's weights; 0: off
-    diff_augment: bool = True  # adaptive discriminator augmentation (ADA) of real and fake images; False: none
-    style_dim: PositiveInt = 128  # width of w, of the mapping network and of the class embeddings
-    mapping_layers: Annotated[int, Bounds(ge=1, le=8)] = 2  # MLP layers of the mapping network (StyleGAN2: 8)
-    r1_gamma: NonNegative = 0.05  # R1 weight γ; 0: off
-    r1_every: PositiveInt = 16  # lazy R1: every this many steps
-    ada_target: Annotated[float, Bounds(gt=0, lt=1)] = 0.6  # ADA's target for r_t = E[sign(D(real))]
-    ada_speed: PositiveInt = 10_000  # images over which ADA's p may move from 0 to 1 (paper: 500 000)
-    z_dim: PositiveInt = 64  # dimensions of the noise z
-
 # %% ../../nbs/02c_gan.ipynb #738addc9
 class GANGenerator:
     "Conditional StyleGAN2 with ADA, trained on the real images."
@@ -298,9 +294,8 @@ class GANGenerator:
                          style_dim=s.style_dim, mapping_layers=s.mapping_layers)
         torch.manual_seed(self.seed)  # the weights' initialisation too: same seed, same generator
         G, D = StyleGenerator(**self.arch), ResidualDiscriminator(self.arch['image_size'], n_classes, s.width)
-        self.net, self.losses = train_gan(
-            G, D, images, check_labels(labels, n_classes, self.name), s.train_steps, s.batch_size, s.lr,
-            s.ema_decay, s.diff_augment, self.seed, self.device, s.r1_gamma, s.r1_every, s.ada_target, s.ada_speed)
+        self.net, self.losses = train_gan(G, D, images, check_labels(labels, n_classes, self.name), s, self.seed,
+                                          self.device)
         return self
 
     @torch.no_grad()
