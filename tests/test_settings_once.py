@@ -57,7 +57,6 @@ KNOWN = {
     'defect_diffusion': {'generators/defect_diffusion.py: scale_jitter', 'generators/defect_diffusion.py: shift_jitter',
                          'generators/defect_diffusion.py: guidance_scale', 'generators/defect_diffusion.py: prediction',
                          'generators/defect_diffusion.py: blend', 'generators/defect_diffusion.py: contrast'},
-    'paste': {'generators/paste.py: small_area', 'generators/paste.py: contrast', 'generators/paste.py: blend'},
 }
 
 

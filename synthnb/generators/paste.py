@@ -4,7 +4,7 @@
 
 # %% ../../nbs/02d_paste.ipynb #f4b3a9c7
 from __future__ import annotations
-import hashlib
+import dataclasses, hashlib
 from typing import Literal
 import numpy as np
 import torch
@@ -138,9 +138,9 @@ def _orient(a: np.ndarray, k: int, flip: bool) -> np.ndarray: return np.rot90(a[
 def place_defect(target: np.ndarray, # uint8 (H, W) defect-free tile, used as it is
                  src: dict, # from `defect_source`
                  rng: np.random.Generator,
-                 small_area: float = 0.02, # feather only: masks below this share carry their high-pass residual
-                 contrast: float = 0.2, # the defect's contrast is scaled by a random factor in 1 ± contrast
-                 blend: str = 'poisson', # 'poisson' (gradient domain) or 'feather' (the former alpha blend)
+                 small_area: float, # feather only: masks below this share carry their high-pass residual
+                 contrast: float, # the defect's contrast is scaled by a random factor in 1 ± contrast
+                 blend: str, # 'poisson' (gradient domain) or 'feather' (the former alpha blend); these three: `PasteSettings`
                  margin: int = 3, # pixels around the mask that the blend may change
                  quarter_turns: bool = False, # turn the crop by quarter turns too, not only flip it
                 ) -> tuple:
@@ -176,11 +176,12 @@ def _sha1(a: np.ndarray) -> str: return hashlib.sha1(np.ascontiguousarray(a).tob
 class DefectPasteGenerator:
     "Real scarce-set defects (cut along their masks) blended into real defect-free training tiles."
     name = 'paste'
-    def __init__(self, small_area: float = 0.02, contrast: float = 0.2, sigma: float = 2.0, dilate: int = 0,
-                 normal_class: int = 0, blend: str = 'poisson', quarter_turns: bool = False):
-        self.small_area, self.contrast, self.sigma, self.dilate, self.normal_class = (
-            float(small_area), float(contrast), float(sigma), int(dilate), int(normal_class))
-        self.blend, self.quarter_turns = str(blend), bool(quarter_turns)
+    def __init__(self, settings: PasteSettings|None = None, # `generation.paste`; None: the defaults
+                 normal_class: int = 0, # the defect-free class, whose tiles are the backgrounds
+                 sigma: float = 2.0, # blur of the defect's high-pass residual (`defect_source`)
+                 dilate: int = 0): # pixels the blend may change around a mask; 0: 3, or more on big tiles
+        self.settings, self.normal_class = settings or PasteSettings(), int(normal_class)
+        self.sigma, self.dilate = float(sigma), int(dilate)
 
     def fit(self, images: np.ndarray, labels: np.ndarray, masks=None, profile=None, kinds=None):
         "Cut every non-empty defect mask out of the training images; keep the defect-free ones as backgrounds."
@@ -212,8 +213,9 @@ class DefectPasteGenerator:
         kinds = sorted({self.source_kinds[i] for i in pick})
         kind = kinds[rng.integers(len(kinds))]  # types uniformly
         pick = [i for i in pick if self.source_kinds[i] == kind]
-        image, mask, _ = place_defect(bg, self.sources[pick[rng.integers(len(pick))]], rng, self.small_area,
-                                      self.contrast, self.blend, self.margin, self.quarter_turns)
+        s = self.settings
+        image, mask, _ = place_defect(bg, self.sources[pick[rng.integers(len(pick))]], rng, s.small_area, s.contrast,
+                                      s.blend, self.margin, s.quarter_turns)
         return image, mask
 
     def sample(self, labels, generator: torch.Generator) -> dict:
@@ -235,8 +237,9 @@ def state(self: DefectPasteGenerator) -> tuple:
     for i, s in enumerate(self.sources):
         tensors.update({f'source{i}.{p}': torch.from_numpy(np.ascontiguousarray(s[p]).astype(np.float32))
                         for p in _PARTS})
-    config = {'small_area': self.small_area, 'contrast': self.contrast, 'sigma': self.sigma, 'dilate': self.dilate,
-              'margin': self.margin, 'blend': self.blend, 'quarter_turns': self.quarter_turns,
+    s = self.settings
+    config = {'small_area': float(s.small_area), 'contrast': float(s.contrast), 'sigma': self.sigma, 'dilate': self.dilate,
+              'margin': self.margin, 'blend': s.blend, 'quarter_turns': s.quarter_turns,
               'normal_class': self.normal_class, 'n_classes': self.n_classes, 'kinds': self.source_kinds,
               'source_labels': self.source_labels, 'source_hashes': self.source_hashes,
               'ring_means': [s['ring_mean'] for s in self.sources], 'areas': [s['area'] for s in self.sources]}
@@ -246,8 +249,8 @@ def state(self: DefectPasteGenerator) -> tuple:
 def from_state(cls: DefectPasteGenerator, tensors: dict, config: dict, classes=None):
     "Rebuild a fitted generator from `state()`."
     c = dict(config)
-    self = cls(c['small_area'], c['contrast'], c['sigma'], c['dilate'], c['normal_class'], c.get('blend', 'poisson'),
-               c.get('quarter_turns', False))
+    settings = PasteSettings(**{f.name: c[f.name] for f in dataclasses.fields(PasteSettings) if f.name in c})
+    self = cls(settings, c['normal_class'], c['sigma'], c['dilate'])
     self.backgrounds, self.n_classes = tensors['backgrounds'].numpy(), c['n_classes']
     self.margin = c.get('margin', c['dilate'] or 2)
     self.source_kinds, self.source_labels, self.source_hashes = c['kinds'], c['source_labels'], c['source_hashes']

@@ -78,9 +78,7 @@ def make_hybrid(profile: dict, cfg, fitted=None):
 
 def make_paste(profile: dict, cfg, fitted=None):
     "Mask-guided paste of the scarce set's real defects onto its real defect-free tiles."
-    s = PasteSettings(**cfg.paste)
-    return DefectPasteGenerator(s.small_area, s.contrast, normal_class=normal_index(profile, 'the paste generator'),
-                                blend=s.blend, quarter_turns=s.quarter_turns)
+    return DefectPasteGenerator(PasteSettings(**cfg.paste), normal_index(profile, 'the paste generator'))
 
 def make_defect_diffusion(profile: dict, cfg, fitted=None):
     "A small diffusion model of the scarce defects' crops (image and mask), blended into real defect-free tiles."
