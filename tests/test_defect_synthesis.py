@@ -124,7 +124,7 @@ def test_the_learned_blend_leaves_no_seam(generators):
     r = []
     for k, crop in zip(picks, crops):
         bg = gen.backgrounds[rng.integers(len(gen.backgrounds))]
-        im, m, region = place_crop(bg, crop, gen.sides[k], rng, gen.margin)
+        im, m, region = place_crop(bg, crop, gen.sides[k], rng, gen.margin, gen.settings.blend, gen.settings.contrast)
         r.append(seam_statistic(im, bg, region)['ratio'])
     assert np.median(r) <= 1, r
 

@@ -51,26 +51,14 @@ def _defaults(cls) -> dict:
     return out
 
 
-# Second defaults found when this test was written (lower-level functions that restate their generator's settings):
-# each is to go, and none may be added; the test fails on any other and on any of these that is gone (so the list shrinks).
-KNOWN = {
-    'defect_diffusion': {'generators/defect_diffusion.py: scale_jitter', 'generators/defect_diffusion.py: shift_jitter',
-                         'generators/defect_diffusion.py: guidance_scale', 'generators/defect_diffusion.py: prediction',
-                         'generators/defect_diffusion.py: blend', 'generators/defect_diffusion.py: contrast'},
-}
-
-
 @pytest.mark.parametrize('key', sorted(SETTINGS))
 def test_a_generator_default_is_declared_once(key):
     cls = SETTINGS[key]
     own = Path(inspect.getsourcefile(cls)).relative_to(PKG).as_posix()
     defaults = {k: v for k, v in _defaults(cls).items() if v not in (None, '', [], {}, True, False)}
-    twice = [(f'{path}: {name}', f'{path}:{line}: {name} = {value!r}') for path in dict.fromkeys([own, *ROUTE])
+    twice = [f'{path}:{line}: {name} = {value!r}' for path in dict.fromkeys([own, *ROUTE])
              for line, name, value in second_defaults((PKG / path).read_text(), cls.__name__, defaults)]
-    new = [where for site, where in twice if site not in KNOWN.get(key, set())]
-    assert not new, f'{cls.__name__} defaults declared a second time: {new}'
-    gone = KNOWN.get(key, set()) - {site for site, _ in twice}
-    assert not gone, f'no longer declared twice, take them off KNOWN: {sorted(gone)}'
+    assert not twice, f'{cls.__name__} defaults declared a second time (take them from the settings object): {twice}'
 
 
 def test_the_check_finds_a_second_default():

@@ -68,8 +68,8 @@ def window_crops(tiles: torch.Tensor, # (K, C, H, W) float: image and mask chann
                  index: torch.Tensor, # (N,) long: the tile each crop comes from
                  crop: int, # side of the crops
                  generator: torch.Generator|None = None, # None: the windows as they are
-                 scale_jitter: float = 0.15, # side × exp(±this)
-                 shift_jitter: float = 0.1, # centre moved by up to this share of the side
+                 scale_jitter: float = 0.0, # side × exp(±this); 0: none
+                 shift_jitter: float = 0.0, # centre moved by up to this share of the side; 0: none
                  quarter_turns: bool = False, # quarter turns as well as flips
                 ) -> torch.Tensor:
     "Crops (N, C, crop, crop) of the windows under random flips (or turns), scale and shift."
@@ -148,9 +148,9 @@ def train_crop_diffusion(unet: UNet2DModel, # model with 2 input/output channels
 def ddim_crops(unet: UNet2DModel, # trained with `train_crop_diffusion`
                classes, # the class of each crop
                generator: torch.Generator, # CPU generator for the initial noise
-               steps: int = 8, # DDIM steps
-               guidance_scale: float = 1.5, # 1: no guidance
-               prediction: str = 'sample', # what the model predicts (as trained)
+               steps: int, # DDIM steps (these three: `DefectDiffusionSettings`)
+               guidance_scale: float, # 1: no guidance
+               prediction: str, # what the model predicts (as trained)
                batch_size: int = 64, # crops per batch
               ) -> torch.Tensor:
     "Crops (N, C, c, c) in [-1, 1] sampled with guided DDIM."
@@ -169,9 +169,9 @@ def place_crop(target: np.ndarray, # uint8 (H, W) a real defect-free tile
                crop: np.ndarray, # (2, c, c) a generated crop: image and mask channels in [-1, 1]
                side: int, # pixels the crop covers on the tile
                rng: np.random.Generator,
-               margin: int = 3, # pixels around the mask that the blend may change
-               blend: str = 'add', # 'add', 'mixed' or 'poisson': the guidance field (see above)
-               contrast: float = 0.2, # the defect's contrast is scaled by a random factor in 1 ± contrast
+               margin: int, # pixels around the mask that the blend may change
+               blend: str, # 'add', 'mixed' or 'poisson': the guidance field (see above; `DefectDiffusionSettings`)
+               contrast: float, # the defect's contrast is scaled by a random factor in 1 ± contrast
               ) -> tuple:
     "The tile with the crop blended in at `side` pixels, its mask (uint8) and the region the blend changed."
     x = torch.as_tensor(np.ascontiguousarray(crop), dtype=torch.float32)[None]
