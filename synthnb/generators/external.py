@@ -91,17 +91,17 @@ class ExternalGenerator:
     ("Synthetic images made elsewhere — a simulator's renders, a pretrained model's samples, "
      "another lab's set — served like a fitted generator.")
     name = 'external'
-    def __init__(self, path: str, # folder or .npz (see `read_external`)
-                 mask_suffix: str = '', data_dir=None):
-        if not path: raise ValueError("the external generator needs generation.external.path: "
-                                      "a folder (one sub-folder per class) or an .npz")
-        self.path, self.mask_suffix, self.data_dir = str(path), mask_suffix, data_dir
+    def __init__(self, settings: ExternalSettings, # `generation.external`: the set's path and its masks' suffix
+                 data_dir=None): # what a relative path is relative to; None: the data directory
+        if not settings.path: raise ValueError("the external generator needs generation.external.path: "
+                                               "a folder (one sub-folder per class) or an .npz")
+        self.settings, self.path, self.data_dir = settings, str(settings.path), data_dir
 
     def fit(self, images, labels, masks=None, profile=None, kinds=None):
         ("Read and check the set against the real training images: their classes (the profile's), size and channels; "
          "nothing is trained.")
         classes = (profile or {}).get('classes') or [str(c) for c in range(int(np.max(labels)) + 1)]
-        s = read_external(self.path, classes, images.shape[1], self.mask_suffix, self.data_dir)
+        s = read_external(self.path, classes, images.shape[1], self.settings.mask_suffix, self.data_dir)
         if missing := [c for i, c in enumerate(classes) if i in set(np.unique(labels).tolist())
                        and not (s['labels'] == i).any()]:
             raise DataError(f"the external set {self.path} has no images of class(es) {missing}; "
@@ -134,11 +134,12 @@ class ExternalGenerator:
 
     def state(self) -> tuple:
         t = {k: torch.from_numpy(np.ascontiguousarray(getattr(self, k))) for k in ('images', 'labels', 'masks')}
-        return t, {'path': self.path, 'mask_suffix': self.mask_suffix, 'n_classes': self.n_classes, 'files': self.files}
+        return t, {'path': self.path, 'mask_suffix': self.settings.mask_suffix, 'n_classes': self.n_classes,
+                   'files': self.files}
 
     @classmethod
     def from_state(cls, tensors: dict, config: dict, classes=None):
-        self = cls(config['path'], config.get('mask_suffix', ''))
+        self = cls(ExternalSettings(**{k: config[k] for k in ('path', 'mask_suffix') if k in config}))
         self.images, self.labels, self.masks = (tensors[k].numpy() for k in ('images', 'labels', 'masks'))
         self.n_classes, self.files = config['n_classes'], config['files']
         return self

@@ -130,8 +130,7 @@ def make_noise(profile: dict, cfg=None, fitted=None): return NoiseGenerator()
 
 def make_external(profile: dict, cfg, fitted=None):
     "The external synthetic set named by `generation.external` (see External synthetic sets)."
-    s = ExternalSettings(**cfg.external)
-    return ExternalGenerator(s.path, s.mask_suffix)
+    return ExternalGenerator(ExternalSettings(**cfg.external))
 
 
 # %% ../../nbs/02k_generators.ipynb #81c40568
