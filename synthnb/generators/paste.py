@@ -140,7 +140,7 @@ def place_defect(target: np.ndarray, # uint8 (H, W) defect-free tile, used as it
                  rng: np.random.Generator,
                  small_area: float, # feather only: masks below this share carry their high-pass residual
                  contrast: float, # the defect's contrast is scaled by a random factor in 1 ± contrast
-                 blend: str, # 'poisson' (gradient domain) or 'feather' (the former alpha blend); these three: `PasteSettings`
+                 blend: str, # 'poisson' (gradient domain) or 'feather' (former alpha blend); all three: `PasteSettings`
                  margin: int = 3, # pixels around the mask that the blend may change
                  quarter_turns: bool = False, # turn the crop by quarter turns too, not only flip it
                 ) -> tuple:
@@ -238,8 +238,8 @@ def state(self: DefectPasteGenerator) -> tuple:
         tensors.update({f'source{i}.{p}': torch.from_numpy(np.ascontiguousarray(s[p]).astype(np.float32))
                         for p in _PARTS})
     s = self.settings
-    config = {'small_area': float(s.small_area), 'contrast': float(s.contrast), 'sigma': self.sigma, 'dilate': self.dilate,
-              'margin': self.margin, 'blend': s.blend, 'quarter_turns': s.quarter_turns,
+    config = {'small_area': float(s.small_area), 'contrast': float(s.contrast), 'sigma': self.sigma,
+              'dilate': self.dilate, 'margin': self.margin, 'blend': s.blend, 'quarter_turns': s.quarter_turns,
               'normal_class': self.normal_class, 'n_classes': self.n_classes, 'kinds': self.source_kinds,
               'source_labels': self.source_labels, 'source_hashes': self.source_hashes,
               'ring_means': [s['ring_mean'] for s in self.sources], 'areas': [s['area'] for s in self.sources]}

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/12a_protocol.ipynb #d09c2d6d
 from __future__ import annotations
-import contextlib, dataclasses, datetime, hashlib, json, sys, time, uuid
+import contextlib, dataclasses, datetime, hashlib, json, sys, time
 from dataclasses import field
 from pathlib import Path
 from typing import Literal
@@ -20,8 +20,8 @@ from ..core.stage_registry import CONFIGS
 from ..core.store import atomic_path, load_json, save_json, write_npz
 from .runner import run_experiment
 from .grid import config_hash, is_finished
-from .sweep import (_worker_address, local_gpus, machine_cores, run_report, run_sweep_experiment, sweep_client,
-                           task_environment)
+from .sweep import (_worker_address, as_workers_free, local_gpus, machine_cores, run_report,
+                                         run_sweep_experiment, sweep_client, task_environment)
 from ..stages.arms import arm_options
 from ..stages.training import TrainingConfig, evaluate_unit, positive_class
 
@@ -207,11 +207,11 @@ def run_protocol(exp: Experiment, # the experiment (chain 0)
         n_workers = n_workers or min(len(todo), gpus or machine_cores())
         if scheduler is None and threads is None: threads = max(1, machine_cores() // n_workers)
         with sweep_client(scheduler, n_workers, log) as client:
-            from distributed import as_completed
-            futures = {client.submit(run_chain, c, force, threads, gpus, key=f'{c.exp.exp_id}-{uuid.uuid4().hex[:8]}',
-                                     pure=False, retries=1): c for c in todo}
-            for fut in tqdm(as_completed(futures), total=len(futures), desc='chains', unit='chain', file=sys.stderr):
-                c = futures[fut]
+            tasks, by_id = {c.exp.exp_id: (c, force, threads, gpus) for c in todo}, {c.exp.exp_id: c for c in todo}
+            slots = max(n_workers, sum(client.nthreads().values()))
+            for exp_id, fut in tqdm(as_workers_free(client, run_chain, tasks, slots, retries=1), total=len(tasks),
+                                    desc='chains', unit='chain', file=sys.stderr):
+                c = by_id[exp_id]
                 try: rec = fut.result()
                 except Exception as e: rec = {'status': 'error', 'message': f'{type(e).__name__}: {e}'}
                 record['chains'][name(c)].update(rec)

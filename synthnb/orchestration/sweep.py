@@ -4,7 +4,7 @@
 
 # %% ../../nbs/12_sweep.ipynb #62d4773f
 from __future__ import annotations
-import contextlib, dataclasses, datetime, os, platform, sys, tempfile, time, uuid
+import contextlib, dataclasses, datetime, itertools, os, platform, sys, tempfile, time, uuid
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -19,7 +19,7 @@ from .grid import SweepPoint, SweepSpec, config_hash, expand_sweep, load_sweep, 
 
 # %% auto #0
 __all__ = ['THREAD_VARS', 'WORKER_ONLY_VARS', 'task_environment', 'local_gpus', 'run_sweep_experiment', 'machine_cores',
-           'sweep_client', 'run_sweep', 'run_report', 'run_sweep_report']
+           'sweep_client', 'as_workers_free', 'run_sweep', 'run_report', 'run_sweep_report']
 
 # %% ../../nbs/12_sweep.ipynb #e17e6ef6
 THREAD_VARS = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')
@@ -99,6 +99,27 @@ def sweep_client(scheduler=None, # None: a new LocalCluster; an address 'tcp://h
             log(f"Dask dashboard: {client.dashboard_link}")
         yield client
 
+# %% ../../nbs/12_sweep.ipynb #53eebc62
+def as_workers_free(client, # a `distributed.Client`
+                    fn, # what each task calls, as fn(*args)
+                    tasks: dict, # task name -> its args, in the order to start them
+                    slots: int = 1, # tasks in flight at once: the workers' threads
+                    retries: int = 0, # Dask retries of a task that raised
+                   ):
+    "Yield `(name, future)` as each task finishes; submit the next task only then (`slots` in flight at most)."
+    from distributed import as_completed
+    names = iter(tasks)
+    def submit(name):
+        return client.submit(fn, *tasks[name], key=f'{name}-{uuid.uuid4().hex[:8]}', pure=False, retries=retries), name
+    running = dict(submit(n) for n in itertools.islice(names, max(1, slots)))
+    done = as_completed(list(running))
+    for fut in done:
+        yield running.pop(fut), fut
+        if (name := next(names, None)) is not None:
+            f, _ = submit(name)
+            running[f] = name
+            done.add(f)
+
 # %% ../../nbs/12_sweep.ipynb #c576bf3e
 def _record(p: SweepPoint, old: dict) -> dict:
     cfg = {s: dataclasses.asdict(CONFIGS[s](**p.exp.stage_params(s))) for s in ('integration', 'generation')}
@@ -132,12 +153,11 @@ def run_sweep(spec, # a `SweepSpec` or a sweep YAML path
         n_workers = n_workers or min(len(todo), machine_cores())
         if scheduler is None and threads is None: threads = max(1, machine_cores() // n_workers)
         with sweep_client(scheduler, n_workers, log) as client:
-            from distributed import as_completed
-            futures = {client.submit(run_sweep_experiment, p.exp, str(sweep_dir), force, threads,
-                                     key=f'{p.exp_id}-{uuid.uuid4().hex[:8]}',
-                                     pure=False, retries=retries): p for p in todo}
-            for fut in tqdm(as_completed(futures), total=len(futures), desc=spec.name, unit='exp', file=sys.stderr):
-                p = futures[fut]
+            points, slots = {p.exp_id: p for p in todo}, max(n_workers, sum(client.nthreads().values()))
+            tasks = {p.exp_id: (p.exp, str(sweep_dir), force, threads) for p in todo}
+            for exp_id, fut in tqdm(as_workers_free(client, run_sweep_experiment, tasks, slots, retries),
+                                    total=len(tasks), desc=spec.name, unit='exp', file=sys.stderr):
+                p = points[exp_id]
                 try: rec = fut.result()
                 except Exception as e: rec = {'exp_id': p.exp_id, 'status': 'error',
                                               'message': f'{type(e).__name__}: {e}'}
