@@ -18,7 +18,7 @@ $(VENV)/.installed: constraints.txt settings.ini setup.py
 # JupyterLab saves the notebooks in nbs/ without outputs (synthnb.core.hygiene.pre_save_hook), so running one never breaks `make test`
 # (a JSON file in jupyter_server_config.d/ only enables extensions: the hook goes in jupyter_server_config.json)
 JUPYTER_HOOK := $(VENV)/etc/jupyter/jupyter_server_config.json
-$(JUPYTER_HOOK): $(VENV)/.installed
+$(JUPYTER_HOOK): $(VENV)/.installed Makefile  # rewritten when the hook moves
 	mkdir -p $(dir $@)
 	echo '{"ContentsManager": {"pre_save_hook": "synthnb.core.hygiene.pre_save_hook"}}' > $@
 
