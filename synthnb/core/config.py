@@ -60,9 +60,11 @@ def validate_exp_id(exp_id: str) -> str:
 class Replace(dict):
     "A mapping tagged `!replace`: it replaces, rather than merges into, the mapping it overrides."
 
+# %% ../../nbs/00_config.ipynb #c294a01d
 class _Loader(yaml.SafeLoader): "Safe YAML plus the `!replace` tag."
 _Loader.add_constructor('!replace', lambda loader, node: Replace(loader.construct_mapping(node, deep=True)))
 
+# %% ../../nbs/00_config.ipynb #f07b8203
 def load_yaml(text: str, # YAML text
               where: str, # the file or override it came from, for the error
              ):

@@ -24,6 +24,7 @@ class DataError(RuntimeError): "A dataset file is missing, truncated or not the 
 DATASETS = ('pneumoniamnist', 'magnetic-tiles')
 FOLDERS = {'pneumoniamnist': 'pneumoniamnist', 'magnetic-tiles': 'magnetic-tile-defects'}
 
+# %% ../../nbs/00d_data.ipynb #008acf1b
 def data_root(data_dir: str|os.PathLike|None = None) -> Path:
     "The data directory: `data_dir`, else `$SYNTHNB_DATA`, else the checkout's `data/` folder."
     if data_dir: return Path(data_dir).expanduser()
@@ -31,11 +32,13 @@ def data_root(data_dir: str|os.PathLike|None = None) -> Path:
     root = project_root()
     return (root or Path.cwd())/'data'
 
+# %% ../../nbs/00d_data.ipynb #6c0940a7
 def card_dir(dataset: str) -> Path|None:
     "The folder of `dataset`'s card (DATASET.md, manifest) in the checkout."
     root = project_root()
     return root/'data'/FOLDERS[check_dataset(dataset)] if root else None
 
+# %% ../../nbs/00d_data.ipynb #d5bedb06
 def check_dataset(name: str) -> str:
     if name not in DATASETS: raise ValueError(f"Unknown dataset {name!r}{did_you_mean(name, DATASETS)}; "
                                               f"datasets: {', '.join(DATASETS)}")
@@ -49,10 +52,12 @@ class FileVersion:
     size: int
     note: str = ''
 
+# %% ../../nbs/00d_data.ipynb #17d28cf7
 def fix_hint(dataset: str) -> str:
     return (f"Fix: set SYNTHNB_DATA (or the data_dir parameter) to a folder holding {FOLDERS[dataset]}/, "
             f"or run `synthnb download {dataset}` to fetch it into the checkout's data/ folder.")
 
+# %% ../../nbs/00d_data.ipynb #2da0bf9f
 def verify_file(path, # file to check
                 versions, # accepted `FileVersion`s
                 dataset: str, # dataset name, for the fix hint

@@ -32,10 +32,12 @@ def _card_dir() -> Path:
     import synthnb
     return Path(synthnb.__file__).resolve().parent/'cards'
 
+# %% ../../nbs/00f_dataset_cards.ipynb #fdcd4018
 def builtin_cards() -> list:
     "Names of the cards that ship with synthnb."
     return sorted(p.stem for p in _card_dir().glob('*.yaml'))
 
+# %% ../../nbs/00f_dataset_cards.ipynb #46cb8169
 def load_card(dataset: str, # a built-in card's name, or the path of a card YAML file
               **overrides, # card keys given in the experiment: they win over the card's (empty values are ignored)
              ) -> dict:

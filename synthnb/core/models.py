@@ -31,10 +31,12 @@ class BasicBlock(nn.Module):
             nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
     def forward(self, x): return F.relu(self.b2(self.c2(F.relu(self.b1(self.c1(x))))) + self.skip(x))
 
+# %% ../../nbs/00e_models.ipynb #52a6bf71
 def stem_stride(image_size: int) -> int:
     "2 for images of 48 px and more (the first stage then works at half resolution), else 1."
     return 2 if image_size >= 48 else 1
 
+# %% ../../nbs/00e_models.ipynb #790de921
 class SmallResNet(nn.Module):
     "A compact ResNet for small greyscale images, pooled by mean and max."
     def __init__(self, n_classes: int = 2, # output classes

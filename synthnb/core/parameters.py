@@ -163,6 +163,7 @@ def _literal(v) -> str:
     if isinstance(v, dict): return '{' + ', '.join(f'{_literal(k)}: {_literal(x)}' for k, x in v.items()) + '}'
     return repr(v)
 
+# %% ../../nbs/00_parameters.ipynb #6329d7c6
 def _cell_type(hint) -> str:
     "The plain type a parameters cell annotates (papermill reads it): `int`, `float`, `str`, `bool`, `list` or `dict`."
     while get_origin(hint) is Annotated: hint = get_args(hint)[0]
@@ -170,11 +171,13 @@ def _cell_type(hint) -> str:
     if get_origin(hint) in (Union, types.UnionType): return 'object'  # papermill reads names only, not `int|dict`
     return _origin(hint).__name__
 
+# %% ../../nbs/00_parameters.ipynb #d035c9c9
 def _upstream_help(stage: str) -> str:
     k = STAGES.index(stage)
     if k == 0: return 'not used by stage 1'
     return f"stage {k} folder; '' → a cached smoke run of stage{'s 1-' if k > 1 else ' '}{k}"
 
+# %% ../../nbs/00_parameters.ipynb #cda174d7
 def parameters_cell(cls, stage: str) -> str:
     ("The `parameters` cell of `stage`'s notebook, written from its config class `cls`: "
      "one `name: type = default  # comment` line per field.")

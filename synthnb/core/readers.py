@@ -153,6 +153,7 @@ def _label_index(value, classes: list, where: str) -> int:
     raise DataError(f"{where}: label {value!r} is not one of the classes {classes}{did_you_mean(value, classes)} "
                     f"(nor an index below {len(classes)}). Fix the label or list the class in domain.classes.")
 
+# %% ../../nbs/00fa_readers.ipynb #5c4600c0
 def load_folder(root, # the source folder
                 image_size: int, # side of the square output images
                 classes: list|None = None, # class names in label order (default: the labels, sorted, ints numerically)
@@ -235,6 +236,7 @@ def load_folder(root, # the source folder
                             f"{image_size} by area-averaging{rule if any(a != b for a, b in sizes) else ''}")
     return out
 
+# %% ../../nbs/00fa_readers.ipynb #841ca9b2
 def _checked_sha(path: Path, expected: str|None, where: str) -> str:
     digest = sha256_file(path)
     if expected and digest != expected:

@@ -25,6 +25,7 @@ def seed_everything(seed: int) -> torch.Generator:
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 
+# %% ../../nbs/00b_runtime.ipynb #c648c2a4
 def resolve_device(device: str = 'auto') -> torch.device:
     "'auto' picks CUDA when available; 'cuda' without a GPU is an error."
     import torch
@@ -33,6 +34,7 @@ def resolve_device(device: str = 'auto') -> torch.device:
         raise RuntimeError(f"device={device!r} was requested but torch sees no CUDA GPU; use device='auto' or 'cpu'")
     return torch.device(device)
 
+# %% ../../nbs/00b_runtime.ipynb #67b30293
 def bf16_supported(device='cpu') -> bool:
     ("True where bf16 runs natively: a CUDA GPU with bf16, or a CPU with AVX-512 BF16 or AMX tiles "
      "(elsewhere it is emulated, and slow).")
@@ -70,6 +72,7 @@ def package_versions(names=PACKAGES) -> dict:
         except metadata.PackageNotFoundError: out[n] = None
     return out
 
+# %% ../../nbs/00b_runtime.ipynb #2bce14d5
 def project_root():
     ("The synthnb checkout (folder with `settings.ini` and `nbs/`), "
      "searched from the package and the working directory; None if absent.")
@@ -79,6 +82,7 @@ def project_root():
             if (p/'settings.ini').exists() and (p/'nbs').is_dir(): return p
     return None
 
+# %% ../../nbs/00b_runtime.ipynb #e1cb7d0c
 def git_commit(path=None) -> dict:
     "Commit and dirty flag of the git repository holding `path` (default: the synthnb checkout)."
     path = Path(path or project_root() or Path.cwd())
@@ -90,6 +94,7 @@ def git_commit(path=None) -> dict:
                 'dirty': bool(run('status', '--porcelain', '--untracked-files=no').stdout.strip())}
     except (OSError, subprocess.SubprocessError): return {'commit': None, 'dirty': None}
 
+# %% ../../nbs/00b_runtime.ipynb #91623696
 def provenance(device: str = 'auto') -> dict:
     "Versions, commit, platform and device of this process."
     import torch

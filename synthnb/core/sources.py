@@ -25,6 +25,7 @@ def _stratum(labels: np.ndarray, types: np.ndarray|None) -> tuple:
     kinds, counts = np.unique(types[labels == top].astype(str), return_counts=True)
     return top, str(kinds[counts.argmax()])
 
+# %% ../../nbs/00fb_sources.ipynb #92b30e73
 def group_split(groups: np.ndarray, # group id per image
                 labels: np.ndarray, # label per image (used to stratify groups)
                 test_fraction: float = 0.3, # fraction of groups held out
@@ -44,6 +45,7 @@ def group_split(groups: np.ndarray, # group id per image
         test_groups += list(gs[:max(1, round(test_fraction*len(gs)))])
     return np.isin(groups, test_groups)
 
+# %% ../../nbs/00fb_sources.ipynb #fdc4a5a5
 def stratified_split(labels: np.ndarray, test_fraction: float = 0.3, seed: int = 0) -> np.ndarray:
     "Boolean mask of test images: `test_fraction` of each class (at least one)."
     if not 0 < test_fraction < 1: raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
@@ -54,6 +56,7 @@ def stratified_split(labels: np.ndarray, test_fraction: float = 0.3, seed: int =
 
 SPLIT_VALUES = ('train', 'val', 'test')
 
+# %% ../../nbs/00fb_sources.ipynb #9441194d
 def split_rule(data: dict, split: str|None) -> str:
     ("The split to use: the card's, else `official` where the data has test rows, else `group` where it has groups, "
      "else `stratified`.")
@@ -61,6 +64,7 @@ def split_rule(data: dict, split: str|None) -> str:
     if 'split' in data and (data['split'] == 'test').any(): return 'official'
     return 'group' if 'group' in data else 'stratified'
 
+# %% ../../nbs/00fb_sources.ipynb #d136332f
 def test_mask(data: dict, split: str|None, test_fraction: float, seed: int) -> np.ndarray:
     "Which images of a loaded source form the test split."
     split = split_rule(data, split)

@@ -27,6 +27,7 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk): h.update(block)
     return h.hexdigest()
 
+# %% ../../nbs/00a_store.ipynb #9c525fc0
 @contextmanager
 def atomic_path(path):
     "Yield a temporary path beside `path`; rename it to `path` only if the block succeeds."
@@ -40,17 +41,21 @@ def atomic_path(path):
     finally:
         if os.path.exists(tmp): os.unlink(tmp)
 
+# %% ../../nbs/00a_store.ipynb #d412bf28
 def _umask() -> int:
     mask = os.umask(0); os.umask(mask); return mask
 
+# %% ../../nbs/00a_store.ipynb #8f9fd8e6
 def save_json(path, obj, sort_keys: bool = False) -> Path:
     "Write `obj` as indented, strict JSON (NaN and ±inf become null), atomically."
     text = json.dumps(plain_json(obj), indent=1, allow_nan=False, sort_keys=sort_keys)
     with atomic_path(path) as tmp: Path(tmp).write_text(text + '\n')
     return Path(path)
 
+# %% ../../nbs/00a_store.ipynb #8d59a0ac
 def load_json(path): return json.loads(Path(path).read_text())
 
+# %% ../../nbs/00a_store.ipynb #10afedf9
 def plain_json(o):
     ("`o` made of JSON's own types: numpy scalars and arrays, paths and dataclasses converted, "
      "NaN and ±inf as None (JSON's null).")
@@ -65,6 +70,7 @@ def plain_json(o):
     if dataclasses.is_dataclass(o): return plain_json(dataclasses.asdict(o))
     raise TypeError(f"Cannot write {type(o).__name__} to JSON")
 
+# %% ../../nbs/00a_store.ipynb #fe485fa5
 def finite(v) -> bool:
     "Whether `v` is a real number that is not NaN or ±inf (a metric read back from JSON may be None: undefined)."
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and bool(np.isfinite(v))
@@ -138,6 +144,7 @@ class StageRun:
 @patch
 def _rel(self: StageRun, path) -> str: return os.path.relpath(Path(path).resolve(), self.root.resolve())
 
+# %% ../../nbs/00a_store.ipynb #e4110e4b
 @patch
 def artifact_path(self: StageRun, name: str) -> Path:
     "Path of the upstream artifact `name`, verified and recorded as an input."
@@ -163,16 +170,19 @@ def artifact_path(self: StageRun, name: str) -> Path:
     self.inputs[name] = {'path': self._rel(path), 'sha256': digest, 'stage': a.get('stage')}
     return path
 
+# %% ../../nbs/00a_store.ipynb #771e7b5a
 @patch
 def read_arrays(self: StageRun, name: str) -> dict:
     "The arrays of the upstream `.npz` artifact `name`."
     with np.load(self.artifact_path(name), allow_pickle=False) as z: return {k: z[k] for k in z.files}
 
+# %% ../../nbs/00a_store.ipynb #a3416a52
 @patch
 def read_json(self: StageRun, name: str):
     "The content of the upstream `.json` artifact `name`."
     return load_json(self.artifact_path(name))
 
+# %% ../../nbs/00a_store.ipynb #cd220a03
 @patch
 def has_artifact(self: StageRun, name: str) -> bool: return name in self.inherited or name in self.artifacts
 
@@ -183,6 +193,7 @@ def _register(self: StageRun, name: str, path: Path, held_out: bool = False) -> 
                             'stage': self.stage, 'held_out': bool(held_out)}
     return path
 
+# %% ../../nbs/00a_store.ipynb #6364676f
 @patch
 def save_arrays(self: StageRun, name: str, held_out: bool = False, **arrays) -> Path:
     "Write `arrays` to `<name>.npz` atomically and register it (no pickled objects allowed)."
@@ -192,11 +203,13 @@ def save_arrays(self: StageRun, name: str, held_out: bool = False, **arrays) -> 
     except TypeError as e: raise TypeError(f"{name!r}: {e}") from None
     return self._register(name, path, held_out)
 
+# %% ../../nbs/00a_store.ipynb #b4d2d6b8
 @patch
 def write_json(self: StageRun, name: str, obj) -> Path:
     "Write `obj` to `<name>.json` and register it."
     return self._register(name, save_json(self.out_dir/f'{name}.json', obj))
 
+# %% ../../nbs/00a_store.ipynb #a9c55bf6
 @patch
 def write_csv(self: StageRun, name: str, df) -> Path:
     "Write the DataFrame `df` to `<name>.csv` (no index) atomically and register it."
@@ -204,6 +217,7 @@ def write_csv(self: StageRun, name: str, df) -> Path:
     with atomic_path(path) as tmp: df.to_csv(tmp, index=False)
     return self._register(name, path)
 
+# %% ../../nbs/00a_store.ipynb #652281e1
 @patch
 def save_figure(self: StageRun, name: str, fig, dpi: int = 90) -> Path:
     "Save a matplotlib figure as `<name>.png` and register it."
@@ -222,6 +236,7 @@ def write_model(folder, # written: `model.safetensors` and `config.json`
     save_json(folder/'config.json', config, sort_keys=True)  # canonical: identical runs write identical bytes
     return folder
 
+# %% ../../nbs/00a_store.ipynb #21f16ca1
 @patch
 def save_model(self: StageRun, name: str, tensors: dict, config: dict) -> Path:
     "Save a model under `models/<name>/` (`write_model`) and register both files."
@@ -230,6 +245,7 @@ def save_model(self: StageRun, name: str, tensors: dict, config: dict) -> Path:
     self._register(f'model/{name}/config', folder/'config.json')
     return folder
 
+# %% ../../nbs/00a_store.ipynb #752583de
 @patch
 def _write_manifest(self: StageRun, status: str, error: str|None = None):
     if self.metrics: self._register('metrics', save_json(self.out_dir/'metrics.json', self.metrics))

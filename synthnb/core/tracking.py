@@ -55,6 +55,7 @@ def _stage_record(stage_dir) -> dict:
             'parameters': m.get('parameters') or {},
             'scalars': scalars, 'series': series, 'figures': figures}
 
+# %% ../../nbs/00h_tracking.ipynb #e8258011
 def _to_tensorboard(folder: Path, r: dict):
     from torch.utils.tensorboard import SummaryWriter
     from PIL import Image
@@ -68,6 +69,7 @@ def _to_tensorboard(folder: Path, r: dict):
         for f in r['figures']: w.add_image(f.stem, np.asarray(Image.open(f).convert('RGB')), 0, dataformats='HWC')
     finally: w.close()
 
+# %% ../../nbs/00h_tracking.ipynb #9ceb28b0
 def _flat_params(d: dict, prefix: str = '') -> dict:
     "Nested parameters as '/'-joined keys and their values as given (lists and strings kept)."
     out = {}
@@ -76,8 +78,10 @@ def _flat_params(d: dict, prefix: str = '') -> dict:
         else: out[f'{prefix}{k}'] = v
     return out
 
+# %% ../../nbs/00h_tracking.ipynb #db23e4d0
 def _mlflow_key(k: str) -> str: return re.sub(r'[^\w\-. /]', '_', k)[:250]
 
+# %% ../../nbs/00h_tracking.ipynb #7a5798b7
 def _to_mlflow(folder: Path, r: dict):
     try: import mlflow
     except ImportError: raise ImportError("tracking: mlflow needs the mlflow package (pip install mlflow)") from None
@@ -97,6 +101,7 @@ def _to_mlflow(folder: Path, r: dict):
     for f in r['figures']: client.log_artifact(run.info.run_id, str(f))
     client.set_terminated(run.info.run_id, 'FINISHED' if r['status'] == 'complete' else 'FAILED')
 
+# %% ../../nbs/00h_tracking.ipynb #2d89d0b3
 def mlflow_uri(folder) -> str:
     "`$MLFLOW_TRACKING_URI` (a server or database of the user's), else a local file store in `folder`."
     if uri := os.environ.get('MLFLOW_TRACKING_URI'): return uri
@@ -104,6 +109,7 @@ def mlflow_uri(folder) -> str:
     os.environ.setdefault('MLFLOW_ALLOW_FILE_STORE', 'true')
     return Path(folder).resolve().as_uri()
 
+# %% ../../nbs/00h_tracking.ipynb #566bf194
 def accelerator_tracking() -> dict:
     "`Accelerator` arguments (`log_with`, `project_dir`) for live training values; empty when tracking is off."
     if (target := tracking_target()) is None: return {}
@@ -112,6 +118,7 @@ def accelerator_tracking() -> dict:
         import mlflow; mlflow.set_tracking_uri(mlflow_uri(folder))
     return {'log_with': kind, 'project_dir': str(folder)}
 
+# %% ../../nbs/00h_tracking.ipynb #a746438f
 def live_tracker(name: str):
     ("accelerate's TensorBoard or MLflow tracker for live training values (`.log(values, step)`, `.finish()`), or None "
      "when tracking is off.")
@@ -122,12 +129,14 @@ def live_tracker(name: str):
     tracker.start()
     return tracker
 
+# %% ../../nbs/00h_tracking.ipynb #e177f08b
 def mirror_stage(stage_dir, kind: str, folder) -> dict:
     "Mirror the stage in `stage_dir` into tracker `kind` under `folder`; return what was sent (name, counts)."
     r = _stage_record(stage_dir)
     {'tensorboard': _to_tensorboard, 'mlflow': _to_mlflow}[check_tracker(kind) or 'tensorboard'](Path(folder), r)
     return {'name': r['name'], 'scalars': len(r['scalars']), 'series': len(r['series']), 'figures': len(r['figures'])}
 
+# %% ../../nbs/00h_tracking.ipynb #46d69adf
 def mirror_run(run_dir, kind: str = 'tensorboard', folder=None) -> list:
     "Mirror every stage folder of a finished run (default folder: `<run_dir>/tracking`)."
     run_dir = Path(run_dir)

@@ -46,8 +46,13 @@ def unet_config(image_size: int, # side of the (square) images
                 up_block_types=['UpBlock2D'] * levels, add_attention=False, norm_num_groups=min(8, min(channels)),
                 num_class_embeds=n_classes + 1)
 
+# %% ../../nbs/02b_diffusion.ipynb #4752b965
 def patch_size(config: dict) -> int: return int(round(config['in_channels'] ** 0.5))
+
+# %% ../../nbs/02b_diffusion.ipynb #6a977443
 def patchify(x, p): return F.pixel_unshuffle(x, p) if p > 1 else x
+
+# %% ../../nbs/02b_diffusion.ipynb #f9ec0bd5
 def unpatchify(x, p): return F.pixel_shuffle(x, p) if p > 1 else x
 
 # %% ../../nbs/02b_diffusion.ipynb #17a42ce7

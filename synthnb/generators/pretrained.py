@@ -55,6 +55,7 @@ def load_pipeline(path, data_dir=None):
     files = {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob('*')) if p.is_file()}
     return unet, pipe.scheduler, files
 
+# %% ../../nbs/02h_pretrained.ipynb #b2b405ee
 def to_unet_space(x: torch.Tensor, unet) -> torch.Tensor:
     ("Greyscale images (N, 1, S, S) in [-1, 1] as the UNet sees them: its channels (grey "
      "repeated) and its `sample_size`.")
@@ -64,6 +65,7 @@ def to_unet_space(x: torch.Tensor, unet) -> torch.Tensor:
                                            antialias=x.shape[-1] > s)
     return x.repeat(1, c, 1, 1) if c != 1 else x
 
+# %% ../../nbs/02h_pretrained.ipynb #ed5c99b6
 def from_unet_space(x: torch.Tensor, size: int) -> torch.Tensor:
     "The UNet's output back to greyscale (channel mean) images of side `size`, clamped to [-1, 1]."
     x = x.mean(1, keepdim=True)

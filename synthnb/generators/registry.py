@@ -45,52 +45,61 @@ def make_simulator(profile: dict, cfg=None, fitted=None):
                                  "or use paste, diffusion or gan.")
     return SIMULATOR_CLASSES[name]()
 
+# %% ../../nbs/02k_generators.ipynb #2253541f
 def make_diffusion(profile: dict, cfg, fitted=None):
     "An untrained class-conditional diffusion model with `generation.diffusion`'s settings."
     return DiffusionGenerator(DiffusionSettings(**cfg.diffusion), cfg.device, cfg.seed)
 
+# %% ../../nbs/02k_generators.ipynb #a6308577
 def make_gan(profile: dict, cfg, fitted=None):
     "An untrained conditional GAN with `generation.gan`'s settings."
     return GANGenerator(GANSettings(**cfg.gan), cfg.device, cfg.seed)
 
+# %% ../../nbs/02k_generators.ipynb #c898058f
 def make_vae(profile: dict, cfg, fitted=None):
     "An untrained conditional VAE with `generation.vae`'s settings."
     return VAEGenerator(VAESettings(**cfg.vae), dp=False, device=cfg.device, seed=cfg.seed)
 
+# %% ../../nbs/02k_generators.ipynb #926e9aa1
 def make_dp_vae(profile: dict, cfg, fitted=None):
     "The same VAE, to be trained by DP-SGD to `generation.vae.epsilon`."
     return VAEGenerator(VAESettings(**cfg.vae), dp=True, device=cfg.device, seed=cfg.seed)
 
+# %% ../../nbs/02k_generators.ipynb #c0adbadf
 def make_pretrained(profile: dict, cfg, fitted=None):
     "The diffusers pipeline on disk named by `generation.pretrained`, for img2img from the scarce images."
     return PretrainedGenerator(PretrainedSettings(**cfg.pretrained), device=cfg.device, seed=cfg.seed)
 
+# %% ../../nbs/02k_generators.ipynb #256a7591
 def _diffusion_of(fitted: dict|None):
     "A diffusion model already trained in this run (by `diffusion` or a hybrid), else None."
     fitted = fitted or {}
     return fitted.get('diffusion') or next((g.diffusion for n, g in fitted.items()
                                             if n in ('hybrid', 'paste_hybrid')), None)
 
+# %% ../../nbs/02k_generators.ipynb #d6fa2938
 def make_hybrid(profile: dict, cfg, fitted=None):
     "Simulator + diffusion refiner; reuses a diffusion model already in `fitted`."
     return HybridGenerator(make_simulator(profile), _diffusion_of(fitted) or make_diffusion(profile, cfg),
                            HybridSettings(**cfg.hybrid))
 
+# %% ../../nbs/02k_generators.ipynb #1dd548c6
 def make_paste(profile: dict, cfg, fitted=None):
     "Mask-guided paste of the scarce set's real defects onto its real defect-free tiles."
     return DefectPasteGenerator(PasteSettings(**cfg.paste), normal_index(profile, 'the paste generator'))
 
+# %% ../../nbs/02k_generators.ipynb #bc873645
 def make_defect_diffusion(profile: dict, cfg, fitted=None):
     "A small diffusion model of the scarce defects' crops (image and mask), blended into real defect-free tiles."
     return DefectDiffusionGenerator(DefectDiffusionSettings(**cfg.defect_diffusion),
                                     normal_index(profile, 'the defect_diffusion generator'), cfg.device, cfg.seed)
 
+# %% ../../nbs/02k_generators.ipynb #dab2f352
 def make_paste_hybrid(profile: dict, cfg, fitted=None):
     "Paste, then masked SDEdit by the diffusion model (reused from `fitted` when there)."
     return HybridGenerator(fitted['paste'] if 'paste' in (fitted or {}) else make_paste(profile, cfg),
                            _diffusion_of(fitted) or make_diffusion(profile, cfg), HybridSettings(**cfg.hybrid),
                            masked=True)
-
 
 # %% ../../nbs/02k_generators.ipynb #9aa0e6ae
 class CopyGenerator:
@@ -111,6 +120,7 @@ class CopyGenerator:
     def from_state(cls, tensors, config, classes=None):
         return cls().fit(tensors['images'].numpy(), tensors['labels'].numpy())
 
+# %% ../../nbs/02k_generators.ipynb #750743ec
 class NoiseGenerator:
     "Control: uniform noise images with the requested labels."
     name = 'noise'
@@ -125,13 +135,16 @@ class NoiseGenerator:
     @classmethod
     def from_state(cls, tensors, config, classes=None): self = cls(); self.shape = tuple(config['shape']); return self
 
+# %% ../../nbs/02k_generators.ipynb #8267630c
 def make_copy(profile: dict, cfg=None, fitted=None): return CopyGenerator()
+
+# %% ../../nbs/02k_generators.ipynb #e2ead494
 def make_noise(profile: dict, cfg=None, fitted=None): return NoiseGenerator()
 
+# %% ../../nbs/02k_generators.ipynb #1b1c6039
 def make_external(profile: dict, cfg, fitted=None):
     "The external synthetic set named by `generation.external` (see External synthetic sets)."
     return ExternalGenerator(ExternalSettings(**cfg.external))
-
 
 # %% ../../nbs/02k_generators.ipynb #81c40568
 @runtime_checkable

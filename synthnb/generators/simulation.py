@@ -45,12 +45,14 @@ def _stamp(shape, pts, width: float) -> np.ndarray:
     m[p[ok, 0], p[ok, 1]] = 1
     return np.clip(ndimage.gaussian_filter(m, max(width, 0.5)) * (2.5 * max(width, 0.5))**2 / 2, 0, 1)
 
+# %% ../../nbs/02a_simulation.ipynb #028e2308
 def scratch_mask(shape, rng, width: float = 0.6) -> np.ndarray:
     "A thin quadratic-Bézier curve across part of the image."
     h, w = shape; a, b, c = (rng.uniform([0, 0], [h, w]) for _ in range(3))
     t = np.linspace(0, 1, 4 * (h + w))[:, None]
     return _stamp(shape, (1-t)**2*a + 2*(1-t)*t*b + t**2*c, width)
 
+# %% ../../nbs/02a_simulation.ipynb #f3d22898
 def crack_mask(shape, rng, width: float = 0.6, branches: int = 2) -> np.ndarray:
     "A jagged random walk with side branches."
     h, w = shape; pts = []
@@ -63,6 +65,7 @@ def crack_mask(shape, rng, width: float = 0.6, branches: int = 2) -> np.ndarray:
             a += rng.normal(0, 0.35); p = p + 0.5 * np.array([np.sin(a), np.cos(a)]); pts.append(p)
     return _stamp(shape, np.array(pts), width)
 
+# %% ../../nbs/02a_simulation.ipynb #e573ce4d
 def blob_mask(shape, rng, area: float = 0.004) -> np.ndarray:
     "A soft ellipse covering about `area` of the image (a blowhole)."
     h, w = shape; r = np.sqrt(area * h * w / np.pi); ry, rx = r * rng.uniform(0.7, 1.4, 2)
@@ -70,6 +73,7 @@ def blob_mask(shape, rng, area: float = 0.004) -> np.ndarray:
     d = ((yy - cy) / max(ry, 0.7))**2 + ((xx - cx) / max(rx, 0.7))**2
     return np.clip(1.5 - d, 0, 1)
 
+# %% ../../nbs/02a_simulation.ipynb #49547820
 def perlin_mask(shape, rng, area: float = 0.05) -> np.ndarray:
     "A DRAEM-style irregular patch: thresholded Perlin noise covering about `area` of the image."
     noise = fractal_noise(shape, (int(rng.integers(2, 5)),) * 2, rng)
@@ -190,6 +194,7 @@ def sample(self: ChestOpacitySimulator|SurfaceDefectSimulator, labels, generator
             'masks': np.stack([o[1] for o in out]) if out else np.zeros((0, h, w), np.uint8),
             'labels': np.asarray(labels, dtype=np.int64)}
 
+# %% ../../nbs/02a_simulation.ipynb #9ab7fe9c
 @patch
 def state(self: ChestOpacitySimulator|SurfaceDefectSimulator) -> tuple:
     "Tensors (backgrounds, lung field) and JSON-able config of a fitted simulator."
@@ -198,6 +203,7 @@ def state(self: ChestOpacitySimulator|SurfaceDefectSimulator) -> tuple:
     if hasattr(self, 'lung'): tensors['lung'] = torch.from_numpy(self.lung.astype(np.float32))
     return tensors, config
 
+# %% ../../nbs/02a_simulation.ipynb #f655d38f
 @patch(cls_method=True)
 def from_state(cls: ChestOpacitySimulator|SurfaceDefectSimulator, tensors: dict, config: dict, classes=None):
     "Rebuild a fitted simulator from `state()`."

@@ -34,11 +34,13 @@ def setup_logging(verbosity: int = 0) -> logging.Logger:
     LOG.setLevel(logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG)
     return LOG
 
+# %% ../../nbs/10b_execution.ipynb #ac5b009c
 def installed_share() -> Path:
     ("Where a wheel puts the stage notebooks and experiment templates: "
      "`<prefix>/share/synthnb/` (setup.py's data_files).")
     return Path(sys.prefix)/'share'/'synthnb'
 
+# %% ../../nbs/10b_execution.ipynb #e2de0784
 def notebooks_dir() -> Path:
     "The `nbs/` folder of the synthnb checkout, or of an installed wheel."
     root = project_root()
@@ -48,6 +50,7 @@ def notebooks_dir() -> Path:
                             f"{installed_share()/'nbs'}. Run from inside a clone, or install synthnb from its wheel "
                             "or with `pip install -e .` from a clone")
 
+# %% ../../nbs/10b_execution.ipynb #6fbdbc2f
 def find_experiment(config) -> Path:
     ("The experiment file `config`: a path, or the name of a shipped template (`healthcare`, "
      "`experiments/defect.yaml`) outside a checkout.")
@@ -60,11 +63,13 @@ def find_experiment(config) -> Path:
         f"No experiment file {config}: give a path, or one of the shipped templates "
         f"{sorted(q.stem for d in (project_root(), installed_share()) if d for q in (d/'experiments').glob('*.yaml'))}")
 
+# %% ../../nbs/10b_execution.ipynb #2b0eef2b
 def stage_notebook(stage: str) -> Path:
     "The notebook of `stage` (`STAGE_NOTEBOOKS`)."
     if stage not in STAGE_NOTEBOOKS: raise ValueError(f"Unknown stage {stage!r}{did_you_mean(stage, STAGES)}")
     return notebooks_dir()/f'{STAGE_NOTEBOOKS[stage]}.ipynb'
 
+# %% ../../nbs/10b_execution.ipynb #e920a8dc
 def notebook_parameters(stage: str) -> dict:
     "Parameters accepted by `stage`'s notebook, as papermill sees them: name -> {inferred_type_name, default, help}."
     import papermill
@@ -73,10 +78,12 @@ def notebook_parameters(stage: str) -> dict:
 # %% ../../nbs/10b_execution.ipynb #b7b81582
 class ParameterError(ValueError): "An experiment names a parameter that a stage notebook does not have."
 
+# %% ../../nbs/10b_execution.ipynb #1edbd31b
 def accepted_parameters() -> dict:
     "stage -> names its notebook accepts (minus those the runner sets)."
     return {s: set(notebook_parameters(s)) - set(RESERVED_PARAMS) for s in STAGES}
 
+# %% ../../nbs/10b_execution.ipynb #1983c0c9
 def _override_keys(overrides, accepted: dict) -> dict:
     "'stage.name' -> the `-p` text that set it (a bare name goes to the one stage that accepts it)."
     out = {}
@@ -87,6 +94,7 @@ def _override_keys(overrides, accepted: dict) -> dict:
         if len(owners) == 1: out[f"{owners[0]}.{key.split('.')[1 if '.' in key else 0]}"] = o
     return out
 
+# %% ../../nbs/10b_execution.ipynb #6f3b0bcc
 def validate_experiment(exp: Experiment, accepted: dict|None = None,
                         overrides=(), # the `-p key=value` texts, so an error names the override rather than the file
                        ) -> Experiment:
@@ -161,6 +169,7 @@ class StageFailed(RuntimeError):
         super().__init__(f"stage {stage} failed: {message}\n  report: {report}")
         self.stage, self.report, self.message = stage, report, message
 
+# %% ../../nbs/10b_execution.ipynb #f849dbbe
 def report_error(report) -> str|None:
     "The first error in an executed notebook, or a note on cells that never completed; None if clean."
     import nbformat
@@ -176,6 +185,7 @@ def report_error(report) -> str|None:
 
 KERNEL_START_FAILED, KERNEL_START_TRIES = 'Kernel died before replying to kernel_info', 3
 
+# %% ../../nbs/10b_execution.ipynb #92b5a05d
 def execute_notebook(notebook, stage_dir, params: dict, kernel: str = 'python3', cwd=None,
                      progress_bar: bool = True, # papermill's cell bar, the stage's bars and prints, live on `out`
                      verbose: bool|None = None, # also papermill's log and failure traceback (None: logger at DEBUG)
@@ -217,6 +227,7 @@ def execute_notebook(notebook, stage_dir, params: dict, kernel: str = 'python3',
 
 NOISE = ('Warning', 'warn(', 'without encryption')  # kernel and library warnings: in the report, not on the terminal
 
+# %% ../../nbs/10b_execution.ipynb #6febd8ee
 def stream_output(pipe, out, show: bool = True, traceback: bool = False) -> str:
     ("Copy `pipe` to `out` as it arrives (bars redraw in place), minus `NOISE` and, unless `traceback`, papermill's "
      "traceback; return all of it.")
@@ -233,4 +244,5 @@ def stream_output(pipe, out, show: bool = True, traceback: bool = False) -> str:
     if show and pending and not in_tb: out.write(pending + '\n'); out.flush()
     return ''.join(seen)
 
+# %% ../../nbs/10b_execution.ipynb #1c4fb0e1
 def _last_line(text: str) -> str: return next((l for l in reversed(text.strip().splitlines()) if l.strip()), '')

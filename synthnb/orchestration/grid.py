@@ -30,6 +30,7 @@ class SweepSpec:
     description: str = ''
     source: str = ''
 
+# %% ../../nbs/12_grid.ipynb #429cfa48
 def _cases(cases, where) -> dict:
     if isinstance(cases, str): cases = [cases]
     if isinstance(cases, list):
@@ -41,6 +42,7 @@ def _cases(cases, where) -> dict:
         raise ValueError(f"{where}: `cases` must name at least one experiment file")
     return {validate_exp_id(str(k)): str(v) for k, v in cases.items()}
 
+# %% ../../nbs/12_grid.ipynb #9d9588e4
 def load_sweep(path, # sweep YAML file, or a dict with its content
                overrides=(), # `key=value` strings for every experiment (`-p`)
                grid=(), # `key=[v1, v2]` strings that replace or add a grid axis (`-g`)
@@ -73,11 +75,13 @@ def _fmt(value) -> str:
     if isinstance(value, dict): return '_'.join(f'{k}{_fmt(v)}' for k, v in value.items())
     return str(value)
 
+# %% ../../nbs/12_grid.ipynb #a17c4e84
 def point_label(key: str, value) -> str:
     "Label of one grid value inside an exp_id: `r0.5`, `s1`, `simulation_diffusion`, `steps20`."
     prefix = LABELS.get(key, key.split('.')[-1].replace('_', ''))
     return re.sub(r'[^A-Za-z0-9_.]', '_', prefix + _fmt(value))
 
+# %% ../../nbs/12_grid.ipynb #226c6199
 def sweep_exp_id(sweep: str, # the sweep's name
                  case: str, # the case (experiment file) name
                  point: dict, # grid key -> value
@@ -103,18 +107,22 @@ class SweepPoint:
 # one run of it computes
 NOT_CONFIG = ('source', 'tracking', 'protocol')
 
+# %% ../../nbs/12_grid.ipynb #5bd10ee3
 def _config(exp) -> dict: return json.loads(json.dumps({k: v for k, v in dataclasses.asdict(exp).items()
                                                         if k not in NOT_CONFIG}, default=str))
 
+# %% ../../nbs/12_grid.ipynb #ded256f0
 def config_hash(exp: Experiment) -> str:
     "sha256 of what `exp` computes: seed, device, profile and stage parameters (not its file)."
     blob = json.dumps(_config(exp), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
+# %% ../../nbs/12_grid.ipynb #4f6abd90
 def _case_path(path) -> Path:
     p = Path(path)
     return p if p.is_absolute() or p.exists() or project_root() is None else project_root()/p
 
+# %% ../../nbs/12_grid.ipynb #5494fae8
 def expand_sweep(spec: SweepSpec, accepted: dict|None = None) -> list:
     "Cases × grid into distinct, validated `SweepPoint`s (raises `ValueError` on any bad one)."
     accepted, points, seen = accepted or accepted_parameters(), [], {}
@@ -140,11 +148,13 @@ def config_diff(old: dict, new: dict, prefix: str = '') -> list:
         elif a != b: out.append(f'{prefix}{k}: {a!r} → {b!r}')
     return out
 
+# %% ../../nbs/12_grid.ipynb #976ca4e4
 def is_finished(run_dir) -> bool:
     "True if the training stage of the run in `run_dir` completed."
     try: read_manifest(Path(run_dir)/stage_folder('training')); return True
     except Exception: return False
 
+# %% ../../nbs/12_grid.ipynb #18e77388
 def plan_sweep(points: list, sweep_dir, force: bool = False) -> tuple:
     "(points to run, exp_ids to skip); raises `ValueError` if a run folder holds another configuration."
     old = (load_json(Path(sweep_dir)/'sweep.json') if (Path(sweep_dir)/'sweep.json').exists()

@@ -23,8 +23,10 @@ def stage_cache_dir(stage_cache=None) -> Path|None:
     d = stage_cache or os.environ.get('SYNTHNB_STAGE_CACHE')
     return Path(d).resolve() if d else None
 
+# %% ../../nbs/10_runner.ipynb #058a5c18
 def _cached(cache: Path, stage: str, key: str) -> Path: return cache/key[:40]/stage_folder(stage)
 
+# %% ../../nbs/10_runner.ipynb #dad393fc
 def store_stage(cache: Path, stage: str, key: str, stage_dir) -> Path:
     "Copy a completed stage folder into the cache (atomically: a half-written entry is never seen)."
     dest = _cached(cache, stage, key)
@@ -39,6 +41,7 @@ def store_stage(cache: Path, stage: str, key: str, stage_dir) -> Path:
     finally: shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
+# %% ../../nbs/10_runner.ipynb #10e83e70
 def restore_stage(cache: Path, stage: str, key: str, stage_dir) -> bool:
     "Copy the cached stage of `key` into `stage_dir`; False when the cache has no intact copy."
     src = _cached(cache, stage, key)

@@ -33,12 +33,14 @@ def _hashable(v):
     if isinstance(v, (list, tuple)): return '+'.join(map(str, v))
     return str(sorted(v.items())) if isinstance(v, dict) else v
 
+# %% ../../nbs/13_sweep_report.ipynb #f13201b4
 def config_columns(sweep: dict) -> list:
     "Columns that identify a configuration: case, generators, ratio and the other grid axes but the seed."
     axes = [k for k in sweep.get('spec', {}).get('grid', {})
             if k not in ('seed', 'integration.ratio', 'generation.generators')]
     return ['case', 'generators', 'ratio', *axes]
 
+# %% ../../nbs/13_sweep_report.ipynb #4195220e
 def load_sweep_metrics(sweep_dir) -> pd.DataFrame:
     ("One row per (complete experiment, arm, model seed) of the sweep in `sweep_dir`; "
      "the configuration columns in `.attrs['config']`.")

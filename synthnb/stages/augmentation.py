@@ -97,6 +97,7 @@ INPUTS = {'train': 'domain', 'profile': 'domain', 'synthetic_kept': 'evaluation'
 def _repeat(d: dict, copies: int) -> dict: return {k: np.concatenate([v] * copies) if copies else v[:0]
                                                    for k, v in d.items()}
 
+# %% ../../nbs/04_augmentation.ipynb #cd3f7d4a
 def run_augmentation(cfg: AugmentationConfig, upstream_dir=None, out_dir=None) -> StageResult:
     "Stage 4: augment the kept synthetic set and make augmented copies of the scarce real set."
     with StageRun('augmentation', cfg, upstream_dir, out_dir, inputs=INPUTS) as run:
@@ -124,11 +125,13 @@ def run_augmentation(cfg: AugmentationConfig, upstream_dir=None, out_dir=None) -
         _save_previews(run, cfg, raw, train, s['images'], refs)
     return stage_result('augmentation', run.out_dir)
 
+# %% ../../nbs/04_augmentation.ipynb #24a67568
 def _w1(images, train) -> float|None:
     "Wasserstein-1 distance, in grey levels, between the pixels of `images` and of the real training images."
     return (round(float(wasserstein_distance(images.reshape(-1), train['images'].reshape(-1))), 3) if len(images)
             else None)
 
+# %% ../../nbs/04_augmentation.ipynb #a223829f
 def preview_images(syn: dict, train: dict, n: int = 6) -> tuple:
     ("`(images, masks, what)`: up to `n` evenly spaced kept synthetic images to preview the policy on, "
      "or real training images when stage 3 kept none.")
@@ -137,6 +140,7 @@ def preview_images(syn: dict, train: dict, n: int = 6) -> tuple:
     masks = src['masks'] if 'masks' in src else np.zeros_like(src['images'])
     return src['images'][idx], masks[idx], what
 
+# %% ../../nbs/04_augmentation.ipynb #5baa349e
 def _save_previews(run, cfg, syn, train, after, refs):
     images, masks, what = preview_images(syn, train)
     fig = preview_grid({'policy': cfg.policy}, images, masks, **refs, draws=3, seed=cfg.seed + 100,

@@ -112,6 +112,7 @@ def carve_scarce(labels: np.ndarray, # pool labels
         chosen += list(idx[:n])
     return np.sort(np.array(chosen))
 
+# %% ../../nbs/01_domain.ipynb #13c7a9e3
 def carve_validation(labels: np.ndarray, # pool labels
                      n_per_class: int, # validation images per class
                      seed: int, # experiment seed
@@ -132,6 +133,7 @@ def carve_validation(labels: np.ndarray, # pool labels
     return cand[carve_scarce(labels[cand], n_per_class, seed, None if groups is None else groups[cand],
                              whole_groups=True)]
 
+# %% ../../nbs/01_domain.ipynb #aa97b5c4
 def image_hashes(images: np.ndarray) -> np.ndarray:
     "sha1 of each image's bytes: lets tests prove which real images reached which stage."
     return np.array([hashlib.sha1(np.ascontiguousarray(im).tobytes()).hexdigest() for im in images])
@@ -156,12 +158,14 @@ def texture_stats(images: np.ndarray) -> dict:
     h, w = x.shape[1:]; yy, xx = np.mgrid[:h, :w]; r = np.hypot(yy - h/2, xx - w/2)
     return {'gradient_mean': float(grad), 'high_freq_share': float(spec[:, r > min(h, w)/4].sum() / spec.sum())}
 
+# %% ../../nbs/01_domain.ipynb #6e213b75
 def intensity_stats(images: np.ndarray) -> dict:
     "Mean, std and percentiles of pixel intensities (0–255)."
     v = images.reshape(-1).astype(np.float32)
     p5, p50, p95 = np.percentile(v, [5, 50, 95])
     return {'mean': float(v.mean()), 'std': float(v.std()), 'p5': float(p5), 'p50': float(p50), 'p95': float(p95)}
 
+# %% ../../nbs/01_domain.ipynb #d3eb931b
 def defect_stats(images: np.ndarray, masks: np.ndarray) -> dict:
     "Mask area fraction and defect-minus-surface intensity over images with a non-empty mask."
     has = masks.reshape(len(masks), -1).any(1)

@@ -99,6 +99,7 @@ def _synthetic_rows(run: StageRun, cfg: IntegrationConfig) -> dict:
     syn = run.read_arrays(cfg.source)
     return {'images': syn['images'], 'labels': syn['labels'], 'generator': syn['generator'].astype(str)}
 
+# %% ../../nbs/05_integration.ipynb #6aad3cb1
 def run_integration(cfg: IntegrationConfig, upstream_dir=None, out_dir=None) -> StageResult:
     "Stage 5: build the mixed training set(s)."
     with StageRun('integration', cfg, upstream_dir, out_dir, inputs=INPUTS) as run:
@@ -128,6 +129,7 @@ def run_integration(cfg: IntegrationConfig, upstream_dir=None, out_dir=None) -> 
         _composition_figure(run, run.metrics['counts'], classes, cfg)
     return stage_result('integration', run.out_dir)
 
+# %% ../../nbs/05_integration.ipynb #2aef6335
 def _composition_figure(run, counts, classes, cfg):
     fig, ax = plt.subplots(figsize=(min(12, 1.6 + 1.4 * len(counts)), 2.6)); x = np.arange(len(counts))
     w = 0.8 / len(classes)

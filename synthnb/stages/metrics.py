@@ -110,6 +110,7 @@ def _kth_radius(f: torch.Tensor, k: int) -> torch.Tensor:
     if len(f) <= k: raise ValueError(f"need more than k={k} samples, got {len(f)}")
     return torch.cdist(f, f).kthvalue(k + 1, dim=1).values
 
+# %% ../../nbs/03a_metrics.ipynb #0853e7d7
 def _prdc_terms(real: np.ndarray, fake: np.ndarray, k: int) -> dict:
     "Per-sample terms whose means are PRDC: precision, density per fake sample; recall, coverage per real sample."
     r, f = torch.as_tensor(real, dtype=torch.float64), torch.as_tensor(fake, dtype=torch.float64)
@@ -118,6 +119,7 @@ def _prdc_terms(real: np.ndarray, fake: np.ndarray, k: int) -> dict:
     return {'precision': inside.any(0).double().numpy(), 'recall': (d < f_rad[None, :]).any(1).double().numpy(),
             'density': inside.sum(0).double().numpy() / k, 'coverage': (d.min(1).values < r_rad).double().numpy()}
 
+# %% ../../nbs/03a_metrics.ipynb #e0a5cec5
 def prdc(real: np.ndarray, fake: np.ndarray, # feature sets (N, D), (M, D)
          k: int = 5, # nearest neighbours defining each ball
         ) -> dict:

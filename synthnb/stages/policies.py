@@ -115,6 +115,7 @@ class Policy(torch.nn.Module):
         for step in self.steps.values(): x, m = step(x, m)
         return x, m
 
+# %% ../../nbs/04c_policies.ipynb #19b2490c
 class Randomize(Policy):
     "Each image (with probability `p`) gets a random `n_ops` of the steps."
     def __init__(self, steps: dict, n_ops=(1, 2), p: float = 1.0):
@@ -128,6 +129,7 @@ class Randomize(Policy):
             if len(idx): xs, ms = step(x[idx], m[idx]); x, m = x.index_copy(0, idx, xs), m.index_copy(0, idx, ms)
         return x, m
 
+# %% ../../nbs/04c_policies.ipynb #f7de6703
 def _steps(policy: dict, banks: dict|None = None, **defaults) -> dict:
     steps = {}
     for op, settings in policy.items():

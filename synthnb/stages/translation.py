@@ -22,6 +22,7 @@ __all__ = ['ResidualBlock', 'ResnetTranslator', 'PatchDiscriminator', 'Translati
 # %% ../../nbs/04b_translation.ipynb #8cc65b87
 def _norm_act(c: int) -> list: return [nn.InstanceNorm2d(c, affine=True), nn.ReLU(inplace=True)]
 
+# %% ../../nbs/04b_translation.ipynb #03c1b0d7
 class ResidualBlock(nn.Module):
     "Two 3 × 3 convolutions with instance normalisation, added to the input."
     def __init__(self, c: int):
@@ -30,6 +31,7 @@ class ResidualBlock(nn.Module):
                                   nn.Conv2d(c, c, 3), nn.InstanceNorm2d(c, affine=True))
     def forward(self, x): return x + self.body(x)
 
+# %% ../../nbs/04b_translation.ipynb #a91ca02e
 class ResnetTranslator(nn.Module):
     "Image-to-image generator for (N, 1, S, S) images in [-1, 1], S divisible by 4."
     def __init__(self, width: int = 16, res_blocks: int = 3):
@@ -52,6 +54,7 @@ class ResnetTranslator(nn.Module):
                                                                 f"got {tuple(x.shape[-2:])}")
         return self.body(x)
 
+# %% ../../nbs/04b_translation.ipynb #4cebbaad
 class PatchDiscriminator(nn.Module):
     "Least-squares PatchGAN: a map of real/fake scores, one per ≈ 22-px patch."
     def __init__(self, width: int = 16):
@@ -91,9 +94,11 @@ class ImagePool:
 # %% ../../nbs/04b_translation.ipynb #bb32d706
 def _lsgan(scores: torch.Tensor, real: bool) -> torch.Tensor: return ((scores - float(real)) ** 2).mean()
 
+# %% ../../nbs/04b_translation.ipynb #9493b7b4
 def _as_input(images: np.ndarray, device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).to(device).float().div(127.5).sub(1).unsqueeze(1)
 
+# %% ../../nbs/04b_translation.ipynb #59518526
 def train_cyclegan(source: np.ndarray, # uint8 (N, H, W): the images to translate (e.g. simulated)
                    target: np.ndarray, # uint8 (M, H, W): images of the domain to translate into (the scarce real set)
                    s: TranslationSettings, seed: int = 0, device: str = 'auto') -> tuple:

@@ -32,12 +32,15 @@ def summarise(per_unit: list) -> dict:
         out[k] = s
     return out
 
+# %% ../../nbs/06f_verdict.ipynb #04004aa7
 def synthetic_arms(metrics: dict) -> dict:
     "The arms trained on synthetic data (any strategy)."
     return {a: m for a, m in metrics.items() if a.split(':')[0] in STRATEGY_PREFIX.values() and ':' in a}
 
+# %% ../../nbs/06f_verdict.ipynb #fb534d4a
 def _scores(m: dict, key: str) -> list: return [u[key] for u in m['per_seed']]
 
+# %% ../../nbs/06f_verdict.ipynb #b31c20ac
 def headline(metrics: dict, key: str = HEADLINE_METRIC) -> dict:
     ("This chain's real-only vs its best synthetic arm (chosen on validation `key`) vs ceiling on test `key`: "
      "paired Δs over model seeds (across scarce draws: the evidence step).")
@@ -58,6 +61,7 @@ def headline(metrics: dict, key: str = HEADLINE_METRIC) -> dict:
         out.update(ceiling=ceil['summary'][key], ceiling_delta=paired_delta(_scores(ceil, key), _scores(real, key)))
     return out
 
+# %% ../../nbs/06f_verdict.ipynb #fa885f65
 def results_table(metrics: dict) -> pd.DataFrame:
     ("One row per arm: n_train and, per scalar test metric, the mean and its 95 % CI bounds (numbers); the "
      "val-threshold balanced accuracy.")
@@ -73,6 +77,7 @@ def results_table(metrics: dict) -> pd.DataFrame:
         rows[a] = r
     return pd.DataFrame(rows).T.rename_axis('arm')
 
+# %% ../../nbs/06f_verdict.ipynb #d1f304e4
 def results_long(table: pd.DataFrame) -> pd.DataFrame:
     "The results table in long format, one row per (arm, metric): mean, ci_low, ci_high as numbers, n_train and units."
     return pd.DataFrame([{'arm': a, 'family': r.get('family', ''), 'metric': k, 'mean': r[k],
@@ -80,6 +85,7 @@ def results_long(table: pd.DataFrame) -> pd.DataFrame:
                           'n_train': int(r['n_train']), 'units': int(r['units'])}
                          for a, r in table.iterrows() for k in SCALARS])
 
+# %% ../../nbs/06f_verdict.ipynb #4765ce3f
 def format_table(table: pd.DataFrame, keys=SCALARS) -> pd.DataFrame:
     "The results table as text: `mean [low, high]` per metric, for reading."
     f = lambda r, k: '–' if r[k] is None or r[k] != r[k] else f"{r[k]:.3f}" + (
