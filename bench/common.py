@@ -9,10 +9,14 @@ import torch
 def matmul_peak(dtype=torch.float32, n: int = 2048, repeats: int = 5, device: str = 'cpu') -> float:
     "Best GFLOP/s of an n×n matmul in `dtype` on `device`: the ceiling a training loop is measured against."
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    a @ b; _sync(device)
+    a @ b
+    _sync(device)
     best = float('inf')
     for _ in range(repeats):
-        t0 = time.perf_counter(); a @ b; _sync(device); best = min(best, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
     return 2 * n ** 3 / best / 1e9
 
 
@@ -37,15 +41,20 @@ def _child(q, fn, args):
 
 def isolated(fn, *args):
     "Run `fn(*args)` in a fresh process (no state shared with other measurements); return (result, peak RSS in MiB)."
-    ctx = mp.get_context('spawn'); q = ctx.Queue(); p = ctx.Process(target=_child, args=(q, fn, args)); p.start()
-    status, result, rss = q.get(); p.join()
+    ctx = mp.get_context('spawn')
+    q = ctx.Queue()
+    p = ctx.Process(target=_child, args=(q, fn, args))
+    p.start()
+    status, result, rss = q.get()
+    p.join()
     if status != 'ok': raise RuntimeError(result)
     return result, rss
 
 
 def side_by_side(k: int, fn, *args) -> list:
     "Run `fn(*args)` in `k` fresh processes at the same time (e.g. one per core); return their results."
-    ctx = mp.get_context('spawn'); q = ctx.Queue()
+    ctx = mp.get_context('spawn')
+    q = ctx.Queue()
     procs = [ctx.Process(target=_child, args=(q, fn, args)) for _ in range(k)]
     for p in procs: p.start()
     out = [q.get() for _ in procs]

@@ -34,18 +34,27 @@ def data(n: int, size: int, seed: int = 0):
 
 def plain_loop(config: dict, images, labels, steps: int, batch: int, device: str) -> float:
     "Seconds for `steps` of a bare diffusers training loop."
-    unet = UNet2DModel.from_config(config).to(device).train(); opt = torch.optim.AdamW(unet.parameters(), lr=1e-3)
+    unet = UNet2DModel.from_config(config).to(device).train()
+    opt = torch.optim.AdamW(unet.parameters(), lr=1e-3)
     sched, p, g = DDPMScheduler(**SCHEDULER), int(config['in_channels'] ** 0.5), torch.Generator().manual_seed(0)
     x_all, y_all = to_tensor(images, device), torch.as_tensor(labels, device=device)
     def step():
         idx = torch.randint(0, len(x_all), (batch,), generator=g).to(device)
-        x0 = patchify(x_all[idx], p); noise = torch.randn_like(x0); t = torch.randint(0, 1000, (batch,), device=device)
+        x0 = patchify(x_all[idx], p)
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, 1000, (batch,), device=device)
         with torch.autocast(device, torch.bfloat16, enabled=device == 'cuda'):  # the plain loop: bf16 on a GPU only
             loss = F.mse_loss(unet(sched.add_noise(x0, noise, t), t, class_labels=y_all[idx]).sample.float(), noise)
-        opt.zero_grad(); loss.backward(); opt.step()
-    step(); sync(device); t0 = time.perf_counter()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step()
+    sync(device)
+    t0 = time.perf_counter()
     for _ in range(steps): step()
-    sync(device); return time.perf_counter() - t0
+    sync(device)
+    return time.perf_counter() - t0
 
 
 def sync(device):
@@ -59,16 +68,23 @@ def gan_rate(size, batch, steps, device):
     "img/s (real + fake images through D per step, per batch image) of `train_gan`, set-up excluded; MFLOP per step image."
     images, labels = data(max(64, batch), size)
     def timed(k):
-        torch.manual_seed(0); G, D = StyleGenerator(size, 2, 64, 32, 128, 2), ResidualDiscriminator(size, 2)
-        sync(device); t0 = time.perf_counter()
-        train_gan(G, D, images, labels, GANSettings(train_steps=k, batch_size=batch), device=device); sync(device)
+        torch.manual_seed(0)
+        G, D = StyleGenerator(size, 2, 64, 32, 128, 2), ResidualDiscriminator(size, 2)
+        sync(device)
+        t0 = time.perf_counter()
+        train_gan(G, D, images, labels, GANSettings(train_steps=k, batch_size=batch), device=device)
+        sync(device)
         return time.perf_counter() - t0
-    timed(2); short, long = timed(2), timed(2 + steps)
+
+    timed(2)
+    short, long = timed(2), timed(2 + steps)
     G, D = StyleGenerator(size, 2, 64, 32, 128, 2).to(device), ResidualDiscriminator(size, 2).to(device)
     z, y = torch.randn(batch, 64, device=device), torch.zeros(batch, dtype=torch.long, device=device)
     x = torch.zeros(batch, 1, size, size, device=device)
     with FlopCounterMode(display=False) as counter:  # one step: D on real and fake, then G through D
-        fake = G(z, y); (D(x, y).mean() + D(fake.detach(), y).mean()).backward(); D(fake, y).mean().backward()
+        fake = G(z, y)
+        (D(x, y).mean() + D(fake.detach(), y).mean()).backward()
+        D(fake, y).mean().backward()
     return steps * batch / (long - short), counter.get_total_flops() / batch
 
 
@@ -89,10 +105,12 @@ def main(size=28, channels='32,64,64', batch=32, steps=8, n=256, threads=0):
         if device == 'cuda': torch.cuda.reset_peak_memory_stats()
         ds = DiffusionSettings()  # the hyperparameters stage 2 trains with
         def timed(k):  # seconds of a whole train_ddpm call of k steps (set-up included)
-            sync(device); t0 = time.perf_counter()
+            sync(device)
+            t0 = time.perf_counter()
             out = train_ddpm(UNet2DModel.from_config(config), images, labels, steps=k, batch_size=batch, lr=ds.lr,
                              label_dropout=ds.label_dropout, ema_decay=ds.ema_decay, device=device)
-            sync(device); return time.perf_counter() - t0, out
+            sync(device)
+            return time.perf_counter() - t0, out
         timed(1)  # warm-up
         setup, _ = timed(1)
         total, (unet, _) = timed(steps + 1)
@@ -112,7 +130,8 @@ def main(size=28, channels='32,64,64', batch=32, steps=8, n=256, threads=0):
                 for _ in range(2):
                     t0 = time.perf_counter()
                     ddim_sample(unet, np.arange(n) % 2, torch.Generator().manual_seed(0), k, 2.0, batch_size=b)
-                    sync(device); best = max(best, n / (time.perf_counter() - t0))
+                    sync(device)
+                    best = max(best, n / (time.perf_counter() - t0))
                 rates[b] = best
             print(f"      DDIM {k} steps, guidance (2 passes a step): batch 256 {rates[256]:.1f} img/s | default batch "
                   f"{rates[None]:.1f} img/s (×{rates[None] / rates[256]:.2f}); {forward / 1e6:.0f} MFLOP a pass, "

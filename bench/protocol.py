@@ -49,7 +49,8 @@ def main(chains=2, curve_chains=2, configs='1x1,1x2,2x1'):
 
 if __name__ == '__main__':
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--chains', type=int, default=2); p.add_argument('--curve-chains', type=int, default=2)
+    p.add_argument('--chains', type=int, default=2)
+    p.add_argument('--curve-chains', type=int, default=2)
     p.add_argument('--configs', default='1x1,1x2,2x1')
     a = p.parse_args()
     main(a.chains, a.curve_chains, a.configs)

@@ -48,11 +48,19 @@ def naive(size, batch, width, steps, threads, repeats=3):
         done = 0
         while done < k:
             for xb, yb in loader:
-                loss = F.cross_entropy(model(xb), yb); opt.zero_grad(); loss.backward(); opt.step(); done += 1
+                loss = F.cross_entropy(model(xb), yb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                done += 1
                 if done == k: break
-    run(3); best = 0.0
+
+    run(3)
+    best = 0.0
     for _ in range(repeats):
-        t0 = time.perf_counter(); run(steps); best = max(best, steps * batch / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        run(steps)
+        best = max(best, steps * batch / (time.perf_counter() - t0))
     return best
 
 
@@ -65,10 +73,15 @@ def ours(size, batch, width, steps, threads, precision='auto', channels_last=Tru
     if not channels_last: M.memory_format = lambda model, device: torch.contiguous_format  # the same loop in the default layout
     if not fused: M.fused_adamw = lambda device: {}
     fit = lambda k: M.fit_classifier(x, y, 2, k, batch, width=width, precision=precision, desc='bench')
-    fit(3); best = 0.0
+    fit(3)
+    best = 0.0
     for _ in range(repeats):
-        t0 = time.perf_counter(); fit(3); short = time.perf_counter() - t0
-        t0 = time.perf_counter(); fit(3 + steps); long = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fit(3)
+        short = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fit(3 + steps)
+        long = time.perf_counter() - t0
         best = max(best, steps * batch / (long - short))
     return best
 
@@ -87,7 +100,9 @@ def step_loop(size, batch, width, steps, threads, precision, compiled, repeats=3
     def step():
         with torch.autocast('cpu', torch.bfloat16, enabled=precision == 'bf16'):
             loss = F.cross_entropy(forward(x), y)
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
     for _ in range(3): step()
     best = 0.0
     for _ in range(repeats):
@@ -101,10 +116,14 @@ def accuracy(size, width, precision, threads):
     "Held-out accuracy after 150 steps on a task with a real signal (faint bright blobs), for the fp32-vs-bf16 tolerance."
     torch.set_num_threads(threads)
     from synthnb.core.models import fit_classifier, predict_proba
-    rng = np.random.default_rng(1); n = 1200
-    yy = rng.integers(0, 2, n); xx = rng.normal(120, 30, (n, size, size))
+
+    rng = np.random.default_rng(1)
+    n = 1200
+    yy = rng.integers(0, 2, n)
+    xx = rng.normal(120, 30, (n, size, size))
     for i in np.flatnonzero(yy):
-        r, c = rng.integers(4, size - 4, 2); xx[i, r - 2:r + 2, c - 2:c + 2] += 60
+        r, c = rng.integers(4, size - 4, 2)
+        xx[i, r - 2 : r + 2, c - 2 : c + 2] += 60
     xx = xx.clip(0, 255).astype(np.uint8)
     m = fit_classifier(xx[:800], yy[:800], 2, 150, 64, width=width, precision=precision, desc='bench')
     return float((predict_proba(m, xx[800:], precision=precision).argmax(1) == yy[800:]).mean())

@@ -173,7 +173,8 @@ def copy_run_reports(reports_dir, site_reports) -> int:
         (site_reports / f.parent.name).mkdir(parents=True, exist_ok=True)
         # the site is read offline: no script from a CDN (nbconvert's page asks for require.js and MathJax)
         html = re.sub(r'<script[^>]*\ssrc="https?://[^"]*"[^>]*>\s*</script>', '', f.read_text(encoding='utf-8'))
-        (site_reports / f.parent.name / 'run-report.html').write_text(html, encoding='utf-8'); n += 1
+        (site_reports / f.parent.name / 'run-report.html').write_text(html, encoding='utf-8')
+        n += 1
     return n
 
 
@@ -275,7 +276,8 @@ def main(reports='reports', out='_site', workers=2, clean=False, timeout=1800):
     for k, (_, dt, err) in sorted(executed.items()):
         log(f'FAILED {k} after {dt:.0f} s: {err}' if err else f'executed {k}' + (f' in {dt:.0f} s' if dt else ' (cached)'))
 
-    shutil.rmtree(STAGE, ignore_errors=True); STAGE.mkdir(parents=True)
+    shutil.rmtree(STAGE, ignore_errors=True)
+    STAGE.mkdir(parents=True)
     pages = [stage_notebook(PROC / f'{p.stem}.ipynb', executed[p.stem][0], STAGE) for p in srcs if p.stem != 'index']
     twice = sorted({pg for pg in pages if pages.count(pg) > 1})  # nbdev names a page by the file name without its number
     if twice: sys.exit(f'[docs] two notebooks would write the same page {twice}: rename one (06c_x and 13a_x are both x)')

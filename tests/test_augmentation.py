@@ -41,7 +41,8 @@ def run(policy, seed=0, images=IMAGES, masks=MASKS, **kw):
 def test_deterministic_under_seed():
     a, am = run(RICH, seed=5)
     b, bm = run(RICH, seed=5)
-    np.testing.assert_array_equal(a, b); np.testing.assert_array_equal(am, bm)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(am, bm)
     assert (run(RICH, seed=6)[0] != a).any()
 
 

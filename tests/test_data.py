@@ -55,7 +55,8 @@ def test_wrong_checksum(data_dir, tmp_path):
 
 
 def test_another_dataset_under_the_pneumonia_name_is_not_called_truncated(tmp_path):
-    target = tmp_path / 'pneumoniamnist' / 'pneumoniamnist.npz'; target.parent.mkdir()
+    target = tmp_path / 'pneumoniamnist' / 'pneumoniamnist.npz'
+    target.parent.mkdir()
     np.savez(target, train_images=np.zeros((4, 28, 28), np.uint8), train_labels=np.zeros(4, int))
     with pytest.raises(DataError, match=r'complete .npz \(arrays train_images, train_labels\) but not pneumoniamnist: a different dataset'):
         load_pneumoniamnist(tmp_path)
@@ -68,7 +69,8 @@ def test_download_pneumoniamnist_offline(data_dir, tmp_path):
 
 
 def test_download_rejects_bad_file_and_leaves_nothing(tmp_path):
-    bad = tmp_path / 'bad.npz'; bad.write_bytes(b'\0' * 4171018)
+    bad = tmp_path / 'bad.npz'
+    bad.write_bytes(b'\0' * 4171018)
     with pytest.raises(DataError, match='none of the known versions'):
         download_dataset('pneumoniamnist', tmp_path / 'd', url=bad.as_uri())
     assert not pneumonia_path(tmp_path / 'd').exists()
@@ -117,7 +119,8 @@ def test_validation_split_on_real_tiles(data_dir):
     mt = load_magnetic_tiles(data_dir, 32)
     pool = ~group_split(mt['group'], mt['labels'], 0.3, seed=0)
     labels, groups = mt['labels'][pool], mt['group'][pool]
-    train = carve_scarce(labels, 20, 0, groups); val = carve_validation(labels, 20, 0, train, groups)
+    train = carve_scarce(labels, 20, 0, groups)
+    val = carve_validation(labels, 20, 0, train, groups)
     assert np.bincount(labels[val]).tolist() == [20, 20] and not set(train) & set(val)
     assert not set(groups[val]) & set(groups[train])  # no tile under another lighting
     assert not set(groups[val]) & set(mt['group'][~pool])  # nor a test tile

@@ -54,7 +54,8 @@ def site():
     server = ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(_Quiet, directory=str(d)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f'http://127.0.0.1:{server.server_address[1]}/'
-    server.shutdown(); server.server_close()
+    server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture(scope='module')
@@ -175,7 +176,8 @@ def test_report_page_opens_with_results(site, browser, crawl, shots):
         first = page.evaluate(FIRST_SCREEN)
         if url.endswith('/evidence.html'):  # the answer: every chain, the test split read once
             assert 'Δ vs real-only' in first['text'] and 'Warning' not in first['text'], f"{url}: first screen {first}"
-            page.close(); continue
+            page.close()
+            continue
         # a chain's stage 6 opens with every arm on validation (choices are made there); a one-chain run with its headline
         assert 'validation roc_auc' in first['text'] or 'Δ best synthetic − real only' in first['text'], \
             f"{url}: no results on the first screen"
@@ -197,7 +199,8 @@ def test_navigation_between_stages(site, browser):
     page.wait_for_load_state('load')
     assert page.url.endswith('/generation.html'), page.url
     assert 'Generation' in page.locator('h1').first.inner_text()
-    page.go_back(); page.wait_for_load_state('load')
+    page.go_back()
+    page.wait_for_load_state('load')
     assert page.url.endswith('/domain.html')
     assert not problems, problems
     page.close()

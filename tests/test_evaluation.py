@@ -15,7 +15,8 @@ from synthnb.stages.review import REVIEW_COLUMNS, export_review_pack, import_rev
 class Identity(torch.nn.Module):
     "A torchmetrics 'feature extractor' that passes precomputed features through."
     def __init__(self, d):
-        super().__init__(); self.num_features = d
+        super().__init__()
+        self.num_features = d
     def forward(self, x): return x
 
 
@@ -31,7 +32,8 @@ def test_frechet_matches_torchmetrics():
     from torchmetrics.image.fid import FrechetInceptionDistance
     a, b = features(seed=0), features(seed=1, shift=0.3, scale=np.linspace(0.5, 1.5, 16))
     fid = FrechetInceptionDistance(feature=Identity(16))
-    fid.update(torch.from_numpy(a), real=True); fid.update(torch.from_numpy(b), real=False)
+    fid.update(torch.from_numpy(a), real=True)
+    fid.update(torch.from_numpy(b), real=False)
     assert rel(frechet_distance(a, b), fid.compute().item()) < 1e-3
 
 
@@ -39,7 +41,8 @@ def test_kid_matches_torchmetrics():
     from torchmetrics.image.kid import KernelInceptionDistance, poly_mmd
     a, b = features(200, seed=0), features(200, seed=1, shift=0.5)
     kid = KernelInceptionDistance(feature=Identity(16), subsets=1, subset_size=200)
-    kid.update(torch.from_numpy(a), real=True); kid.update(torch.from_numpy(b), real=False)
+    kid.update(torch.from_numpy(a), real=True)
+    kid.update(torch.from_numpy(b), real=False)
     ours = kernel_distance(a, b, n_subsets=1, subset_size=200)
     assert rel(ours['mean'], kid.compute()[0].item()) < 1e-3
     assert rel(poly_mmd2(a, b), poly_mmd(torch.from_numpy(a), torch.from_numpy(b)).item()) < 1e-3
@@ -77,7 +80,8 @@ def test_review_round_trip(tmp_path):
     assert len(list((tmp_path / 'review_pack' / 'images').glob('*.png'))) == 18 and (tmp_path / 'review_pack' / 'index.html').exists()
     # a reviewer who calls everything real, rates real images 5 and synthetic ones 3, and skips one row
     with open(tmp_path / 'filled.csv', 'w', newline='') as f:
-        w = csv.writer(f); w.writerow(REVIEW_COLUMNS)
+        w = csv.writer(f)
+        w.writerow(REVIEW_COLUMNS)
         for n, (rid, k) in enumerate(key.items()): w.writerow([rid, 'real', 5 if k['source'] == 'real' else 3, 'ok'] if n else [rid, '', '', ''])
     out = import_review(tmp_path / 'filled.csv', key)
     n_real = sum(k['source'] == 'real' for rid, k in list(key.items())[1:])
@@ -150,7 +154,8 @@ def test_stage_outputs(stage):
             assert b['fd_covariance'] in ('sample', 'ledoit-wolf') and not (b['informative']['fd'] and b['fd_covariance'] != 'sample')
             assert set(b['informative']) == {'fd', 'kid', 'prdc'} and b['fd_ratio'] > 0
             for k in ('fd', 'kid', 'precision', 'recall', 'density', 'coverage'):
-                lo, hi = b['intervals'][k]; assert lo <= hi, (k, b['intervals'][k])
+                lo, hi = b['intervals'][k]
+                assert lo <= hi, (k, b['intervals'][k])
         assert 0 <= gm['proxy_on_real_val']['accuracy'] <= 1 and gm['per_class']
     assert not set(stage.manifest['inputs']) & {'test', 'pool'}  # the held-out splits are never read
     assert {'train', 'val'} <= set(stage.manifest['inputs'])
@@ -209,6 +214,8 @@ def test_kid_bootstrap_interval_covers_the_truth_at_its_nominal_rate():
         r = np.random.default_rng(s + 1)
         a, b = r.normal(size=(150, d)), r.normal(size=(150, d)) + shift
         lo, hi = kid_interval(a, b, seed=s)
-        hits.append(lo <= truth <= hi); est.append(poly_mmd2(a, b)); width.append(hi - lo)
+        hits.append(lo <= truth <= hi)
+        est.append(poly_mmd2(a, b))
+        width.append(hi - lo)
     assert np.mean(hits) >= 0.85, np.mean(hits)
     assert 0.7 < np.mean(width) / (2 * 1.96 * np.std(est)) < 1.5, (np.mean(width), np.std(est))

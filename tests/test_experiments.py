@@ -97,7 +97,8 @@ def test_run_killed_mid_stage_resumes(light_run, runs_dir, data_dir):
     deadline = time.time() + 300
     while not target.exists() and time.time() < deadline and p.poll() is None: time.sleep(0.2)
     assert target.exists(), 'the run never reached stage 4'
-    os.killpg(p.pid, signal.SIGKILL); p.wait()
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
     assert not (runs_dir / 'killed' / '06_training' / 'manifest.json').exists()
     proc = synthnb('run', 'experiments/healthcare.yaml', '-p', 'exp_id=killed', *LIGHT, '--runs-dir', runs_dir,
                    env={'SYNTHNB_DATA': str(data_dir), **NO_CACHE})
@@ -135,7 +136,8 @@ def test_missing_data_is_a_clear_error(runs_dir, tmp_path):
 def test_progress_reaches_the_terminal_while_the_stage_runs(runs_dir, data_dir):
     """papermill's cell bar arrives while stage 1 is still running (before its manifest says complete), not replayed at the end;
     the same run has tracking on, and its kernel mirrors the stage into TensorBoard."""
-    env = {**os.environ, 'SYNTHNB_DATA': str(data_dir)}; env.pop('SYNTHNB_STAGE_CACHE', None)
+    env = {**os.environ, 'SYNTHNB_DATA': str(data_dir)}
+    env.pop('SYNTHNB_STAGE_CACHE', None)
     manifest = runs_dir / 'live' / '01_domain' / 'manifest.json'
     proc = subprocess.Popen([sys.executable, '-m', 'synthnb', 'run', 'experiments/healthcare.yaml', '-p', 'exp_id=live', '-p', 'tracking=tensorboard', '--until', 'domain',
                              '--force', '--runs-dir', str(runs_dir)], cwd=ROOT, env=env, stderr=subprocess.PIPE)
@@ -150,7 +152,12 @@ def test_progress_reaches_the_terminal_while_the_stage_runs(runs_dir, data_dir):
     finally: seen += proc.communicate()[1]
     assert proc.returncode == 0 and b'01_domain: done' in seen, seen.decode(errors='replace')[-2000:]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    events = EventAccumulator(str(runs_dir / 'live' / 'tracking' / 'live' / '01_domain'), size_guidance={'scalars': 0, 'images': 0}); events.Reload()
+
+    events = EventAccumulator(
+        str(runs_dir / 'live' / 'tracking' / 'live' / '01_domain'),
+        size_guidance={'scalars': 0, 'images': 0},
+    )
+    events.Reload()
     assert events.Tags()['scalars'] and events.Tags()['images']  # the profile's numbers and figures
 
 
@@ -175,7 +182,8 @@ def test_report_html_opens_on_the_headline_in_a_browser(light_run, tmp_path):
     from playwright.sync_api import sync_playwright
     from test_docs_site import CHROMIUM, FIRST_SCREEN, launch_chromium
     if not Path(CHROMIUM).exists(): pytest.skip('needs Debian chromium (apt-get install chromium)')
-    shots = Path(os.environ.get('SYNTHNB_SCREENSHOTS') or tmp_path); shots.mkdir(parents=True, exist_ok=True)
+    shots = Path(os.environ.get('SYNTHNB_SCREENSHOTS') or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = launch_chromium(p)
         page = browser.new_page(viewport={'width': 1280, 'height': 900})

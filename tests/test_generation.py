@@ -111,7 +111,8 @@ def test_accelerate_multi_process_training(tmp_path):
     images, labels = toy_data(16)
     domain = tmp_path / '01_domain'
     with StageRun('domain', {'seed': 0, 'device': 'cpu'}, None, domain) as run:  # a stage-1 folder, read back through its manifest
-        run.save_arrays('train', images=images, labels=labels); run.write_json('profile', PROFILE)
+        run.save_arrays('train', images=images, labels=labels)
+        run.write_json('profile', PROFILE)
     out = tmp_path / 'model'
     proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
                            '-m', 'synthnb.generators.diffusion', str(domain), str(out), '--train_steps', '3', '--batch_size', '4', '--channels', '8,16', '--device', 'cpu'],

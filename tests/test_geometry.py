@@ -34,15 +34,19 @@ def check_on_defect(mask, letterboxed, size):
     rows = slice(top + int(np.floor(ys.min() * scale)), top + int(np.ceil((ys.max() + 1) * scale)))
     cols = slice(left + int(np.floor(xs.min() * scale)), left + int(np.ceil((xs.max() + 1) * scale)))
     inside = letterboxed[rows, cols].sum() / max(letterboxed.sum(), 1)
-    frame = np.zeros_like(letterboxed, bool); frame[top:top + nh, left:left + nw] = True
+    frame = np.zeros_like(letterboxed, bool)
+    frame[top : top + nh, left : left + nw] = True
     return inside, int(letterboxed[~frame].sum())
 
 
 def test_letterboxing_keeps_a_synthetic_mask_on_its_defect(tmp_path):
     for h, w in ((40, 130), (130, 40)):  # wide and tall
-        img = np.full((h, w), 90, np.uint8); mask = np.zeros((h, w), np.uint8)
-        mask[h // 3:h // 3 + 6, w // 4:w // 4 + 9] = 255; img[mask > 0] = 240
-        Image.fromarray(img).save(tmp_path / 'i.png'); Image.fromarray(mask).save(tmp_path / 'm.png')
+        img = np.full((h, w), 90, np.uint8)
+        mask = np.zeros((h, w), np.uint8)
+        mask[h // 3 : h // 3 + 6, w // 4 : w // 4 + 9] = 255
+        img[mask > 0] = 240
+        Image.fromarray(img).save(tmp_path / 'i.png')
+        Image.fromarray(mask).save(tmp_path / 'm.png')
         im = read_image(tmp_path / 'i.png', 32, fit='letterbox')[0]
         m = read_image(tmp_path / 'm.png', 32, mask=True, fit='letterbox')[0]
         inside, in_padding = check_on_defect(mask > 0, m, 32)
@@ -112,5 +116,6 @@ def test_load_source_reports_the_split_of_the_magnetic_tiles(tiles, data_dir):
     assert not set(mixed['test']) & set(d['pool']['group'].tolist()) and set(mixed['test']) <= set(d['test']['group'].tolist())
     assert f"19 groups mix labels (kept whole: {len(mixed['pool'])} in the pool, {len(mixed['test'])} in test)" in d['notes']
     assert any('squashed (aspect ratio not kept)' in n for n in d['notes'])  # the card's rule, chosen on validation
-    card = load_card('magnetic-tiles'); card['source']['resize'] = 'letterbox'
+    card = load_card('magnetic-tiles')
+    card['source']['resize'] = 'letterbox'
     assert any('letterboxed (aspect ratio kept' in n for n in load_source(card, 32, data_dir)['notes'])

@@ -65,7 +65,8 @@ def lab(tmp_path_factory, data_dir):
             os.killpg(proc.pid, signal.SIGTERM)  # the server and the kernels it started (its own process group)
             try: proc.wait(20)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL); proc.wait()
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
         log.close()
 
 

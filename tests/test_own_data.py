@@ -30,7 +30,8 @@ def _run(tmp_path, runs_dir, name, domain, generators):
     exp = {'exp_id': name, 'seed': 0, 'device': 'cpu', 'profile': 'smoke', 'domain': domain,
            **{k: dict(v) for k, v in TINY.items()}, 'evaluation': {'prdc_k': 3}, 'profiles': {'smoke': {}}}
     exp['generation']['generators'] = generators
-    cfg = tmp_path / f'{name}.yaml'; cfg.write_text(yaml.safe_dump(exp, sort_keys=False))
+    cfg = tmp_path / f'{name}.yaml'
+    cfg.write_text(yaml.safe_dump(exp, sort_keys=False))
     proc = synthnb('run', cfg, '--runs-dir', runs_dir, env={'SYNTHNB_DATA': str(tmp_path)})
     assert proc.returncode == 0, proc.stderr[-4000:]
     return runs_dir / name
@@ -90,7 +91,8 @@ def test_bad_folders_fail_clearly_before_any_training(tmp_path):
     (root / 'spot' / 'broken.png').write_bytes(b'\x89PNG not really')
     with pytest.raises(DataError, match=r'Cannot read image .*broken.png'): load_source(_cfg(tmp_path).card, 24, tmp_path)
     (root / 'spot' / 'broken.png').unlink()
-    colour = np.zeros((40, 48, 3), np.uint8); colour[..., 0] = 180  # red: real colour content (equal channels would be greyscale)
+    colour = np.zeros((40, 48, 3), np.uint8)
+    colour[..., 0] = 180  # red: real colour content (equal channels would be greyscale)
     Image.fromarray(colour).save(root / 'spot' / 'colour.png')
     with pytest.raises(DataError, match=r'colour.png is a RGB colour image.*rgb: convert'): load_source(_cfg(tmp_path).card, 24, tmp_path)
     assert any('RGB converted' in n for n in load_source(_cfg(tmp_path, rgb='convert').card, 24, tmp_path)['notes']), 'conversion is noted'
@@ -167,7 +169,8 @@ def test_paste_conditions_on_each_of_several_defect_classes(tmp_path):
                     24, demo_folder(tmp_path / 'parts', n=9).parent)
     rng = np.random.default_rng(0)
     ok = rng.normal(128, 12, (6, 24, 24)).clip(0, 255).astype(np.uint8)  # defect-free surfaces, class 'ok'
-    images = np.concatenate([ok, d['pool']['images']]); labels = np.concatenate([np.full(6, 3), d['pool']['labels']])
+    images = np.concatenate([ok, d['pool']['images']])
+    labels = np.concatenate([np.full(6, 3), d['pool']['labels']])
     masks = np.concatenate([np.zeros_like(ok), d['pool']['masks']])
     profile = {'classes': [*TYPES, 'ok'], 'roles': {'normal_class': 'ok', 'simulator': None}}  # the defect-free class listed last
     gen = make_paste(profile, GenerationConfig()).fit(images, labels, masks, profile)

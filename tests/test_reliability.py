@@ -22,15 +22,21 @@ HC = 'experiments/healthcare.yaml'
 
 
 def _bad_yaml(tmp_path):
-    p = tmp_path / 'bad.yaml'; p.write_text('exp_id: bad\ndomain: {n_per_class: 5\ntraining: {steps: 3}\n'); return p
+    p = tmp_path / 'bad.yaml'
+    p.write_text('exp_id: bad\ndomain: {n_per_class: 5\ntraining: {steps: 3}\n')
+    return p
 
 
 def _stage_as_list(tmp_path):
-    p = tmp_path / 'list.yaml'; p.write_text('exp_id: listed\ntraining: [1, 2]\n'); return p
+    p = tmp_path / 'list.yaml'
+    p.write_text('exp_id: listed\ntraining: [1, 2]\n')
+    return p
 
 
 def _a_file(tmp_path):
-    p = tmp_path / 'not-a-folder'; p.write_text('x'); return p
+    p = tmp_path / 'not-a-folder'
+    p.write_text('x')
+    return p
 
 
 # (id, arguments (callables get tmp_path), exit code, what the error must name)
@@ -74,7 +80,9 @@ def test_each_bad_input_is_one_short_error_before_anything_runs(name, args, code
 
 @pytest.mark.skipif(os.geteuid() == 0, reason='root writes into read-only folders')
 def test_read_only_runs_dir_is_one_short_error(tmp_path):
-    ro = tmp_path / 'ro'; ro.mkdir(); ro.chmod(0o555)
+    ro = tmp_path / 'ro'
+    ro.mkdir()
+    ro.chmod(0o555)
     proc = synthnb('run', HC, '--runs-dir', ro)
     assert proc.returncode == 2 and 'is not writable' in proc.stderr and len(proc.stderr.strip().splitlines()) <= 6
 
@@ -101,7 +109,9 @@ def test_nested_override_sets_one_field_and_keeps_the_profiles_others():
 def _own(tmp_path, name, source, n=12):
     exp = {'exp_id': name, 'device': 'cpu', 'domain': {'dataset': 'parts', 'image_size': 16, 'n_per_class': 3, 'n_val_per_class': 2,
                                                       'source': source}}
-    p = tmp_path / f'{name}.yaml'; p.write_text(yaml.safe_dump(exp)); return p
+    p = tmp_path / f'{name}.yaml'
+    p.write_text(yaml.safe_dump(exp))
+    return p
 
 
 def test_a_label_typo_and_a_file_outside_the_folder_are_named(tmp_path):
@@ -121,7 +131,8 @@ def test_a_changed_file_outside_the_source_folder_reruns_stage_1(tmp_path):
     "A manifest row naming ../outside.png is refused, unless the card allows it; then a change to that file re-runs stage 1."
     root = demo_folder(tmp_path / 'parts', n=12)
     imgs = [p for p in sorted(root.rglob('*.png')) if not p.stem.endswith('_mask')]
-    outside = tmp_path / 'outside.png'; outside.write_bytes(imgs[0].read_bytes())
+    outside = tmp_path / 'outside.png'
+    outside.write_bytes(imgs[0].read_bytes())
     rows = ['../outside.png,' + imgs[0].parent.name] + [f'{p.relative_to(root)},{p.parent.name}' for p in imgs[1:]]
     (root / 'm.csv').write_text('image,label\n' + '\n'.join(rows) + '\n')
     env, runs = {'SYNTHNB_DATA': str(tmp_path), **NO_CACHE}, tmp_path / 'runs'
@@ -173,7 +184,8 @@ def test_killing_only_the_main_process_takes_papermill_and_the_kernel_with_it(tm
     assert kids and p.poll() is None, 'no kernel was started'
     time.sleep(1)
     kids = _descendants(p.pid)
-    os.kill(p.pid, signal.SIGKILL); p.wait()
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
     deadline = time.time() + 1  # before the guard: 2-13 s, an immediate re-run overlapping them
     while time.time() < deadline and any(_alive(k) for k in kids): time.sleep(0.02)
     alive = [cmd(k)[:80] for k in kids if _alive(k)]

@@ -50,7 +50,9 @@ def test_error_output_is_a_failure_with_the_message(tmp_path):
 def test_up_to_date_needs_key_and_intact_artifacts(tmp_path):
     import dataclasses, numpy as np
     @dataclasses.dataclass
-    class C: seed: int = 0; device: str = 'cpu'
+    class C:
+        seed: int = 0
+        device: str = 'cpu'
     d = tmp_path / '01_domain'
     with StageRun('domain', C(), None, d) as r: r.save_arrays('train', x=np.arange(3))
     assert not is_up_to_date(d, 'k1')           # never marked by the runner

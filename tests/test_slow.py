@@ -37,7 +37,8 @@ def test_full_profile_generation_runs(runs_dir, data_dir):
 def test_classifier_trains_on_gpu_in_bf16():
     from synthnb.core.models import autocast_dtype, fit_classifier, predict_proba
     assert autocast_dtype('cuda', 'auto') == torch.bfloat16
-    rng = np.random.default_rng(0); y = rng.integers(0, 2, 256)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 256)
     x = rng.normal(90 + 80 * y[:, None, None], 20, (256, 28, 28)).clip(0, 255).astype(np.uint8)
     m = fit_classifier(x, y, 2, 60, 64, width=16, device='cuda')
     assert (predict_proba(m, x, device='cuda').argmax(1) == y).mean() > 0.95

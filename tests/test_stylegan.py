@@ -35,7 +35,8 @@ def test_demodulation_keeps_unit_output_variance_whatever_the_style():
 def test_ada_probability_rises_while_the_discriminator_overfits_and_falls_otherwise():
     p, trace = 0.0, []
     for r_t in [0.95] * 20 + [0.1] * 30:  # a discriminator sure of the real images, then one that generalises
-        p = ada_step(p, r_t, target=0.6, images=128, speed=10_000); trace.append(p)
+        p = ada_step(p, r_t, target=0.6, images=128, speed=10_000)
+        trace.append(p)
     assert (np.diff(trace[:20]) > 0).all() and trace[19] == pytest.approx(20 * 0.0128)
     assert (np.diff(trace[20:]) <= 0).all() and trace[-1] == 0.0  # down to 0, never below
     assert ada_step(0.99, 1.0, images=128, speed=100) == 1.0  # never above 1

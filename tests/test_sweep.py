@@ -102,8 +102,11 @@ def dask_scheduler(tmp_path_factory, data_dir):
     finally:
         for p in reversed(procs):
             p.terminate()
-            try: p.wait(30)
-            except subprocess.TimeoutExpired: p.kill(); p.wait()
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
 @pytest.fixture(scope='module')

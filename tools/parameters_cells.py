@@ -26,7 +26,9 @@ def stale(write: bool) -> list:
         text = parameters_cell(CONFIGS[stage], stage)
         if cells[0].source != text:
             out.append(str(path.relative_to(ROOT)))
-            if write: cells[0].source = text; nbformat.write(nb, str(path))
+            if write:
+                cells[0].source = text
+                nbformat.write(nb, str(path))
     return out
 
 

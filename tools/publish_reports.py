@@ -52,9 +52,13 @@ def publish(run_dir, case, partial=False):
     manifests = completed_manifests(run_dir, partial)
     dest.mkdir(parents=True, exist_ok=True)
     for old in dest.glob('[0-9][0-9]_*.ipynb'):  # a stage report of an earlier run this one does not replace
-        if old.stem not in manifests: old.unlink(); print(f'removed stale {old.relative_to(ROOT)}')
+        if old.stem not in manifests:
+            old.unlink()
+            print(f'removed stale {old.relative_to(ROOT)}')
     for s in manifests: shutil.copy(run_dir / s / 'report.ipynb', dest / f'{s}.ipynb')
-    last = manifests[list(manifests)[-1]]; prov = last['provenance']; m6 = manifests.get('06_training', {'metrics': {}})['metrics']
+    last = manifests[list(manifests)[-1]]
+    prov = last['provenance']
+    m6 = manifests.get('06_training', {'metrics': {}})['metrics']
     experiment = json.loads((run_dir / 'experiment.json').read_text())
     evidence = run_dir / 'evidence' / 'summary.json'
     if evidence.exists(): shutil.copy(run_dir / 'evidence' / 'report.ipynb', dest / 'evidence.ipynb')

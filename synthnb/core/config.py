@@ -16,18 +16,22 @@ __all__ = ['STAGE_NOTEBOOKS', 'STAGES', 'SHARED_KEYS', 'SEED_LIMIT', 'DEVICES', 
 
 # %% ../../nbs/00_config.ipynb #4f2d1e0c
 # stage -> its notebook in nbs/, and its folder in a run
-STAGE_NOTEBOOKS = {'domain': '01_domain', 'generation': '02_generation', 'evaluation': '03_evaluation',
-                   'augmentation': '04_augmentation', 'integration': '05_integration', 'training': '06_training'}
+STAGE_NOTEBOOKS = {'domain': '01_domain', 'generation': '02_generation',
+                   'evaluation': '03_evaluation',
+                   'augmentation': '04_augmentation', 'integration': '05_integration',
+                   'training': '06_training'}
 STAGES = tuple(STAGE_NOTEBOOKS)  # the order they run in
 SHARED_KEYS = ('exp_id', 'seed', 'device', 'profile', 'tracking')
-SEED_LIMIT = 2**32  # a seed is an integer in [0, 2³²): the range numpy's and torch's generators share
+# a seed is an integer in [0, 2³²): the range numpy's and torch's generators share
+SEED_LIMIT = 2**32
 DEVICES = re.compile(r'auto|cpu|cuda(:\d+)?')  # what `device` may name (fullmatch)
 RESERVED_PARAMS = ('upstream_dir', 'out_dir')  # set by the runner, never by an experiment file
 
 def stage_folder(stage: str, # one of `STAGES`
                 ) -> str:
     "Folder name of `stage` inside a run, e.g. `02_generation`."
-    if stage not in STAGES: raise ValueError(f"Unknown stage {stage!r}{did_you_mean(stage, STAGES)}. "
+    if stage not in STAGES: raise ValueError(
+        f"Unknown stage {stage!r}{did_you_mean(stage, STAGES)}. "
                                              f"Stages: {', '.join(STAGES)}")
     return STAGE_NOTEBOOKS[stage]
 
@@ -38,7 +42,8 @@ def did_you_mean(name: str, choices) -> str:
 
 # %% ../../nbs/00_config.ipynb #71c612ff
 # 'stage.old' -> ('stage.new', why): refused with the new name, never silently mapped
-RENAMED = {'generation.n_per_class': ('generation.n_synthetic_per_class', 'synthetic images per class and generator; '
+RENAMED = {'generation.n_per_class': ('generation.n_synthetic_per_class',
+                                      'synthetic images per class and generator; '
                                       'domain.n_per_class stays the real images per class')}
 
 def renamed_hint(stage: str, key: str) -> str|None:
@@ -47,13 +52,16 @@ def renamed_hint(stage: str, key: str) -> str|None:
     return f"renamed: write {new[0]} ({new[1]})" if new else None
 
 # %% ../../nbs/00_config.ipynb #f30689ee
-_EXP_ID = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,99}')  # matched in full: no trailing newline slips through
+# matched in full: no trailing newline slips through
+_EXP_ID = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,99}')
 
 def validate_exp_id(exp_id: str) -> str:
     "Return `exp_id` if it is a safe folder name; raise `ValueError` otherwise."
     if not isinstance(exp_id, str) or not _EXP_ID.fullmatch(exp_id) or '..' in exp_id:
-        raise ValueError(f"Invalid exp_id {exp_id!r}: use letters, digits, '_', '-' and '.', start with a letter or "
-                         "digit, no '..' and no path separators (it names a folder under the runs directory).")
+        raise ValueError(f"Invalid exp_id {exp_id!r}: use letters, digits, '_', '-' and '.', start "
+                         "with a letter or "
+                         "digit, no '..' and no path separators (it names a folder under the runs "
+                         "directory).")
     return exp_id
 
 # %% ../../nbs/00_config.ipynb #2d197c4f
@@ -62,18 +70,21 @@ class Replace(dict):
 
 # %% ../../nbs/00_config.ipynb #c294a01d
 class _Loader(yaml.SafeLoader): "Safe YAML plus the `!replace` tag."
-_Loader.add_constructor('!replace', lambda loader, node: Replace(loader.construct_mapping(node, deep=True)))
+_Loader.add_constructor('!replace', lambda loader,
+                        node: Replace(loader.construct_mapping(node, deep=True)))
 
 # %% ../../nbs/00_config.ipynb #f07b8203
 def load_yaml(text: str, # YAML text
               where: str, # the file or override it came from, for the error
              ):
-    "`text` parsed as safe YAML (with `!replace`); a syntax error raises `ValueError` naming `where`, line and column."
+    """`text` parsed as safe YAML (with `!replace`); a syntax error raises `ValueError` naming
+    `where`, line and column."""
     try: return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as e:
         mark = getattr(e, 'problem_mark', None)
         at = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ''
-        what = ' '.join(str(x) for x in (getattr(e, 'context', None), getattr(e, 'problem', None)) if x) or str(e)
+        what = ' '.join(str(x) for x in (getattr(e, 'context', None),
+                                         getattr(e, 'problem', None)) if x) or str(e)
         raise ValueError(f"{where}{at}: invalid YAML: {what}") from None
 
 # %% ../../nbs/00_config.ipynb #ee5f3438
@@ -86,16 +97,21 @@ class Experiment:
     profile: str  # which entry of `profiles` was applied
     stages: dict  # stage name -> {parameter: value}
     source: str = ''  # the YAML file it came from
-    tracking: str = ''  # 'tensorboard' or 'mlflow' mirror every stage (see synthnb.core.tracking); '': off
-    protocol: dict = dataclasses.field(default_factory=dict)  # chains and learning curve (orchestration.protocol)
+    # 'tensorboard' or 'mlflow' mirror every stage (see synthnb.core.tracking); '': off
+    tracking: str = ''
+    # chains and learning curve (orchestration.protocol)
+    protocol: dict = dataclasses.field(default_factory=dict)
 
     def stage_params(self, stage: str) -> dict:
-        "Parameters of `stage`, with the shared seed and device (a stage mapping may override them)."
+        """Parameters of `stage`, with the shared seed and device (a stage mapping may override
+        them)."""
         return {'seed': self.seed, 'device': self.device, **self.stages.get(stage, {})}
 
 def parse_override(text: str) -> tuple:
-    "Split a `key=value` override; the value is parsed as YAML (`load_yaml`: `!replace` works here too)."
-    if '=' not in text: raise ValueError(f"Override {text!r} must look like key=value or stage.key=value")
+    """Split a `key=value` override; the value is parsed as YAML (`load_yaml`: `!replace` works here
+    too)."""
+    if '=' not in text: raise ValueError(f"Override {text!r} must look like key=value or "
+                                         "stage.key=value")
     key, value = text.split('=', 1)
     if not key.strip(): raise ValueError(f"Override {text!r} has an empty key")
     return key.strip(), load_yaml(value, f"-p {text}") if value.strip() else ''
@@ -116,19 +132,24 @@ def _merge(base: dict, extra: dict) -> dict:
 
 # %% ../../nbs/00_config.ipynb #7f4459e4
 def _set(params: dict, path: list, value, key: str) -> None:
-    "Set `params[path[0]][path[1]]…` to `value` (merged where both are mappings), naming `key` when it cannot."
+    """Set `params[path[0]][path[1]]…` to `value` (merged where both are mappings), naming `key`
+    when it cannot."""
     for i, p in enumerate(path[:-1]):
         if params.get(p) is None: params[p] = {}
         if not isinstance(params[p], dict): raise ValueError(
-            f"Override {key!r}: {'.'.join(path[:i + 1])} is {params[p]!r}, not a mapping; set it whole instead")
+            f"Override {key!r}: {'.'.join(path[:i + 1])} is {params[p]!r}, not a mapping; set it "
+            "whole instead")
         params = params[p]
     params.update(_merge(params, {path[-1]: value}))
 
 # %% ../../nbs/00_config.ipynb #db56c64a
 def _shared(name: str, value, where: str):
     "A shared setting checked: `seed` an integer in [0, 2³²), `device` one of auto, cpu, cuda[:N]."
-    if name == 'seed' and not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value < SEED_LIMIT):
-        raise ValueError(f"{where}: seed = {value!r}: expected an integer ≥ 0 and < 2³² ({SEED_LIMIT})")
+    if name == 'seed' and not (isinstance(value,
+                                          int) and not isinstance(
+                                              value, bool) and 0 <= value < SEED_LIMIT):
+        raise ValueError(f"{where}: seed = {value!r}: expected an integer ≥ 0 and < 2³² "
+                         f"({SEED_LIMIT})")
     if name == 'device' and not (isinstance(value, str) and DEVICES.fullmatch(value)):
         raise ValueError(f"{where}: device = {value!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'"
                          f"{did_you_mean(value, ('auto', 'cpu', 'cuda'))}")
@@ -136,42 +157,55 @@ def _shared(name: str, value, where: str):
 
 # %% ../../nbs/00_config.ipynb #647303a0
 def load_experiment(path, # experiment YAML file, or a dict with its content
-                    overrides=(), # `key=value` strings (`-p` on the command line); keys may be nested (a.b.c)
-                    stage_params: dict|None=None, # stage -> accepted parameter names, to place bare keys
+                    # `key=value` strings (`-p` on the command line); keys may be nested (a.b.c)
+                    overrides=(),
+                    # stage -> accepted parameter names, to place bare keys
+                    stage_params: dict|None=None,
                    ) -> Experiment:
-    "Read an experiment file and apply its profile and the overrides (mappings merge: see `load_yaml`)."
+    """Read an experiment file and apply its profile and the overrides (mappings merge: see
+    `load_yaml`)."""
     if not isinstance(path, dict) and Path(path).is_dir():
-        raise ValueError(f"{path} is a folder: give the experiment's YAML file "
-                         f"({', '.join(sorted(p.name for p in Path(path).glob('*.yaml'))[:4]) or 'none here'})")
+        raise ValueError(
+            f"{path} is a folder: give the experiment's YAML file "
+            f"({', '.join(sorted(p.name for p in Path(path).glob('*.yaml'))[:4]) or 'none here'})"
+        )
     raw = dict(path) if isinstance(path, dict) else load_yaml(Path(path).read_text(), str(path))
-    if not isinstance(raw, dict): raise ValueError(f"{path}: an experiment file must be a YAML mapping")
+    if not isinstance(raw,
+                      dict): raise ValueError(f"{path}: an experiment file must be a YAML mapping")
     allowed = set(SHARED_KEYS) | set(STAGES) | {'profiles', 'description', 'protocol'}
     for k in raw:
-        if k not in allowed: raise ValueError(f"{path}: unknown top-level key {k!r}{did_you_mean(k, allowed)}; "
+        if k not in allowed: raise ValueError(f"{path}: unknown top-level key "
+                                              f"{k!r}{did_you_mean(k, allowed)}; "
                                               f"allowed: {sorted(allowed)}")
     parsed = [parse_override(o) if isinstance(o, str) else tuple(o) for o in overrides]
-    shared = {'exp_id': Path(str(path)).stem if not isinstance(path, dict) else 'experiment', 'seed': 0,
+    shared = {'exp_id': Path(str(path)).stem if not isinstance(path, dict) else 'experiment',
+              'seed': 0,
               'device': 'auto', 'profile': 'smoke', 'tracking': ''}
     shared.update({k: _shared(k, raw[k], str(path)) for k in SHARED_KEYS if k in raw})
     shared.update({k: _shared(k, v, f"-p {k}={v}") for k, v in parsed if k in SHARED_KEYS})
     profiles = raw.get('profiles') or {}
-    if not isinstance(profiles, dict) or not all(isinstance(p or {}, dict) for p in profiles.values()):
+    if not isinstance(profiles, dict) or not all(isinstance(p or {},
+                                                            dict) for p in profiles.values()):
         raise ValueError(f"{path}: profiles must map each profile name to stage mappings")
     if shared['profile'] not in profiles and shared['profile'] != 'smoke':
-        raise ValueError(f"{path}: unknown profile {shared['profile']!r}{did_you_mean(shared['profile'], profiles)}; "
+        raise ValueError(f"{path}: unknown profile "
+                         f"{shared['profile']!r}{did_you_mean(shared['profile'], profiles)}; "
                          f"profiles: {sorted(profiles) or ['smoke']}")
     chosen = profiles.get(shared['profile']) or {}
     for where, part in ((str(path), raw), (f"{path}: profile {shared['profile']}", chosen)):
         for s in (*STAGES, 'protocol'):
             if not isinstance(part.get(s) or {}, dict): raise ValueError(
-                f"{where}: {s} must be a mapping of its parameters (name: value), not {type(part[s]).__name__}")
+                f"{where}: {s} must be a mapping of its parameters (name: value), not "
+                f"{type(part[s]).__name__}")
     stages = {s: _merge(raw.get(s) or {}, chosen.get(s) or {}) for s in (*STAGES, 'protocol')}
     for key, value in parsed:
         if key in SHARED_KEYS: continue
         if '.' in key:
             stage, *names = key.split('.')
-            if stage not in stages: raise ValueError(f"Override {key!r}: "
-                                                     f"unknown stage {stage!r}{did_you_mean(stage, STAGES)}")
+            if stage not in stages:
+                raise ValueError(
+                    f"Override {key!r}: unknown stage {stage!r}{did_you_mean(stage, STAGES)}"
+                )
             _set(stages[stage], names, value, key)
             continue
         owners = [s for s in STAGES if stage_params and key in stage_params.get(s, ())]

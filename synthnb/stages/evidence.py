@@ -23,6 +23,8 @@ def t_interval(values, level: float = 0.95) -> tuple:
 def paired_delta(a, b, level: float = 0.95) -> dict:
     "Mean of the unit-wise differences `a - b` with its t-interval."
     a, b = np.asarray(a, float), np.asarray(b, float)
-    if a.shape != b.shape: raise ValueError(f"paired arms need the same units: {a.shape} vs {b.shape}")
+    if a.shape != b.shape: raise ValueError(
+        f"paired arms need the same units: {a.shape} vs {b.shape}")
     mean, low, high = t_interval(a - b, level)
-    return {'mean': mean, 'ci_low': low, 'ci_high': high, 'n': int(len(a)), 'per_unit': (a - b).tolist()}
+    return {'mean': mean, 'ci_low': low, 'ci_high': high, 'n': int(len(a)),
+            'per_unit': (a - b).tolist()}

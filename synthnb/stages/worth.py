@@ -68,21 +68,27 @@ def data_equivalence(curve: dict, # real images per class -> real-only scores ov
 def chains_needed(delta: float, # true Δ to detect (> 0)
                   sd: float, # standard deviation of the per-chain Δ
                   power: float = 0.8, level: float = 0.95,
-                  test_se: float = 0., # SE of Δ from the shared test split (does not shrink with chains)
-                  n_groups: int = 0, # test groups (the test component's df + 1); 0: as many as needed
+                  # SE of Δ from the shared test split (does not shrink with chains)
+                  test_se: float = 0.,
+                  # test groups (the test component's df + 1); 0: as many as needed
+                  n_groups: int = 0,
                   max_chains: int = 100_000) -> int|None:
-    ("Fewest chains for a two-sided t-test at `level` to detect `delta` with `power`; None when the test split's "
+    ("Fewest chains for a two-sided t-test at `level` to detect `delta` with `power`; None when "
+     "the test split's "
      "own error leaves the power out of reach.")
-    if delta <= 0 or sd <= 0 or test_se < 0: raise ValueError(f"need delta, sd > 0, test_se ≥ 0: {delta=}, {sd=}")
+    if delta <= 0 or sd <= 0 or test_se < 0: raise ValueError(
+        f"need delta, sd > 0, test_se ≥ 0: {delta=}, {sd=}")
     z = stats.norm.ppf
-    need = (z(0.5 + level / 2) + z(power)) / delta  # 1 / SE at which the normal approximation reaches the power
+    # 1 / SE at which the normal approximation reaches the power
+    need = (z(0.5 + level / 2) + z(power)) / delta
     if test_se * need >= 1: return None
     chains = max(2, int(np.ceil(sd ** 2 / (need ** -2 - test_se ** 2))))  # never more than needed
     while chains <= max_chains:
         chain_var = sd ** 2 / chains
         se = np.sqrt(chain_var + test_se ** 2)
         df = satterthwaite_df(chain_var, test_se ** 2, chains, n_groups or 10 ** 9)
-        crit, nc = stats.t.ppf(0.5 + level / 2, df), delta / se  # noncentral t under the alternative
+        # noncentral t under the alternative
+        crit, nc = stats.t.ppf(0.5 + level / 2, df), delta / se
         if stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc) >= power: return chains
         chains += 1
     return None
@@ -91,20 +97,24 @@ def chains_needed(delta: float, # true Δ to detect (> 0)
 @dataclass
 class PowerPlan:
     "Chains needed to detect each Δ, against the chains the budget affords."
-    rows: list  # dicts: delta, chains_needed (None: out of reach), hours_needed, chains_affordable, feasible
+    # dicts: delta, chains_needed (None: out of reach), hours_needed, chains_affordable, feasible
+    rows: list
     pilot_delta_sd: float  # standard deviation of the per-chain Δ in the pilot
     power: float  # wanted power
     level: float  # confidence level of the test
     test_se: float = 0.  # SE of Δ from the shared test split
 
     def _repr_markdown_(self):
-        lines = [f"Power {self.power:.0%} at level {self.level:.0%}, per-chain Δ sd {self.pilot_delta_sd:.4f}, "
+        lines = [f"Power {self.power:.0%} at level {self.level:.0%}, per-chain Δ sd "
+                 f"{self.pilot_delta_sd:.4f}, "
                  f"test-split SE {self.test_se:.4f}", '',
                  '| Δ | chains needed | CPU hours | affordable | feasible |', '|---' * 5 + '|']
         for r in self.rows:
             n = r['chains_needed']
-            lines.append(f"| {r['delta']:g} | {'out of reach: a larger test set' if n is None else n} | "
-                         f"{'–' if n is None else format(r['hours_needed'], '.1f')} | {r['chains_affordable']} | "
+            lines.append(f"| {r['delta']:g} | "
+                         f"{'out of reach: a larger test set' if n is None else n} | "
+                         f"{'–' if n is None else format(r['hours_needed'], '.1f')} | "
+                         f"{r['chains_affordable']} | "
                          f"{'yes' if r['feasible'] else 'no'} |")
         return '\n'.join(lines)
 
@@ -114,7 +124,8 @@ def power_plan(pilot_delta_sd: float, # standard deviation of the per-chain Δ i
                budget_seconds: float, # CPU seconds available
                deltas: tuple = (0.01, 0.02, 0.05), # effects worth detecting
                power: float = 0.8, level: float = 0.95,
-               test_se: float = 0., n_groups: int = 0) -> PowerPlan: # the shared test split (`chains_needed`)
+               test_se: float = 0.,
+               n_groups: int = 0) -> PowerPlan: # the shared test split (`chains_needed`)
     "Chains needed to detect each of `deltas`, and whether the budget affords them."
     affordable = int(budget_seconds // seconds_per_chain)
     rows = []
