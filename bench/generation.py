@@ -1,4 +1,4 @@
-"""Throughput of the stage-2 learned generators: training images/s of `synthnb.generators.diffusion.train_ddpm` (accelerate + EMA +
+"""Throughput of the stage-2 learned generators: training images/s of `synthnb.generators.ddpm.train_ddpm` (accelerate + EMA +
 grad clipping) next to a plain diffusers loop (same UNet config and batch, no accelerate, no EMA) measured in the same
 run; guided DDIM sampling images/s with the default batch (64 images on a CPU) against 256 images per batch (the
 default before), with the fraction of the matmul peak the sampler's network passes reach; the GAN's training step; on
@@ -18,8 +18,10 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 from torch.utils.flop_counter import FlopCounterMode
 
-from synthnb.generators.diffusion import SCHEDULER, DiffusionSettings, ddim_sample, patchify, train_ddpm, unet_config
-from synthnb.generators.gan import GANSettings, ResidualDiscriminator, StyleGenerator, train_gan
+from synthnb.generators.ddpm import SCHEDULER, ddim_sample, patchify, train_ddpm, unet_config
+from synthnb.generators.diffusion import DiffusionSettings
+from synthnb.generators.gan import GANSettings, train_gan
+from synthnb.generators.stylegan import ResidualDiscriminator, StyleGenerator
 from synthnb.core.runtime import bf16_supported
 from synthnb.core.images import to_tensor
 

@@ -16,7 +16,7 @@ import torch
 
 from synthnb.core.config import load_experiment
 from synthnb.core.runtime import bf16_supported
-from synthnb.orchestration.protocol import run_protocol
+from synthnb.orchestration.protocol_run import run_protocol
 
 LIGHT = ['generation.generators=[simulation]', 'integration.strategies=[mix]', 'training.steps=15', 'training.seeds=[0]',
          'training.robustness=false', 'training.detector_steps=0', 'training.arms=[real_only, synthetic, ceiling]']

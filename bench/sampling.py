@@ -20,7 +20,7 @@ os.environ.setdefault('TQDM_DISABLE', '1')
 import numpy as np
 import torch
 
-from synthnb.generators.diffusion import ddim_sample
+from synthnb.generators.ddpm import ddim_sample
 from synthnb.stages.features import random_features, standardise
 from synthnb.generators.registry import load_generator
 from synthnb.core.images import to_uint8

@@ -12,9 +12,10 @@ from PIL import Image
 # %% auto #0
 __all__ = ['DEMO_TYPES', 'demo_folder', 'demo_npz', 'tiny_folder', 'tiny_pipeline']
 
-# %% ../nbs/00j_testing.ipynb #aff61cec
+# %% ../nbs/00j_testing.ipynb #252c8277
 DEMO_TYPES = ('scratch', 'spot', 'stain')
 
+# %% ../nbs/00j_testing.ipynb #c081f6c6
 def _demo_tile(rng, kind: str, size: int = 40) -> tuple:
     "A textured surface with one drawn defect of `kind`, and its mask."
     x = rng.normal(128, 12, (size, size + 8)).clip(0, 255)

@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT
 from synthnb.core.config import RESERVED_PARAMS, STAGES, load_experiment
 from synthnb.core.stage_registry import CONFIGS
-from synthnb.orchestration.execution import accepted_parameters, notebook_parameters, stage_notebook, validate_experiment
+from synthnb.orchestration.stage_notebooks import accepted_parameters, notebook_parameters, stage_notebook, validate_experiment
 
 
 @pytest.mark.parametrize('stage', STAGES)
@@ -81,7 +81,7 @@ def _wrong_values(hint):
 @pytest.mark.parametrize('stage', STAGES)
 def test_every_wrong_type_or_range_fails_before_stage_1_naming_the_key(stage):
     import typing
-    from synthnb.orchestration.execution import ParameterError
+    from synthnb.orchestration.stage_notebooks import ParameterError
     accepted, hints = accepted_parameters(), typing.get_type_hints(CONFIGS[stage], include_extras=True)
     checked = 0
     for f in dataclasses.fields(CONFIGS[stage]):
@@ -104,7 +104,7 @@ def _nested_settings():
 @pytest.mark.parametrize('stage,key,cls', _nested_settings(), ids=lambda v: getattr(v, '__name__', v))
 def test_every_wrong_nested_setting_fails_before_stage_1_naming_the_key(stage, key, cls):
     import typing
-    from synthnb.orchestration.execution import ParameterError
+    from synthnb.orchestration.stage_notebooks import ParameterError
     accepted, hints = accepted_parameters(), typing.get_type_hints(cls, include_extras=True)
     checked = 0
     for f in dataclasses.fields(cls):

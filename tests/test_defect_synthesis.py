@@ -10,8 +10,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from scipy import ndimage
 
-from synthnb.generators.defect_diffusion import DefectDiffusionGenerator, DefectDiffusionSettings, memorisation, place_crop
-from synthnb.generators.paste import DefectPasteGenerator, blend_region, place_box, poisson_blend, seam_statistic
+from synthnb.generators.defect_crops import DefectDiffusionSettings
+from synthnb.generators.defect_diffusion import DefectDiffusionGenerator, memorisation, place_crop
+from synthnb.generators.blending import blend_region, place_box, poisson_blend, seam_statistic
+from synthnb.generators.paste import DefectPasteGenerator
 from synthnb.core.dataset_cards import load_card
 from synthnb.core.sources import load_source
 

@@ -79,7 +79,7 @@ def test_translation_runs_in_the_smoke_profile_and_saves_its_translator(judged, 
     m = json.loads((run_dir / '04_augmentation' / 'metrics.json').read_text())['translation']
     assert m['generators'] == ['vae'] and m['n_translated'] == 40 and m['cycle_error'] >= 0  # 20 per class, of the VAE only
     from synthnb.stages.translation import CycleGANTranslator
-    from synthnb.core.store import load_json
+    from synthnb.core.files import load_json
     from safetensors.torch import load_file
     folder = run_dir / '04_augmentation' / 'models' / 'translator'
     tr = CycleGANTranslator.from_state(load_file(folder / 'model.safetensors'), load_json(folder / 'config.json'))

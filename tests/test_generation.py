@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from synthnb.core.store import StageRun
-from synthnb.generators.diffusion import DiffusionGenerator, DiffusionSettings, unet_config
+from synthnb.generators.ddpm import unet_config
+from synthnb.generators.diffusion import DiffusionGenerator, DiffusionSettings
 from synthnb.generators.gan import GANGenerator, GANSettings
 from synthnb.testing import tiny_pipeline
 from synthnb.generators.registry import GENERATORS, load_generator, save_generator

@@ -15,7 +15,8 @@ import yaml
 
 from conftest import LIGHT, NO_CACHE, ROOT, no_timings, synthnb
 from synthnb.core.config import load_experiment
-from synthnb.orchestration.execution import _descendants, accepted_parameters
+from synthnb.orchestration.execution import _descendants
+from synthnb.orchestration.stage_notebooks import accepted_parameters
 from synthnb.testing import demo_folder
 
 HC = 'experiments/healthcare.yaml'

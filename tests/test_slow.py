@@ -48,7 +48,7 @@ def test_classifier_trains_on_gpu_in_bf16():
 @needs_gpu
 def test_diffusion_trains_on_gpu():
     from diffusers import UNet2DModel
-    from synthnb.generators.diffusion import ddim_sample, train_ddpm, unet_config
+    from synthnb.generators.ddpm import ddim_sample, train_ddpm, unet_config
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 255, (64, 28, 28)).astype(np.uint8), np.arange(64) % 2
     unet, losses = train_ddpm(UNet2DModel.from_config(unet_config(28, 2, [16, 32, 32])), x, y, steps=20, batch_size=16, lr=1e-3, label_dropout=0.1,

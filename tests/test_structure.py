@@ -1,8 +1,11 @@
 """The package's shape: four folders, imported one way (core → generators → stages → orchestration), with no circle."""
 import ast
 import io
+import re
 import tokenize
 from pathlib import Path
+
+import nbformat
 
 import synthnb
 
@@ -14,29 +17,32 @@ TOP = {'testing': 'core', '__main__': 'orchestration'}  # the two modules outsid
 LAYERS = [
     {'core.runtime', 'core.tracking', 'core.hygiene', 'testing'},  # foundations that import no synthnb module (testing: the fixtures)
     {'core.config', 'core.images'},  # stages and experiment files; uint8 images and tensors
-    {'core.parameters'},  # typed stage parameters: every stage's config class
-    {'core.store', 'core.models', 'core.data'},  # the artifact store; the classifier; datasets
+    {'core.parameters', 'core.files'},  # typed stage parameters: every stage's config class; atomic files, JSON, checksums
+    {'core.store', 'core.models', 'core.data', 'core.augments', 'core.classifier_metrics'},  # the artifact store; the classifier, its augmentations and metrics; datasets
     {'core.dataset_cards'},  # dataset cards and how an image file is read
-    {'core.readers'},  # .npz files and image folders
+    {'core.readers', 'core.npz'},  # image folders; .npz files
     {'core.sources', 'core.stage_registry'},  # any dataset's pool and test split; the stage registry
-    {'generators.simulation', 'generators.paste', 'generators.gan', 'generators.external', 'generators.vae',
-     'generators.pretrained'},  # generators (and the reader of external synthetic sets)
-    {'generators.diffusion'},  # the diffusion model
-    {'generators.hybrid', 'generators.defect_diffusion'},  # simulation or paste refined by diffusion; learned defect crops
+    {'generators.simulation', 'generators.paste', 'generators.blending', 'generators.gan', 'generators.stylegan',
+     'generators.external', 'generators.vae', 'generators.pretrained'},  # generators (and the reader of external synthetic sets)
+    {'generators.diffusion', 'generators.ddpm'},  # the diffusion model and its parts
+    {'generators.hybrid', 'generators.defect_diffusion', 'generators.defect_crops'},  # simulation or paste refined by diffusion; learned defect crops
     {'generators.registry'},  # the generator registry: every generator declared once, its contract, the controls
     {'stages.metrics', 'stages.features', 'stages.gate', 'stages.style', 'stages.translation', 'stages.evidence',
      'stages.inference', 'stages.worth', 'stages.robustness', 'stages.review'},  # stage helpers
-    {'stages.filtering', 'stages.policies'},  # the filter; augmentation operations and policies
+    {'stages.filtering', 'stages.policies', 'stages.profiling',
+     'stages.evaluation_outputs'},  # the filter; augmentation operations and policies; stage 1's profile; stage 3's outputs
     {'stages.domain', 'stages.generation', 'stages.augmentation', 'stages.evaluation', 'stages.integration',
      'stages.sampler'},  # stages 1-5 (and stage 2's sampler choice)
     {'stages.arms', 'stages.verdict'},  # stage 6's arms and its verdict
-    {'stages.training_figures'},  # stage 6's figures
+    {'stages.training_figures', 'stages.arm_results'},  # stage 6's figures; an arm's results
     {'stages.training'},  # stage 6
-    {'orchestration.report_layout', 'orchestration.execution'},  # how an executed report reads; executing one notebook
+    {'orchestration.report_layout', 'orchestration.execution', 'orchestration.stage_notebooks'},  # how an executed report reads; executing one notebook; finding it and checking its parameters
     {'orchestration.runner'},  # executes the stage notebooks
     {'orchestration.grid'},  # a sweep file expanded into experiments, and planned
     {'orchestration.feedback', 'orchestration.sweep', 'orchestration.sweep_report'},  # on top of the runner
     {'orchestration.protocol'},  # replicate and learning-curve chains, run like a sweep's experiments
+    {'orchestration.protocol_run'},  # the chains run as Dask tasks, then the evidence report
+    {'orchestration.evidence_chains'},  # the evidence step's chains read back, scored, the arm chosen
     {'orchestration.evidence_report'},  # the evidence step: reads every chain
     {'orchestration.report_page'},  # what a finished run prints, and its one HTML page
     {'orchestration.cli'}, {'__main__'},  # the command line
@@ -135,6 +141,43 @@ def test_no_semicolon_chains():
                for t in tokenize.generate_tokens(io.StringIO(p.read_text()).readline)
                if t.type == tokenize.OP and t.string == ';']
     assert not chained, f'`;`-chained statements (one statement per line): {chained}'
+
+
+NBS = Path(__file__).resolve().parent.parent / 'nbs'
+
+
+def _exported_source(cell) -> str | None:
+    "The code of an exported cell (`#| export`/`exports`), its `#|` lines dropped; None for any other cell."
+    if cell.cell_type != 'code': return None
+    lines = cell.source.splitlines()
+    if not any(re.match(r'#\|\s*exports?\b', line) for line in lines): return None
+    return '\n'.join(line for line in lines if not line.startswith('#|'))
+
+
+def _definitions(source: str) -> int:
+    "Top-level definitions in `source`: functions, classes and assignments (imports are not definitions)."
+    kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign, ast.AnnAssign)
+    return sum(isinstance(n, kinds) for n in ast.parse(source).body)
+
+
+def test_notebooks_at_nbdev_density():
+    """STYLE: one definition per exported cell (the imports cell aside), a (non-exported) example cell under
+    each before the next exported one, and at most 250 exported lines per notebook."""
+    crowded, no_example, long = [], [], []
+    for path in sorted(NBS.glob('[0-9]*.ipynb')):
+        cells, total = nbformat.read(path, as_version=4).cells, 0
+        for i, cell in enumerate(cells):
+            src = _exported_source(cell)
+            if src is None: continue
+            total += len(src.splitlines())
+            n = _definitions(src)
+            if n > 1: crowded.append(f'{path.stem}[{i}]: {n}')
+            following = next((c for c in cells[i + 1:] if c.cell_type == 'code'), None)
+            if n and (following is None or _exported_source(following) is not None): no_example.append(f'{path.stem}[{i}]')
+        if total > 250: long.append(f'{path.stem}: {total}')
+    assert not crowded, f'exported cells with more than one definition: {crowded}'
+    assert not no_example, f'exported definitions without an example cell under them: {no_example}'
+    assert not long, f'notebooks over 250 exported lines (split along their concerns): {long}'
 
 
 def _dynamic_imports(path: Path) -> list:

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from synthnb.generators.gan import (GANGenerator, GANSettings, ModulatedConv, ResidualDiscriminator, StyleGenerator, ada_augment,
-                         ada_step, minibatch_stddev)
+from synthnb.generators.gan import GANGenerator, GANSettings, ada_augment, ada_step
+from synthnb.generators.stylegan import ModulatedConv, ResidualDiscriminator, StyleGenerator, minibatch_stddev
 
 
 def two_classes(n=16, size=28, seed=0):

@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from synthnb.core.config import STAGE_NOTEBOOKS  # noqa: E402
-from synthnb.core.store import save_json  # noqa: E402  (strict JSON: NaN -> null)
+from synthnb.core.files import save_json  # noqa: E402  (strict JSON: NaN -> null)
 from synthnb.stages.verdict import headline_markdown  # noqa: E402
 
 STAGES = tuple(STAGE_NOTEBOOKS.values())  # run folders, in the order the stages run

@@ -10,23 +10,40 @@ from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['STAGE_NOTEBOOKS', 'STAGES', 'SHARED_KEYS', 'SEED_LIMIT', 'DEVICES', 'RESERVED_PARAMS', 'RENAMED', 'stage_folder',
-           'did_you_mean', 'renamed_hint', 'validate_exp_id', 'Replace', 'load_yaml', 'Experiment', 'parse_override',
+__all__ = ['STAGE_NOTEBOOKS', 'STAGES', 'SHARED_KEYS', 'SEED_LIMIT', 'DEVICES', 'RESERVED_PARAMS', 'RENAMED', 'did_you_mean',
+           'stage_folder', 'renamed_hint', 'validate_exp_id', 'Replace', 'load_yaml', 'Experiment', 'parse_override',
            'load_experiment']
 
-# %% ../../nbs/00_config.ipynb #4f2d1e0c
+# %% ../../nbs/00_config.ipynb #02c3d3d4
 # stage -> its notebook in nbs/, and its folder in a run
 STAGE_NOTEBOOKS = {'domain': '01_domain', 'generation': '02_generation',
                    'evaluation': '03_evaluation',
                    'augmentation': '04_augmentation', 'integration': '05_integration',
                    'training': '06_training'}
+
+# %% ../../nbs/00_config.ipynb #f64f1eb0
 STAGES = tuple(STAGE_NOTEBOOKS)  # the order they run in
+
+# %% ../../nbs/00_config.ipynb #80798cfb
 SHARED_KEYS = ('exp_id', 'seed', 'device', 'profile', 'tracking')
+
+# %% ../../nbs/00_config.ipynb #b3f3642b
 # a seed is an integer in [0, 2³²): the range numpy's and torch's generators share
 SEED_LIMIT = 2**32
+
+# %% ../../nbs/00_config.ipynb #e1271582
 DEVICES = re.compile(r'auto|cpu|cuda(:\d+)?')  # what `device` may name (fullmatch)
+
+# %% ../../nbs/00_config.ipynb #402d8a47
 RESERVED_PARAMS = ('upstream_dir', 'out_dir')  # set by the runner, never by an experiment file
 
+# %% ../../nbs/00_config.ipynb #7a6db84c
+def did_you_mean(name: str, choices) -> str:
+    "A ' (did you mean X?)' hint for a misspelt `name`, or ''."
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+# %% ../../nbs/00_config.ipynb #d95c95eb
 def stage_folder(stage: str, # one of `STAGES`
                 ) -> str:
     "Folder name of `stage` inside a run, e.g. `02_generation`."
@@ -35,26 +52,23 @@ def stage_folder(stage: str, # one of `STAGES`
                                              f"Stages: {', '.join(STAGES)}")
     return STAGE_NOTEBOOKS[stage]
 
-def did_you_mean(name: str, choices) -> str:
-    "A ' (did you mean X?)' hint for a misspelt `name`, or ''."
-    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-# %% ../../nbs/00_config.ipynb #71c612ff
+# %% ../../nbs/00_config.ipynb #b28088cc
 # 'stage.old' -> ('stage.new', why): refused with the new name, never silently mapped
 RENAMED = {'generation.n_per_class': ('generation.n_synthetic_per_class',
                                       'synthetic images per class and generator; '
                                       'domain.n_per_class stays the real images per class')}
 
+# %% ../../nbs/00_config.ipynb #532c076e
 def renamed_hint(stage: str, key: str) -> str|None:
     "'renamed: write <new> (<why>)' when `stage.key` is a renamed parameter, else None."
     new = RENAMED.get(f'{stage}.{key}')
     return f"renamed: write {new[0]} ({new[1]})" if new else None
 
-# %% ../../nbs/00_config.ipynb #f30689ee
+# %% ../../nbs/00_config.ipynb #16fa2b94
 # matched in full: no trailing newline slips through
 _EXP_ID = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,99}')
 
+# %% ../../nbs/00_config.ipynb #77bd77b8
 def validate_exp_id(exp_id: str) -> str:
     "Return `exp_id` if it is a safe folder name; raise `ValueError` otherwise."
     if not isinstance(exp_id, str) or not _EXP_ID.fullmatch(exp_id) or '..' in exp_id:
@@ -87,7 +101,7 @@ def load_yaml(text: str, # YAML text
                                          getattr(e, 'problem', None)) if x) or str(e)
         raise ValueError(f"{where}{at}: invalid YAML: {what}") from None
 
-# %% ../../nbs/00_config.ipynb #ee5f3438
+# %% ../../nbs/00_config.ipynb #e6ec6081
 @dataclasses.dataclass
 class Experiment:
     "A resolved experiment: shared settings plus the parameters of every stage."
@@ -107,6 +121,7 @@ class Experiment:
         them)."""
         return {'seed': self.seed, 'device': self.device, **self.stages.get(stage, {})}
 
+# %% ../../nbs/00_config.ipynb #d2f87245
 def parse_override(text: str) -> tuple:
     """Split a `key=value` override; the value is parsed as YAML (`load_yaml`: `!replace` works here
     too)."""
@@ -116,12 +131,13 @@ def parse_override(text: str) -> tuple:
     if not key.strip(): raise ValueError(f"Override {text!r} has an empty key")
     return key.strip(), load_yaml(value, f"-p {text}") if value.strip() else ''
 
-# %% ../../nbs/00_config.ipynb #c511f897
+# %% ../../nbs/00_config.ipynb #5a0ffdc3
 def _plain(v):
     "`v` with every `Replace` turned into a plain dict (what YAML dumps and JSON stores)."
     if isinstance(v, dict): return {k: _plain(x) for k, x in v.items()}
     return [_plain(x) for x in v] if isinstance(v, list) else v
 
+# %% ../../nbs/00_config.ipynb #f048e8bf
 def _merge(base: dict, extra: dict) -> dict:
     "`extra` merged into `base`, mapping into mapping; a `Replace` mapping replaces."
     out = _plain(base)

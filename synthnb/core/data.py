@@ -9,19 +9,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from .store import atomic_path, sha256_file
+from .files import atomic_path, sha256_file
 from .config import did_you_mean
 from .runtime import progress, project_root
 
 # %% auto #0
 __all__ = ['DATASETS', 'FOLDERS', 'PNEUMONIA_URL', 'PNEUMONIA_VERSIONS', 'MT_COMMIT', 'MT_URL', 'DataError', 'data_root',
-           'card_dir', 'check_dataset', 'FileVersion', 'fix_hint', 'verify_file', 'download_url', 'pneumonia_path',
+           'check_dataset', 'card_dir', 'FileVersion', 'fix_hint', 'verify_file', 'download_url', 'pneumonia_path',
            'mt_manifest', 'verify_magnetic_tiles', 'download_dataset']
 
-# %% ../../nbs/00d_data.ipynb #64403e5b
+# %% ../../nbs/00d_data.ipynb #8c2c671f
 class DataError(RuntimeError): "A dataset file is missing, truncated or not the expected file."
 
+# %% ../../nbs/00d_data.ipynb #fe917ca9
 DATASETS = ('pneumoniamnist', 'magnetic-tiles')
+
+# %% ../../nbs/00d_data.ipynb #da7365ea
 FOLDERS = {'pneumoniamnist': 'pneumoniamnist', 'magnetic-tiles': 'magnetic-tile-defects'}
 
 # %% ../../nbs/00d_data.ipynb #008acf1b
@@ -32,18 +35,18 @@ def data_root(data_dir: str|os.PathLike|None = None) -> Path:
     root = project_root()
     return (root or Path.cwd())/'data'
 
-# %% ../../nbs/00d_data.ipynb #6c0940a7
-def card_dir(dataset: str) -> Path|None:
-    "The folder of `dataset`'s card (DATASET.md, manifest) in the checkout."
-    root = project_root()
-    return root/'data'/FOLDERS[check_dataset(dataset)] if root else None
-
 # %% ../../nbs/00d_data.ipynb #d5bedb06
 def check_dataset(name: str) -> str:
     if name not in DATASETS: raise ValueError(
         f"Unknown dataset {name!r}{did_you_mean(name, DATASETS)}; "
                                               f"datasets: {', '.join(DATASETS)}")
     return name
+
+# %% ../../nbs/00d_data.ipynb #6c0940a7
+def card_dir(dataset: str) -> Path|None:
+    "The folder of `dataset`'s card (DATASET.md, manifest) in the checkout."
+    root = project_root()
+    return root/'data'/FOLDERS[check_dataset(dataset)] if root else None
 
 # %% ../../nbs/00d_data.ipynb #4bf4c1e5
 @dataclass(frozen=True)
@@ -105,20 +108,27 @@ def download_url(url: str, # source URL
         if versions: verify_file(tmp, versions, dataset)
     return dest
 
-# %% ../../nbs/00d_data.ipynb #8725af99
+# %% ../../nbs/00d_data.ipynb #a1cae8eb
 PNEUMONIA_URL = 'https://zenodo.org/records/10519652/files/pneumoniamnist.npz?download=1'
+
+# %% ../../nbs/00d_data.ipynb #f2135b44
 PNEUMONIA_VERSIONS = (
     FileVersion('e1792d3f03751cb101e99f19a63b3c1941436c988665f47853417b05be250cd8', 4170669,
                 'official Zenodo release'),
     FileVersion('194a7199bf9cbb2dd7f140ebd73fc4c2fa71f44049d84a8b5269dbbcf648ad48', 4171018,
                 'lossless rebuild, see data/pneumoniamnist/DATASET.md'))
+
+# %% ../../nbs/00d_data.ipynb #c5cd09d8
 def pneumonia_path(data_dir=None) -> Path: return data_root(
     data_dir)/'pneumoniamnist'/'pneumoniamnist.npz'
 
-# %% ../../nbs/00d_data.ipynb #edc69ace
+# %% ../../nbs/00d_data.ipynb #279e6645
 MT_COMMIT = 'cc4eb530b57b9cb7225bf76023873043ffd50655'
+
+# %% ../../nbs/00d_data.ipynb #19edb67a
 MT_URL = f'https://github.com/abin24/Magnetic-tile-defect-datasets./archive/{MT_COMMIT}.zip'
 
+# %% ../../nbs/00d_data.ipynb #a5e1d41f
 def mt_manifest(data_dir=None) -> list:
     "Rows of the magnetic-tile manifest (from the data directory, else the committed card)."
     for folder in (data_root(data_dir)/FOLDERS['magnetic-tiles'], card_dir('magnetic-tiles')):
@@ -129,6 +139,7 @@ def mt_manifest(data_dir=None) -> list:
                     "or in the checkout's data/magnetic-tile-defects/. It ships with synthnb's "
                     "repository.")
 
+# %% ../../nbs/00d_data.ipynb #88336341
 def verify_magnetic_tiles(data_dir=None, rows=None) -> str:
     "Check every image and mask against the manifest; return the manifest's own sha256."
     root = data_root(data_dir)/FOLDERS['magnetic-tiles']

@@ -14,21 +14,30 @@ from .config import did_you_mean
 from .data import DataError
 
 # %% auto #0
-__all__ = ['CARD_KEYS', 'SIMULATOR_NAMES', 'SOURCE_KEYS', 'RESIZE_RULES', 'COLUMNS', 'GREY_MODES', 'builtin_cards', 'load_card',
-           'check_card', 'normal_index', 'fit_square', 'read_image']
+__all__ = ['CARD_KEYS', 'SIMULATOR_NAMES', 'SOURCE_KEYS', 'RESIZE_RULES', 'COLUMNS', 'GREY_MODES', 'builtin_cards', 'check_card',
+           'load_card', 'normal_index', 'fit_square', 'read_image']
 
-# %% ../../nbs/00f_dataset_cards.ipynb #85f8890a
+# %% ../../nbs/00f_dataset_cards.ipynb #bca4a472
 CARD_KEYS = ('source', 'classes', 'normal_class', 'simulator', 'description', 'constraints')
+
+# %% ../../nbs/00f_dataset_cards.ipynb #fe06f18e
 # the simulators a card may declare (classes in synthnb.stages.generation)
 SIMULATOR_NAMES = ('chest_opacity', 'surface_defects')
+
+# %% ../../nbs/00f_dataset_cards.ipynb #72324c39
 SOURCE_KEYS = ('format', 'path', 'split', 'manifest', 'columns', 'mask_suffix', 'group', 'rgb',
                'verify', 'resize',
                'outside_files')
+
+# %% ../../nbs/00f_dataset_cards.ipynb #13f76bf5
 # how an image that is not square is made square (see `fit_square`)
 RESIZE_RULES = ('squash', 'letterbox', 'crop')
+
+# %% ../../nbs/00f_dataset_cards.ipynb #781dfa3a
 COLUMNS = {'image': 'image', 'label': 'label', 'mask': 'mask', 'group': 'group', 'type': 'type',
            'split': 'split'}
 
+# %% ../../nbs/00f_dataset_cards.ipynb #6aef8ece
 def _card_dir() -> Path:
     "The built-in cards' folder, inside the installed package."
     import synthnb
@@ -38,41 +47,6 @@ def _card_dir() -> Path:
 def builtin_cards() -> list:
     "Names of the cards that ship with synthnb."
     return sorted(p.stem for p in _card_dir().glob('*.yaml'))
-
-# %% ../../nbs/00f_dataset_cards.ipynb #46cb8169
-def load_card(dataset: str, # a built-in card's name, or the path of a card YAML file
-              **overrides, # card keys given in the experiment: they win (empty ones are ignored)
-             ) -> dict:
-    "The card of `dataset`, with `overrides` applied and checked."
-    card, given = {}, {k: v for k, v in overrides.items() if v not in (None, '', {}, [])}
-    if (_card_dir()/f'{dataset}.yaml').exists(): card = yaml.safe_load((
-        _card_dir()/f'{dataset}.yaml').read_text())
-    elif str(dataset).endswith(('.yaml', '.yml')):
-        if not Path(dataset).exists():
-            raise DataError(
-                f"Card file {dataset} does not exist; check domain.dataset "
-                "(a built-in card's name or a card file's path)."
-            )
-        card = yaml.safe_load(Path(dataset).read_text()) or {}
-        src = card.get('source') or {}
-        if (src.get('path') and not Path(src['path']).expanduser().is_absolute()
-                and (Path(dataset).parent/src['path']).exists()):
-            # a path beside the card file
-            card['source'] = {**src, 'path': str((Path(dataset).parent/src['path']).resolve())}
-    elif 'source' not in given:
-        raise DataError(f"Unknown dataset {dataset!r}{did_you_mean(dataset, builtin_cards())}: it "
-                        "is neither a "
-                        f"built-in card ({', '.join(builtin_cards())}) nor a card file. Declare "
-                        "your data with "
-                        "domain.source (see 'Use your own data').")
-    card = {'normal_class': '', 'simulator': '', 'description': '', 'constraints': {},
-            'classes': [], **card, **given}
-    card['classes'] = [str(c) for c in card['classes'] or []]
-    card['normal_class'] = '' if card['normal_class'] in (None, '') else str(card['normal_class'])
-    if bad := set(card) - set(CARD_KEYS): raise DataError(
-        f"Unknown card key(s) {sorted(bad)}; card keys: "
-                                                          f"{', '.join(CARD_KEYS)}")
-    return check_card(card)
 
 # %% ../../nbs/00f_dataset_cards.ipynb #c59d94ac
 def check_card(card: dict) -> dict:
@@ -112,6 +86,41 @@ def check_card(card: dict) -> dict:
     if len(set(map(str, card['classes']))) != len(card['classes']): raise DataError(
         f"Class names must be distinct: {card['classes']}; fix domain.classes")
     return card
+
+# %% ../../nbs/00f_dataset_cards.ipynb #46cb8169
+def load_card(dataset: str, # a built-in card's name, or the path of a card YAML file
+              **overrides, # card keys given in the experiment: they win (empty ones are ignored)
+             ) -> dict:
+    "The card of `dataset`, with `overrides` applied and checked."
+    card, given = {}, {k: v for k, v in overrides.items() if v not in (None, '', {}, [])}
+    if (_card_dir()/f'{dataset}.yaml').exists(): card = yaml.safe_load((
+        _card_dir()/f'{dataset}.yaml').read_text())
+    elif str(dataset).endswith(('.yaml', '.yml')):
+        if not Path(dataset).exists():
+            raise DataError(
+                f"Card file {dataset} does not exist; check domain.dataset "
+                "(a built-in card's name or a card file's path)."
+            )
+        card = yaml.safe_load(Path(dataset).read_text()) or {}
+        src = card.get('source') or {}
+        if (src.get('path') and not Path(src['path']).expanduser().is_absolute()
+                and (Path(dataset).parent/src['path']).exists()):
+            # a path beside the card file
+            card['source'] = {**src, 'path': str((Path(dataset).parent/src['path']).resolve())}
+    elif 'source' not in given:
+        raise DataError(f"Unknown dataset {dataset!r}{did_you_mean(dataset, builtin_cards())}: it "
+                        "is neither a "
+                        f"built-in card ({', '.join(builtin_cards())}) nor a card file. Declare "
+                        "your data with "
+                        "domain.source (see 'Use your own data').")
+    card = {'normal_class': '', 'simulator': '', 'description': '', 'constraints': {},
+            'classes': [], **card, **given}
+    card['classes'] = [str(c) for c in card['classes'] or []]
+    card['normal_class'] = '' if card['normal_class'] in (None, '') else str(card['normal_class'])
+    if bad := set(card) - set(CARD_KEYS): raise DataError(
+        f"Unknown card key(s) {sorted(bad)}; card keys: "
+                                                          f"{', '.join(CARD_KEYS)}")
+    return check_card(card)
 
 # %% ../../nbs/00f_dataset_cards.ipynb #19713825
 def normal_index(
@@ -155,9 +164,10 @@ def fit_square(im: Image.Image, # greyscale image or mask
     out.paste(im.resize((nw, nh), Image.BOX), ((size - nw) // 2, (size - nh) // 2))
     return out
 
-# %% ../../nbs/00f_dataset_cards.ipynb #a5c9e73a
+# %% ../../nbs/00f_dataset_cards.ipynb #96ace78a
 GREY_MODES = ('1', 'L', 'LA', 'I', 'F')  # and 'I;16', 'I;16B', 'I;16L', 'I;16N'
 
+# %% ../../nbs/00f_dataset_cards.ipynb #d94b1e47
 def _grey(im: Image.Image, path, rgb: str) -> tuple:
     ("`im` as 8-bit greyscale, and how it was read: as is, colour content converted, grey content "
      "in a colour file, "
@@ -180,6 +190,7 @@ def _grey(im: Image.Image, path, rgb: str) -> tuple:
                                          "(noted in the profile).")
     return im.convert('L'), 'RGB converted (ITU-R 601 luma)'
 
+# %% ../../nbs/00f_dataset_cards.ipynb #c9c37d11
 def read_image(path, # image file
                image_size: int, # side of the square output
                rgb: str = 'error', # 'convert' colour images to greyscale, or refuse them

@@ -34,7 +34,7 @@ def source_notebook(path) -> Path|None:
         return root if nbs.resolve() in path.parents else None
     return None
 
-# %% ../../nbs/00g_hygiene.ipynb #d1130ea0
+# %% ../../nbs/00g_hygiene.ipynb #9c4b3b37
 def clean_source_notebook(nb: dict, path) -> bool:
     ("Clean `nb` in place as `nbdev_clean` would (the project's settings.ini) and strip its "
      "outputs, if `path` is a "
@@ -50,6 +50,7 @@ def clean_source_notebook(nb: dict, path) -> bool:
     strip_outputs(nb)
     return True
 
+# %% ../../nbs/00g_hygiene.ipynb #cf2446ff
 def pre_save_hook(model: dict, path: str, contents_manager=None, **kwargs):
     ("Jupyter server pre-save hook: a source notebook in `nbs/` is saved clean (see "
      "`clean_source_notebook`); "

@@ -10,7 +10,7 @@ import torch
 # %% auto #0
 __all__ = ['to_tensor', 'to_uint8', 'check_labels', 'image_grid']
 
-# %% ../../nbs/00c_images.ipynb #19af91cc
+# %% ../../nbs/00c_images.ipynb #367852d3
 def to_tensor(images: np.ndarray, # uint8 (N, H, W)
               device='cpu') -> torch.Tensor:
     "uint8 images → float tensor (N, 1, H, W) in [-1, 1]."
@@ -20,6 +20,7 @@ def to_tensor(images: np.ndarray, # uint8 (N, H, W)
         )
     return torch.from_numpy(images).to(device).float().div(127.5).sub(1).unsqueeze(1)
 
+# %% ../../nbs/00c_images.ipynb #8e93181c
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     "Float tensor (N, 1, H, W) in [-1, 1] → uint8 (N, H, W)."
     return ((x.detach().float().clamp(-1,

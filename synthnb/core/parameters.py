@@ -30,17 +30,35 @@ class Bounds(annotated_types.Interval):
                  if x is not None]
         return ' and '.join(parts)
 
-# %% ../../nbs/00_parameters.ipynb #958ae391
+# %% ../../nbs/00_parameters.ipynb #1b551a39
 # the most steps, images or draws any count may ask for: a typo such as 10**12 fails at once
 MAX_COUNT = 10**7
+
+# %% ../../nbs/00_parameters.ipynb #d27886b9
 Count = Annotated[int, Bounds(ge=0, le=MAX_COUNT)]  # 0, 1, 2, …
+
+# %% ../../nbs/00_parameters.ipynb #52a32546
 PositiveInt = Annotated[int, Bounds(ge=1, le=MAX_COUNT)]  # 1, 2, …
+
+# %% ../../nbs/00_parameters.ipynb #a5c84ecc
 Seed = Annotated[int, Bounds(ge=0, lt=SEED_LIMIT)]  # a seed numpy and torch both accept
+
+# %% ../../nbs/00_parameters.ipynb #efb74f13
 NonNegative = Annotated[float, Bounds(ge=0)]
+
+# %% ../../nbs/00_parameters.ipynb #d7c2ea8d
 Positive = Annotated[float, Bounds(gt=0)]
+
+# %% ../../nbs/00_parameters.ipynb #09677558
 Probability = Annotated[float, Bounds(ge=0, le=1)]  # a share or probability in [0, 1]
+
+# %% ../../nbs/00_parameters.ipynb #f9da07aa
 Fraction = Annotated[float, Bounds(gt=0, lt=1)]  # strictly between 0 and 1
+
+# %% ../../nbs/00_parameters.ipynb #116a454a
 ALL = 'all'  # a class count meaning every image the pool has
+
+# %% ../../nbs/00_parameters.ipynb #fa69f51a
 # one count, or one per class name
 ClassCounts = Union[PositiveInt, dict[str, Union[PositiveInt, Literal['all']]]]
 
@@ -58,13 +76,15 @@ def with_scarce_count(n_per_class: int|dict, n: int) -> int|dict:
     if not isinstance(n_per_class, dict): return int(n)
     return {c: v if v == ALL else int(n) for c, v in n_per_class.items()}
 
-# %% ../../nbs/00_parameters.ipynb #2dd422d2
+# %% ../../nbs/00_parameters.ipynb #6fe44ff2
 _NAMES = {int: 'an integer', float: 'a number', bool: 'true or false', str: 'a string',
           list: 'a list',
           dict: 'a mapping'}
 
+# %% ../../nbs/00_parameters.ipynb #5a039d67
 def _origin(hint): return get_origin(hint) or hint
 
+# %% ../../nbs/00_parameters.ipynb #fa5d16f9
 def _plural(desc: str) -> str:
     "'an integer ≥ 1' -> 'integers ≥ 1': the items of a list or mapping."
     d = re.sub(r'^an? ', '', desc)

@@ -48,9 +48,10 @@ def bf16_supported(device='cpu') -> bool:
     return any(getattr(torch.cpu, f, lambda: False)() for f in ('_is_avx512_bf16_supported',
                                                                 '_is_amx_tile_supported'))
 
-# %% ../../nbs/00b_runtime.ipynb #941f1318
+# %% ../../nbs/00b_runtime.ipynb #8f814f7f
 _TERMINAL = None
 
+# %% ../../nbs/00b_runtime.ipynb #5d586512
 def _terminal():
     """The kernel's original stderr: ipykernel forwards fd 2 to the notebook, but keeps a copy of
     the real one."""
@@ -60,6 +61,7 @@ def _terminal():
         _TERMINAL = os.fdopen(os.dup(fd), 'w', buffering=1) if fd is not None else sys.__stderr__
     return _TERMINAL
 
+# %% ../../nbs/00b_runtime.ipynb #463d948c
 def progress(iterable=None, **kwargs):
     """A tqdm bar: in the notebook interactively, on the runner's terminal (not in the report) under
     `synthnb run`."""
@@ -68,10 +70,11 @@ def progress(iterable=None, **kwargs):
         return text_tqdm(iterable, file=_terminal(), mininterval=2, **kwargs)
     return tqdm(iterable, **kwargs)
 
-# %% ../../nbs/00b_runtime.ipynb #b971d378
+# %% ../../nbs/00b_runtime.ipynb #dfe6c9e6
 PACKAGES = ('synthnb', 'torch', 'numpy', 'scipy', 'diffusers', 'kornia', 'papermill',
             'scikit-learn', 'nbdev')
 
+# %% ../../nbs/00b_runtime.ipynb #23a43368
 def package_versions(names=PACKAGES) -> dict:
     "Installed versions of `names` (None when missing)."
     out = {}

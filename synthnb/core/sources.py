@@ -11,7 +11,8 @@ import numpy as np
 
 from .config import did_you_mean
 from .data import DataError, data_root
-from .readers import load_folder, load_npz
+from .npz import load_npz
+from .readers import load_folder
 
 # %% auto #0
 __all__ = ['SPLIT_VALUES', 'group_split', 'stratified_split', 'split_rule', 'test_mask', 'split_summary', 'source_path',
@@ -51,7 +52,7 @@ def group_split(groups: np.ndarray, # group id per image
         test_groups += list(gs[:max(1, round(test_fraction*len(gs)))])
     return np.isin(groups, test_groups)
 
-# %% ../../nbs/00fb_sources.ipynb #fdc4a5a5
+# %% ../../nbs/00fb_sources.ipynb #eb97e40f
 def stratified_split(labels: np.ndarray, test_fraction: float = 0.3, seed: int = 0) -> np.ndarray:
     "Boolean mask of test images: `test_fraction` of each class (at least one)."
     if not 0 < test_fraction < 1: raise ValueError(
@@ -62,6 +63,7 @@ def stratified_split(labels: np.ndarray, test_fraction: float = 0.3, seed: int =
         test[idx[: max(1, round(test_fraction * len(idx)))]] = True
     return test
 
+# %% ../../nbs/00fb_sources.ipynb #ed6aba13
 SPLIT_VALUES = ('train', 'val', 'test')
 
 # %% ../../nbs/00fb_sources.ipynb #9441194d
@@ -128,12 +130,13 @@ def split_summary(data: dict, # a loaded source: labels, and group and type wher
         out['mixed_groups'] = {k: [g for g, s in side.items() if s == k] for k in sides}
     return out
 
-# %% ../../nbs/00fb_sources.ipynb #0cfa4873
+# %% ../../nbs/00fb_sources.ipynb #7d5274a7
 def source_path(path: str, data_dir=None) -> Path:
     "`path` if absolute, else relative to the data directory."
     p = Path(path).expanduser()
     return p if p.is_absolute() else data_root(data_dir)/p
 
+# %% ../../nbs/00fb_sources.ipynb #980e0ccc
 def load_source(card: dict, # a checked card (`load_card`)
                 image_size: int, # side of the square output images
                 data_dir=None, # data directory (see `data_root`)

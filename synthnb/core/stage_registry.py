@@ -10,16 +10,18 @@ from pathlib import Path
 
 import synthnb
 from .config import STAGES, did_you_mean
-from .store import MANIFEST, StageError, read_manifest, save_json, sha256_file
+from .files import save_json, sha256_file
+from .store import MANIFEST, StageError, read_manifest
 
 # %% auto #0
-__all__ = ['STAGE_API', 'CONFIGS', 'RUNNERS', 'code_hash', 'data_fingerprint', 'files_digest', 'generator_inputs', 'stage_key',
-           'stale_reason', 'is_up_to_date', 'mark_complete']
+__all__ = ['STAGE_API', 'CONFIGS', 'RUNNERS', 'code_hash', 'files_digest', 'data_fingerprint', 'generator_inputs', 'stage_key',
+           'mark_complete', 'stale_reason', 'is_up_to_date']
 
 # %% ../../nbs/00i_stages.ipynb #1babb50e
 # stage -> module, config class, run function
 STAGE_API = {s: (f'synthnb.stages.{s}', f'{s.capitalize()}Config', f'run_{s}') for s in STAGES}
 
+# %% ../../nbs/00i_stages.ipynb #e408720b
 class _StageMap(Mapping):
     "stage -> its config class (`part=1`) or run function (`part=2`), imported on first use."
     def __init__(self, part: int): self.part = part
@@ -30,6 +32,7 @@ class _StageMap(Mapping):
     def __iter__(self): return iter(STAGES)
     def __len__(self): return len(STAGES)
 
+# %% ../../nbs/00i_stages.ipynb #0666510d
 CONFIGS, RUNNERS = _StageMap(1), _StageMap(2)
 
 # %% ../../nbs/00i_stages.ipynb #df251207
@@ -42,6 +45,19 @@ def code_hash() -> str:
         h.update(p.read_bytes())
     return h.hexdigest()
 
+# %% ../../nbs/00i_stages.ipynb #34787dd2
+def files_digest(path: Path):
+    """A sha256 object fed every file's relative path, size and mtime under `path` (a file: itself;
+    missing: nothing)."""
+    h = hashlib.sha256()
+    for p in sorted(path.rglob('*')) if path.is_dir() else [path] if path.exists() else []:
+        if p.is_file():
+            st = p.stat()
+            name = p.relative_to(path) if p != path else p.name
+            h.update(f'{name}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
+    return h
+
+# %% ../../nbs/00i_stages.ipynb #69d5bc89
 def data_fingerprint(params: dict) -> dict:
     ("Where stage 1 reads its data and what is there: the card's source, resolved, and a hash of "
      "every file's path, "
@@ -65,18 +81,6 @@ def data_fingerprint(params: dict) -> dict:
                 f"{name}\0{st.st_size if st else -1}\0{st.st_mtime_ns if st else -1}\n".encode())
     return {'folder': str(folder), 'files': h.hexdigest(), 'card': card}
 
-# %% ../../nbs/00i_stages.ipynb #34787dd2
-def files_digest(path: Path):
-    """A sha256 object fed every file's relative path, size and mtime under `path` (a file: itself;
-    missing: nothing)."""
-    h = hashlib.sha256()
-    for p in sorted(path.rglob('*')) if path.is_dir() else [path] if path.exists() else []:
-        if p.is_file():
-            st = p.stat()
-            name = p.relative_to(path) if p != path else p.name
-            h.update(f'{name}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
-    return h
-
 # %% ../../nbs/00i_stages.ipynb #cb03a089
 def generator_inputs(params: dict) -> dict:
     """What stage 2 reads from disk besides stage 1: the files of an `external` set and of a
@@ -89,6 +93,7 @@ def generator_inputs(params: dict) -> dict:
             out[g] = {'path': str(p), 'files': files_digest(p).hexdigest()}
     return out
 
+# %% ../../nbs/00i_stages.ipynb #27d34863
 def _sha(o) -> str: return hashlib.sha256(json.dumps(o, sort_keys=True,
                                                      default=str).encode()).hexdigest()
 
@@ -105,12 +110,21 @@ def stage_key(stage: str, params: dict, upstream_key: str = '', notebook_sha: st
     if parts is not None: parts.update({k: _sha(v) for k, v in blob.items() if k != 'stage'})
     return _sha(blob)
 
-# %% ../../nbs/00i_stages.ipynb #ce270cfc
+# %% ../../nbs/00i_stages.ipynb #939e23d8
+def mark_complete(stage_dir, key: str, **info) -> dict:
+    "Record the runner's key (and `info`) in a completed stage's manifest."
+    m = read_manifest(stage_dir)
+    m['runner'] = {'key': key, **info}
+    save_json(Path(stage_dir)/MANIFEST, m)
+    return m
+
+# %% ../../nbs/00i_stages.ipynb #9265b29e
 # what changed, by part of the key, in the words `stale_reason` prints
 _CHANGED = {'params': 'parameters changed', 'data': 'its input data changed',
             'upstream': 'an upstream stage changed',
             'notebook': 'its notebook changed', 'code': 'the synthnb code changed'}
 
+# %% ../../nbs/00i_stages.ipynb #ce270cfc
 def stale_reason(stage_dir, key: str,
                  # this run's key parts (`stage_key(parts=...)`), to say which changed
                  parts: dict|None = None,
@@ -147,11 +161,3 @@ def is_up_to_date(stage_dir, key: str) -> bool:
     """True if `stage_dir` holds a complete run of this exact key with intact artifacts (see
     `stale_reason`)."""
     return stale_reason(stage_dir, key) is None
-
-# %% ../../nbs/00i_stages.ipynb #939e23d8
-def mark_complete(stage_dir, key: str, **info) -> dict:
-    "Record the runner's key (and `info`) in a completed stage's manifest."
-    m = read_manifest(stage_dir)
-    m['runner'] = {'key': key, **info}
-    save_json(Path(stage_dir)/MANIFEST, m)
-    return m

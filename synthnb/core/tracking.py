@@ -13,16 +13,20 @@ import numpy as np
 __all__ = ['TRACKERS', 'ENV', 'check_tracker', 'tracking_target', 'flat_numbers', 'mlflow_uri', 'accelerator_tracking',
            'live_tracker', 'mirror_stage', 'mirror_run']
 
-# %% ../../nbs/00h_tracking.ipynb #cec6ae06
+# %% ../../nbs/00h_tracking.ipynb #1665a90a
 TRACKERS = ('tensorboard', 'mlflow')
+
+# %% ../../nbs/00h_tracking.ipynb #784abfc1
 ENV = 'SYNTHNB_TRACKING'  # '<kind>:<folder>', set by the runner for the stage kernels
 
+# %% ../../nbs/00h_tracking.ipynb #68eff7e5
 def check_tracker(kind: str) -> str:
     "`kind` if it names a tracker (or is empty: off); else a clear error."
     if kind not in ('', *TRACKERS): raise ValueError(f"tracking must be one of {list(TRACKERS)} or "
                                                      f"empty (off), got {kind!r}")
     return kind
 
+# %% ../../nbs/00h_tracking.ipynb #182320ed
 def tracking_target() -> tuple|None:
     "(kind, folder) from `$SYNTHNB_TRACKING`, or None when tracking is off."
     value = os.environ.get(ENV, '')
@@ -30,10 +34,11 @@ def tracking_target() -> tuple|None:
     kind, _, folder = value.partition(':')
     return check_tracker(kind), Path(folder or 'tracking')
 
-# %% ../../nbs/00h_tracking.ipynb #4e563d2d
+# %% ../../nbs/00h_tracking.ipynb #84bde9df
 def _number(v) -> bool: return isinstance(v, (int, float, np.integer,
                                               np.floating)) and not isinstance(v, bool)
 
+# %% ../../nbs/00h_tracking.ipynb #5c2c17df
 def flat_numbers(d: dict, prefix: str = '') -> tuple:
     """(scalars, series): the finite numbers of nested `d` under '/'-joined keys, and its lists of
     at least two numbers."""
@@ -92,6 +97,15 @@ def _flat_params(d: dict, prefix: str = '') -> dict:
 # %% ../../nbs/00h_tracking.ipynb #db23e4d0
 def _mlflow_key(k: str) -> str: return re.sub(r'[^\w\-. /]', '_', k)[:250]
 
+# %% ../../nbs/00h_tracking.ipynb #2d89d0b3
+def mlflow_uri(folder) -> str:
+    """`$MLFLOW_TRACKING_URI` (a server or database of the user's), else a local file store in
+    `folder`."""
+    if uri := os.environ.get('MLFLOW_TRACKING_URI'): return uri
+    # mlflow 3 keeps the file store, in maintenance mode, behind this flag
+    os.environ.setdefault('MLFLOW_ALLOW_FILE_STORE', 'true')
+    return Path(folder).resolve().as_uri()
+
 # %% ../../nbs/00h_tracking.ipynb #7a5798b7
 def _to_mlflow(folder: Path, r: dict):
     try: import mlflow
@@ -117,15 +131,6 @@ def _to_mlflow(folder: Path, r: dict):
                                                             metrics=metrics[i:i + 1000])
     for f in r['figures']: client.log_artifact(run.info.run_id, str(f))
     client.set_terminated(run.info.run_id, 'FINISHED' if r['status'] == 'complete' else 'FAILED')
-
-# %% ../../nbs/00h_tracking.ipynb #2d89d0b3
-def mlflow_uri(folder) -> str:
-    """`$MLFLOW_TRACKING_URI` (a server or database of the user's), else a local file store in
-    `folder`."""
-    if uri := os.environ.get('MLFLOW_TRACKING_URI'): return uri
-    # mlflow 3 keeps the file store, in maintenance mode, behind this flag
-    os.environ.setdefault('MLFLOW_ALLOW_FILE_STORE', 'true')
-    return Path(folder).resolve().as_uri()
 
 # %% ../../nbs/00h_tracking.ipynb #566bf194
 def accelerator_tracking() -> dict:

@@ -5,191 +5,22 @@
 # %% ../../nbs/02i_defect_diffusion.ipynb #17324903
 from __future__ import annotations
 import dataclasses, hashlib
-from dataclasses import field
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
-from diffusers.optimization import get_cosine_schedule_with_warmup
-from diffusers.training_utils import EMAModel
+from diffusers import UNet2DModel
 from fastcore.basics import patch
-from scipy import ndimage
 
-from typing import Annotated
-from ..core.parameters import Bounds, PositiveInt, stage_config
-from ..core.runtime import bf16_supported, progress, resolve_device
+from ..core.runtime import resolve_device
 from ..core.images import check_labels
-from ..core.models import fused_adamw
-from .diffusion import SCHEDULER, guided_noise, unet_config
-from .paste import blend_region, place_box, poisson_blend
+from .ddpm import unet_config
+from .defect_crops import (DefectDiffusionSettings, ddim_crops, defect_tiles,
+                                             defect_window, train_crop_diffusion, window_crops)
+from .blending import blend_region, place_box, poisson_blend
 
 # %% auto #0
-__all__ = ['DefectDiffusionSettings', 'defect_window', 'window_crops', 'defect_tiles', 'train_crop_diffusion', 'ddim_crops',
-           'place_crop', 'crop_distances', 'memorisation', 'DefectDiffusionGenerator']
-
-# %% ../../nbs/02i_defect_diffusion.ipynb #ffeee747
-@stage_config
-class DefectDiffusionSettings:
-    """Settings of the `defect_diffusion` generator (`generation.defect_diffusion`); the defaults
-    are the 64 px smoke."""
-    # side of the crops the model makes; 0: a quarter of the image side
-    crop: Annotated[int, Bounds(ge=0, le=64)] = 0
-    # UNet widths; 3 levels: crop ÷ 4
-    channels: list[PositiveInt] = field(default_factory=lambda: [16, 32, 32])
-    # optimisation steps (full: 1000, ~3 CPU-minutes)
-    train_steps: Annotated[int, Bounds(ge=1, le=20000)] = 40
-    batch_size: Annotated[int, Bounds(ge=1, le=256)] = 16  # augmented crops per step
-    # peak AdamW learning rate (cosine schedule)
-    lr: Annotated[float, Bounds(gt=0, le=0.01)] = 0.002
-    # null-class share, for classifier-free guidance
-    label_dropout: Annotated[float, Bounds(ge=0, lt=1)] = 0.1
-    # EMA of the weights (diffusers' warm-up); 0: off
-    ema_decay: Annotated[float, Bounds(ge=0, lt=1)] = 0.995
-    ddim_steps: Annotated[int, Bounds(ge=1, le=100)] = 8  # DDIM steps per crop
-    # classifier-free guidance; 1: plain conditional
-    guidance_scale: Annotated[float, Bounds(ge=0, le=10)] = 1.5
-    # window side × exp(±this), training and placement
-    scale_jitter: Annotated[float, Bounds(ge=0, le=0.5)] = 0.15
-    # window centre moved by up to this share of its side
-    shift_jitter: Annotated[float, Bounds(ge=0, le=0.5)] = 0.1
-    # augment with quarter turns too (all 8 of the dihedral group); False: the 4 flips
-    quarter_turns: bool = False
-    # the UNet's target; 'sample': the clean crop
-    prediction: Literal['sample', 'epsilon', 'v_prediction'] = 'sample'
-    # crop gradients added to the tile's, the stronger, or instead
-    blend: Literal['add', 'mixed', 'poisson'] = 'add'
-    # defect contrast × a random factor in 1 ± this
-    contrast: Annotated[float, Bounds(ge=0, lt=1)] = 0.2
-
-# %% ../../nbs/02i_defect_diffusion.ipynb #babb7c9e
-def defect_window(mask: np.ndarray, # bool (H, W) one defect's mask
-                  crop: int, # the model's crop side: the smallest window
-                  pad: float = 1.25, # window side over the longer side of the mask's box
-                 ) -> tuple:
-    "Centre (y, x) and side, in pixels, of the square window a defect is learned in."
-    ys, xs = np.nonzero(mask)
-    h, w = mask.shape
-    side = int(min(max(crop, np.ceil(pad * (max(np.ptp(ys), np.ptp(xs)) + 1))), h, w))
-    cy = float(np.clip((ys.min() + ys.max() + 1) / 2, side / 2, h - side / 2))
-    cx = float(np.clip((xs.min() + xs.max() + 1) / 2, side / 2, w - side / 2))
-    return cy, cx, side
-
-# %% ../../nbs/02i_defect_diffusion.ipynb #ef6827ec
-def window_crops(
-    tiles: torch.Tensor,  # (K, C, H, W) float: image and mask channels of the defect tiles
-    # (K, 3) float: centre y, x and side of each defect's window, pixels
-    windows: torch.Tensor,
-    index: torch.Tensor, # (N,) long: the tile each crop comes from
-    crop: int, # side of the crops
-    generator: torch.Generator|None = None, # None: the windows as they are
-    scale_jitter: float = 0.0, # side × exp(±this); 0: none
-    shift_jitter: float = 0.0, # centre moved by up to this share of the side; 0: none
-    quarter_turns: bool = False, # quarter turns as well as flips
-    ) -> torch.Tensor:
-    "Crops (N, C, crop, crop) of the windows under random flips (or turns), scale and shift."
-    n, size = len(index), tiles.shape[-1]
-    cy, cx, side = windows[index].T
-    u = torch.rand(n, 6, generator=generator) if generator is not None else torch.full((n, 6), 0.5)
-    side = side * torch.exp(scale_jitter * (2 * u[:, 0] - 1))
-    cy, cx = cy + shift_jitter * side * (2 * u[:,
-                                               1] - 1), cx + shift_jitter * side * (2 * u[:, 2] - 1)
-    a, zero = side / size, torch.zeros(n)  # half the window, in grid_sample's [-1, 1] coordinates
-    fy, fx = (torch.where(u[:, i] < .5, -1.0, 1.0) for i in (3, 4))
-    turn = u[:, 5] < .5 if quarter_turns else torch.zeros(n, dtype=torch.bool)
-    # input x
-    row_x = [torch.where(turn, zero, a * fx), torch.where(turn, a * fx, zero), 2 * cx / size - 1]
-    # input y
-    row_y = [torch.where(turn, a * fy, zero), torch.where(turn, zero, a * fy), 2 * cy / size - 1]
-    theta = torch.stack([torch.stack(row_x, 1), torch.stack(row_y, 1)], 1)
-    grid = F.affine_grid(theta, [n, tiles.shape[1], crop, crop], align_corners=False)
-    return F.grid_sample(tiles[index], grid, mode='bilinear', padding_mode='reflection',
-                         align_corners=False)
-
-# %% ../../nbs/02i_defect_diffusion.ipynb #e5e84ec2
-def defect_tiles(images: np.ndarray, # uint8 (K, H, W) the defect images
-                 masks: np.ndarray, # (K, H, W) their masks, > 0 = defect
-                 sides: list, # side of each defect's window (`defect_window`)
-                 crop: int, # the model's crop side
-                ) -> torch.Tensor:
-    """Image and mask channels (K, 2, H, W) in [-1, 1], each blurred against aliasing when its
-    window exceeds the crop."""
-    out = []
-    for image, mask, side in zip(images, masks, sides):
-        x = np.stack([image / 127.5 - 1, (mask > 0) * 2.0 - 1])
-        sigma = (side / crop - 1) / 2
-        out.append(ndimage.gaussian_filter(x, (0, sigma, sigma)) if sigma > 0 else x)
-    return torch.tensor(np.stack(out), dtype=torch.float32)
-
-# %% ../../nbs/02i_defect_diffusion.ipynb #67cac6cd
-def train_crop_diffusion(
-    unet: UNet2DModel,  # model with 2 input/output channels and the classes' embeddings
-    # (K, 2, H, W) the defect tiles, image and mask in [-1, 1]
-    tiles: torch.Tensor,
-    windows: torch.Tensor, # (K, 3) their windows (`defect_window`)
-    classes: torch.Tensor, # (K,) long: the class of each defect
-    settings: DefectDiffusionSettings,
-    seed: int = 0,
-    device: str = 'auto', # 'auto', 'cpu' or 'cuda'
-    ) -> tuple:
-    """Train `unet` on freshly augmented crops of the defect windows; return the (EMA) model and the
-    loss per step."""
-    s, dev = settings, resolve_device(device)
-    g = torch.Generator().manual_seed(seed)
-    unet.to(dev).train()
-    opt = torch.optim.AdamW(unet.parameters(), lr=s.lr, weight_decay=0.0, **fused_adamw(dev))
-    sched = get_cosine_schedule_with_warmup(opt, min(100, s.train_steps // 10), s.train_steps)
-    ema = EMAModel(unet.parameters(), decay=s.ema_decay) if s.ema_decay else None
-    noise_sched = DDPMScheduler(**SCHEDULER, prediction_type=s.prediction)
-    null = unet.config.num_class_embeds - 1
-    share = 1 / torch.bincount(classes)[classes].float()  # every class as often as any other
-    losses = []
-    for _ in progress(range(s.train_steps), desc='defect diffusion', leave=False):
-        i = torch.multinomial(share, s.batch_size, replacement=True, generator=g)
-        x0 = window_crops(tiles, windows, i, unet.config.sample_size, g, s.scale_jitter,
-                          s.shift_jitter,
-                          s.quarter_turns).to(dev)
-        noise = torch.randn(x0.shape, generator=g).to(dev)
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(i),), generator=g).to(dev)
-        y = torch.where(torch.rand(len(i), generator=g) < s.label_dropout, null, classes[i]).to(dev)
-        with torch.autocast(dev.type, torch.bfloat16, enabled=bf16_supported(dev)):
-            pred = unet(noise_sched.add_noise(x0, noise, t), t, class_labels=y).sample
-        target = (noise if s.prediction == 'epsilon' else x0 if s.prediction == 'sample'
-                  else noise_sched.get_velocity(x0, noise, t))
-        loss = F.mse_loss(pred.float(), target)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        if ema: ema.step(unet.parameters())
-        losses.append(float(loss.detach()))
-    if ema: ema.copy_to(unet.parameters())
-    return unet.eval(), losses
-
-# %% ../../nbs/02i_defect_diffusion.ipynb #1e4ec9fa
-@torch.no_grad()
-def ddim_crops(unet: UNet2DModel, # trained with `train_crop_diffusion`
-               classes, # the class of each crop
-               generator: torch.Generator, # CPU generator for the initial noise
-               steps: int, # DDIM steps (these three: `DefectDiffusionSettings`)
-               guidance_scale: float, # 1: no guidance
-               prediction: str, # what the model predicts (as trained)
-               batch_size: int = 64, # crops per batch
-              ) -> torch.Tensor:
-    "Crops (N, C, c, c) in [-1, 1] sampled with guided DDIM."
-    sched = DDIMScheduler(**SCHEDULER, timestep_spacing='trailing', prediction_type=prediction)
-    sched.set_timesteps(steps)
-    classes, c, out = torch.as_tensor(np.asarray(classes), dtype=torch.long), unet.config, []
-    for i in range(0, len(classes), batch_size):
-        y = classes[i:i + batch_size].to(unet.device)
-        x = torch.randn((len(y), c.in_channels, c.sample_size, c.sample_size),
-                        generator=generator).to(unet.device)
-        for t in sched.timesteps: x = sched.step(guided_noise(unet, x, t, y, guidance_scale), t,
-                                                 x).prev_sample
-        out.append(x.clamp(-1, 1).cpu())
-    return torch.cat(out) if out else torch.zeros(0, c.in_channels, c.sample_size, c.sample_size)
+__all__ = ['place_crop', 'crop_distances', 'memorisation', 'DefectDiffusionGenerator']
 
 # %% ../../nbs/02i_defect_diffusion.ipynb #d0725560
 def place_crop(target: np.ndarray, # uint8 (H, W) a real defect-free tile
@@ -251,6 +82,7 @@ def memorisation(generated: np.ndarray, # (N, c, c) generated crops (image chann
 # %% ../../nbs/02i_defect_diffusion.ipynb #ca7da36f
 def _sha1(a: np.ndarray) -> str: return hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest()
 
+# %% ../../nbs/02i_defect_diffusion.ipynb #562952bd
 class DefectDiffusionGenerator:
     """Defect crops (image and mask) from a diffusion model of the scarce defects, blended into real
     defect-free tiles."""
@@ -361,6 +193,7 @@ def sample(self: DefectDiffusionGenerator, labels, generator: torch.Generator,
 _KEYS = ('n_classes', 'crop', 'margin', 'types', 'classes', 'sides', 'source_kinds',
          'source_labels', 'source_hashes')
 
+# %% ../../nbs/02i_defect_diffusion.ipynb #cb839e45
 @patch
 def state(self: DefectDiffusionGenerator) -> tuple:
     """Tensors (UNet weights, backgrounds, defect tiles and windows) and JSON-able settings, types

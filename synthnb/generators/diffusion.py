@@ -10,157 +10,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, RandomSampler, TensorDataset
-from accelerate import Accelerator, PartialState
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
-from diffusers.optimization import get_cosine_schedule_with_warmup
-from diffusers.training_utils import EMAModel
+from accelerate import PartialState
+from diffusers import UNet2DModel
 
-from ..core.runtime import bf16_supported, progress, resolve_device
+from ..core.runtime import resolve_device
 from typing import Annotated
 from ..core.parameters import Bounds, Count, NonNegative, Positive, PositiveInt, stage_config
-from ..core.images import check_labels, to_tensor, to_uint8
-from ..core.models import fused_adamw
-from ..core.store import ChainReader, write_model
-from ..core.tracking import accelerator_tracking
+from ..core.images import check_labels, to_uint8
+from ..core.files import write_model
+from ..core.store import ChainReader
+from .ddpm import ddim_sample, train_ddpm, unet_config
 
 # %% auto #0
-__all__ = ['SCHEDULER', 'unet_config', 'patch_size', 'patchify', 'unpatchify', 'train_ddpm', 'guided_noise', 'ddim_sample',
-           'DiffusionSettings', 'DiffusionGenerator', 'train_diffusion', 'train_diffusion_cli']
-
-# %% ../../nbs/02b_diffusion.ipynb #ca9aa4e2
-def unet_config(image_size: int, # side of the (square) images
-                n_classes: int, # real classes; one more embedding is the null class
-                channels=(32, 64, 64), # block widths, one UNet level each
-                # pixels folded into channels per side; 0: 2 for images ≥ 48 px, else 1
-                patch: int = 0,
-               ) -> dict:
-    "Config of a small class-conditional `UNet2DModel`."
-    patch = patch or (2 if image_size >= 48 else 1)
-    levels, size = len(channels), image_size // patch
-    if image_size % patch or size % 2 ** (levels - 1):
-        raise ValueError(f"image size {image_size} does not fit a {levels}-level UNet with patch "
-                         f"{patch}: "
-                         f"{image_size}/{patch} must be divisible by {2 ** (levels - 1)}")
-    return dict(sample_size=size, in_channels=patch * patch, out_channels=patch * patch,
-                layers_per_block=1,
-                block_out_channels=list(channels), down_block_types=['DownBlock2D'] * levels,
-                up_block_types=['UpBlock2D'] * levels, add_attention=False,
-                norm_num_groups=min(8, min(channels)),
-                num_class_embeds=n_classes + 1)
-
-# %% ../../nbs/02b_diffusion.ipynb #4752b965
-def patch_size(config: dict) -> int: return int(round(config['in_channels'] ** 0.5))
-
-# %% ../../nbs/02b_diffusion.ipynb #6a977443
-def patchify(x, p): return F.pixel_unshuffle(x, p) if p > 1 else x
-
-# %% ../../nbs/02b_diffusion.ipynb #f9ec0bd5
-def unpatchify(x, p): return F.pixel_shuffle(x, p) if p > 1 else x
-
-# %% ../../nbs/02b_diffusion.ipynb #17a42ce7
-# DDPM noise schedule used for training and sampling
-SCHEDULER = dict(num_train_timesteps=1000, beta_schedule='squaredcos_cap_v2')
-
-def train_ddpm(unet: UNet2DModel, # model built from `unet_config`
-               images: np.ndarray, # uint8 (N, H, W)
-               labels: np.ndarray, # int (N,) in [0, n_classes)
-               # optimisation steps (these five: `DiffusionSettings`, where their defaults live)
-               steps: int,
-               batch_size: int, # images per step and process
-               lr: float, # peak AdamW learning rate
-               label_dropout: float, # share of labels replaced by the null class
-               ema_decay: float, # EMA decay (with warm-up); 0: no EMA
-               seed: int = 0,
-               device: str = 'auto', # 'auto', 'cpu' or 'cuda'
-              ) -> tuple:
-    "Train `unet` to predict the noise; return the (EMA) model and the loss per step."
-    dev = resolve_device(device)
-    tracking = accelerator_tracking()  # opt-in: the loss per step, live, in TensorBoard or MLflow
-    acc = Accelerator(cpu=dev.type == 'cpu',
-                      mixed_precision='bf16' if bf16_supported(dev) else 'no', **tracking)
-    if tracking: acc.init_trackers('diffusion')
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
-    gd = torch.Generator(acc.device).manual_seed(seed + acc.process_index)
-    data = TensorDataset(to_tensor(images), torch.as_tensor(labels, dtype=torch.long))
-    loader = DataLoader(data, batch_size=batch_size,
-                        sampler=RandomSampler(data, True, steps * batch_size * acc.num_processes,
-                                              generator=g))
-    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0, **fused_adamw(dev))
-    sched = get_cosine_schedule_with_warmup(opt, min(100, steps // 10), steps)
-    ema = EMAModel(unet.parameters(), decay=ema_decay) if ema_decay else None
-    model, opt, loader, sched = acc.prepare(unet, opt, loader, sched)
-    if ema: ema.to(acc.device)
-    noise_sched, p, null = DDPMScheduler(**SCHEDULER), patch_size(
-        unet.config), unet.config.num_class_embeds - 1
-    losses = []
-    for x0, y in progress(loader, total=steps, desc='diffusion', leave=False,
-                          disable=not acc.is_local_main_process):
-        x0 = patchify(x0, p)
-        noise = torch.randn(x0.shape, generator=gd, device=acc.device)
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(x0),), generator=gd,
-                          device=acc.device)
-        y = torch.where(torch.rand(len(y), generator=gd, device=acc.device) < label_dropout, null,
-                        y)
-        with acc.autocast(): pred = model(noise_sched.add_noise(x0, noise, t), t,
-                                          class_labels=y).sample
-        loss = F.mse_loss(pred.float(), noise)
-        acc.backward(loss)
-        acc.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        if ema: ema.step(model.parameters())
-        losses.append(float(loss.detach()))
-        if tracking: acc.log({'diffusion/loss': losses[-1]}, step=len(losses))
-    if tracking: acc.end_training()
-    unet = acc.unwrap_model(model)
-    if ema: ema.copy_to(unet.parameters())
-    return unet.eval(), losses
-
-# %% ../../nbs/02b_diffusion.ipynb #9223284a
-def guided_noise(unet, x, t, labels, scale: float):
-    "Classifier-free guided noise prediction; the null class is the last embedding."
-    with torch.autocast(x.device.type, torch.bfloat16, enabled=bf16_supported(x.device)):
-        if scale == 1: return unet(x, t, class_labels=labels).sample.float()
-        null = torch.full_like(labels, unet.config.num_class_embeds - 1)
-        cond, uncond = unet(torch.cat([x, x]), t,
-                            class_labels=torch.cat([labels, null])).sample.float().chunk(2)
-    return uncond + scale * (cond - uncond)
-
-@torch.no_grad()
-def ddim_sample(unet: UNet2DModel, # trained model
-                labels, # int class per image
-                generator: torch.Generator, # CPU generator for the initial noise
-                steps: int, # DDIM steps for strength 1 (`DiffusionSettings.ddim_steps`)
-                guidance_scale: float, # 1: no guidance (`DiffusionSettings.guidance_scale`)
-                # images (N, 1, H, W) in [-1, 1] to refine (SDEdit); None: from noise
-                init: torch.Tensor|None = None,
-                strength: float = 1.0, # share of the noise schedule applied to `init`, in (0, 1]
-                # images per batch; None: 512 on a GPU, 64 on a CPU (cache-sized)
-                batch_size: int|None = None,
-               ) -> torch.Tensor:
-    "Images (N, 1, H, W) in [-1, 1] sampled with DDIM."
-    if not 0 < strength <= 1: raise ValueError(f"strength must be in (0, 1], got {strength}")
-    # on a CPU 64 images (128 passes with guidance) stay in cache: 1.3× (28 px) to 1.5× (64 px) the
-    # speed of 256
-    batch_size = batch_size or (64 if unet.device.type == 'cpu' else 512)
-    sched = DDIMScheduler(**SCHEDULER, timestep_spacing='trailing')
-    sched.set_timesteps(steps)
-    ts, dev, p, s = (sched.timesteps[steps - max(1, round(steps * strength)):], unet.device,
-                     patch_size(unet.config),
-                     unet.config.sample_size)
-    labels, out = torch.as_tensor(np.asarray(labels), dtype=torch.long), []
-    for i in progress(range(0, len(labels), batch_size), desc='ddim', leave=False):
-        y = labels[i:i + batch_size].to(dev)
-        x = torch.randn((len(y), unet.config.in_channels, s, s), generator=generator).to(dev)
-        if init is not None: x = sched.add_noise(patchify(init[i:i + batch_size].to(dev), p), x,
-                                                 ts[:1])
-        for t in ts: x = sched.step(guided_noise(unet, x, t, y, guidance_scale), t, x).prev_sample
-        out.append(unpatchify(x, p).cpu())
-    return torch.cat(out) if out else torch.zeros(0, 1, s * p, s * p)
+__all__ = ['DiffusionSettings', 'DiffusionGenerator', 'train_diffusion', 'train_diffusion_cli']
 
 # %% ../../nbs/02b_diffusion.ipynb #f14e4292
 @stage_config
@@ -260,6 +122,7 @@ def train_diffusion(domain_dir: str, # stage-1 run folder (holds train.npz and p
               f"trained on {PartialState().num_processes} process(es)")
     return Path(out_dir)
 
+# %% ../../nbs/02b_diffusion.ipynb #e997e05c
 def train_diffusion_cli(argv=None):
     ("python -m synthnb.generators.diffusion DOMAIN_DIR OUT_DIR [--train_steps N ...]: "
      "`train_diffusion` from a shell; "

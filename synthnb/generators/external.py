@@ -15,7 +15,7 @@ from ..core.images import check_labels
 from ..core.data import DataError
 from ..core.readers import load_folder
 from ..core.sources import source_path
-from ..core.store import sha256_file
+from ..core.files import sha256_file
 
 # %% auto #0
 __all__ = ['read_external_npz', 'read_external', 'ExternalSettings', 'ExternalGenerator']
@@ -70,6 +70,7 @@ def read_external_npz(
     return {'images': x, 'labels': y.astype(np.int64), 'masks': (masks > 0).astype(np.uint8),
             'files': {path.name: sha256_file(path)}}
 
+# %% ../../nbs/02f_external.ipynb #cae4c170
 def read_external(
     # a folder (one sub-folder per stage 1 class) or an `.npz`; if relative, in the data directory
     path,

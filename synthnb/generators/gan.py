@@ -18,16 +18,16 @@ from ..core.tracking import live_tracker
 from typing import Annotated
 from ..core.parameters import Bounds, NonNegative, Positive, PositiveInt, stage_config
 from ..core.images import check_labels, to_tensor, to_uint8
+from .stylegan import ResidualDiscriminator, StyleGenerator
 
 # %% auto #0
-__all__ = ['ADA_OPS', 'ada_augment', 'ada_step', 'EqualLinear', 'normalise', 'MappingNetwork', 'ModulatedConv', 'StyleLayer',
-           'upsamplings', 'channels', 'StyleGenerator', 'EqualConv', 'ResidualBlock', 'minibatch_stddev',
-           'ResidualDiscriminator', 'ema_update', 'r1_penalty', 'GANSettings', 'train_gan', 'GANGenerator']
+__all__ = ['ADA_OPS', 'ada_augment', 'ada_step', 'ema_update', 'r1_penalty', 'GANSettings', 'train_gan', 'GANGenerator']
 
-# %% ../../nbs/02c_gan.ipynb #8f952076
+# %% ../../nbs/02c_gan.ipynb #1e6c2ec5
 # a greyscale subset of ADA's "bgc"
 ADA_OPS = ('xflip', 'translate', 'scale', 'rotate', 'brightness', 'contrast')
 
+# %% ../../nbs/02c_gan.ipynb #de20b745
 def ada_augment(x: torch.Tensor, # images (N, C, H, W) in [-1, 1]
                 p: float, # probability of each operation, per image
                 generator: torch.Generator, # CPU generator for the random parameters
@@ -71,168 +71,6 @@ def ada_step(p: float, # current augmentation probability
     """ADA's controller: raise p when D is too sure of the real images (r_t > target), lower it
     otherwise."""
     return min(max(p + math.copysign(images / speed, r_t - target), 0.0), 1.0)
-
-# %% ../../nbs/02c_gan.ipynb #10927243
-class EqualLinear(nn.Module):
-    """Linear layer with an equalised learning rate, an optional leaky ReLU (gain √2) and a
-    learning-rate multiplier."""
-    def __init__(self, n_in: int, n_out: int, bias_init: float = 0.0, lr_mul: float = 1.0,
-                 act: bool = False):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(n_out, n_in) / lr_mul)
-        self.bias = nn.Parameter(torch.full((n_out,), float(bias_init) / lr_mul))
-        self.scale, self.lr_mul, self.act = lr_mul / math.sqrt(n_in), lr_mul, act
-    def forward(self, x):
-        x = F.linear(x, self.weight * self.scale, self.bias * self.lr_mul)
-        return F.leaky_relu(x, 0.2) * math.sqrt(2) if self.act else x
-
-# %% ../../nbs/02c_gan.ipynb #eecfd524
-def normalise(x: torch.Tensor) -> torch.Tensor:
-    "Each row scaled to unit second moment."
-    return x * (x.square().mean(1, keepdim=True) + 1e-8).rsqrt()
-
-# %% ../../nbs/02c_gan.ipynb #6b242017
-class MappingNetwork(nn.Module):
-    """z and a class embedding → intermediate latent w, through an MLP with a 100× smaller learning
-    rate."""
-    def __init__(self, z_dim: int, n_classes: int, style_dim: int,
-                 layers: int):  # sizes: `GANSettings`
-        super().__init__()
-        self.embed = nn.Embedding(n_classes, style_dim)
-        dims = [z_dim + style_dim] + [style_dim] * layers
-        self.net = nn.Sequential(*[EqualLinear(a, b, lr_mul=0.01, act=True) for a,
-                                   b in zip(dims, dims[1:])])
-    def forward(self, z, y): return self.net(torch.cat([normalise(z), normalise(self.embed(y))], 1))
-
-# %% ../../nbs/02c_gan.ipynb #a227c45a
-class ModulatedConv(nn.Module):
-    """Convolution whose input channels are scaled by a style from w; demodulation restores unit
-    output variance."""
-    def __init__(self, n_in: int, n_out: int, style_dim: int, kernel: int = 3,
-                 demodulate: bool = True):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(n_out, n_in, kernel, kernel))
-        self.bias = nn.Parameter(torch.zeros(n_out))
-        # styles start at 1: an ordinary convolution
-        self.affine = EqualLinear(style_dim, n_in, bias_init=1.0)
-        self.scale, self.demodulate = 1 / math.sqrt(n_in * kernel ** 2), demodulate
-    def forward(self, x, w):
-        s, weight = self.affine(w), self.weight * self.scale
-        x = F.conv2d(x * s[:, :, None, None], weight, padding=weight.shape[-1] // 2)
-        if self.demodulate:  # 1/√(Σ_in,k (weight·s)²) per image and output channel
-            x = x * ((weight.square().sum((2, 3))[None] * s[:,
-                                                            None].square()).sum(2) + 1e-8).rsqrt()[
-                                                                ..., None, None]
-        return x + self.bias[:, None, None]
-
-# %% ../../nbs/02c_gan.ipynb #beacfe38
-class StyleLayer(nn.Module):
-    "Modulated 3×3 convolution, per-pixel noise with a learned strength, leaky ReLU."
-    def __init__(self, n_in: int, n_out: int, style_dim: int):
-        super().__init__()
-        self.conv, self.noise_strength = ModulatedConv(n_in, n_out,
-                                                       style_dim), nn.Parameter(torch.zeros([]))
-    def forward(self, x, w, generator: torch.Generator | None = None):
-        x = self.conv(x, w)
-        noise = torch.randn(len(x), 1, *x.shape[2:], generator=generator).to(x.device)
-        return F.leaky_relu(x + noise * self.noise_strength, 0.2) * math.sqrt(2)
-
-# %% ../../nbs/02c_gan.ipynb #2058ba68
-def upsamplings(image_size: int) -> tuple:
-    "(number of 2× steps, start size) with a start size ≤ 8."
-    k, s = 0, image_size
-    while s > 8 and s % 2 == 0: k, s = k + 1, s // 2
-    if s > 8 or k == 0: raise ValueError(f"GAN image size {image_size} must be a power-of-two "
-                                         "multiple of a side ≤ 8 "
-                                         "(e.g. 28, 32, 64)")
-    return k, s
-
-# %% ../../nbs/02c_gan.ipynb #bf3a2c7c
-def channels(width: int, k: int, most: int = 256) -> list:
-    "Channels at the k + 1 resolutions, coarse to fine: width·2^k … width, each at most `most`."
-    return [min(width * 2 ** (k - i), most) for i in range(k + 1)]
-
-# %% ../../nbs/02c_gan.ipynb #24a97e97
-class StyleGenerator(nn.Module):
-    """Conditional StyleGAN2 generator: mapping network, learned constant, modulated convs with
-    noise, skip toRGB."""
-    def __init__(self, image_size: int, n_classes: int, z_dim: int, width: int, style_dim: int,
-                 mapping_layers: int):
-        super().__init__()
-        k, start = upsamplings(image_size)
-        ch = channels(width, k)
-        self.z_dim, self.mapping = z_dim, MappingNetwork(z_dim, n_classes, style_dim,
-                                                         mapping_layers)
-        self.const = nn.Parameter(torch.randn(ch[0], start, start))
-        self.layers = nn.ModuleList([StyleLayer(ch[0], ch[0], style_dim)] + [
-            StyleLayer(a if j == 0 else b, b, style_dim) for a,
-            b in zip(ch, ch[1:]) for j in range(2)])
-        self.to_rgb = nn.ModuleList([ModulatedConv(c, 1, style_dim, 1,
-                                                   demodulate=False) for c in ch])
-    def forward(self, z, y,
-                generator: torch.Generator | None = None): # noise drawn from `generator`
-        up = lambda t: F.interpolate(t, scale_factor=2, mode='bilinear', align_corners=False)
-        w = self.mapping(z, y)
-        x = self.layers[0](self.const.expand(len(z), -1, -1, -1), w, generator)
-        image = self.to_rgb[0](x, w)
-        for i, rgb in enumerate(self.to_rgb[1:]):
-            x = self.layers[2 * i + 2](self.layers[2 * i + 1](up(x), w, generator), w, generator)
-            image = up(image) + rgb(x, w)
-        return image
-
-# %% ../../nbs/02c_gan.ipynb #08d6c661
-class EqualConv(nn.Module):
-    "Conv2d with an equalised learning rate and an optional leaky ReLU (gain √2)."
-    def __init__(self, n_in: int, n_out: int, kernel: int = 3, bias: bool = True, act: bool = True):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(n_out, n_in, kernel, kernel))
-        self.bias = nn.Parameter(torch.zeros(n_out)) if bias else None
-        self.scale, self.act = 1 / math.sqrt(n_in * kernel ** 2), act
-    def forward(self, x):
-        x = F.conv2d(x, self.weight * self.scale, self.bias, padding=self.weight.shape[-1] // 2)
-        return F.leaky_relu(x, 0.2) * math.sqrt(2) if self.act else x
-
-# %% ../../nbs/02c_gan.ipynb #579ba48c
-class ResidualBlock(nn.Module):
-    """A 3×3 convolution, a 2× average-pool and a 3×3 convolution, beside a pooled 1×1 skip: (main +
-    skip)/√2."""
-    def __init__(self, n_in: int, n_out: int):
-        super().__init__()
-        self.conv1, self.conv2 = EqualConv(n_in, n_in), EqualConv(n_in, n_out)
-        self.skip = EqualConv(n_in, n_out, 1, bias=False, act=False)
-    def forward(self, x):
-        return (self.conv2(F.avg_pool2d(self.conv1(x),
-                                        2)) + self.skip(F.avg_pool2d(x, 2))) / math.sqrt(2)
-
-# %% ../../nbs/02c_gan.ipynb #5da9c5fc
-def minibatch_stddev(x: torch.Tensor, # features (N, C, H, W)
-                     group: int = 4) -> torch.Tensor:
-    """`x` with one more channel: the standard deviation over groups of images, averaged over
-    features and pixels."""
-    n, c, h, w = x.shape
-    g = max(d for d in range(1, min(group, n) + 1) if n % d == 0)
-    y = x.view(g, -1, c, h, w)
-    s = (y - y.mean(0)).square().mean(0).add(1e-8).sqrt().mean((1, 2, 3))  # one per group
-    return torch.cat([x, s.repeat(g).view(n, 1, 1, 1).expand(n, 1, h, w)], 1)
-
-# %% ../../nbs/02c_gan.ipynb #aca850df
-class ResidualDiscriminator(nn.Module):
-    """StyleGAN2's residual discriminator with minibatch stddev and a class projection: D(x, y) =
-    φ(x)·e(y)/√d."""
-    def __init__(self, image_size: int = 28, n_classes: int = 2, width: int = 32,
-                 cmap_dim: int = 128):
-        super().__init__()
-        k, start = upsamplings(image_size)
-        ch = channels(width, k)[::-1]
-        self.from_rgb = EqualConv(1, ch[0], 1)
-        self.blocks = nn.Sequential(*[ResidualBlock(a, b) for a, b in zip(ch, ch[1:])])
-        self.conv = EqualConv(ch[-1] + 1, ch[-1])
-        self.fc, self.out = EqualLinear(ch[-1] * start ** 2, ch[-1],
-                                        act=True), EqualLinear(ch[-1], cmap_dim)
-        self.embed = nn.Embedding(n_classes, cmap_dim)
-    def forward(self, x, y):
-        h = self.out(self.fc(self.conv(minibatch_stddev(self.blocks(self.from_rgb(x)))).flatten(1)))
-        return (h * normalise(self.embed(y))).sum(1) / math.sqrt(h.shape[1])
 
 # %% ../../nbs/02c_gan.ipynb #421f0c20
 @torch.no_grad()

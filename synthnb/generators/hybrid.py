@@ -32,6 +32,7 @@ def mask_weight(masks: np.ndarray, dilate: int = 2) -> np.ndarray:
     m = F.max_pool2d(m, 2 * dilate + 1, 1, dilate) if dilate else m
     return F.avg_pool2d(m, 3, 1, 1, count_include_pad=False).squeeze(1).numpy()
 
+# %% ../../nbs/02e_hybrid.ipynb #e8910066
 class HybridGenerator:
     ("Images of a base generator (simulator or paste) refined by a class-conditional diffusion "
      "model (SDEdit), "

@@ -8,183 +8,15 @@ import dataclasses, hashlib
 from typing import Literal
 import numpy as np
 import torch
-from scipy import ndimage, sparse
-from scipy.sparse.linalg import spsolve
 from fastcore.basics import patch
 
 from typing import Annotated
 from ..core.parameters import Bounds, Fraction, stage_config
 from ..core.images import check_labels
+from .blending import defect_source, place_defect
 
 # %% auto #0
-__all__ = ['defect_source', 'poisson_blend', 'seam_statistic', 'blend_region', 'place_box', 'feather_blend', 'place_defect',
-           'PasteSettings', 'DefectPasteGenerator']
-
-# %% ../../nbs/02d_paste.ipynb #8edf26c0
-def defect_source(image: np.ndarray, # uint8 (H, W)
-                  mask: np.ndarray, # uint8 (H, W), 1 = defect
-                  sigma: float = 2.0, # Gaussian blur removed by the high-pass residual, pixels
-                  dilate: int = 2, # blend margin around the mask, pixels (the crop keeps one more)
-                 ) -> dict|None:
-    """The crop of one defect (image, mask, soft blend weight, high-pass residual, ring mean); None
-    for an empty mask."""
-    m = mask > 0
-    if not m.any(): return None
-    grown = ndimage.binary_dilation(m, iterations=dilate)
-    ys, xs = np.nonzero(ndimage.binary_dilation(grown))
-    box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
-    x = image.astype(np.float32)
-    ring = grown & ~m
-    return {'image': x[box], 'mask': m[box],
-            'weight': np.clip(ndimage.gaussian_filter(grown.astype(np.float32), 0.8), 0, 1)[box],
-            'residual': (x - ndimage.gaussian_filter(x, sigma))[box],
-            'ring_mean': float(x[ring].mean() if ring.any() else x[m].mean()),
-            'area': float(m.mean())}
-
-# %% ../../nbs/02d_paste.ipynb #ea04ae5a
-_STEPS = ((-1, 0), (1, 0), (0, -1), (0, 1))
-
-def poisson_blend(
-    target: np.ndarray,  # (H, W) the tile: kept outside `region`, its values bound the region
-    # (H, W) the defect, aligned with `target`: only its gradients are used
-    source: np.ndarray,
-    region: np.ndarray, # bool (H, W) the pixels solved for
-    # (H, W) in [0, 1]: share of the defect's gradients (None: all)
-    weight: np.ndarray|None = None,
-    # per pixel pair, the stronger of the defect's and the tile's gradient
-    mixed: bool = False,
-    screen: float = 1e-4, # pull toward the tile's values, so every region is solvable
-    ) -> np.ndarray:
-    """Gradient-domain blend: `target` with `region` replaced by the image whose gradients best
-    match the guidance."""
-    t, s = np.asarray(target, np.float64), np.asarray(source, np.float64)
-    (h, w), (ys, xs) = t.shape, np.nonzero(region)
-    n = len(ys)
-    index = np.full(t.shape, -1)
-    index[ys, xs] = np.arange(n)
-    diag, b, rows, cols = np.full(n, screen), screen * t[ys, xs], [], []
-    for dy, dx in _STEPS:
-        # off the tile: no neighbour
-        ok = (ys + dy >= 0) & (ys + dy < h) & (xs + dx >= 0) & (xs + dx < w)
-        p, qy, qx = np.flatnonzero(ok), ys[ok] + dy, xs[ok] + dx
-        vs, vt = s[ys[p], xs[p]] - s[qy, qx], t[ys[p], xs[p]] - t[qy, qx]
-        v = np.where(np.abs(vt) > np.abs(vs), vt, vs) if mixed else vs
-        if weight is not None:
-            a = (weight[ys[p], xs[p]] + weight[qy, qx]) / 2
-            v = a * v + (1 - a) * vt
-        q = index[qy, qx]
-        diag[p] += 1
-        # outside the region: the tile's own value (Dirichlet)
-        b[p] += v + np.where(q < 0, t[qy, qx], 0)
-        rows.append(p[q >= 0])
-        cols.append(q[q >= 0])
-    r, c = np.concatenate(rows), np.concatenate(cols)
-    a = sparse.csr_matrix((np.r_[diag, -np.ones(len(r))], (np.r_[np.arange(n), r],
-                                                           np.r_[np.arange(n), c])), (n, n))
-    out = t.copy()
-    if n: out[ys, xs] = spsolve(a, b)
-    return out
-
-# %% ../../nbs/02d_paste.ipynb #9f32808d
-def seam_statistic(image: np.ndarray, # (H, W) the tile with a defect blended in
-                   background: np.ndarray, # (H, W) the same tile before
-                   region: np.ndarray, # bool (H, W) the pixels the blend may have changed
-                   q: float = 99.0, # percentile of the gradient magnitude compared
-                  ) -> dict:
-    """Gradient magnitude on the blended region's border against the tile's own (`ratio` ≤ 1: no
-    seam)."""
-    ring = ndimage.binary_dilation(region) & ~ndimage.binary_erosion(region, border_value=1)
-    if not ring.any(): raise ValueError("seam_statistic needs a non-empty blended region")
-    g, g0 = (np.hypot(*np.gradient(np.asarray(x, np.float64))) for x in (image, background))
-    border, tile = np.percentile(g[ring], q), max(np.percentile(g0, q), np.percentile(g0[ring], q))
-    return {'border': float(border), 'tile': float(tile), 'ratio': float(border / max(tile, 1e-9))}
-
-# %% ../../nbs/02d_paste.ipynb #0a84e25b
-def blend_region(mask: np.ndarray, # bool (H, W) the defect, placed
-                 box: np.ndarray, # bool (H, W) its crop, placed
-                 margin: int, # pixels around the mask that the blend may change
-                ) -> tuple:
-    """The region a placed defect may change and the weight of its gradients there (1 at the mask, 0
-    at the margin)."""
-    region = ndimage.binary_dilation(mask,
-                                     iterations=margin) & ndimage.binary_erosion(
-                                         box, border_value=1)
-    weight = np.clip((margin - ndimage.distance_transform_edt(~mask)) / max(margin - 1, 1), 0, 1)
-    return region, weight
-
-# %% ../../nbs/02d_paste.ipynb #79ce7f7f
-def place_box(shape: tuple, # (H, W) of the tile
-              mask: np.ndarray, # bool (h, w) the defect in its crop
-              rng: np.random.Generator,
-             ) -> tuple:
-    """Top-left corner of a crop on the tile: an edge its mask reaches goes on the tile's border,
-    the rest is uniform."""
-    (h, w), (ph, pw) = shape, mask.shape
-    if ph > h or pw > w: raise ValueError(f"defect crop {ph}×{pw} is larger than the {h}×{w} tile")
-    corner = []
-    for first, last, free in ((mask[0].any(), mask[-1].any(), h - ph),
-                              (mask[:, 0].any(), mask[:, -1].any(), w - pw)):
-        if first and last: first, last = (True, False) if rng.random() < .5 else (False, True)
-        corner.append(0 if first else free if last else int(rng.integers(free + 1)))
-    return tuple(corner)
-
-# %% ../../nbs/02d_paste.ipynb #f3ad5657
-def feather_blend(target: np.ndarray, # uint8 (H, W) the tile
-                  parts: dict, # the oriented crop: 'image', 'mask', 'weight', 'residual'
-                  box: tuple, # its slices in the tile
-                  gain: float, # contrast factor of the defect
-                  small: bool, # carry the high-pass residual (else the mean-matched pixels)
-                  ring_mean: float, # the source's mean around the defect
-                 ) -> tuple:
-    """The former alpha blend: the tile (float) with the defect feathered in, and the region it
-    changed."""
-    out, wgt = target.astype(np.float32), parts['weight']
-    if small: pasted = out[box] + gain * parts['residual']
-    else:
-        ring = (wgt > 0.05) & ~parts['mask']
-        here = out[box][ring].mean() if ring.any() else out[box].mean()
-        pasted = here + gain * (parts['image'] - ring_mean)
-    out[box] = out[box] * (1 - wgt) + pasted * wgt
-    region = np.zeros(target.shape, bool)
-    region[box] = wgt > 0.01
-    return out, region
-
-# %% ../../nbs/02d_paste.ipynb #82cc7897
-def _orient(a: np.ndarray, k: int,
-            flip: bool) -> np.ndarray: return np.rot90(a[:, ::-1] if flip else a, k)
-
-def place_defect(target: np.ndarray, # uint8 (H, W) defect-free tile, used as it is
-                 src: dict, # from `defect_source`
-                 rng: np.random.Generator,
-                 # feather only: masks below this share carry their high-pass residual
-                 small_area: float,
-                 # the defect's contrast is scaled by a random factor in 1 ± contrast
-                 contrast: float,
-                 # 'poisson' (gradient domain) or 'feather' (former alpha blend); all three:
-                 # `PasteSettings`
-                 blend: str,
-                 margin: int = 3, # pixels around the mask that the blend may change
-                 quarter_turns: bool = False, # turn the crop by quarter turns too, not only flip it
-                ) -> tuple:
-    """The tile with the defect flipped (or turned) and placed, its mask (uint8) and the region the
-    blend changed."""
-    # no turn or a half turn: flips only
-    k = int(rng.integers(4)) if quarter_turns else 2 * int(rng.integers(2))
-    flip = bool(rng.random() < .5)
-    parts = {n: _orient(src[n], k, flip) for n in ('image', 'mask', 'weight', 'residual')}
-    (ph, pw), (y, x) = parts['mask'].shape, place_box(target.shape, parts['mask'], rng)
-    box, gain = (slice(y, y + ph), slice(x, x + pw)), rng.uniform(1 - contrast, 1 + contrast)
-    mask, inside = np.zeros(target.shape, bool), np.zeros(target.shape, bool)
-    mask[box], inside[box] = parts['mask'], True
-    if blend == 'feather':
-        out, region = feather_blend(target, parts, box, gain, src['area'] < small_area,
-                                    src['ring_mean'])
-    else:
-        source = target.astype(np.float64)
-        source[box] = gain * parts['image']
-        region, weight = blend_region(mask, inside, margin)
-        out = poisson_blend(target, source, region, weight)
-    return np.clip(out, 0, 255).round().astype(np.uint8), mask.astype(np.uint8), region
+__all__ = ['PasteSettings', 'DefectPasteGenerator']
 
 # %% ../../nbs/02d_paste.ipynb #e10f61ee
 @stage_config
@@ -199,9 +31,10 @@ class PasteSettings:
     # feather only: masks below this share carry their high-pass residual
     small_area: Fraction = 0.02
 
-# %% ../../nbs/02d_paste.ipynb #de6bc64e
+# %% ../../nbs/02d_paste.ipynb #f5ff730e
 def _sha1(a: np.ndarray) -> str: return hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest()
 
+# %% ../../nbs/02d_paste.ipynb #e70b59b8
 class DefectPasteGenerator:
     "Real scarce-set defects (cut along their masks) blended into real defect-free training tiles."
     name = 'paste'
@@ -262,9 +95,10 @@ class DefectPasteGenerator:
                 'masks': np.stack([o[1] for o in out]) if out else np.zeros((0, h, w), np.uint8),
                 'labels': labels}
 
-# %% ../../nbs/02d_paste.ipynb #694697f0
+# %% ../../nbs/02d_paste.ipynb #ba2818c9
 _PARTS = ('image', 'mask', 'weight', 'residual')
 
+# %% ../../nbs/02d_paste.ipynb #8d283106
 @patch
 def state(self: DefectPasteGenerator) -> tuple:
     "Tensors (backgrounds, defect crops) and JSON-able settings, kinds and source hashes."
@@ -284,6 +118,7 @@ def state(self: DefectPasteGenerator) -> tuple:
               'areas': [s['area'] for s in self.sources]}
     return tensors, config
 
+# %% ../../nbs/02d_paste.ipynb #8b6e1125
 @patch(cls_method=True)
 def from_state(cls: DefectPasteGenerator, tensors: dict, config: dict, classes=None):
     "Rebuild a fitted generator from `state()`."

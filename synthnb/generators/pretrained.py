@@ -16,7 +16,7 @@ from ..core.runtime import progress, resolve_device
 from ..core.images import check_labels, to_tensor, to_uint8
 from ..core.data import DataError
 from ..core.sources import source_path
-from ..core.store import sha256_file
+from ..core.files import sha256_file
 
 # %% auto #0
 __all__ = ['PretrainedSettings', 'load_pipeline', 'to_unet_space', 'from_unet_space', 'finetune_unet', 'img2img',
@@ -108,6 +108,7 @@ def finetune_unet(unet, scheduler, images: np.ndarray, steps: int, lr: float, ba
     unet.eval()
     return losses
 
+# %% ../../nbs/02h_pretrained.ipynb #b06a56d5
 @torch.no_grad()
 def img2img(unet, scheduler, init: torch.Tensor, # (N, C, S, S) in the UNet's space, in [-1, 1]
             strength: float, steps: int, generator: torch.Generator,

@@ -21,7 +21,8 @@ from .pretrained import PretrainedGenerator, PretrainedSettings
 from .vae import VAEGenerator, VAESettings
 from .hybrid import HybridGenerator, HybridSettings
 from .paste import DefectPasteGenerator, PasteSettings
-from .defect_diffusion import DefectDiffusionGenerator, DefectDiffusionSettings
+from .defect_diffusion import DefectDiffusionGenerator
+from .defect_crops import DefectDiffusionSettings
 from .simulation import ChestOpacitySimulator, SurfaceDefectSimulator
 from ..core.dataset_cards import normal_index, SIMULATOR_NAMES
 from ..core.data import DataError
@@ -32,10 +33,11 @@ __all__ = ['SIMULATOR_CLASSES', 'SETTINGS', 'GENERATORS', 'make_simulator', 'mak
            'CopyGenerator', 'NoiseGenerator', 'make_copy', 'make_noise', 'make_external', 'Generator', 'GeneratorSpec',
            'generator_classes', 'save_generator', 'load_generator']
 
-# %% ../../nbs/02k_generators.ipynb #4f550d62
+# %% ../../nbs/02k_generators.ipynb #c06b5309
 # the names a card may declare
 SIMULATOR_CLASSES = dict(zip(SIMULATOR_NAMES, (ChestOpacitySimulator, SurfaceDefectSimulator)))
 
+# %% ../../nbs/02k_generators.ipynb #70771b10
 def make_simulator(profile: dict, cfg=None, fitted=None):
     "The procedural simulator the dataset's card declares (`domain.simulator`)."
     name = (profile.get('roles') or {}).get('simulator')
@@ -180,7 +182,7 @@ class Generator(Protocol):
     @classmethod
     def from_state(cls, tensors: dict, config: dict, classes: dict|None = None) -> Generator: ...
 
-# %% ../../nbs/02k_generators.ipynb #6cc569de
+# %% ../../nbs/02k_generators.ipynb #a5243846
 @dataclasses.dataclass(frozen=True)
 class GeneratorSpec:
     """One generator of stage 2: `make(profile, cfg, fitted)` builds it untrained; a saved model
@@ -192,12 +194,14 @@ class GeneratorSpec:
     # what its images are: generative, simulation, copy-paste, their hybrids, …
     family: str = 'generative'
 
+# %% ../../nbs/02k_generators.ipynb #5378444d
 # `generation.<key>` -> the class that types and checks that mapping
 SETTINGS = {'diffusion': DiffusionSettings, 'gan': GANSettings, 'hybrid': HybridSettings,
             'paste': PasteSettings,
             'vae': VAESettings, 'pretrained': PretrainedSettings, 'external': ExternalSettings,
             'defect_diffusion': DefectDiffusionSettings}
 
+# %% ../../nbs/02k_generators.ipynb #aa926a76
 GENERATORS = {
     'simulation': GeneratorSpec(make_simulator, (ChestOpacitySimulator, SurfaceDefectSimulator),
                                 "procedural lesions, or scratches, cracks, blowholes and Perlin "
@@ -244,16 +248,18 @@ GENERATORS = {
                            family='control'),
 }
 
+# %% ../../nbs/02k_generators.ipynb #f387d4a0
 def generator_classes() -> dict:
     "Class name -> class, for every class a saved generator (or a part of one) may name."
     return {c.__name__: c for spec in GENERATORS.values() for c in spec.classes}
 
-# %% ../../nbs/02k_generators.ipynb #207a2aaf
+# %% ../../nbs/02k_generators.ipynb #9760c815
 def save_generator(run: StageRun, gen) -> Path:
     "Save a fitted generator under `models/<name>/`."
     tensors, config = gen.state()
     return run.save_model(gen.name, tensors, {'class': type(gen).__name__, **config})
 
+# %% ../../nbs/02k_generators.ipynb #754d4154
 def load_generator(folder):
     "Load a generator saved by `save_generator`."
     folder = Path(folder)

@@ -16,7 +16,7 @@ from ..core.dataset_cards import normal_index
 __all__ = ['perlin_noise', 'fractal_noise', 'scratch_mask', 'crack_mask', 'blob_mask', 'perlin_mask', 'elastic_warp', 'lighting',
            'lung_field', 'lung_texture', 'ChestOpacitySimulator', 'SurfaceDefectSimulator']
 
-# %% ../../nbs/02a_simulation.ipynb #de4fcac5
+# %% ../../nbs/02a_simulation.ipynb #23ffbf16
 def perlin_noise(shape: tuple, # (H, W) of the output
                  res: tuple, # lattice cells along (H, W)
                  rng: np.random.Generator) -> np.ndarray:
@@ -36,6 +36,7 @@ def perlin_noise(shape: tuple, # (H, W) of the output
     bot = dot(1, 0) * (1 - u) + dot(1, 1) * u
     return np.sqrt(2) * (top*(1-v) + bot*v)
 
+# %% ../../nbs/02a_simulation.ipynb #c5557b36
 def fractal_noise(shape, res, rng, octaves: int = 3, persistence: float = 0.5) -> np.ndarray:
     """Sum of `octaves` Perlin layers, each at twice the frequency and `persistence` times the
     amplitude."""
@@ -98,7 +99,7 @@ def perlin_mask(shape, rng, area: float = 0.05) -> np.ndarray:
     soft = ndimage.gaussian_filter((noise > np.quantile(noise, 1 - area)).astype(float), 0.7)
     return np.clip(soft * 1.5, 0, 1)
 
-# %% ../../nbs/02a_simulation.ipynb #f4d7c9f9
+# %% ../../nbs/02a_simulation.ipynb #d2ef1710
 def elastic_warp(img: np.ndarray, rng, magnitude: float = 1.0) -> np.ndarray:
     "Warp a float image by a smooth Perlin displacement field of about `magnitude` pixels."
     h, w = img.shape
@@ -106,6 +107,7 @@ def elastic_warp(img: np.ndarray, rng, magnitude: float = 1.0) -> np.ndarray:
     yy, xx = np.mgrid[:h, :w].astype(float)
     return ndimage.map_coordinates(img, [yy + dy, xx + dx], order=1, mode='reflect')
 
+# %% ../../nbs/02a_simulation.ipynb #2caf3088
 def lighting(img: np.ndarray, rng, strength: float = 0.15) -> np.ndarray:
     "Multiply by a random linear lighting gradient of relative `strength`."
     h, w = img.shape

@@ -55,6 +55,7 @@ class CondVAE(nn.Module):
              if generator is not None else mu + torch.randn_like(mu) * (0.5 * logvar).exp())
         return self.decode(z, y), mu, logvar
 
+# %% ../../nbs/02g_vae.ipynb #8e0201de
 def vae_loss(logits, x, mu, logvar, beta: float = 1.0):
     """Negative ELBO per image: Bernoulli reconstruction of the [0, 1] intensities plus β ×
     KL(q(z|x,y) ‖ N(0, I))."""
@@ -78,6 +79,7 @@ class VAESettings:
     delta: Probability = 0.0  # dp_vae: δ of (ε, δ)-DP; 0 → 1 / (10 × training images)
     max_grad_norm: Positive = 1.0  # dp_vae: per-example gradient clipping norm
 
+# %% ../../nbs/02g_vae.ipynb #ce69529a
 def train_vae(net: CondVAE, images: np.ndarray, labels: np.ndarray, s: VAESettings, seed: int = 0,
               device: str = 'auto',
               # DP-SGD (opacus): per-example clipping and Gaussian noise calibrated to (s.epsilon,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import synthnb
 from ..core.config import RESERVED_PARAMS, STAGES, load_experiment
-from .execution import (LOG, StageFailed, accepted_parameters, find_experiment,
-                                             notebook_parameters,
-                               setup_logging, validate_experiment)
+from .execution import LOG, StageFailed, setup_logging
+from .stage_notebooks import (accepted_parameters, find_experiment,
+                                                   notebook_parameters, validate_experiment)
 from .runner import check_runs_dir, run_experiment
 from .report_page import gate_summary, print_headline, write_run_report
 
@@ -26,6 +26,7 @@ def fail(e: BaseException, code: int) -> int:
     elif code == 1: LOG.error('  (run with -v for the traceback)')
     return code
 
+# %% ../../nbs/14_cli.ipynb #6f2d8580
 def cmd_run(args) -> int:
     """synthnb run CONFIG [-p key=value ...]: exit 2 on a usage error (before any stage), 1 when a
     stage fails."""
@@ -59,7 +60,7 @@ def cmd_run(args) -> int:
             run_feedback_loop(exp, args.runs_dir, args.iterations, args.force, log=log)
         # chain 0 (and any replicate and learning-curve chains, on Dask), then the evidence report
         elif chains:
-            from synthnb.orchestration.protocol import run_protocol
+            from synthnb.orchestration.protocol_run import run_protocol
             rec = run_protocol(exp, args.runs_dir, args.scheduler, args.workers, args.threads,
                                args.force, log=log)
             bad = {k: v for k, v in rec['chains'].items() if v['status'] != 'complete'}
@@ -99,6 +100,7 @@ def cmd_params(args) -> int:
             if k not in RESERVED_PARAMS: print(f"  {k} = {v['default']}  # {v['help']}")
     return 0
 
+# %% ../../nbs/14_cli.ipynb #3335ab08
 def cmd_download(args) -> int:
     "synthnb download DATASET: fetch and verify a dataset."
     from synthnb.core.data import DataError, download_dataset
@@ -146,6 +148,7 @@ def cmd_sweep(args) -> int:
              f"{time.time() - t0:.1f}s; {Path(args.runs_dir)/spec.name}/sweep.json")
     return 1 if bad or rec.get('report', {}).get('status') == 'failed' else 0
 
+# %% ../../nbs/14_cli.ipynb #6033b508
 def add_sweep_parser(sub) -> argparse.ArgumentParser:
     "Register `synthnb sweep` on the `synthnb` subcommand parser `sub`."
     s = sub.add_parser('sweep',
@@ -220,6 +223,7 @@ def parser() -> argparse.ArgumentParser:
     add_sweep_parser(sub)
     return p
 
+# %% ../../nbs/14_cli.ipynb #c128cfe3
 def main(argv=None) -> int:
     "Entry point of the `synthnb` command."
     args = parser().parse_args(argv)

@@ -12,121 +12,18 @@ import pandas as pd
 from scipy import stats
 
 from ..core.config import stage_folder
-from ..core.store import MANIFEST, load_json, read_manifest
-from ..core.models import roc_auc as proba_auc, val_threshold
-from ..stages.training import per_type_metrics
+from ..core.files import load_json
+from ..core.store import MANIFEST, read_manifest
+from ..core.classifier_metrics import val_threshold
+from ..stages.arm_results import per_type_metrics
 from ..stages.inference import compare_arms, gap_closed
 from ..stages.worth import data_equivalence
 from .protocol import ProtocolConfig
+from .evidence_chains import _auc
 
 # %% auto #0
-__all__ = ['load_chains', 'chain_scores', 'select_arm', 'compare', 'learning_curve', 'worth', 't_interval01', 'per_type',
-           'per_class', 'robustness', 'chain_seconds', 'earlier_runs', 'gate_verdicts', 'gate_passes', 'headline',
-           'headline_notes', 'headline_markdown']
-
-# %% ../../nbs/13a_evidence_report.ipynb #1e9d698f
-def _test_split(run_dir: Path) -> str|None:
-    """sha256 of the test images stage 1 wrote for a chain (None where no stage-1 manifest is:
-    simulated chains)."""
-    f = run_dir/stage_folder('domain')/MANIFEST
-    return load_json(f)['artifacts']['test']['sha256'] if f.exists() else None
-
-# %% ../../nbs/13a_evidence_report.ipynb #df5568ef
-def _stand_in(have: dict, # arm -> description, of one chain's arms
-              info: dict, # the description of the arm it lacks, from another chain
-              reference: str) -> tuple|None:
-    ("What a chain that lacks a synthetic arm trained in its place: the same set under another "
-     "name (a per-generator "
-     "mix whose generator alone passed the gate is the chain's `all` mix), else the reference "
-     "(every generator of "
-     "the arm failed the gate: the pipeline trains on the real images alone). (arm, "
-     "'alias'|'rejected'), or None.")
-    if not info.get('generators'): return None  # a real arm is never stood in for
-    key = lambda i: (i.get('generators'), i.get('strategy'), i.get('ratio'))
-    same = [b for b, i in have.items() if key(i) == key(info)]
-    if same: return same[0], 'alias'
-    return (reference, 'rejected') if reference in have else None
-
-# %% ../../nbs/13a_evidence_report.ipynb #1caaa767
-def _chain_arrays(d: Path) -> tuple:
-    "(arm index, val arrays, test arrays) of one chain's stage 6."
-    idx = load_json(d/'predictions.json')
-    with np.load(d/'val_predictions.npz') as v, np.load(d/'test_predictions.npz') as t:
-        return idx, {k: v[k] for k in v.files}, {k: t[k] for k in t.files}
-
-# %% ../../nbs/13a_evidence_report.ipynb #d469a36a
-def load_chains(run_dir) -> dict:
-    ("The complete replicate chains of a protocol run: test labels and groups, per arm the "
-     "(chains, images, "
-     "classes) test probabilities, each chain's validation labels and probabilities, arm "
-     "descriptions; where a "
-     "chain lacks a synthetic arm, what stood in for it (`_stand_in`).")
-    rec, out = load_json(Path(run_dir)/'protocol.json'), {'chains': [], 'val': [], 'info': {},
-                                                          'p_test': {}}
-    per_chain = []  # per chain: arm -> (description, validation and test probabilities)
-    for name, c in rec['chains'].items():
-        if c['kind'] != 'replicate' or c.get('status') != 'complete': continue
-        idx, val, test = _chain_arrays(Path(c['run_dir'])/stage_folder('training'))
-        split = _test_split(Path(c['run_dir']))
-        if 'labels' in out and (not np.array_equal(out['labels'],
-                                                   test['labels']) or split != out['test_sha256']):
-            raise ValueError(f"chain {name} was judged on other test images than "
-                             f"{out['chains'][0]}")
-        out['test_sha256'] = split
-        out.update(labels=test['labels'], group=test.get('group', np.arange(len(test['labels']))),
-                   type=test.get('type'), classes=idx['classes'], positive=idx['positive'])
-        out['chains'].append(name)
-        out['val'].append({'labels': val['labels']})
-        per_chain.append({a['arm']: (a, val[f'val_{i}'].mean(0), test[f'test_{i}'].mean(0))
-                          for i, a in enumerate(idx['arms'])})
-    if not out['chains']: raise ValueError(f"{run_dir}: no complete replicate chain")
-    reference = rec.get('protocol', {}).get('reference', 'real_only')
-    out.update(stand_in={}, missing={})
-    # every arm some chain trained, in order
-    for a in dict.fromkeys(a for arms in per_chain for a in arms):
-        info, rows = next(arms[a][0] for arms in per_chain if a in arms), []
-        for name, arms in zip(out['chains'], per_chain):
-            sub = (a, 'own') if a in arms else _stand_in({b: v[0] for b, v in arms.items()}, info,
-                                                         reference)
-            if sub is None:
-                out['missing'].setdefault(a, []).append(name)
-                continue
-            if sub[1] != 'own': out['stand_in'].setdefault(a, {})[name] = f'{sub[1]}:{sub[0]}'
-            i_b, v_b, t_b = arms[sub[0]]
-            rows.append(({**info, 'n_synthetic': 0, 'effective_ratio': 0.0, 'gate_rejected': True}
-                         if sub[1] == 'rejected' else i_b, v_b, t_b))
-        if a in out['missing']: continue
-        out['info'][a] = [r[0] for r in rows]
-        for v, r in zip(out['val'], rows): v[a] = r[1]
-        out['p_test'][a] = np.stack([r[2] for r in rows])
-    return {**out, 'arms': list(out['p_test']), 'protocol': rec}
-
-# %% ../../nbs/13a_evidence_report.ipynb #d7b78f6c
-def _auc(labels, p) -> float: return proba_auc(labels, p)
-
-def chain_scores(chains: dict) -> pd.DataFrame:
-    """One row per (chain, arm): validation and test ROC-AUC of the chain's (seed-averaged)
-    predictions."""
-    rows = [{'chain': c, 'arm': a, 'val': _auc(v['labels'], v[a]),
-             'test': _auc(chains['labels'], chains['p_test'][a][i])}
-            for i, (c, v) in enumerate(zip(chains['chains'],
-                                           chains['val'])) for a in chains['arms']]
-    return pd.DataFrame(rows)
-
-# %% ../../nbs/13a_evidence_report.ipynb #45d31b43
-def select_arm(scores: pd.DataFrame, # from `chain_scores`
-               chains: dict, # from `load_chains`: arm descriptions
-              ) -> dict:
-    """The synthetic arm with the highest validation metric averaged over chains, and Spearman(val,
-    test) over arms."""
-    synthetic = [a for a in chains['arms'] if chains['info'][a][0]['generators']]
-    means = scores.groupby('arm')[['val', 'test']].mean()
-    rho = stats.spearmanr(means['val'], means['test']).statistic if len(means) > 2 else None
-    if not synthetic: return {'arm': None, 'note': 'no synthetic arm in every chain',
-                              'spearman_val_test': rho}
-    best = max(synthetic, key=lambda a: means.loc[a, 'val'])
-    return {'arm': best, 'val_mean': float(means.loc[best, 'val']), 'candidates': len(synthetic),
-            'spearman_val_test': None if rho is None else float(rho)}
+__all__ = ['compare', 'learning_curve', 'worth', 't_interval01', 'per_type', 'per_class', 'robustness', 'chain_seconds',
+           'earlier_runs', 'gate_verdicts', 'gate_passes', 'headline', 'headline_notes', 'headline_markdown']
 
 # %% ../../nbs/13a_evidence_report.ipynb #3b57550e
 def compare(chains: dict, protocol: ProtocolConfig, selected: str|None) -> dict:
@@ -181,6 +78,7 @@ def t_interval01(x, level: float = 0.95) -> tuple:
     half = stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
     return float(x.mean()), max(0.0, x.mean() - half), min(1.0, x.mean() + half)
 
+# %% ../../nbs/13a_evidence_report.ipynb #47f611e3
 def per_type(chains: dict, arms: list, level: float = 0.95) -> pd.DataFrame:
     "One row per (arm, type): images, recall and ROC-AUC, mean [CI] over chains."
     # thresholds: two classes
@@ -274,6 +172,7 @@ def gate_verdicts(chains: dict) -> pd.DataFrame:
         rows[name] = {g: v.get('verdict') for g, v in gate.get('generators', {}).items()}
     return pd.DataFrame.from_dict(rows, orient='index')
 
+# %% ../../nbs/13a_evidence_report.ipynb #804d0aec
 def gate_passes(chains: dict) -> dict:
     "Generator -> in how many replicate chains it passed the quality gate."
     v = gate_verdicts(chains)

@@ -10,7 +10,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from ..core.config import STAGES, Experiment, stage_folder
-from ..core.store import finite, load_json, save_json
+from ..core.files import finite, load_json, save_json
 from ..core.stage_registry import CONFIGS
 from .runner import run_experiment
 from ..generators.registry import GENERATORS, SETTINGS
@@ -53,6 +53,7 @@ def validation_change(history: list) -> str:
 # %% ../../nbs/11_feedback.ipynb #65c7a2b4
 CHANGE_OPS = ('scale', 'set')  # multiply the current value by `factor`, or replace it by `value`
 
+# %% ../../nbs/11_feedback.ipynb #95878be3
 def check_recommendations(recs) -> list:
     ("`recs` if it is a list of well-formed recommendations for stages 2-6; "
      "a `ValueError` naming the first bad one otherwise.")
@@ -75,6 +76,7 @@ def check_recommendations(recs) -> list:
                           str): raise ValueError(f"{where}: 'reason' must be text")
     return recs
 
+# %% ../../nbs/11_feedback.ipynb #6f7dacd3
 def apply_recommendations(stages: dict, recs: list, defaults: dict) -> tuple:
     ("New stage parameters with `recs` applied, and the list of applied changes; "
      "`defaults` (stage -> {param: default}) fills values not set.")
@@ -146,6 +148,7 @@ def _share_domain_stage(first_dir: Path, run_dir: Path):
     src, dst = first_dir/stage_folder('domain'), run_dir/stage_folder('domain')
     if not dst.exists(): shutil.copytree(src, dst)
 
+# %% ../../nbs/11_feedback.ipynb #edc9c7b8
 def run_feedback_loop(exp: Experiment, # the experiment of iteration 1
                       runs_dir='runs', iterations: int = 2, force: bool = False, log=print) -> list:
     "Run `iterations` rounds, applying stage 6's recommendations (for stages 2-6) between rounds."
@@ -203,6 +206,7 @@ def feedback_markdown(history: list) -> str:
     return '\n'.join(lines) + '\n' + (f"\n{validation_change(history)}\n" if len(
         history) > 1 else '')
 
+# %% ../../nbs/11_feedback.ipynb #c670251d
 def feedback_figure(history: list):
     "Each arm's validation metric per iteration."
     fig, ax = plt.subplots(figsize=(4.5, 2.8))

@@ -11,8 +11,9 @@ from ..core.config import (Experiment, did_you_mean, load_experiment, load_yaml,
                                  parse_override, stage_folder,
                             validate_exp_id)
 from ..core.runtime import project_root
-from ..core.store import load_json, read_manifest
-from .execution import accepted_parameters, validate_experiment
+from ..core.files import load_json
+from ..core.store import read_manifest
+from .stage_notebooks import accepted_parameters, validate_experiment
 
 # %% auto #0
 __all__ = ['SPEC_KEYS', 'LABELS', 'NOT_CONFIG', 'SweepSpec', 'load_sweep', 'point_label', 'sweep_exp_id', 'SweepPoint',
@@ -21,6 +22,7 @@ __all__ = ['SPEC_KEYS', 'LABELS', 'NOT_CONFIG', 'SweepSpec', 'load_sweep', 'poin
 # %% ../../nbs/12_grid.ipynb #69fdb6db
 SPEC_KEYS = ('name', 'description', 'cases', 'overrides', 'grid')
 
+# %% ../../nbs/12_grid.ipynb #9c662ff7
 @dataclasses.dataclass
 class SweepSpec:
     "A sweep: experiment files (cases), overrides shared by all, and a grid of values to cross."
@@ -73,6 +75,7 @@ LABELS = {'seed': 's', 'integration.ratio': 'r', 'generation.generators': '',
           'domain.n_per_class': 'n',
           'generation.n_synthetic_per_class': 'gn'}
 
+# %% ../../nbs/12_grid.ipynb #304e6895
 def _fmt(value) -> str:
     if isinstance(value, bool): return str(value).lower()
     if isinstance(value, float): return f'{value:g}'
@@ -109,6 +112,7 @@ class SweepPoint:
     @property
     def exp_id(self) -> str: return self.exp.exp_id
 
+# %% ../../nbs/12_grid.ipynb #66960ba5
 # where an experiment came from, whether it is mirrored, how many chains its protocol asks for: none
 # changes what
 # one run of it computes

@@ -4,32 +4,20 @@
 
 # %% ../../nbs/12a_protocol.ipynb #d09c2d6d
 from __future__ import annotations
-import contextlib, dataclasses, datetime, hashlib, json, sys, time
+import dataclasses, hashlib, json
 from dataclasses import field
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-from tqdm.auto import tqdm
-
-from ..core.config import Experiment, stage_folder
+from ..core.config import Experiment
 from ..core.parameters import (Fraction, PositiveInt, check_settings, scarce_count,
                                      stage_config, with_scarce_count)
 from ..core.data import DataError
-from ..core.runtime import resolve_device
 from ..core.stage_registry import CONFIGS
-from ..core.store import atomic_path, load_json, save_json, write_npz
-from .runner import run_experiment
-from .grid import config_hash, is_finished
-from .sweep import (_worker_address, as_workers_free, local_gpus,
-                                         machine_cores, run_report,
-                                         run_sweep_experiment, sweep_client, task_environment)
-from ..stages.arms import arm_options
-from ..stages.training import TrainingConfig, evaluate_unit, positive_class
+from .grid import config_hash
 
 # %% auto #0
-__all__ = ['ProtocolConfig', 'load_protocol', 'protocol_hash', 'Chain', 'protocol_chains', 'curve_points', 'run_curve_chain',
-           'run_chain', 'chain_finished', 'run_protocol', 'run_evidence_report']
+__all__ = ['ProtocolConfig', 'load_protocol', 'protocol_hash', 'Chain', 'protocol_chains', 'curve_points']
 
 # %% ../../nbs/12a_protocol.ipynb #f512a938
 @stage_config
@@ -127,162 +115,3 @@ def curve_points(exp: Experiment, protocol: ProtocolConfig) -> tuple:
             ok.append(n)
         except (ValueError, DataError) as e: skipped[int(n)] = str(e)
     return ok, skipped
-
-# %% ../../nbs/12a_protocol.ipynb #aea1b5fa
-def _curve_arrays(results: list, val: dict, test: dict) -> dict:
-    """The curve chain's predictions: (seeds, images, classes) per split, with the labels (and test
-    groups, types)."""
-    return {'val_0': np.stack([r['p_val'] for r in results]).astype(np.float32),
-            'test_0': np.stack([r['p_test'] for r in results]).astype(np.float32),
-            'val_labels': val['labels'], 'test_labels': test['labels'],
-            **{f'test_{k}': test[k] for k in ('group', 'type') if k in test}}
-
-# %% ../../nbs/12a_protocol.ipynb #a0cdd677
-def run_curve_chain(chain: Chain, force: bool = False, log=print) -> dict:
-    "Stage 1 at the chain's count and seed, then the real-only arm trained with stage 6's recipe."
-    done = chain.run_dir/'curve.json'
-    if done.exists() and not force: return load_json(done)
-    t0, c0 = time.time(), time.process_time()
-    run_experiment(chain.exp, chain.parent, force=force, until='domain', log=log)
-    d = chain.run_dir/stage_folder('domain')
-    with contextlib.ExitStack() as stack:
-        train, val, test = ({k: z[k] for k in z.files} for z in (stack.enter_context(np.load(
-            d/f'{s}.npz'))
-                                                                  for s in (
-                                                                      'train', 'val', 'test')))
-    profile, stage6 = load_json(d/'profile.json'), chain.exp.stage_params('training')
-    cfg = TrainingConfig(**{**stage6, 'arms': ['real_only']})
-    device, positive = resolve_device(cfg.device), positive_class(profile)
-    results = [evaluate_unit(train, 'mix', test, val, len(profile['classes']), cfg, device, int(s),
-                             f'curve n={chain.n_per_class} · chain {chain.r} · seed {s}', positive,
-                             arm_options('real_only', cfg)) for s in cfg.seeds]
-    with atomic_path(chain.run_dir/'curve_predictions.npz') as tmp: write_npz(tmp, _curve_arrays(
-        results, val, test))
-    rec = {'n_per_class': chain.n_per_class, 'r': chain.r, 'seed': chain.exp.seed,
-           'seeds': list(cfg.seeds),
-           'n_train': int(len(train['labels'])), 'classes': profile['classes'],
-           'positive': positive,
-           'wall_seconds': round(time.time() - t0, 2),
-           'cpu_seconds': round(time.process_time() - c0, 2)}
-    save_json(done, rec)
-    return rec
-
-# %% ../../nbs/12a_protocol.ipynb #e62cd161
-def run_chain(chain: Chain, force: bool = False, threads: int|None = None,
-              gpus: int = 0) -> dict: # the machine's GPUs: one per worker (`task_environment`)
-    "Run one chain (a Dask task); return its record."
-    task_environment(threads, gpus)
-    if chain.kind == 'replicate': return run_sweep_experiment(chain.exp, chain.parent, force,
-                                                              threads)
-    t0, log_path = time.time(), chain.run_dir/'chain.log'
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, 'a') as f, contextlib.redirect_stderr(f):
-        try:
-            rec = run_curve_chain(chain, force, log=lambda m: print(m, file=f, flush=True))
-            return {'exp_id': chain.exp.exp_id, 'status': 'complete', 'log': str(log_path),
-                    'worker': _worker_address(),
-                    'seconds': round(time.time() - t0, 1), 'cpu_seconds': rec['cpu_seconds']}
-        except Exception as e:
-            return {'exp_id': chain.exp.exp_id, 'status': 'failed',
-                    'message': f'{type(e).__name__}: {e}',
-                    'log': str(log_path), 'seconds': round(time.time() - t0, 1)}
-
-# %% ../../nbs/12a_protocol.ipynb #55d6d105
-def chain_finished(chain: Chain) -> bool:
-    """True when the chain's last output is there: stage 6 (a replicate chain) or `curve.json` (a
-    curve chain)."""
-    return is_finished(chain.run_dir) if chain.kind == 'replicate' else (
-        chain.run_dir/'curve.json').exists()
-
-# %% ../../nbs/12a_protocol.ipynb #c2d16c68
-def _chain_record(c: Chain) -> dict:
-    return {'kind': c.kind, 'r': c.r, 'seed': c.exp.seed, 'n_per_class': c.n_per_class,
-            'run_dir': str(c.run_dir), 'config': config_hash(c.exp)}
-
-# %% ../../nbs/12a_protocol.ipynb #f8b6317e
-def run_protocol(exp: Experiment, # the experiment (chain 0)
-                 runs_dir='runs', # its run folder is runs_dir/<exp_id>
-                 # None: a LocalCluster; or an address 'tcp://host:8786', a Cluster or a Client
-                 scheduler=None,
-                 # LocalCluster workers; None: one per GPU, else core (≤ chains)
-                 n_workers: int|None = None,
-                 # threads per chain; None: cores / workers on a LocalCluster
-                 threads: int|None = None,
-                 force: bool = False, # re-run every chain and stage
-                 report: bool = True, # execute the evidence report afterwards
-                 log=print) -> dict:
-    ("Run the protocol's unfinished chains as Dask tasks (one chain alone: in this process); "
-     "return the protocol "
-     "record (`protocol.json`).")
-    protocol = load_protocol(exp)
-    digest = protocol_hash(exp, protocol)  # of the protocol as declared
-    counts, skipped = curve_points(exp, protocol)
-    for n, why in skipped.items(): log(f"⚠ learning curve: {n} real images per class cannot be "
-                                       f"drawn ({why})")
-    protocol = dataclasses.replace(protocol, curve=counts)
-    chains = protocol_chains(exp, protocol, runs_dir)
-    run_dir = chains[0].run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    todo = [c for c in chains if force or not chain_finished(c)]
-    path = run_dir/'protocol.json'
-    before = load_json(path) if path.exists() else {}
-    old, started = before.get('chains', {}), datetime.datetime.now().isoformat(timespec='seconds')
-    name = lambda c: str(c.run_dir.relative_to(run_dir.parent))
-    record = {
-        'exp_id': exp.exp_id,
-        'protocol': dataclasses.asdict(protocol),
-        'hash': digest,
-        'curve_skipped': skipped,
-        'started': started,
-        'starts': before.get('starts', []) + [started],
-        'chains': {
-            name(c): {
-                **old.get(name(c), {}),
-                **_chain_record(c),
-                'status': 'pending' if c in todo else 'complete',
-            }
-            for c in chains
-        },
-    }
-    save_json(path, record)
-    n_curve, alone = len(chains) - protocol.chains, len(chains) == 1 and scheduler is None
-    if not alone: log(f"protocol {exp.exp_id}: {len(chains)} chains ({protocol.chains} replicate, "
-                      f"{n_curve} "
-                      f"learning-curve), {len(chains) - len(todo)} already complete, {len(todo)} "
-                      "to run")
-    if alone:  # one chain: a plain run, in this process, its progress on the terminal
-        t0 = time.time()
-        run_experiment(exp, runs_dir, force, log=log)  # a failed stage raises, as in any run
-        record['chains'][name(chains[0])].update(status='complete',
-                                                 seconds=round(time.time() - t0, 1))
-    elif todo:
-        gpus = local_gpus() if scheduler is None else 0  # a cluster's workers bring their own GPUs
-        n_workers = n_workers or min(len(todo), gpus or machine_cores())
-        if scheduler is None and threads is None: threads = max(1, machine_cores() // n_workers)
-        with sweep_client(scheduler, n_workers, log) as client:
-            tasks, by_id = {c.exp.exp_id: (c, force, threads,
-                                           gpus) for c in todo}, {c.exp.exp_id: c for c in todo}
-            slots = max(n_workers, sum(client.nthreads().values()))
-            for exp_id, fut in tqdm(as_workers_free(client, run_chain, tasks, slots, retries=1),
-                                    total=len(tasks),
-                                    desc='chains', unit='chain', file=sys.stderr):
-                c = by_id[exp_id]
-                try: rec = fut.result()
-                except Exception as e: rec = {'status': 'error',
-                                              'message': f'{type(e).__name__}: {e}'}
-                record['chains'][name(c)].update(rec)
-                if rec['status'] != 'complete': log(
-                    f"{name(c)}: {rec['status']}: {rec.get('message')}")
-                save_json(path, record)
-    record['finished'] = datetime.datetime.now().isoformat(timespec='seconds')
-    save_json(path, record)
-    if report: record['report'] = run_evidence_report(run_dir, log)
-    save_json(path, record)
-    return record
-
-# %% ../../nbs/12a_protocol.ipynb #0f938867
-def run_evidence_report(run_dir, log=print) -> dict:
-    "Execute the evidence notebook into `run_dir/evidence/report.ipynb`."
-    return run_report('13a_evidence_report.ipynb', Path(run_dir)/'evidence',
-                      {'run_dir': str(run_dir)},
-                      'evidence report', log)

@@ -17,9 +17,12 @@ __all__ = ['RUN_HEADING', 'EXPORT', 'WARNING_LINE', 'BAR_LINE', 'RESULTS_TAG', '
 # %% ../../nbs/10a_report_layout.ipynb #9575ee0b
 # where a stage's (a report's) run and results start
 RUN_HEADING = ('## run the stage', '## run the report')
+
+# %% ../../nbs/10a_report_layout.ipynb #0eab380a
 # nbdev's directives that put a cell in the package
 EXPORT = re.compile(r'#\|\s*(export|exports|exporti)\b')
 
+# %% ../../nbs/10a_report_layout.ipynb #e162a57e
 def directives(cell) -> list:
     "The `#| …` lines that open a code cell ([] for any other cell)."
     if cell.cell_type != 'code': return []
@@ -58,6 +61,7 @@ def _bindings(src: str) -> dict:
                 n, ast.Name)})
     return out
 
+# %% ../../nbs/10a_report_layout.ipynb #fb9491d8
 def _names_used(src: str) -> set:
     """Every name `src` uses (IPython's `%` and `!` lines left out); every word in it when it does
     not parse."""
@@ -117,6 +121,7 @@ def _is_run_call(cell) -> bool:
     "Whether `cell` is the stage's one `result = run_<stage>(…)` call."
     return cell.cell_type == 'code' and cell.source.lstrip().startswith('result = ')
 
+# %% ../../nbs/10a_report_layout.ipynb #6fd5a4cb
 def _before_run(cell) -> bool:
     """Whether a non-exported cell before `## Run the stage` goes into a report: hidden imports and
     `cfg = …`."""
@@ -157,8 +162,11 @@ def report_notebook(
 # %% ../../nbs/10a_report_layout.ipynb #5d442658
 # warnings' format
 WARNING_LINE = re.compile(r'^\S.*?:\d+: (?P<category>[A-Za-z_][\w.]*Warning): (?P<message>.*)$')
+
+# %% ../../nbs/10a_report_layout.ipynb #9a322dcf
 BAR_LINE = re.compile(r'\d+%\|.*\|\s*\d+/\d+|\r')  # a tqdm bar
 
+# %% ../../nbs/10a_report_layout.ipynb #dd5c3629
 def split_warnings(text: str) -> tuple:
     ("The stderr `text` without its Python warnings (each with the source line under it) and "
      "progress bars; and "
@@ -179,6 +187,7 @@ def split_warnings(text: str) -> tuple:
 # cells holding a stage's results; the copy of them on top
 RESULTS_TAG, SUMMARY_TAG = 'results', 'results-summary'
 
+# %% ../../nbs/10a_report_layout.ipynb #ef93efc1
 def results_cells(cells) -> list:
     "The code cells holding a report's results: those its stage notebook tags `results`."
     return [c for c in cells if RESULTS_TAG in c.metadata.get('tags', [])]

@@ -127,6 +127,7 @@ def run_report_header(run_dir, # a run folder with its `experiment.json`
 HEADLINE_FIGURES = ('evidence/evidence', f"{stage_folder('training')}/paired_deltas",
                     f"{stage_folder('training')}/test_metrics")
 
+# %% ../../nbs/14a_report_page.ipynb #3537a0c9
 def headline_figure(run_dir) -> dict|None:
     "The mime bundle of the headline figure (`HEADLINE_FIGURES`), or None before stage 6 has run."
     f = next((p for n in HEADLINE_FIGURES if (p := Path(run_dir)/f'{n}.png').exists()), None)

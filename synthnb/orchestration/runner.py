@@ -8,12 +8,13 @@ import contextlib, dataclasses, logging, os, shutil, tempfile, time
 from pathlib import Path
 
 from ..core.config import STAGES, Experiment, stage_folder, validate_exp_id
-from .execution import (LOG, execute_notebook, setup_logging, stage_notebook,
-                                             validate_experiment)
+from .execution import LOG, execute_notebook, setup_logging
+from .stage_notebooks import stage_notebook, validate_experiment
 from .report_layout import finish_report, report_header, report_notebook
 from ..core.stage_registry import (CONFIGS, RUNNERS, code_hash, is_up_to_date, mark_complete,
                                          stage_key, stale_reason)
-from ..core.store import MANIFEST, read_manifest, save_json, sha256_file
+from ..core.files import save_json, sha256_file
+from ..core.store import MANIFEST, read_manifest
 
 # %% auto #0
 __all__ = ['stage_cache_dir', 'store_stage', 'restore_stage', 'file_lock', 'children_cpu', 'check_runs_dir', 'run_experiment',

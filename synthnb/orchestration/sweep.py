@@ -11,9 +11,10 @@ from tqdm.auto import tqdm
 
 from ..core.config import Experiment
 from ..core.stage_registry import CONFIGS
-from ..core.store import load_json, save_json
+from ..core.files import load_json, save_json
 from .report_layout import finish_report, report_notebook
-from .execution import StageFailed, execute_notebook, notebooks_dir
+from .execution import StageFailed, execute_notebook
+from .stage_notebooks import notebooks_dir
 from .runner import run_experiment
 from .grid import (SweepPoint, SweepSpec, config_hash, expand_sweep,
                                         load_sweep, plan_sweep)
@@ -32,6 +33,7 @@ THREAD_VARS = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')
 # 169 without it)
 WORKER_ONLY_VARS = ('MALLOC_TRIM_THRESHOLD_',)
 
+# %% ../../nbs/12_sweep.ipynb #4ee3f777
 def task_environment(threads: int|None = None, # BLAS/torch threads per stage kernel
                      gpus: int = 0, # GPUs of this machine (a LocalCluster with one worker per GPU)
                      # this worker's index (None: the Dask worker's name, where it is one)
@@ -51,6 +53,7 @@ def task_environment(threads: int|None = None, # BLAS/torch threads per stage ke
     if gpus and worker is not None and 'CUDA_VISIBLE_DEVICES' not in os.environ:
         os.environ['CUDA_VISIBLE_DEVICES'] = str(worker % gpus)
 
+# %% ../../nbs/12_sweep.ipynb #301eee9e
 def local_gpus() -> int:
     "CUDA GPUs this machine shows torch (0 without CUDA): a LocalCluster gets one worker per GPU."
     import torch
@@ -63,6 +66,7 @@ def _worker_address():
         return get_worker().address
     except (ImportError, ValueError): return None
 
+# %% ../../nbs/12_sweep.ipynb #16d6d4aa
 def run_sweep_experiment(exp: Experiment, # the experiment (a `SweepPoint.exp`)
                          # runs/<sweep>: parent of the run folder, on storage every worker sees
                          sweep_dir: str,
@@ -92,6 +96,7 @@ def machine_cores() -> int:
     "Cores this process may use."
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 
+# %% ../../nbs/12_sweep.ipynb #cd48bf64
 @contextlib.contextmanager
 def sweep_client(
     # None: a new LocalCluster; an address 'tcp://host:8786', a Cluster object, or a Client
@@ -149,6 +154,7 @@ def _record(p: SweepPoint, old: dict) -> dict:
             'ratio': cfg['integration']['ratio'], 'generators': cfg['generation']['generators'],
             'attempts': old.get('attempts', 0) + 1}
 
+# %% ../../nbs/12_sweep.ipynb #f0a7ae11
 def run_sweep(spec, # a `SweepSpec` or a sweep YAML path
               runs_dir='runs', # the sweep writes runs_dir/<sweep name>/
               scheduler=None, # see `sweep_client`; None starts a LocalCluster
@@ -224,6 +230,7 @@ def run_report(
         log(f"{what} failed: {type(e).__name__}: {str(e)[-500:]}")
         return {'path': str(out), 'status': 'failed', 'message': str(e)[-2000:]}
 
+# %% ../../nbs/12_sweep.ipynb #e8b7a2ab
 def run_sweep_report(sweep_dir, log=print) -> dict:
     "Execute the sweep report notebook into `sweep_dir/report.ipynb`."
     return run_report('13_sweep_report.ipynb', sweep_dir, {'sweep_dir': str(sweep_dir)},

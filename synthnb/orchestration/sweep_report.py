@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..core.store import load_json
+from ..core.files import load_json
 from ..core.config import stage_folder
 
 # %% auto #0
@@ -87,6 +87,7 @@ def summarize(df: pd.DataFrame, # rows from `load_sweep_metrics`
                      metric: f"{mean:.3f} ± {ci:.3f}" if not math.isnan(ci) else f"{mean:.3f}"})
     return pd.DataFrame(rows)
 
+# %% ../../nbs/13_sweep_report.ipynb #7a249afa
 def summary_table(summary: pd.DataFrame, metric: str = 'balanced_accuracy') -> pd.DataFrame:
     "The summary with one column per arm (labelled with its family), configurations as rows."
     if 'family' in summary: summary = summary.assign(arm=[f"{a} [{f}]" if f else a
@@ -99,6 +100,7 @@ def summary_table(summary: pd.DataFrame, metric: str = 'balanced_accuracy') -> p
 # %% ../../nbs/13_sweep_report.ipynb #ebdfdab4
 _REF = {'real_only': '--', 'real_aug': '-.', 'ceiling': ':'}
 
+# %% ../../nbs/13_sweep_report.ipynb #0a64e481
 def plot_ratio(summary: pd.DataFrame, metric: str = 'balanced_accuracy', confidence: float = 0.95):
     """`metric` of the synthetic arms against ratio, one line per generator, one panel per case;
     other arms in grey."""

@@ -14,10 +14,12 @@ __all__ = ['STRATEGY_PREFIX', 'REAL_ARMS', 'arm_strategy', 'mix_arm', 'ceiling_s
 STRATEGY_PREFIX = {'mix': 'synthetic', 'curriculum': 'curriculum',
                    'pretrain_finetune': 'pretrain_finetune'}
 
+# %% ../../nbs/06b_arms.ipynb #934fe6fa
 def arm_strategy(arm: str) -> str:
     "The training strategy of an arm: the one its name starts with (`curriculum:all`), else `mix`."
     return {v: k for k, v in STRATEGY_PREFIX.items()}.get(arm.split(':')[0], 'mix')
 
+# %% ../../nbs/06b_arms.ipynb #910ac986
 def mix_arm(info: dict) -> str:
     """Arm name of a stage-5 mixed set: `synthetic:<generator>`, with `×<ratio>` for a dose-sweep
     ratio."""

@@ -19,8 +19,8 @@ from .translation import CycleGANTranslator, TranslationSettings
 from .policies import augment, build_policy, preview_grid, validate_policy
 
 # %% auto #0
-__all__ = ['DEFAULT_POLICY', 'INPUTS', 'AugmentationConfig', 'reference_banks', 'translate_synthetic', 'run_augmentation',
-           'preview_images']
+__all__ = ['DEFAULT_POLICY', 'INPUTS', 'AugmentationConfig', 'reference_banks', 'translate_synthetic', 'preview_images',
+           'run_augmentation']
 
 # %% ../../nbs/04_augmentation.ipynb #29c9df49
 DEFAULT_POLICY = {'hflip': {'p': 0.5}, 'affine': {'p': 0.7, 'degrees': 8, 'translate': 0.05,
@@ -29,6 +29,7 @@ DEFAULT_POLICY = {'hflip': {'p': 0.5}, 'affine': {'p': 0.7, 'degrees': 8, 'trans
                   'contrast': {'p': 0.5, 'range': [0.85, 1.15]},
                   'noise': {'p': 0.3, 'std': 0.015}}
 
+# %% ../../nbs/04_augmentation.ipynb #43ed0090
 @stage_config
 class AugmentationConfig:
     "Parameters of stage 4."
@@ -77,6 +78,15 @@ def translate_synthetic(syn: dict, # stage 3's kept synthetic set (images, label
     images[rows] = translator.translate(syn['images'][rows])
     return {**syn, 'images': images}, translator
 
+# %% ../../nbs/04_augmentation.ipynb #24a67568
+def _w1(images, train) -> float|None:
+    """Wasserstein-1 distance, in grey levels, between the pixels of `images` and of the real
+    training images."""
+    return (round(float(wasserstein_distance(images.reshape(-1), train['images'].reshape(-1))),
+                  3) if len(images)
+            else None)
+
+# %% ../../nbs/04_augmentation.ipynb #20422d5f
 def _record_translation(run, translator, raw: dict, translated: dict, train: dict):
     """Save the translator, its metrics and a figure: source, translated and cycled images, and the
     losses."""
@@ -113,9 +123,39 @@ def _record_translation(run, translator, raw: dict, translated: dict, train: dic
 # error (`StageRun`).
 INPUTS = {'train': 'domain', 'profile': 'domain', 'synthetic_kept': 'evaluation'}
 
+# %% ../../nbs/04_augmentation.ipynb #a893d30a
 def _repeat(d: dict,
             copies: int) -> dict: return {k: np.concatenate([v] * copies) if copies else v[:0]
                                                    for k, v in d.items()}
+
+# %% ../../nbs/04_augmentation.ipynb #a223829f
+def preview_images(syn: dict, train: dict, n: int = 6) -> tuple:
+    ("`(images, masks, what)`: up to `n` evenly spaced kept synthetic images to preview the policy "
+     "on, "
+     "or real training images when stage 3 kept none.")
+    src, what = (syn, 'synthetic') if len(syn['images']) else (train,
+                                                               'real (no synthetic image was kept)')
+    idx = np.linspace(0, len(src['images']) - 1, min(n, len(src['images']))).astype(int)
+    masks = src['masks'] if 'masks' in src else np.zeros_like(src['images'])
+    return src['images'][idx], masks[idx], what
+
+# %% ../../nbs/04_augmentation.ipynb #5baa349e
+def _save_previews(run, cfg, syn, train, after, refs):
+    images, masks, what = preview_images(syn, train)
+    fig = preview_grid({'policy': cfg.policy}, images, masks, **refs, draws=3, seed=cfg.seed + 100,
+                       device=run.device,
+                       title=f'policy preview on {what} images: the same images, three draws')
+    run.save_figure('preview', fig)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(4.5, 2.6))
+    for label, a in (('synthetic before', syn['images']), ('synthetic after', after),
+                     ('real train', train['images'])):
+        ax.hist(a.reshape(-1), bins=64, range=(0, 255), density=True, histtype='step', label=label)
+    ax.set_title('intensity before / after')
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    run.save_figure('histograms', fig)
+    plt.close(fig)
 
 # %% ../../nbs/04_augmentation.ipynb #cd3f7d4a
 def run_augmentation(cfg: AugmentationConfig, upstream_dir=None, out_dir=None) -> StageResult:
@@ -148,40 +188,3 @@ def run_augmentation(cfg: AugmentationConfig, upstream_dir=None, out_dir=None) -
                                                      'after': _w1(s['images'], train)}})
         _save_previews(run, cfg, raw, train, s['images'], refs)
     return stage_result('augmentation', run.out_dir)
-
-# %% ../../nbs/04_augmentation.ipynb #24a67568
-def _w1(images, train) -> float|None:
-    """Wasserstein-1 distance, in grey levels, between the pixels of `images` and of the real
-    training images."""
-    return (round(float(wasserstein_distance(images.reshape(-1), train['images'].reshape(-1))),
-                  3) if len(images)
-            else None)
-
-# %% ../../nbs/04_augmentation.ipynb #a223829f
-def preview_images(syn: dict, train: dict, n: int = 6) -> tuple:
-    ("`(images, masks, what)`: up to `n` evenly spaced kept synthetic images to preview the policy "
-     "on, "
-     "or real training images when stage 3 kept none.")
-    src, what = (syn, 'synthetic') if len(syn['images']) else (train,
-                                                               'real (no synthetic image was kept)')
-    idx = np.linspace(0, len(src['images']) - 1, min(n, len(src['images']))).astype(int)
-    masks = src['masks'] if 'masks' in src else np.zeros_like(src['images'])
-    return src['images'][idx], masks[idx], what
-
-# %% ../../nbs/04_augmentation.ipynb #5baa349e
-def _save_previews(run, cfg, syn, train, after, refs):
-    images, masks, what = preview_images(syn, train)
-    fig = preview_grid({'policy': cfg.policy}, images, masks, **refs, draws=3, seed=cfg.seed + 100,
-                       device=run.device,
-                       title=f'policy preview on {what} images: the same images, three draws')
-    run.save_figure('preview', fig)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(4.5, 2.6))
-    for label, a in (('synthetic before', syn['images']), ('synthetic after', after),
-                     ('real train', train['images'])):
-        ax.hist(a.reshape(-1), bins=64, range=(0, 255), density=True, histtype='step', label=label)
-    ax.set_title('intensity before / after')
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    run.save_figure('histograms', fig)
-    plt.close(fig)

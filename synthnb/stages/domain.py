@@ -9,7 +9,6 @@ from dataclasses import field
 
 import numpy as np
 import matplotlib.pyplot as plt
-from scipy import ndimage
 
 from typing import Annotated
 from ..core.config import did_you_mean
@@ -20,11 +19,11 @@ from ..core.images import image_grid
 from ..core.dataset_cards import load_card
 from ..core.data import DataError
 from ..core.sources import load_source
+from .profiling import profile_domain
 
 # %% auto #0
 __all__ = ['INPUTS', 'class_counts', 'DomainConfig', 'load_real', 'check_counts', 'carve_scarce', 'carve_validation',
-           'image_hashes', 'take_all', 'texture_stats', 'intensity_stats', 'defect_stats', 'profile_domain',
-           'card_profile', 'run_domain']
+           'image_hashes', 'take_all', 'card_profile', 'run_domain']
 
 # %% ../../nbs/01_domain.ipynb #512d0991
 def class_counts(
@@ -190,59 +189,6 @@ def take_all(labels: np.ndarray, # pool labels
     if groups is not None: free &= ~np.isin(groups, groups[val_index])
     return np.flatnonzero(free & np.isin(labels, [c for c, n in counts.items() if n is None]))
 
-# %% ../../nbs/01_domain.ipynb #06248b41
-def texture_stats(images: np.ndarray) -> dict:
-    "Mean gradient magnitude and high-frequency energy share of uint8 images."
-    x = images.astype(np.float32) / 255
-    grad = np.hypot(ndimage.sobel(x, axis=1), ndimage.sobel(x, axis=2)).mean()
-    spec = np.abs(np.fft.fftshift(np.fft.fft2(x - x.mean((1, 2), keepdims=True)), axes=(1, 2))) ** 2
-    h, w = x.shape[1:]
-    yy, xx = np.mgrid[:h, :w]
-    r = np.hypot(yy - h / 2, xx - w / 2)
-    return {'gradient_mean': float(grad),
-            'high_freq_share': float(spec[:, r > min(h, w)/4].sum() / spec.sum())}
-
-# %% ../../nbs/01_domain.ipynb #6e213b75
-def intensity_stats(images: np.ndarray) -> dict:
-    "Mean, std and percentiles of pixel intensities (0–255)."
-    v = images.reshape(-1).astype(np.float32)
-    p5, p50, p95 = np.percentile(v, [5, 50, 95])
-    return {'mean': float(v.mean()), 'std': float(v.std()), 'p5': float(p5), 'p50': float(p50),
-            'p95': float(p95)}
-
-# %% ../../nbs/01_domain.ipynb #d3eb931b
-def defect_stats(images: np.ndarray, masks: np.ndarray) -> dict:
-    "Mask area fraction and defect-minus-surface intensity over images with a non-empty mask."
-    has = masks.reshape(len(masks), -1).any(1)
-    if not has.any(): return {'n_masked': 0}
-    im, mk = images[has].astype(np.float32), masks[has].astype(bool)
-    ring = np.stack([ndimage.binary_dilation(m, iterations=3) & ~m for m in mk])
-    delta = [im[i][mk[i]].mean() - im[i][ring[i]].mean() for i in range(len(im)) if ring[i].any()]
-    return {'n_masked': int(has.sum()), 'area_mean': float(mk.mean((1, 2)).mean()),
-            'area_p90': float(np.percentile(mk.mean((1, 2)), 90)),
-            'contrast_mean': float(np.mean(delta)), 'contrast_std': float(np.std(delta))}
-
-# %% ../../nbs/01_domain.ipynb #14105ac6
-def profile_domain(pool: dict, train: dict, val: dict, test: dict, classes: list) -> dict:
-    """Image counts per split and class, rare class, intensity, texture and (for defects) mask
-    statistics."""
-    counts = {split: {classes[c]: int((d['labels'] == c).sum()) for c in range(len(
-        classes))} for split, d in
-              (('pool', pool), ('train', train), ('val', val), ('test', test))}
-    prof = {'classes': classes, 'counts': counts, 'image_shape': list(train['images'].shape[1:]),
-            'rare_class': min(counts['pool'], key=counts['pool'].get),
-            'imbalance_ratio': max(counts['pool'].values()) / max(1, min(counts['pool'].values())),
-            'intensity': {classes[c]: intensity_stats(train['images'][train['labels'] == c])
-                          for c in range(len(classes))},
-            'texture': {classes[c]: texture_stats(train['images'][train[
-                'labels'] == c]) for c in range(len(classes))}}
-    if 'type' in pool:
-        types, n = np.unique(pool['type'], return_counts=True)
-        prof['defect_types'] = dict(zip(types.tolist(), n.tolist()))
-        prof['rare_defect_type'] = str(types[np.argmin(n)])
-    if 'masks' in pool: prof['defects'] = defect_stats(train['images'], train['masks'])
-    return prof
-
 # %% ../../nbs/01_domain.ipynb #d5ec9abe
 def card_profile(card: dict, # a checked card (`synthnb.core.dataset_cards.load_card`)
                  dataset: str, # the dataset's name
@@ -256,11 +202,41 @@ def card_profile(card: dict, # a checked card (`synthnb.core.dataset_cards.load_
             'roles': {'normal_class': card['normal_class'] or None,
                       'simulator': card['simulator'] or None}}
 
+# %% ../../nbs/01_domain.ipynb #96470b90
+def _save_domain_figures(run, pool, train, val, test, classes):
+    fig, ax = plt.subplots(1, 2, figsize=(9, 2.8))
+    width = 0.2
+    for i, (name, d) in enumerate((('pool', pool), ('scarce train', train), ('val', val),
+                                   ('test', test))):
+        ax[0].bar(np.arange(len(classes)) + (i-1.5)*width,
+                  np.bincount(d['labels'], minlength=len(classes)), width,
+                  label=name)
+    ax[0].set_xticks(range(len(classes)), classes)
+    ax[0].set_yscale('log')
+    ax[0].set_title('class balance')
+    ax[0].legend(fontsize=7)
+    for c, name in enumerate(classes):
+        ax[1].hist(pool['images'][pool['labels'] == c].reshape(-1), bins=64, density=True,
+                   histtype='step', label=name)
+    ax[1].set_title('pixel intensity (pool)')
+    ax[1].legend(fontsize=7)
+    fig.tight_layout()
+    run.save_figure('class_balance_intensity', fig)
+    plt.close(fig)
+    rows = {f'{name}': train['images'][train['labels'] == c][:8] for c, name in enumerate(classes)}
+    rows.update({f'mean {name}': pool['images'][pool['labels'] == c].mean(0, keepdims=True).astype(
+        np.uint8)
+                 for c, name in enumerate(classes)})
+    fig = image_grid(rows, ncols=8, title='scarce training images and class means')
+    run.save_figure('examples', fig)
+    plt.close(fig)
+
 # %% ../../nbs/01_domain.ipynb #f4f40635
 # What stage 1 consumes: artifact (or glob) -> the stage that writes it; reading anything else is an
 # error (`StageRun`).
 INPUTS = {}  # it reads the dataset its card names
 
+# %% ../../nbs/01_domain.ipynb #4cac3399
 def run_domain(cfg: DomainConfig, upstream_dir=None, out_dir=None) -> StageResult:
     "Stage 1: load, carve (train, val), profile and save the real data."
     with StageRun('domain', cfg, None, out_dir, inputs=INPUTS) as run:
@@ -292,32 +268,3 @@ def run_domain(cfg: DomainConfig, upstream_dir=None, out_dir=None) -> StageResul
                             'imbalance_ratio': profile['imbalance_ratio']})
         _save_domain_figures(run, pool, train, val, test, classes)
     return stage_result('domain', run.out_dir)
-
-# %% ../../nbs/01_domain.ipynb #96470b90
-def _save_domain_figures(run, pool, train, val, test, classes):
-    fig, ax = plt.subplots(1, 2, figsize=(9, 2.8))
-    width = 0.2
-    for i, (name, d) in enumerate((('pool', pool), ('scarce train', train), ('val', val),
-                                   ('test', test))):
-        ax[0].bar(np.arange(len(classes)) + (i-1.5)*width,
-                  np.bincount(d['labels'], minlength=len(classes)), width,
-                  label=name)
-    ax[0].set_xticks(range(len(classes)), classes)
-    ax[0].set_yscale('log')
-    ax[0].set_title('class balance')
-    ax[0].legend(fontsize=7)
-    for c, name in enumerate(classes):
-        ax[1].hist(pool['images'][pool['labels'] == c].reshape(-1), bins=64, density=True,
-                   histtype='step', label=name)
-    ax[1].set_title('pixel intensity (pool)')
-    ax[1].legend(fontsize=7)
-    fig.tight_layout()
-    run.save_figure('class_balance_intensity', fig)
-    plt.close(fig)
-    rows = {f'{name}': train['images'][train['labels'] == c][:8] for c, name in enumerate(classes)}
-    rows.update({f'mean {name}': pool['images'][pool['labels'] == c].mean(0, keepdims=True).astype(
-        np.uint8)
-                 for c, name in enumerate(classes)})
-    fig = image_grid(rows, ncols=8, title='scarce training images and class means')
-    run.save_figure('examples', fig)
-    plt.close(fig)

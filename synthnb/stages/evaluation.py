@@ -7,29 +7,27 @@ from __future__ import annotations
 import json
 from dataclasses import field
 from typing import Literal
-
 import numpy as np
-import matplotlib.pyplot as plt
 
 from ..core.parameters import (Count, NonNegative, Positive, PositiveInt, Probability, Seed,
                                      stage_config)
 from ..core.store import StageResult, StageRun, stage_result
-from ..core.images import image_grid
-from ..core.models import check_augment, fit_classifier, predict_proba
+from ..core.augments import check_augment
+from ..core.models import fit_classifier
 from .metrics import (bootstrap_interval, frechet_distance, kernel_distance,
-                                    kid_interval, memorisation,
-                             nearest, pixel_wasserstein, prdc, prdc_intervals,
-                             projected_wasserstein, proxy_scores, real_hit_fraction)
-from .filtering import select_synthetic, shrink
-from .gate import detector_auc, fail_with_refiner, gate_verdict
+                                    kid_interval, memorisation, pixel_wasserstein, prdc,
+                                    prdc_intervals, projected_wasserstein, proxy_scores,
+                                    real_hit_fraction)
+from .filtering import shrink
+from .gate import detector_auc
 from .features import (FeatureSpaceUnavailable, inception_features, inception_network,
-                                     network_features,
-                              random_features, standardise)
+                                     network_features, random_features, standardise)
 from .review import export_review_pack
+from .evaluation_outputs import _filter, _save_figures, real_halves
 
 # %% auto #0
-__all__ = ['INPUTS', 'EvaluationConfig', 'feature_spaces', 'set_distances', 'compare', 'generator_metrics', 'real_halves',
-           'real_reference', 'fd_ratio', 'run_evaluation']
+__all__ = ['INPUTS', 'EvaluationConfig', 'feature_spaces', 'set_distances', 'compare', 'generator_metrics', 'real_reference',
+           'fd_ratio', 'run_evaluation']
 
 # %% ../../nbs/03_evaluation.ipynb #ee4f7481
 @stage_config
@@ -178,15 +176,6 @@ def generator_metrics(feats: dict, syn: dict, real: dict, train: dict, val: dict
             out['per_class'][name] = compare(feats, s, t, syn['images'], real['images'], cfg)
     return out
 
-# %% ../../nbs/03_evaluation.ipynb #d2985f34
-def real_halves(labels: np.ndarray, seed: int = 0) -> np.ndarray:
-    """A class-stratified random half of the rows (boolean mask): the real-vs-real reference's first
-    half."""
-    rng, a = np.random.default_rng(seed), []
-    for c in np.unique(labels): a += list((idx := rng.permutation(np.flatnonzero(labels == c)))[
-        :len(idx) // 2])
-    return np.isin(np.arange(len(labels)), a)
-
 # %% ../../nbs/03_evaluation.ipynb #1d4221ed
 def real_reference(feats_real: dict, real: dict, cfg: EvaluationConfig) -> dict:
     """The same metrics, with intervals, between the two halves (`real_halves`) of the real
@@ -215,6 +204,7 @@ def fd_ratio(
 INPUTS = {'train': 'domain', 'val': 'domain', 'profile': 'domain', 'synthetic': 'generation',
           'provenance': 'generation'}
 
+# %% ../../nbs/03_evaluation.ipynb #28327228
 def run_evaluation(cfg: EvaluationConfig, upstream_dir=None, out_dir=None) -> StageResult:
     ("Stage 3: quality metrics, proxy scores, review pack and filter of every generator's output "
      "against the scarce real set (and the real validation set).")
@@ -285,113 +275,3 @@ def run_evaluation(cfg: EvaluationConfig, upstream_dir=None, out_dir=None) -> St
                                  'n_images': len(key)}
         _save_figures(run, cfg, syn, train, val)
     return stage_result('evaluation', run.out_dir)
-
-# %% ../../nbs/03_evaluation.ipynb #36b442da
-def _filter(run, cfg, clf, syn, train, val, domain_feats):
-    sel = select_synthetic(syn['images'], syn['labels'], train['images'], val['images'],
-                           predict_proba(clf, shrink(syn['images'], cfg.classifier_size),
-                                         device=run.device),
-                           *domain_feats, cfg.copy_quantile, cfg.copy_factor,
-                           cfg.contradiction_confidence,
-                           cfg.realism_quantile, cfg.prdc_k, train['labels'], val['labels'])
-    run.save_arrays('synthetic_keep', keep=sel['keep'], reason=sel['reason'],
-                    generator=syn['generator'],
-                    copy_distance=sel['copy_distance'], realism_distance=sel['realism_distance'])
-    per = {str(g): {'n': int((k := syn['generator'] == g).sum()), 'kept': int(sel['keep'][k].sum()),
-                    **{str(r): int(n) for r,
-                       n in zip(*np.unique(sel['reason'][k & ~sel['keep']], return_counts=True))}}
-           for g in np.unique(syn['generator'])}
-    prov = json.loads(run.artifact_path('provenance').read_text()) if run.has_artifact(
-        'provenance') else {}
-    # the kept share counts the images a generator made: not the real training images it returns for
-    # some classes
-    # (paste's defect-free samples are the real tiles, which the filter drops as copies by design)
-    made = {g: (syn['generator'] == g) & ~np.isin(syn['labels'],
-                                                  (prov.get(g) or {}).get('real_copies', []))
-            for g in per}
-    dropped = lambda g: dict(zip(*np.unique(sel['reason'][made[g] & ~sel['keep']],
-                                            return_counts=True)))
-    gate = ({g: gate_verdict(run.metrics['generators'][g], int(sel['keep'][made[g]].sum()),
-                             int(made[g].sum()),
-                             val['labels'], cfg, run.metrics['proxy_real_reference'],
-                             {str(r): int(c) for r, c in dropped(g).items()}) for g in per}
-            if cfg.gate != 'off' else {})
-    fail_with_refiner(gate, prov)
-    failed = [g for g, v in gate.items() if v['verdict'] == 'failed']
-    run.metrics['gate'] = {'mode': cfg.gate, 'generators': gate, 'failed': failed}
-    # what the later stages use: the images that passed (or all, when the filter only flags), of
-    # generators that
-    # passed the gate (or all, when it only flags)
-    kept = sel['keep'] if cfg.apply_filter else np.ones_like(sel['keep'])
-    if cfg.gate == 'enforce': kept &= ~np.isin(syn['generator'], failed)
-    run.save_arrays('synthetic_kept',
-                    **{k: syn[k][kept] for k in ('images', 'labels', 'masks', 'generator')})
-    run.metrics['filtering'] = {'copy_threshold': sel['copy_threshold'],
-                                'realism_threshold': sel['realism_threshold'],
-                                'contradiction_confidence': cfg.contradiction_confidence,
-                                'per_generator': per,
-                                'applied': cfg.apply_filter, 'n_passed_on': int(kept.sum())}
-    drop = np.flatnonzero(~sel['keep'])
-    rows = {f'{r} ({g})': syn['images'][[i for i in drop if sel['reason'][i] == r
-                                         and syn['generator'][i] == g][:cfg.n_pairs]]
-            for r in np.unique(sel['reason'][drop]) for g in np.unique(syn['generator'][drop])}
-    rows = {k: v for k, v in rows.items() if len(v)} or {'nothing dropped': syn['images'][:0]}
-    fig = image_grid(rows, ncols=cfg.n_pairs,
-                     title='dropped synthetic samples, by reason (generator)')
-    run.save_figure('dropped', fig)
-    plt.close(fig)
-
-# %% ../../nbs/03_evaluation.ipynb #4b52e89b
-def _save_figures(run, cfg, syn, train, val):
-    gens, ref = list(run.metrics['generators']), run.metrics['reference_real_halves']
-    spaces = [s for s in ref if s != 'pixel']
-    keys = ('fd', 'kid', 'precision', 'coverage')
-    fig, ax = plt.subplots(len(spaces), len(keys), figsize=(2.6 * len(keys), 2.1 * len(spaces)),
-                           squeeze=False)
-    for i, s in enumerate(spaces):
-        for j, k in enumerate(keys):
-            blocks = [ref[s]] + [run.metrics['generators'][g]['overall'][s] for g in gens]
-            v = np.array([b.get(k, np.nan) for b in blocks])
-            iv = np.array([b.get('intervals', {}).get(k, (np.nan,
-                                                          np.nan)) for b in blocks]).reshape(-1, 2)
-            ax[i, j].bar(['real halves'] + gens, v,
-                         yerr=np.clip([v - iv[:, 0], iv[:, 1] - v], 0, None),
-                         color=['grey'] + [f'C{n}' for n in range(len(gens))], capsize=2)
-            ax[i, j].set_title(f'{k} · {s}', fontsize=9)
-            ax[i, j].tick_params(labelsize=7)
-            # several generator names side by side would overlap
-            plt.setp(ax[i, j].get_xticklabels(), rotation=40, ha='right')
-    fig.tight_layout()
-    run.save_figure('distances', fig)
-    plt.close(fig)
-    d_real, _ = nearest(val['images'], train['images'])
-    fig, ax = plt.subplots(figsize=(5, 2.4))
-    ax.hist(d_real, bins=20, alpha=.5, color='grey', label='held-out real (val) → nearest real',
-            density=True)
-    pairs = {}
-    for n, g in enumerate(gens):
-        im = syn['images'][syn['generator'] == g]
-        d, j = nearest(im, train['images'])
-        o = np.argsort(d)[: cfg.n_pairs]
-        ax.hist(d, bins=20, alpha=.5, color=f'C{n}', label=f'{g} → nearest real', density=True)
-        pairs[f'{g}'], pairs['nearest real' + ' ' * n] = im[o], train['images'][j[o]]
-    for n, (thr, lab) in enumerate(((run.metrics['filtering']['copy_threshold'],
-                                     'filter: near-duplicate'),
-                                    (run.metrics['filtering']['copy_threshold'] / cfg.copy_factor,
-                                     f'memorisation flag ({cfg.copy_quantile:.0%} of val)'))):
-        ax.axvline(thr, color='k', ls=('--', ':')[n], lw=1, label=lab)
-    ax.set_xlabel('nearest training image distance (pixel RMS)')
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    run.save_figure('memorisation', fig)
-    plt.close(fig)
-    fig = image_grid(pairs, ncols=cfg.n_pairs, title='closest synthetic / real training pairs')
-    run.save_figure('closest_pairs', fig)
-    plt.close(fig)
-    if run.metrics['gate']['generators']:  # each generator's samples beside its verdict
-        rows = {f"{g}: {v['verdict']}": syn['images'][syn['generator'] == g][:cfg.n_pairs]
-                for g, v in run.metrics['gate']['generators'].items()}
-        fig = image_grid(rows, ncols=cfg.n_pairs,
-                         title=f"quality gate ({run.metrics['gate']['mode']})")
-        run.save_figure('gate', fig)
-        plt.close(fig)

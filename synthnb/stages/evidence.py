@@ -20,6 +20,7 @@ def t_interval(values, level: float = 0.95) -> tuple:
     half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
     return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
 
+# %% ../../nbs/06c_evidence.ipynb #30c25fa1
 def paired_delta(a, b, level: float = 0.95) -> dict:
     "Mean of the unit-wise differences `a - b` with its t-interval."
     a, b = np.asarray(a, float), np.asarray(b, float)

@@ -46,6 +46,7 @@ def standardise(f: np.ndarray, ref: np.ndarray) -> np.ndarray:
 # torch-fidelity's FID Inception-v3 weights
 INCEPTION_FILE = 'weights-inception-2015-12-05-6726825d.pth'
 
+# %% ../../nbs/03e_features.ipynb #1bd7a4d6
 class FeatureSpaceUnavailable(RuntimeError):
     "A feature space that cannot be built on this machine (package or weights missing)."
 

@@ -34,6 +34,7 @@ def knn_realism(f_syn: np.ndarray, f_real: np.ndarray, # features in one space
                                       1).values.numpy(), torch.cdist(r, r).kthvalue(
                                           k + 1, 1).values.numpy()
 
+# %% ../../nbs/03c_filtering.ipynb #a181fa21
 def filter_reasons(labels: np.ndarray, # synthetic labels (N,)
                    proba: np.ndarray, # domain classifier probabilities (N, C)
                    # nearest-training-image distance, and its limit

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from ..core.models import roc_auc
+from ..core.classifier_metrics import roc_auc
 
 # %% auto #0
 __all__ = ['auc_interval', 'detector_auc', 'fd_ratio_reason', 'gate_verdict', 'fail_with_refiner']

@@ -64,7 +64,7 @@ class GenerationConfig:
             raise ValueError("the external generator needs generation.external.path: "
                              "a folder (one sub-folder per class) or an .npz of images and labels")
 
-# %% ../../nbs/02_generation.ipynb #260e0f6d
+# %% ../../nbs/02_generation.ipynb #ed43dcc8
 def sample_counts(cfg: GenerationConfig, classes: list) -> dict:
     "Images to generate per class index."
     for k in cfg.class_counts:
@@ -74,6 +74,7 @@ def sample_counts(cfg: GenerationConfig, classes: list) -> dict:
     return {i: int(cfg.class_counts.get(c, cfg.n_synthetic_per_class)) for i,
             c in enumerate(classes)}
 
+# %% ../../nbs/02_generation.ipynb #83a9db4d
 def request_labels(counts: dict) -> np.ndarray:
     "One label per requested image."
     return np.concatenate([np.full(n, c, dtype=np.int64) for c,
@@ -95,7 +96,7 @@ def check_samples(out: dict, labels: np.ndarray, image_shape: tuple, name: str) 
         raise ValueError(f"generator {name!r} returned labels that differ from the request")
     return out
 
-# %% ../../nbs/02_generation.ipynb #6281025a
+# %% ../../nbs/02_generation.ipynb #6e3b9598
 def smooth(x, k: int = 20) -> np.ndarray:
     "Moving average over `k` steps (shorter at the start)."
     x = np.asarray(x, float)
@@ -104,6 +105,7 @@ def smooth(x, k: int = 20) -> np.ndarray:
                                        i + 1 - k)]) / (i + 1 - max(0, i + 1 - k)) for i in range(
                                            len(x))])
 
+# %% ../../nbs/02_generation.ipynb #a8da560f
 def plot_losses(losses: dict, # generator -> {series: [loss per step]}
                ):
     "One panel per generator with its loss curves."
@@ -135,11 +137,12 @@ def _tune(run: StageRun, cfg: GenerationConfig, gen) -> dict|None:
     plt.close(fig)
     return tuned
 
-# %% ../../nbs/02_generation.ipynb #a06daa80
+# %% ../../nbs/02_generation.ipynb #d5bbee65
 # What stage 2 consumes: artifact (or glob) -> the stage that writes it; reading anything else is an
 # error (`StageRun`).
 INPUTS = {'train': 'domain', 'val': 'domain', 'profile': 'domain'}
 
+# %% ../../nbs/02_generation.ipynb #6734313a
 def run_generation(cfg: GenerationConfig, upstream_dir=None, out_dir=None) -> StageResult:
     "Stage 2: fit generators and sample synthetic images."
     with StageRun('generation', cfg, upstream_dir, out_dir, inputs=INPUTS) as run:

@@ -177,6 +177,7 @@ def satterthwaite_df(chain_var: float, # chain component of the variance (R - 1 
 # %% ../../nbs/06d_inference.ipynb #4c969061
 METHOD = 'chains + shared test groups: t with Satterthwaite df'
 
+# %% ../../nbs/06d_inference.ipynb #9e269f27
 def delta_interval(d: ChainDeltas, # from `chain_deltas`
                    arm: str, # an arm other than the reference
                    level: float = 0.95) -> dict:

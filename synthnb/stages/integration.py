@@ -21,8 +21,11 @@ __all__ = ['SOURCES', 'STRATEGIES', 'INPUTS', 'IntegrationConfig', 'check_consis
 
 # %% ../../nbs/05_integration.ipynb #ea07b8c4
 SOURCES = ('synthetic_aug', 'synthetic_kept')
+
+# %% ../../nbs/05_integration.ipynb #84276b1b
 STRATEGIES = ('mix', 'curriculum', 'pretrain_finetune')
 
+# %% ../../nbs/05_integration.ipynb #a4e0c7e0
 @stage_config
 class IntegrationConfig:
     "Parameters of stage 5."
@@ -112,11 +115,33 @@ def integrate(real: dict, syn: dict, ratio: float, n_classes: int, balance: bool
 INPUTS = {'train': 'domain', 'profile': 'domain', 'synthetic_kept': 'evaluation',
           'synthetic_aug': 'augmentation'}
 
+# %% ../../nbs/05_integration.ipynb #31b8f49f
 def _synthetic_rows(run: StageRun, cfg: IntegrationConfig) -> dict:
     "The chosen synthetic source (`cfg.source`): images, labels and generator of each row."
     syn = run.read_arrays(cfg.source)
     return {'images': syn['images'], 'labels': syn['labels'],
             'generator': syn['generator'].astype(str)}
+
+# %% ../../nbs/05_integration.ipynb #2aef6335
+def _composition_figure(run, counts, classes, cfg):
+    fig, ax = plt.subplots(figsize=(min(12, 1.6 + 1.4 * len(counts)), 2.6))
+    x = np.arange(len(counts))
+    w = 0.8 / len(classes)
+    for i, c in enumerate(classes):
+        real = [counts[m]['real'][c] for m in counts]
+        syn = [counts[m]['synthetic'][c] for m in counts]
+        ax.bar(x + i*w, real, w, color=f'C{i}', label=f'real {c}')
+        ax.bar(x + i*w, syn, w, bottom=real, color=f'C{i}', alpha=0.45, label=f'synthetic {c}')
+    ax.set_xticks(x + w*(len(classes)-1)/2,
+                  [m.replace('train_mix__', '').replace('train_mix',
+                                                        'all').replace(
+                                                            '__x', ' ×') for m in counts],
+                  fontsize=8, rotation=30 if len(counts) > 4 else 0)
+    ax.set_title(f'training sets (ratio {cfg.ratio:g})')
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    run.save_figure('composition', fig)
+    plt.close(fig)
 
 # %% ../../nbs/05_integration.ipynb #6aad3cb1
 def run_integration(cfg: IntegrationConfig, upstream_dir=None, out_dir=None) -> StageResult:
@@ -151,24 +176,3 @@ def run_integration(cfg: IntegrationConfig, upstream_dir=None, out_dir=None) -> 
                                           for kind, s in (('real', False), ('synthetic', True))}
         _composition_figure(run, run.metrics['counts'], classes, cfg)
     return stage_result('integration', run.out_dir)
-
-# %% ../../nbs/05_integration.ipynb #2aef6335
-def _composition_figure(run, counts, classes, cfg):
-    fig, ax = plt.subplots(figsize=(min(12, 1.6 + 1.4 * len(counts)), 2.6))
-    x = np.arange(len(counts))
-    w = 0.8 / len(classes)
-    for i, c in enumerate(classes):
-        real = [counts[m]['real'][c] for m in counts]
-        syn = [counts[m]['synthetic'][c] for m in counts]
-        ax.bar(x + i*w, real, w, color=f'C{i}', label=f'real {c}')
-        ax.bar(x + i*w, syn, w, bottom=real, color=f'C{i}', alpha=0.45, label=f'synthetic {c}')
-    ax.set_xticks(x + w*(len(classes)-1)/2,
-                  [m.replace('train_mix__', '').replace('train_mix',
-                                                        'all').replace(
-                                                            '__x', ' ×') for m in counts],
-                  fontsize=8, rotation=30 if len(counts) > 4 else 0)
-    ax.set_title(f'training sets (ratio {cfg.ratio:g})')
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    run.save_figure('composition', fig)
-    plt.close(fig)

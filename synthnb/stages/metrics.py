@@ -9,7 +9,8 @@ import torch
 from scipy import linalg
 from scipy.stats import wasserstein_distance
 
-from ..core.models import classification_metrics, fit_classifier, predict_proba
+from ..core.classifier_metrics import classification_metrics
+from ..core.models import fit_classifier, predict_proba
 
 # %% auto #0
 __all__ = ['covariance', 'frechet_distance', 'poly_mmd2', 'kernel_distance', 'bootstrap_interval', 'kid_interval',
@@ -33,6 +34,7 @@ def _check_sets(f1, f2, least: int = 2):
         f"need at least {least} samples per set, "
                                                             f"got {len(f1)} and {len(f2)}")
 
+# %% ../../nbs/03a_metrics.ipynb #7169e898
 def frechet_distance(f1: np.ndarray, # features (N, D) of the first set
                      f2: np.ndarray, # features (M, D) of the second set
                      # Ledoit–Wolf covariances (see `covariance`) instead of sample ones
@@ -58,6 +60,7 @@ def poly_mmd2(f1: np.ndarray, f2: np.ndarray, degree: int = 3, coef: float = 1.0
     return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1))
                  + (kyy.sum() - np.trace(kyy)) / (n * (n - 1)) - 2 * kxy.mean())
 
+# %% ../../nbs/03a_metrics.ipynb #7f7f76a2
 def kernel_distance(f1: np.ndarray, f2: np.ndarray,
                     n_subsets: int = 50, # random subsets averaged
                     subset_size: int = 1000, # samples per subset, capped by the smaller set
@@ -110,6 +113,7 @@ def pixel_wasserstein(a: np.ndarray, b: np.ndarray, # uint8 image sets
                                                      replace=False)]
     return float(wasserstein_distance(pick(a), pick(b)))
 
+# %% ../../nbs/03a_metrics.ipynb #cc3dc9ca
 def projected_wasserstein(f1: np.ndarray, f2: np.ndarray,
                           n_projections: int = 64, # random unit directions
                           seed: int = 0) -> float:
@@ -168,6 +172,7 @@ def nearest(query: np.ndarray, ref: np.ndarray, # images (N, H, W) or features (
     v, i = d.min(1)
     return v.numpy(), i.numpy()
 
+# %% ../../nbs/03a_metrics.ipynb #8d511a90
 def memorisation(
     # uint8 images: synthetic, and the real images generators fitted on
     syn: np.ndarray, train: np.ndarray,

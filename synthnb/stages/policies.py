@@ -30,6 +30,7 @@ def _pair(v): return (float(v[0]), float(v[1])) if isinstance(v,
                                                               (list,
                                                                tuple)) else (float(v), float(v))
 
+# %% ../../nbs/04c_policies.ipynb #714f07bd
 class RandomOp(torch.nn.Module):
     """Apply `fn(x, m, ref, **params) -> (x, m)` to each image with probability `p`, params drawn
     per image."""
@@ -69,16 +70,19 @@ def elastic_warp(x, m, ref, alpha, # (B,) strength of the displacement
 # %% ../../nbs/04c_policies.ipynb #8ba3ecca
 def _deg(d): return tuple(map(float, d)) if isinstance(d, (list, tuple)) else float(d)  # kornia: ±d
 
+# %% ../../nbs/04c_policies.ipynb #b241f94d
 def _bank(banks, key, op):
     if not banks or banks.get(key) is None or not len(banks[key]):
         raise ValueError(f"{op!r} needs reference images: pass build_policy(..., {key}=uint8 "
                          "images)")
     return banks[key]
 
+# %% ../../nbs/04c_policies.ipynb #4d329277
 _affine = lambda p, degrees=0.0, translate=0.0, scale=(1.0, 1.0): K.RandomAffine(
     _deg(degrees), translate=_pair(translate) if translate else None, scale=_pair(scale),
     padding_mode='reflection', p=p)
 
+# %% ../../nbs/04c_policies.ipynb #55399a0c
 AUGMENTATIONS = {  # geometric: the mask moves with the image
     'hflip':      lambda p=0.5: K.RandomHorizontalFlip(p=p),
     'vflip':      lambda p=0.5: K.RandomVerticalFlip(p=p),
@@ -222,6 +226,7 @@ def validate_policy(policy: dict) -> dict:
 def _as_bank(images): return None if images is None else torch.from_numpy(
     np.ascontiguousarray(images, np.uint8)).float().div(255).unsqueeze(1)
 
+# %% ../../nbs/04c_policies.ipynb #945f2e13
 def build_policy(policy: dict, # operation -> settings, as in the experiment YAML
                  # uint8 (N, H, W) style targets for `fda` and `histmatch`
                  targets: np.ndarray|None = None,

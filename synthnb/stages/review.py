@@ -16,6 +16,7 @@ __all__ = ['REVIEW_COLUMNS', 'export_review_pack', 'read_review', 'import_review
 # %% ../../nbs/03b_review.ipynb #079fc5be
 REVIEW_COLUMNS = ('id', 'guess', 'plausibility', 'comment')
 
+# %% ../../nbs/03b_review.ipynb #d59ca1be
 def _review_items(real, syn, generators, n_real, n_per_generator, rng) -> list:
     items = [('real', 'real', int(i)) for i in rng.choice(len(real), min(n_real, len(real)),
                                                           replace=False)]
@@ -25,6 +26,27 @@ def _review_items(real, syn, generators, n_real, n_per_generator, rng) -> list:
                    int(i)) for i in rng.choice(idx, min(n_per_generator, len(idx)), replace=False)]
     return [items[i] for i in rng.permutation(len(items))]
 
+# %% ../../nbs/03b_review.ipynb #44ce65c1
+def _review_html(ids: list) -> str:
+    cells = ''.join(
+        f'<figure><img src="images/{i}.png" '
+        f'alt="{i}"><figcaption>{html.escape(i)}</figcaption></figure>' for i in ids)
+    return (
+        '''<!doctype html><html><head><meta charset="utf-8">'''
+        '''<title>Blinded image review</title><style>
+body{font-family:sans-serif;max-width:1100px;margin:2em auto} '''
+        '''figure{display:inline-block;margin:6px;text-align:center}
+img{width:160px;image-rendering:pixelated;border:1px solid #999}</style></head><body>
+'''
+        f'''<h1>Blinded image review</h1><p>Some of these {len(ids)} images are real, '''
+        '''some are synthetic, in random order.
+For each id, fill in <code>review.csv</code>: <b>guess</b> = '''
+        '''<code>real</code> or <code>synthetic</code>,
+<b>plausibility</b> = 1 (impossible) … 5 (fully plausible), '''
+        f'''and an optional <b>comment</b>.</p>{cells}</body></html>'''
+    )
+
+# %% ../../nbs/03b_review.ipynb #0708aaa3
 def export_review_pack(pack_dir, # folder to create: everything in it may be sent to the reviewer
                        real: np.ndarray, # uint8 real images (N, H, W)
                        syn: np.ndarray, # uint8 synthetic images (M, H, W)
@@ -53,26 +75,6 @@ def export_review_pack(pack_dir, # folder to create: everything in it may be sen
         w.writerows([rid, '', '', ''] for rid in key)
     (pack/'index.html').write_text(_review_html(list(key)))
     return key
-
-# %% ../../nbs/03b_review.ipynb #44ce65c1
-def _review_html(ids: list) -> str:
-    cells = ''.join(
-        f'<figure><img src="images/{i}.png" '
-        f'alt="{i}"><figcaption>{html.escape(i)}</figcaption></figure>' for i in ids)
-    return (
-        '''<!doctype html><html><head><meta charset="utf-8">'''
-        '''<title>Blinded image review</title><style>
-body{font-family:sans-serif;max-width:1100px;margin:2em auto} '''
-        '''figure{display:inline-block;margin:6px;text-align:center}
-img{width:160px;image-rendering:pixelated;border:1px solid #999}</style></head><body>
-'''
-        f'''<h1>Blinded image review</h1><p>Some of these {len(ids)} images are real, '''
-        '''some are synthetic, in random order.
-For each id, fill in <code>review.csv</code>: <b>guess</b> = '''
-        '''<code>real</code> or <code>synthetic</code>,
-<b>plausibility</b> = 1 (impossible) … 5 (fully plausible), '''
-        f'''and an optional <b>comment</b>.</p>{cells}</body></html>'''
-    )
 
 # %% ../../nbs/03b_review.ipynb #dd13d18c
 def read_review(csv_path) -> list:
@@ -124,6 +126,7 @@ def in_jupyterlab() -> bool:
     except ImportError: return False
     return bool(os.environ.get('JPY_SESSION_NAME')) and not os.environ.get('SYNTHNB_RUNNER')
 
+# %% ../../nbs/03b_review.ipynb #d1044fba
 def review_widget(pack_dir):
     "An ipywidgets reviewer that fills `pack_dir/review.csv` one image at a time."
     import ipywidgets as W

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage, stats
 
-from ..core.models import classification_metrics, fit_classifier, predict_proba
+from ..core.classifier_metrics import classification_metrics
+from ..core.models import fit_classifier, predict_proba
 
 # %% auto #0
 __all__ = ['SEVERITIES', 'corrupt', 'shift', 'robustness_metrics', 'mean_ci', 'artefact_detector']
@@ -17,6 +18,7 @@ __all__ = ['SEVERITIES', 'corrupt', 'shift', 'robustness_metrics', 'mean_ci', 'a
 # %% ../../nbs/06a_robustness.ipynb #3b2d4b0f
 SEVERITIES = {'noise': (8.0, 16.0, 32.0), 'blur': (0.6, 1.0, 1.6), 'contrast': (0.7, 0.5, 0.3)}
 
+# %% ../../nbs/06a_robustness.ipynb #8cb5eac7
 def corrupt(images: np.ndarray, kind: str, severity: int, seed: int = 0) -> np.ndarray:
     """Gaussian noise (σ in grey levels), Gaussian blur (σ in pixels) or contrast reduction
     (factor), at severity 1–3."""
@@ -31,6 +33,7 @@ def corrupt(images: np.ndarray, kind: str, severity: int, seed: int = 0) -> np.n
         x = m + (x - m) * s
     return np.clip(x, 0, 255).round().astype(np.uint8)
 
+# %% ../../nbs/06a_robustness.ipynb #21ccc002
 def shift(images: np.ndarray, gamma: float = 1.4, scale: float = 0.5) -> np.ndarray:
     """A domain-shifted copy: different exposure (gamma) and a lower acquisition resolution (down-
     then up-sampled)."""

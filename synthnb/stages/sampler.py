@@ -10,7 +10,8 @@ import numpy as np
 import torch
 import matplotlib.pyplot as plt
 
-from ..generators.diffusion import DiffusionGenerator, ddim_sample
+from ..generators.diffusion import DiffusionGenerator
+from ..generators.ddpm import ddim_sample
 from .features import random_features, standardise
 from ..core.images import to_uint8
 from .metrics import kernel_distance

@@ -28,6 +28,7 @@ def low_frequency_window(h: int, w: int, # image size
     beta = torch.as_tensor(beta, dtype=torch.float32, device=device).reshape(-1, 1, 1, 1)
     return (fy < beta) & (fx < beta)
 
+# %% ../../nbs/04a_style.ipynb #53667140
 def fourier_domain_adaptation(x: torch.Tensor, # float images (B, C, H, W) in [0, 1]
                               target: torch.Tensor, # style images, same shape
                               # window half-width in cycles/pixel, number or (B,); 0 → identity

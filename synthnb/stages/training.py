@@ -9,27 +9,29 @@ from dataclasses import field
 
 import numpy as np
 
-from ..core.store import StageResult, StageRun, finite, stage_result
-from .arms import arm_family, load_arms
+from ..core.files import finite
+from ..core.store import StageResult, StageRun, stage_result
+from .arm_results import (per_type_metrics, positive_class, prediction_arrays,
+                                        privacy_utility, robustness_subset, summarise_arms)
+from .arms import load_arms
 from .training_figures import privacy_figure, training_figures
-from .verdict import (HEADLINE_METRIC, headline, recommend, results_long,
-                                    results_table, summarise)
+from .verdict import headline, recommend, results_long, results_table
 from ..core.config import did_you_mean
 from ..core.parameters import (Count, Fraction, Positive, PositiveInt, Probability, Seed,
                                      stage_config)
-from ..core.models import (PRECISIONS, check_augment, classification_metrics, fit_classifier,
-                            predict_proba, roc_auc, val_threshold)
-from .robustness import artefact_detector, mean_ci, robustness_metrics
+from ..core.augments import check_augment
+from ..core.classifier_metrics import classification_metrics, roc_auc, val_threshold
+from ..core.models import PRECISIONS, fit_classifier, predict_proba
+from .robustness import artefact_detector, robustness_metrics
 
 # %% auto #0
-__all__ = ['ARMS', 'INPUTS', 'TrainingConfig', 'train_model', 'robustness_subset', 'per_type_metrics', 'positive_class',
-           'evaluate_unit', 'summarise_arm', 'train_arms', 'summarise_arms', 'privacy_utility', 'prediction_arrays',
-           'run_training']
+__all__ = ['ARMS', 'INPUTS', 'TrainingConfig', 'train_model', 'evaluate_unit', 'train_arms', 'run_training']
 
 # %% ../../nbs/06_training.ipynb #e5aa9080
 ARMS = ('real_only', 'real_natural', 'real_aug', 'real_randaug', 'real_mixup', 'real_cutmix',
         'synthetic', 'ceiling')
 
+# %% ../../nbs/06_training.ipynb #3fa1b4dc
 @stage_config
 class TrainingConfig:
     "Parameters of stage 6."
@@ -120,51 +122,6 @@ def train_model(data: dict, strategy: str, n_classes: int, cfg: TrainingConfig, 
         return model
     raise ValueError(f"unknown strategy {strategy!r}")
 
-# %% ../../nbs/06_training.ipynb #445b87c9
-def robustness_subset(test: dict, n: int, seed: int = 0) -> dict:
-    ("A fixed random subset of `n` test images (stratified by class, the same for every arm and "
-     "seed); all of them "
-     "when `n` is 0 or larger.")
-    labels = test['labels']
-    if not n or n >= len(labels): return test
-    rng = np.random.default_rng(seed)
-    idx = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:max(1, round(
-        n * np.mean(labels == c)))]
-                                  for c in np.unique(labels)]))
-    return {k: test[k][idx] for k in ('images', 'labels')}
-
-# %% ../../nbs/06_training.ipynb #8e7edb79
-def per_type_metrics(labels: np.ndarray, # true labels
-                     # type per image (e.g. the defect type; normal images carry one too)
-                     types: np.ndarray,
-                     proba: np.ndarray, # predicted probabilities (N, 2)
-                     # the validation-chosen threshold on the `positive` probability
-                     threshold: float,
-                     positive: int = 1, # the abnormal / defect class
-                    ) -> dict:
-    ("Per type: images, recall of their own class at `threshold`, and for abnormal types the "
-     "ROC-AUC of that "
-     "type's images against every normal image.")
-    pred, out = np.where(proba[:, positive] >= threshold, positive, 1 - positive), {}
-    for t in np.unique(types):
-        sel = types == t
-        own = int(np.bincount(labels[sel]).argmax())
-        r = {'n': int(sel.sum()), 'recall': float((pred[sel] == own).mean())}
-        if own == positive:
-            vs = sel | (labels != positive)
-            r['roc_auc'] = roc_auc((labels[vs] == positive).astype(int),
-                                   proba[vs][:, [1 - positive, positive]])
-        out[str(t)] = r
-    return out
-
-# %% ../../nbs/06_training.ipynb #98b20a5d
-def positive_class(profile: dict, # stage 1's profile: 'classes' and 'roles'
-                  ) -> int:
-    """Index of the class F1, precision and recall are about: the abnormal one of two (1 when no
-    role is declared)."""
-    classes, normal = profile['classes'], (profile.get('roles') or {}).get('normal_class')
-    return 1 - classes.index(normal) if len(classes) == 2 and normal in classes else 1
-
 # %% ../../nbs/06_training.ipynb #c2d36020
 def evaluate_unit(data: dict, strategy: str, test: dict, val: dict, n_classes: int,
                   cfg: TrainingConfig, device,
@@ -205,48 +162,6 @@ def evaluate_unit(data: dict, strategy: str, test: dict, val: dict, n_classes: i
                                                               thr, positive)
     return out
 
-# %% ../../nbs/06_training.ipynb #c3250fb4
-def _mean_curve(histories: list, key: str) -> list:
-    "Mean of `key` over units at each check (NaN-padded where early stopping ended a unit sooner)."
-    n = max(len(h[key]) for h in histories)
-    return np.nanmean([list(h[key]) + [np.nan] * (n - len(h[key])) for h in histories], 0).tolist()
-
-def _per_type_summary(results: list) -> dict:
-    "type -> images and mean [95 % CI] of recall (and ROC-AUC for abnormal types) over units."
-    types = results[0].get('per_type') or {}
-    values = lambda t, k: [r['per_type'][t][k] for r in results if finite(r['per_type'][t][k])]
-    return {t: {'n': types[t]['n'], **{k: mean_ci(values(t, k)) for k in ('recall', 'roc_auc')
-                                       if k in types[t] and values(t, k)}} for t in types}
-
-# %% ../../nbs/06_training.ipynb #47b7b1e6
-def summarise_arm(units: list, results: list, n_train: int, strategy: str, info: dict) -> dict:
-    ("An arm's record: its family, per-unit and summarised test, validation and val-threshold "
-     "metrics, recall by "
-     "class and type, the mean training curve, where early stopping settled, the policy search.")
-    recall = np.mean([r['test']['per_class_recall'] for r in results], 0)
-    hist = [r['history'] for r in results]
-    longest = max(hist, key=lambda h: len(h['step']))
-    out = {'n_train': int(n_train), 'strategy': strategy, 'generators': info.get('generators', []),
-           'family': info.get('family', arm_family('synthetic', info.get('generators', []))),
-           'ratio': info.get('ratio', 0.0), 'units': units,
-           'per_seed': [r['test'] for r in results],
-           'summary': summarise([r['test'] for r in results]),
-           'per_seed_val': [r['val'] for r in results], 'unit_costs': [r['cost'] for r in results],
-           'val_summary': summarise([r['val'] for r in results]),
-           'val_per_class_recall': np.mean([r['val']['per_class_recall'] for r in results],
-                                           0).tolist(),
-           'per_class_recall': recall.tolist(), 'recall_gap': float(recall.max() - recall.min()),
-           # summed over units
-           'confusion': np.sum([r['test']['confusion'] for r in results], 0).tolist(),
-           'training_curve': {'step': longest['step'], 'val_auc': _mean_curve(hist, 'monitor_auc'),
-                              'train_loss': _mean_curve(hist, 'train_loss')},
-           'best_step': [int(h.get('best_step', h['step'][-1] if h['step'] else 0)) for h in hist]}
-    if all('thresholded' in r for r in results): out['thresholded_summary'] = summarise(
-        [r['thresholded'] for r in results])
-    if all('per_type' in r for r in results): out['per_type'] = _per_type_summary(results)
-    if all('search' in r for r in results): out['search'] = [r['search'] for r in results]
-    return out
-
 # %% ../../nbs/06_training.ipynb #6d549b14
 def train_arms(src, cfg: TrainingConfig, strategies: list, test: dict, n_classes: int, device,
                replicate: int,
@@ -279,56 +194,6 @@ def train_arms(src, cfg: TrainingConfig, strategies: list, test: dict, n_classes
         out[name] = (units, results, len(data['labels']), strategy, {**info, 'n_synthetic': n_syn})
     return out, models
 
-def summarise_arms(collected: dict) -> dict:
-    "arm -> its record (`summarise_arm`), with robustness curves where they were computed."
-    out = {}
-    for arm, (units, results, n_train, strategy, info) in collected.items():
-        out[arm] = summarise_arm(units, results, n_train, strategy, info)
-        robust = [r['robustness'] for r in results if 'robustness' in r]
-        if robust: out[arm]['robustness'] = {
-            k: {m: mean_ci([r[k][m] for r in robust]) for m in robust[0][k]} for k in robust[0]}
-    return out
-
-# %% ../../nbs/06_training.ipynb #f137965c
-def privacy_utility(metrics: dict, # stage 6's arms (`summarise_arms`)
-                    # stage 2's `provenance`: generator -> {'privacy': {'epsilon': …}, …}
-                    provenance: dict,
-                    key: str = HEADLINE_METRIC) -> list:
-    ("One row per single-generator mixed arm (and real-only): its generator, the ε it was trained "
-     "to (None: no "
-     "guarantee) and its test `key`.")
-    eps = lambda g: (((provenance.get(g) or {}).get('privacy') or {}).get('epsilon'))
-    rows = []
-    for arm, m in metrics.items():
-        if (not isinstance(m, dict) or 'summary' not in m or m.get('strategy') != 'mix'
-                or len(m.get('generators', [])) > 1): continue
-        # real_aug and the ceiling are not generator arms
-        if arm != 'real_only' and not m.get('generators'): continue
-        g = m['generators'][0] if m.get('generators') else None
-        s = m['summary'][key]
-        rows.append({'arm': arm, 'generator': g, 'epsilon': eps(g) if g else None,
-                     'mean': s['mean'],
-                     'ci_low': s.get('ci_low'), 'ci_high': s.get('ci_high')})
-    return rows
-
-# %% ../../nbs/06_training.ipynb #584d1bc7
-def prediction_arrays(
-    collected: dict,  # arm -> (units, results, n_train, strategy, info), from `train_arms`
-    ) -> tuple:
-    "({'val_<i>', 'test_<i>': (seeds, images, classes) float32}, {'arms': [what arm i is]})."
-    arrays, index = {}, []
-    for i, (arm, (units, results, n_train, strategy, info)) in enumerate(collected.items()):
-        for split in ('val', 'test'):
-            arrays[f'{split}_{i}'] = np.stack([r[f'p_{split}'] for r in results]).astype(np.float32)
-        n_syn = int(info.get('n_synthetic', 0))
-        index.append({'arm': arm, 'family': info.get('family', ''), 'strategy': strategy,
-                      'generators': list(info.get('generators', [])),
-                      'ratio': float(info.get('ratio', 0.0)),
-                      'n_train': int(n_train), 'n_synthetic': n_syn,
-                      'effective_ratio': n_syn / max(int(n_train) - n_syn, 1),
-                      'seeds': [u['seed'] for u in units]})
-    return arrays, {'arms': index}
-
 # %% ../../nbs/06_training.ipynb #c43389b4
 # What stage 6 consumes: artifact (or glob) -> the stage that writes it; reading anything else is an
 # error (`StageRun`).
@@ -338,6 +203,7 @@ INPUTS = {'train': 'domain', 'val': 'domain', 'test': 'domain', 'pool': 'domain'
           'mixes': 'integration',
           'provenance': 'generation', 'families': 'generation'}
 
+# %% ../../nbs/06_training.ipynb #179735b5
 def run_training(cfg: TrainingConfig, upstream_dir=None, out_dir=None) -> StageResult:
     ("Stage 6: train every arm of this chain, write each model's validation and test predictions, "
      "recommend changes.")

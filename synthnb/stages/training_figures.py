@@ -19,6 +19,7 @@ __all__ = ['delta_figure', 'confusion_figure', 'curve_figure', 'robustness_figur
 # %% ../../nbs/06g_training_figures.ipynb #920b6544
 def _label(arm: str, m: dict) -> str: return f"{arm} [{m['family']}]" if m.get('family') else arm
 
+# %% ../../nbs/06g_training_figures.ipynb #7fda1218
 def _err(s: dict) -> list: return [[s['mean'] - (s.get('ci_low') if s.get(
     'ci_low') is not None else s['mean'])],
                                    [(s.get('ci_high') if s.get('ci_high') is not None else s[

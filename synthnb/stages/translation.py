@@ -86,6 +86,7 @@ class TranslationSettings:
     cycle_weight: NonNegative = 10.0  # weight of the cycle-consistency loss
     identity_weight: NonNegative = 5.0  # weight of the identity loss
 
+# %% ../../nbs/04b_translation.ipynb #b5df614f
 class ImagePool:
     """CycleGAN's history of generated images: the discriminator sees a mix of new and up to `size`
     past translations."""

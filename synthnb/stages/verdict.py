@@ -11,7 +11,7 @@ import pandas as pd
 from .arms import STRATEGY_PREFIX
 from .evidence import paired_delta
 from .robustness import mean_ci
-from ..core.store import finite
+from ..core.files import finite
 
 # %% auto #0
 __all__ = ['SCALARS', 'HEADLINE_METRIC', 'summarise', 'synthetic_arms', 'headline', 'results_table', 'results_long',
@@ -19,8 +19,11 @@ __all__ = ['SCALARS', 'HEADLINE_METRIC', 'summarise', 'synthetic_arms', 'headlin
 
 # %% ../../nbs/06f_verdict.ipynb #c5dc118c
 SCALARS = ('accuracy', 'balanced_accuracy', 'f1', 'precision', 'recall', 'roc_auc')
+
+# %% ../../nbs/06f_verdict.ipynb #8f4b9653
 HEADLINE_METRIC = 'roc_auc'
 
+# %% ../../nbs/06f_verdict.ipynb #235e0e25
 def summarise(per_unit: list) -> dict:
     """Mean, std, 95 % CI half-width and the CI's bounds (clipped to [0, 1]) over units of each
     scalar metric."""
@@ -119,6 +122,7 @@ def _ci_text(s: dict, sign: str = '') -> str:
     return (f"{s['mean']:{sign}.3f} (no interval: one unit)" if one
             else f"{s['mean']:{sign}.3f} [{s['ci_low']:{sign}.3f}, {s['ci_high']:{sign}.3f}]")
 
+# %% ../../nbs/06f_verdict.ipynb #87b070ee
 def headline_markdown(metrics: dict # stage 6's metrics: 'headline'
                      ) -> str:
     """This chain's headline as a Markdown table: real-only, the best synthetic arm (chosen on val),
