@@ -93,9 +93,10 @@ def rand_augment(x: torch.Tensor, # batch (B, 1, H, W) in [-1, 1]
                       padding_mode='border',
                       align_corners=False)
     mean = x.mean((2, 3), keepdim=True)
-    contrast, brightness = amount('contrast', 0.6).view(-1, 1, 1,
-                                                        1), amount('brightness', 0.4).view(
-                                                            -1, 1, 1, 1)
+    contrast, brightness = (
+        amount('contrast', 0.6).view(-1, 1, 1, 1),
+        amount('brightness', 0.4).view(-1, 1, 1, 1),
+    )
     x = (x - mean) * (1 + contrast) + mean + brightness
     blurred = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode='replicate'), 3, 1)
     x = x + amount('sharpness', 1.0).view(-1, 1, 1, 1) * (x - blurred)  # > 0 sharpens, < 0 blurs

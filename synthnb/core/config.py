@@ -200,8 +200,9 @@ def load_experiment(path, # experiment YAML file, or a dict with its content
     shared.update({k: _shared(k, raw[k], str(path)) for k in SHARED_KEYS if k in raw})
     shared.update({k: _shared(k, v, f"-p {k}={v}") for k, v in parsed if k in SHARED_KEYS})
     profiles = raw.get('profiles') or {}
-    if not isinstance(profiles, dict) or not all(isinstance(p or {},
-                                                            dict) for p in profiles.values()):
+    if not isinstance(profiles, dict) or not all(
+        isinstance(p or {}, dict) for p in profiles.values()
+    ):
         raise ValueError(f"{path}: profiles must map each profile name to stage mappings")
     if shared['profile'] not in profiles and shared['profile'] != 'smoke':
         raise ValueError(f"{path}: unknown profile "

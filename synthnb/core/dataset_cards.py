@@ -61,12 +61,10 @@ def check_card(card: dict) -> dict:
     for k in ('format', 'path'):
         if not src.get(k): raise DataError(f"domain.source needs {k!r} (format: npz or folder; "
                                            "path: the file or folder)")
-    if src['format'] not in ('npz',
-                             'folder'): raise DataError(
+    if src['format'] not in ('npz', 'folder'): raise DataError(
                                  "source format must be 'npz' or 'folder', got "
                                                                f"{src['format']!r}")
-    if src.get('rgb', 'error') not in ('error',
-                                       'convert'): raise DataError(
+    if src.get('rgb', 'error') not in ('error', 'convert'): raise DataError(
                                            "source rgb must be 'error' or 'convert', "
                                                                             f"got {src['rgb']!r}")
     if (fit := src.get('resize', 'squash')) not in RESIZE_RULES: raise DataError(
@@ -117,9 +115,8 @@ def load_card(dataset: str, # a built-in card's name, or the path of a card YAML
             'classes': [], **card, **given}
     card['classes'] = [str(c) for c in card['classes'] or []]
     card['normal_class'] = '' if card['normal_class'] in (None, '') else str(card['normal_class'])
-    if bad := set(card) - set(CARD_KEYS): raise DataError(
-        f"Unknown card key(s) {sorted(bad)}; card keys: "
-                                                          f"{', '.join(CARD_KEYS)}")
+    if bad := set(card) - set(CARD_KEYS):
+        raise DataError(f"Unknown card key(s) {sorted(bad)}; card keys: {', '.join(CARD_KEYS)}")
     return check_card(card)
 
 # %% ../../nbs/00f_dataset_cards.ipynb #19713825

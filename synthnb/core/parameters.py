@@ -135,9 +135,11 @@ def validator(cls):
     import pydantic
     import typing_extensions
     hints = get_type_hints(cls, include_extras=True)
-    fields = typing_extensions.TypedDict(cls.__name__,
-                                         {f.name: hints[f.name] for f in dataclasses.fields(cls)
-                                                        if f.init}, total=False)
+    fields = typing_extensions.TypedDict(
+        cls.__name__,
+        {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init},
+        total=False,
+    )
     fields.__pydantic_config__ = pydantic.ConfigDict(strict=True, extra='forbid',
                                                      allow_inf_nan=False)
     return pydantic.TypeAdapter(fields)

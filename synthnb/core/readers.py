@@ -174,9 +174,13 @@ def load_folder(root, # the source folder
                             f"{did_you_mean(rare[0], [c for c in counts if c not in rare])}. Fix "
                             "the label, or list "
                             "the classes in domain.classes if it really is a class.")
-    names = ([str(c) for c in classes] if classes
-             else sorted(found, key=int) if all(re.fullmatch(r'-?\d+',
-                                                             v) for v in found) else sorted(found))
+    names = (
+        [str(c) for c in classes]
+        if classes
+        else sorted(found, key=int)
+        if all(re.fullmatch(r'-?\d+', v) for v in found)
+        else sorted(found)
+    )
     labels = np.array([_label_index(r[col['label']], names, where(i)) for i, r in enumerate(rows)],
                       np.int64)
     has = {k: any(col[k] in r for r in rows) for k in ('mask', 'group', 'type', 'split')}

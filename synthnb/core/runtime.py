@@ -45,8 +45,10 @@ def bf16_supported(device='cpu') -> bool:
     import torch
     device = torch.device(device)
     if device.type == 'cuda': return torch.cuda.is_bf16_supported()
-    return any(getattr(torch.cpu, f, lambda: False)() for f in ('_is_avx512_bf16_supported',
-                                                                '_is_amx_tile_supported'))
+    return any(
+        getattr(torch.cpu, f, lambda: False)()
+        for f in ('_is_avx512_bf16_supported', '_is_amx_tile_supported')
+    )
 
 # %% ../../nbs/00b_runtime.ipynb #8f814f7f
 _TERMINAL = None

@@ -114,9 +114,10 @@ def split_summary(data: dict, # a loaded source: labels, and group and type wher
                  ) -> dict:
     """Images (per type, where given) on each side of the split, and the groups that mix labels, by
     side."""
-    if len(is_test) != len(data['labels']): raise ValueError(
-        f"is_test has {len(is_test)} entries but there are "
-                                                             f"{len(data['labels'])} images")
+    if len(is_test) != len(data['labels']):
+        raise ValueError(
+            f"is_test has {len(is_test)} entries but there are {len(data['labels'])} images"
+        )
     sides = {'pool': ~is_test, 'test': is_test}
     out = {'images': {k: int(m.sum()) for k, m in sides.items()}}
     if 'type' in data:

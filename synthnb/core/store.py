@@ -11,7 +11,8 @@ import numpy as np
 from fastcore.basics import patch
 
 from .config import STAGES, did_you_mean, stage_folder
-from .files import atomic_path, load_json, save_json, sha256_file, write_model, write_npz
+from .files import (atomic_path, load_json, save_json, sha256_file, write_model,
+                                write_npz)
 from .runtime import provenance, resolve_device, seed_everything
 
 # %% auto #0
@@ -231,9 +232,11 @@ class StageResult:
                                         v in m['inputs'].items()) or 'none'),
                 f"synthnb {prov['packages']['synthnb']} · torch {prov['packages']['torch']} · "
                 f"python {prov['python']} · commit {git}"]
-        if m.get('data'): rows.append('data: ' + ', '.join(f"`{k}` sha256 {v[:12]}…"
-                                                           for k,
-                                                           v in m['data']['checksums'].items()))
+        if m.get('data'):
+            rows.append(
+                'data: '
+                + ', '.join(f"`{k}` sha256 {v[:12]}…" for k, v in m['data']['checksums'].items())
+            )
         return '\n'.join(rows)
 
 # %% ../../nbs/00a_store.ipynb #83276d10
@@ -257,9 +260,8 @@ class ChainReader:
                                                       f"available: {sorted(self.artifacts)}")
         a = self.artifacts[name]
         p = self.dir.parent / a['path']
-        if sha256_file(p) != a['sha256']: raise StageError(
-            f"{p} changed since {self.dir.name} recorded it "
-                                                           "(sha256 mismatch)")
+        if sha256_file(p) != a['sha256']:
+            raise StageError(f"{p} changed since {self.dir.name} recorded it (sha256 mismatch)")
         return p
     def read_arrays(self, name: str) -> dict:
         with np.load(self.artifact_path(name),

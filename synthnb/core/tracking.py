@@ -127,8 +127,8 @@ def _to_mlflow(folder: Path, r: dict):
     metrics = [Metric(_mlflow_key(k), v, 0, 0) for k, v in r['scalars'].items()]
     metrics += [Metric(_mlflow_key(k), v, 0, i) for k, vs in r['series'].items() for i,
                 v in enumerate(vs)]
-    for i in range(0, len(metrics), 1000): client.log_batch(run.info.run_id,
-                                                            metrics=metrics[i:i + 1000])
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run.info.run_id, metrics=metrics[i : i + 1000])
     for f in r['figures']: client.log_artifact(run.info.run_id, str(f))
     client.set_terminated(run.info.run_id, 'FINISHED' if r['status'] == 'complete' else 'FAILED')
 

@@ -71,8 +71,9 @@ def poisson_blend(
         rows.append(p[q >= 0])
         cols.append(q[q >= 0])
     r, c = np.concatenate(rows), np.concatenate(cols)
-    a = sparse.csr_matrix((np.r_[diag, -np.ones(len(r))], (np.r_[np.arange(n), r],
-                                                           np.r_[np.arange(n), c])), (n, n))
+    a = sparse.csr_matrix(
+        (np.r_[diag, -np.ones(len(r))], (np.r_[np.arange(n), r], np.r_[np.arange(n), c])), (n, n)
+    )
     out = t.copy()
     if n: out[ys, xs] = spsolve(a, b)
     return out

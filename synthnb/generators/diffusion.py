@@ -88,10 +88,10 @@ class DiffusionGenerator:
         run) and the settings."""
         model = {k: v for k,
                  v in dataclasses.asdict(self.settings).items() if not k.startswith('tune_')}
-        return dict(self.unet.state_dict()), {'unet': {k: v for k, v in self.unet.config.items()
-                                                       if not k.startswith('_')},
-                                              'settings': {**model, 'device': self.device,
-                                                           'seed': self.seed}}
+        return dict(self.unet.state_dict()), {
+            'unet': {k: v for k, v in self.unet.config.items() if not k.startswith('_')},
+            'settings': {**model, 'device': self.device, 'seed': self.seed},
+        }
 
     @classmethod
     def from_state(cls, tensors: dict, config: dict, classes=None):
@@ -113,8 +113,9 @@ def train_diffusion(domain_dir: str, # stage-1 run folder (holds train.npz and p
     "Train the class-conditional diffusion model on a stage-1 run and save it; return `out_dir`."
     stage1 = ChainReader(domain_dir)  # through its manifest: every file's sha256 checked
     train, profile = stage1.read_arrays('train'), stage1.read_json('profile')
-    gen = DiffusionGenerator(settings, device, seed).fit(train['images'], train['labels'], None,
-                                                         profile)
+    gen = DiffusionGenerator(settings, device, seed).fit(
+        train['images'], train['labels'], None, profile
+    )
     if PartialState().is_main_process:
         tensors, config = gen.state()
         out = write_model(out_dir, tensors, {'class': 'DiffusionGenerator', **config})

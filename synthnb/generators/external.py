@@ -54,9 +54,10 @@ def read_external_npz(
         raise DataError(f"{path}: images have shape {x.shape}; this run's images are (N, "
                         f"{image_size}, {image_size}). "
                         f"Resize the set to {image_size}×{image_size}.")
-    if y.ndim != 1 or len(y) != len(x): raise DataError(f"{path}: labels have shape {y.shape}; "
-                                                        f"expected ({len(x)},), "
-                                                        "one class per image")
+    if y.ndim != 1 or len(y) != len(x):
+        raise DataError(
+            f"{path}: labels have shape {y.shape}; expected ({len(x)},), one class per image"
+        )
     if masks.shape != x.shape: raise DataError(f"{path}: masks have shape {masks.shape}; "
                                                f"expected the images' shape {x.shape}")
     # labels index the file's own class names: map them onto stage 1's by name
@@ -130,10 +131,13 @@ class ExternalGenerator:
                        and not (s['labels'] == i).any()]:
             raise DataError(f"the external set {self.path} has no images of class(es) {missing}; "
                             "every class of the training set needs some")
-        self.images, self.labels, self.masks, self.files, self.n_classes = (s['images'], s[
-            'labels'], s['masks'],
-                                                                            s['files'], len(
-                                                                                classes))
+        self.images, self.labels, self.masks, self.files, self.n_classes = (
+            s['images'],
+            s['labels'],
+            s['masks'],
+            s['files'],
+            len(classes),
+        )
         return self
 
     def sample(self, labels, generator: torch.Generator) -> dict:
@@ -162,17 +166,19 @@ class ExternalGenerator:
                 'repeats': int(getattr(self, 'repeats', 0))}
 
     def state(self) -> tuple:
-        t = {k: torch.from_numpy(np.ascontiguousarray(getattr(self,
-                                                              k))) for k in (
-                                                                  'images', 'labels', 'masks')}
+        t = {
+            k: torch.from_numpy(np.ascontiguousarray(getattr(self, k)))
+            for k in ('images', 'labels', 'masks')
+        }
         return t, {'path': self.path, 'mask_suffix': self.settings.mask_suffix,
                    'n_classes': self.n_classes,
                    'files': self.files}
 
     @classmethod
     def from_state(cls, tensors: dict, config: dict, classes=None):
-        self = cls(ExternalSettings(**{k: config[k] for k in ('path',
-                                                              'mask_suffix') if k in config}))
+        self = cls(
+            ExternalSettings(**{k: config[k] for k in ('path', 'mask_suffix') if k in config})
+        )
         self.images, self.labels, self.masks = (tensors[k].numpy() for k in (
             'images', 'labels', 'masks'))
         self.n_classes, self.files = config['n_classes'], config['files']

@@ -177,9 +177,14 @@ class PretrainedGenerator:
             src[labels == c] = have[torch.randint(0, len(have), (int((labels == c).sum()),),
                                                   generator=generator).numpy()]
         size = self.images.shape[1]
-        x = img2img(self.unet, self.scheduler, to_unet_space(to_tensor(self.images[src]),
-                                                             self.unet),
-                    self.settings.strength, self.settings.steps, generator)
+        x = img2img(
+            self.unet,
+            self.scheduler,
+            to_unet_space(to_tensor(self.images[src]), self.unet),
+            self.settings.strength,
+            self.settings.steps,
+            generator,
+        )
         images = to_uint8(from_unet_space(x,
                                           size)) if len(labels) else np.zeros((
                                               0, size, size), np.uint8)

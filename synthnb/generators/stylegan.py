@@ -62,9 +62,12 @@ class ModulatedConv(nn.Module):
         s, weight = self.affine(w), self.weight * self.scale
         x = F.conv2d(x * s[:, :, None, None], weight, padding=weight.shape[-1] // 2)
         if self.demodulate:  # 1/√(Σ_in,k (weight·s)²) per image and output channel
-            x = x * ((weight.square().sum((2, 3))[None] * s[:,
-                                                            None].square()).sum(2) + 1e-8).rsqrt()[
-                                                                ..., None, None]
+            x = (
+                x
+                * ((weight.square().sum((2, 3))[None] * s[:, None].square()).sum(2) + 1e-8).rsqrt()[
+                    ..., None, None
+                ]
+            )
         return x + self.bias[:, None, None]
 
 # %% ../../nbs/02ca_stylegan.ipynb #beacfe38
@@ -103,8 +106,10 @@ class StyleGenerator(nn.Module):
         super().__init__()
         k, start = upsamplings(image_size)
         ch = channels(width, k)
-        self.z_dim, self.mapping = z_dim, MappingNetwork(z_dim, n_classes, style_dim,
-                                                         mapping_layers)
+        self.z_dim, self.mapping = (
+            z_dim,
+            MappingNetwork(z_dim, n_classes, style_dim, mapping_layers),
+        )
         self.const = nn.Parameter(torch.randn(ch[0], start, start))
         self.layers = nn.ModuleList([StyleLayer(ch[0], ch[0], style_dim)] + [
             StyleLayer(a if j == 0 else b, b, style_dim) for a,

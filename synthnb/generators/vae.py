@@ -29,8 +29,12 @@ class CondVAE(nn.Module):
         if image_size % 4: raise ValueError("the VAE needs an image side divisible by 4, got "
                                             f"{image_size}")
         self.image_size, self.n_classes, self.latent, self.width, s = (
-            image_size, n_classes, latent, width,
-                                                                       image_size // 4)
+            image_size,
+            n_classes,
+            latent,
+            width,
+            image_size // 4,
+        )
         self.enc = nn.Sequential(nn.Conv2d(1 + n_classes, width, 4, 2, 1), nn.SiLU(),
                                  nn.Conv2d(width, 2 * width, 4, 2, 1), nn.SiLU(), nn.Flatten())
         self.to_stats = nn.Linear(2 * width * s * s, 2 * latent)
@@ -102,11 +106,15 @@ def train_vae(net: CondVAE, images: np.ndarray, labels: np.ndarray, s: VAESettin
         from opacus import PrivacyEngine
         delta = s.delta or 1 / (10 * len(data))
         engine = PrivacyEngine(accountant='rdp')
-        net, opt, loader = engine.make_private_with_epsilon(module=net, optimizer=opt,
-                                                            data_loader=loader,
-                                                            target_epsilon=s.epsilon,
-                                                            target_delta=delta, epochs=epochs,
-                                                            max_grad_norm=s.max_grad_norm)
+        net, opt, loader = engine.make_private_with_epsilon(
+            module=net,
+            optimizer=opt,
+            data_loader=loader,
+            target_epsilon=s.epsilon,
+            target_delta=delta,
+            epochs=epochs,
+            max_grad_norm=s.max_grad_norm,
+        )
     losses, step, bar = {'loss': [], 'reconstruction': [], 'kl': []}, 0, progress(
         total=epochs * len(loader), desc='vae' + (' (DP-SGD)' if dp else ''), leave=False)
     for _ in range(epochs):
@@ -151,9 +159,9 @@ class VAEGenerator:
         labels = check_labels(labels, n_classes, self.name)
         torch.manual_seed(self.seed)  # the weights' initialisation too: same seed, same generator
         net = CondVAE(int(images.shape[1]), n_classes, self.settings.latent, self.settings.width)
-        self.net, self.losses, self.privacy = train_vae(net, images, labels, self.settings,
-                                                        self.seed,
-                                                        self.device, self.dp)
+        self.net, self.losses, self.privacy = train_vae(
+            net, images, labels, self.settings, self.seed, self.device, self.dp
+        )
         return self
 
     @torch.no_grad()
@@ -161,9 +169,11 @@ class VAEGenerator:
         labels = check_labels(labels, self.net.n_classes, self.name)
         dev = next(self.net.parameters()).device
         z = torch.randn(len(labels), self.net.latent, generator=generator).to(dev)
-        x = (torch.sigmoid(self.net.decode(z, torch.as_tensor(labels,
-                                                              device=dev))) * 2 - 1 if len(labels)
-             else torch.zeros(0, 1, self.net.image_size, self.net.image_size))
+        x = (
+            torch.sigmoid(self.net.decode(z, torch.as_tensor(labels, device=dev))) * 2 - 1
+            if len(labels)
+            else torch.zeros(0, 1, self.net.image_size, self.net.image_size)
+        )
         images = to_uint8(x)
         return {'images': images, 'labels': labels, 'masks': np.zeros_like(images)}
 

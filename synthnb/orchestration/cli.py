@@ -70,8 +70,11 @@ def cmd_run(args) -> int:
                 f"  {k}: {v['status']}: {v.get('message', '')}" for k, v in bad.items()))
         else: run_experiment(exp, args.runs_dir, args.force, args.until, log=log)
     except (StageFailed, StageError, DataError, OSError) as e: return fail(e, 1)
-    secs, last = time.time() - t0, Path(args.runs_dir)/(exp.exp_id if args.iterations == 1
-                                                        else f'{exp.exp_id}-iter{args.iterations}')
+    secs, last = (
+        time.time() - t0,
+        Path(args.runs_dir)
+        / (exp.exp_id if args.iterations == 1 else f'{exp.exp_id}-iter{args.iterations}'),
+    )
     try:
         page = (
             f" and {write_run_report(last, STAGES[: STAGES.index(args.until or STAGES[-1]) + 1])}"
@@ -209,8 +212,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument('--workers', type=int, default=None,
                    help='protocol chains: LocalCluster workers (default: one per core, at most one '
                    'per chain)')
-    r.add_argument('--threads', type=int, default=None, help='protocol chains: threads per chain '
-                                                             '(default: cores/workers locally)')
+    r.add_argument(
+        '--threads',
+        type=int,
+        default=None,
+        help='protocol chains: threads per chain (default: cores/workers locally)',
+    )
     r.set_defaults(func=cmd_run)
     q = sub.add_parser('params', help="list the parameters of the stage notebooks")
     q.add_argument('stage', nargs='?', choices=STAGES)

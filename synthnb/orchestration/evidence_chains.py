@@ -55,8 +55,10 @@ def load_chains(run_dir) -> dict:
      "classes) test probabilities, each chain's validation labels and probabilities, arm "
      "descriptions; where a "
      "chain lacks a synthetic arm, what stood in for it (`_stand_in`).")
-    rec, out = load_json(Path(run_dir)/'protocol.json'), {'chains': [], 'val': [], 'info': {},
-                                                          'p_test': {}}
+    rec, out = (
+        load_json(Path(run_dir) / 'protocol.json'),
+        {'chains': [], 'val': [], 'info': {}, 'p_test': {}},
+    )
     per_chain = []  # per chain: arm -> (description, validation and test probabilities)
     for name, c in rec['chains'].items():
         if c['kind'] != 'replicate' or c.get('status') != 'complete': continue
@@ -80,8 +82,11 @@ def load_chains(run_dir) -> dict:
     for a in dict.fromkeys(a for arms in per_chain for a in arms):
         info, rows = next(arms[a][0] for arms in per_chain if a in arms), []
         for name, arms in zip(out['chains'], per_chain):
-            sub = (a, 'own') if a in arms else _stand_in({b: v[0] for b, v in arms.items()}, info,
-                                                         reference)
+            sub = (
+                (a, 'own')
+                if a in arms
+                else _stand_in({b: v[0] for b, v in arms.items()}, info, reference)
+            )
             if sub is None:
                 out['missing'].setdefault(a, []).append(name)
                 continue

@@ -92,8 +92,8 @@ def per_type(chains: dict, arms: list, level: float = 0.95) -> pd.DataFrame:
             row = {'arm': a, 'type': t, 'n': per[0][t]['n']}
             for k in ('recall', 'roc_auc'):
                 x = np.array([p[t][k] for p in per if k in p[t]], float)
-                if np.isfinite(x).any(): row.update(zip((k, f'{k}_low', f'{k}_high'),
-                                                        t_interval01(x, level)))
+                if np.isfinite(x).any():
+                    row.update(zip((k, f'{k}_low', f'{k}_high'), t_interval01(x, level)))
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -119,9 +119,11 @@ def robustness(chains: dict, arms: list, level: float = 0.95) -> pd.DataFrame:
         for name in chains['chains']:
             f = Path(chains['protocol']['chains'][name]['run_dir'])/stage_folder(
                 'training')/'metrics.json'
-            src = chains['stand_in'].get(a, {}).get(name,
-                                                    a).split(':')[-1] if a in chains[
-                                                        'stand_in'] else a
+            src = (
+                chains['stand_in'].get(a, {}).get(name, a).split(':')[-1]
+                if a in chains['stand_in']
+                else a
+            )
             curves = (load_json(f).get(src) or {}).get('robustness') if f.exists() else None
             for cond, m in (curves or {}).items(): per.setdefault(cond, []).append(m['roc_auc'][
                 'mean'])
@@ -189,15 +191,25 @@ def headline(chains: dict, scores: pd.DataFrame, selection: dict, result: dict, 
     pick = lambda a: {'test_mean': float(means[a]),
                       **({k: rows[a][k] for k in keys} if a in rows else {})}
     arms = [protocol.reference] + [a for a in (selection['arm'], 'ceiling') if a and a in means]
-    return {'chains': len(chains['chains']), 'test_images': int(len(chains['labels'])),
-            'test_groups': int(len(np.unique(chains['group']))), 'selected': selection['arm'],
-            'arms': {a: pick(a) for a in arms}, 'gap_closed': result['gap_closed'], 'worth': value,
-            'spearman_val_test': selection.get('spearman_val_test'), 'level': protocol.level,
-            'left_out': dict(protocol.left_out), 'not_compared': dict(chains.get('missing', {})),
-            'gate_passes': gate_passes(chains), 'stood_in': {a: len(v) for a,
-                                                             v in chains.get('stand_in', {}).items()
-                                                             if any(s.startswith(
-                                                                 'rejected') for s in v.values())}}
+    return {
+        'chains': len(chains['chains']),
+        'test_images': int(len(chains['labels'])),
+        'test_groups': int(len(np.unique(chains['group']))),
+        'selected': selection['arm'],
+        'arms': {a: pick(a) for a in arms},
+        'gap_closed': result['gap_closed'],
+        'worth': value,
+        'spearman_val_test': selection.get('spearman_val_test'),
+        'level': protocol.level,
+        'left_out': dict(protocol.left_out),
+        'not_compared': dict(chains.get('missing', {})),
+        'gate_passes': gate_passes(chains),
+        'stood_in': {
+            a: len(v)
+            for a, v in chains.get('stand_in', {}).items()
+            if any(s.startswith('rejected') for s in v.values())
+        },
+    }
 
 # %% ../../nbs/13a_evidence_report.ipynb #04d252ae
 def headline_notes(h: dict) -> list:
@@ -242,11 +254,13 @@ def headline_markdown(h: dict, notes: bool = True) -> str:
                'note') or 'n/a'))
     if h['selected'] is None:
         return '\n'.join(lines + ['', '- No synthetic arm in every chain: nothing to compare.'])
-    lines += ['', f"- **Gap to the ceiling closed** by {h['selected']}: {gap}",
-              "- **Worth in real images per class**: " + (
-                  f"{w['text']} [{w['ci_text']}]" if 'text' in w
-                                                          else w.get('note', 'n/a')),
-              f"- Test split: {h['test_images']} images in {h['test_groups']} groups; "
-              "Spearman(val, test) over arms: "
-              + ('n/a' if h['spearman_val_test'] is None else f"{h['spearman_val_test']:.2f}")]
+    lines += [
+        '',
+        f"- **Gap to the ceiling closed** by {h['selected']}: {gap}",
+        "- **Worth in real images per class**: "
+        + (f"{w['text']} [{w['ci_text']}]" if 'text' in w else w.get('note', 'n/a')),
+        f"- Test split: {h['test_images']} images in {h['test_groups']} groups; "
+        "Spearman(val, test) over arms: "
+        + ('n/a' if h['spearman_val_test'] is None else f"{h['spearman_val_test']:.2f}"),
+    ]
     return '\n'.join(lines + (headline_notes(h) if notes else []))

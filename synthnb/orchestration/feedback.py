@@ -16,7 +16,6 @@ from .runner import run_experiment
 from ..generators.registry import GENERATORS, SETTINGS
 from ..stages.verdict import HEADLINE_METRIC
 
-
 # %% auto #0
 __all__ = ['CHANGE_OPS', 'iteration_summary', 'validation_change', 'check_recommendations', 'apply_recommendations',
            'gate_recommendations', 'run_feedback_loop', 'feedback_markdown', 'feedback_figure']
@@ -169,9 +168,12 @@ def run_feedback_loop(exp: Experiment, # the experiment of iteration 1
         gen = current.stages.get('generation', {})
         raised = {a['key'] for h in history for a in h['applied'] if a['key'].endswith(
             '.train_steps')}
-        recs = gate_recommendations(summary['gate'], gen.get('generators',
-                                                             defaults['generation']['generators']),
-                                    gen, raised)
+        recs = gate_recommendations(
+            summary['gate'],
+            gen.get('generators', defaults['generation']['generators']),
+            gen,
+            raised,
+        )
         recs += [r for r in summary['recommendations'] if r['key'].split('.')[0] in STAGES[1:]]
         stages, applied = apply_recommendations(current.stages, recs, defaults)
         current = dataclasses.replace(current, stages=stages)

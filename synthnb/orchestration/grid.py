@@ -38,9 +38,10 @@ def _cases(cases, where) -> dict:
     if isinstance(cases, str): cases = [cases]
     if isinstance(cases, list):
         names = [Path(str(c)).stem for c in cases]
-        if len(set(names)) < len(names): raise ValueError(
-            f"{where}: two cases share a file name {names}; "
-                                                          "write cases as a mapping name: file")
+        if len(set(names)) < len(names):
+            raise ValueError(
+                f"{where}: two cases share a file name {names}; write cases as a mapping name: file"
+            )
         cases = dict(zip(names, cases))
     if not isinstance(cases, dict) or not cases:
         raise ValueError(f"{where}: `cases` must name at least one experiment file")

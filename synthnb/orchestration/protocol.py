@@ -45,8 +45,9 @@ def load_protocol(exp: Experiment) -> ProtocolConfig:
      "generator cannot be "
      "both run and left out).")
     protocol = check_settings('protocol', exp.protocol, ProtocolConfig)
-    both = sorted(set(protocol.left_out) & set(exp.stages.get('generation',
-                                                              {}).get('generators', [])))
+    both = sorted(
+        set(protocol.left_out) & set(exp.stages.get('generation', {}).get('generators', []))
+    )
     if both: raise ValueError(f"protocol.left_out names {both}, which generation.generators runs: "
                               "drop one of the two")
     return protocol
@@ -76,19 +77,30 @@ def protocol_chains(exp: Experiment, protocol: ProtocolConfig, runs_dir='runs') 
     "The replicate chains and learning-curve chains of `exp`'s protocol."
     root = Path(runs_dir).resolve()
     chains = [Chain('replicate', 0, exp, str(root))]
-    chains += [Chain('replicate', r, dataclasses.replace(exp, exp_id=f'r{r:02d}',
-                                                         seed=exp.seed + r),
-                     str(root/exp.exp_id/'chains')) for r in range(1, protocol.chains)]
+    chains += [
+        Chain(
+            'replicate',
+            r,
+            dataclasses.replace(exp, exp_id=f'r{r:02d}', seed=exp.seed + r),
+            str(root / exp.exp_id / 'chains'),
+        )
+        for r in range(1, protocol.chains)
+    ]
     own = CONFIGS['domain'](**exp.stage_params('domain')).n_per_class
     # the own count: the replicate chains' real-only
     for n in [n for n in protocol.curve if n != scarce_count(own)]:
         stages = {**exp.stages, 'domain': {**exp.stages['domain'],
                                            'n_per_class': with_scarce_count(own, n)}}
-        chains += [Chain('curve', r, dataclasses.replace(exp, exp_id=f'n{n}-r{r:02d}',
-                                                         seed=exp.seed + r,
-                                                         stages=stages),
-                                                         str(root/exp.exp_id/'curve'), n)
-                   for r in range(protocol.curve_chains)]
+        chains += [
+            Chain(
+                'curve',
+                r,
+                dataclasses.replace(exp, exp_id=f'n{n}-r{r:02d}', seed=exp.seed + r, stages=stages),
+                str(root / exp.exp_id / 'curve'),
+                n,
+            )
+            for r in range(protocol.curve_chains)
+        ]
     return chains
 
 # %% ../../nbs/12a_protocol.ipynb #4052f348

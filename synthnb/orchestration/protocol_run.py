@@ -45,10 +45,12 @@ def run_curve_chain(chain: Chain, force: bool = False, log=print) -> dict:
     run_experiment(chain.exp, chain.parent, force=force, until='domain', log=log)
     d = chain.run_dir/stage_folder('domain')
     with contextlib.ExitStack() as stack:
-        train, val, test = ({k: z[k] for k in z.files} for z in (stack.enter_context(np.load(
-            d/f'{s}.npz'))
-                                                                  for s in (
-                                                                      'train', 'val', 'test')))
+        train, val, test = (
+            {k: z[k] for k in z.files}
+            for z in (
+                stack.enter_context(np.load(d / f'{s}.npz')) for s in ('train', 'val', 'test')
+            )
+        )
     profile, stage6 = load_json(d/'profile.json'), chain.exp.stage_params('training')
     cfg = TrainingConfig(**{**stage6, 'arms': ['real_only']})
     device, positive = resolve_device(cfg.device), positive_class(profile)
@@ -71,8 +73,8 @@ def run_chain(chain: Chain, force: bool = False, threads: int|None = None,
               gpus: int = 0) -> dict: # the machine's GPUs: one per worker (`task_environment`)
     "Run one chain (a Dask task); return its record."
     task_environment(threads, gpus)
-    if chain.kind == 'replicate': return run_sweep_experiment(chain.exp, chain.parent, force,
-                                                              threads)
+    if chain.kind == 'replicate':
+        return run_sweep_experiment(chain.exp, chain.parent, force, threads)
     t0, log_path = time.time(), chain.run_dir/'chain.log'
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, 'a') as f, contextlib.redirect_stderr(f):

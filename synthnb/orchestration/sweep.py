@@ -112,14 +112,20 @@ def sweep_client(
     import importlib.util
     with contextlib.ExitStack() as stack:
         local = scheduler is None
-        if local: scheduler = stack.enter_context(LocalCluster(n_workers=n_workers,
-                                                               threads_per_worker=1,
-                                                               processes=True, host='127.0.0.1',
-                                                               dashboard_address=':0'))
+        if local:
+            scheduler = stack.enter_context(
+                LocalCluster(
+                    n_workers=n_workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    host='127.0.0.1',
+                    dashboard_address=':0',
+                )
+            )
         client = stack.enter_context(Client(scheduler, timeout='60s'))
-        if 'dashboard' in client.scheduler_info().get('services',
-                                                      {}) and (importlib.util.find_spec('bokeh')
-                                                                           or not local):
+        if 'dashboard' in client.scheduler_info().get('services', {}) and (
+            importlib.util.find_spec('bokeh') or not local
+        ):
             log(f"Dask dashboard: {client.dashboard_link}")
         yield client
 
@@ -185,8 +191,10 @@ def run_sweep(spec, # a `SweepSpec` or a sweep YAML path
         n_workers = n_workers or min(len(todo), machine_cores())
         if scheduler is None and threads is None: threads = max(1, machine_cores() // n_workers)
         with sweep_client(scheduler, n_workers, log) as client:
-            points, slots = {p.exp_id: p for p in todo}, max(n_workers,
-                                                             sum(client.nthreads().values()))
+            points, slots = (
+                {p.exp_id: p for p in todo},
+                max(n_workers, sum(client.nthreads().values())),
+            )
             tasks = {p.exp_id: (p.exp, str(sweep_dir), force, threads) for p in todo}
             for exp_id, fut in tqdm(as_workers_free(client, run_sweep_experiment, tasks, slots,
                                                     retries),

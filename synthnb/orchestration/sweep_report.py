@@ -90,9 +90,10 @@ def summarize(df: pd.DataFrame, # rows from `load_sweep_metrics`
 # %% ../../nbs/13_sweep_report.ipynb #7a249afa
 def summary_table(summary: pd.DataFrame, metric: str = 'balanced_accuracy') -> pd.DataFrame:
     "The summary with one column per arm (labelled with its family), configurations as rows."
-    if 'family' in summary: summary = summary.assign(arm=[f"{a} [{f}]" if f else a
-                                                           for a,
-                                                           f in zip(summary.arm, summary.family)])
+    if 'family' in summary:
+        summary = summary.assign(
+            arm=[f"{a} [{f}]" if f else a for a, f in zip(summary.arm, summary.family)]
+        )
     return summary.pivot(index=[c for c in summary.columns if c not in (
         'arm', 'family', 'n', 'mean', 'ci', metric)],
                          columns='arm', values=metric)

@@ -23,8 +23,9 @@ def arm_strategy(arm: str) -> str:
 def mix_arm(info: dict) -> str:
     """Arm name of a stage-5 mixed set: `synthetic:<generator>`, with `×<ratio>` for a dose-sweep
     ratio."""
-    return f"synthetic:{info['generator']}" + ('' if info.get('base',
-                                                              True) else f"×{info['ratio']:g}")
+    return f"synthetic:{info['generator']}" + (
+        '' if info.get('base', True) else f"×{info['ratio']:g}"
+    )
 
 # %% ../../nbs/06b_arms.ipynb #ec0766fe
 def ceiling_set(pool: dict, val: dict) -> dict:
@@ -39,12 +40,15 @@ def ceiling_set(pool: dict, val: dict) -> dict:
 # %% ../../nbs/06b_arms.ipynb #b53c9e25
 # the real-data arms: arm -> (family, `fit_classifier` options; 'search': the RandAugment grid
 # searched on validation)
-REAL_ARMS = {'real_only': ('real', {}), 'real_natural': ('real', {'sampling': 'natural'}),
-             'real_aug': ('augmentation', {}), 'real_randaug': ('augmentation',
-                                                                {'search': 'randaugment'}),
-             'real_mixup': ('augmentation', {'mix': 'mixup'}),
-             'real_cutmix': ('augmentation', {'mix': 'cutmix'}),
-             'ceiling': ('ceiling', {})}
+REAL_ARMS = {
+    'real_only': ('real', {}),
+    'real_natural': ('real', {'sampling': 'natural'}),
+    'real_aug': ('augmentation', {}),
+    'real_randaug': ('augmentation', {'search': 'randaugment'}),
+    'real_mixup': ('augmentation', {'mix': 'mixup'}),
+    'real_cutmix': ('augmentation', {'mix': 'cutmix'}),
+    'ceiling': ('ceiling', {}),
+}
 
 # %% ../../nbs/06b_arms.ipynb #9618cc82
 def arm_options(arm: str, cfg) -> dict:  # cfg: stage 6's `TrainingConfig`
@@ -99,7 +103,10 @@ def load_arms(src, # the stage-5 chain's artifacts: a running stage's `StageRun`
             if info['generator'] == 'all' and info.get('base', True):
                 out.update({f'{STRATEGY_PREFIX[s]}:all': (src.read_arrays(name), s, info)
                             for s in strategies if s != 'mix'})
-    if 'ceiling' in cfg.arms: out['ceiling'] = (ceiling_set(src.read_arrays('pool'),
-                                                            src.read_arrays('val')), 'mix',
-                                                real('ceiling'))
+    if 'ceiling' in cfg.arms:
+        out['ceiling'] = (
+            ceiling_set(src.read_arrays('pool'), src.read_arrays('val')),
+            'mix',
+            real('ceiling'),
+        )
     return out

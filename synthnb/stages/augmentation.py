@@ -96,15 +96,14 @@ def _record_translation(run, translator, raw: dict, translated: dict, train: dic
     pick = np.linspace(0, len(before) - 1, min(8, len(before))).astype(int)
     cycled = translator.reconstruct(before[pick])
     tail = lambda v: round(float(np.mean(v[-max(1, len(v) // 10):])), 4)
-    run.metrics['translation'] = {'generators': list(translator.settings.generators),
-                                  'n_translated': int(rows.sum()),
-                                  'train_seconds': translator.train_seconds,
-                                  'final_losses': {k: tail(v) for k,
-                                                   v in translator.losses.items()},
-                                  'cycle_error': round(float(np.abs(cycled.astype(float) - before[
-                                      pick]).mean()), 2),
-                                  'intensity_w1_to_real': {'before': _w1(before, train),
-                                                           'after': _w1(after, train)}}
+    run.metrics['translation'] = {
+        'generators': list(translator.settings.generators),
+        'n_translated': int(rows.sum()),
+        'train_seconds': translator.train_seconds,
+        'final_losses': {k: tail(v) for k, v in translator.losses.items()},
+        'cycle_error': round(float(np.abs(cycled.astype(float) - before[pick]).mean()), 2),
+        'intensity_w1_to_real': {'before': _w1(before, train), 'after': _w1(after, train)},
+    }
     fig = image_grid({'source': before[pick], 'translated': after[pick], 'cycled back': cycled},
                      ncols=len(pick), size=0.8,
                      title='unpaired translation towards the real images')
@@ -133,8 +132,9 @@ def preview_images(syn: dict, train: dict, n: int = 6) -> tuple:
     ("`(images, masks, what)`: up to `n` evenly spaced kept synthetic images to preview the policy "
      "on, "
      "or real training images when stage 3 kept none.")
-    src, what = (syn, 'synthetic') if len(syn['images']) else (train,
-                                                               'real (no synthetic image was kept)')
+    src, what = (
+        (syn, 'synthetic') if len(syn['images']) else (train, 'real (no synthetic image was kept)')
+    )
     idx = np.linspace(0, len(src['images']) - 1, min(n, len(src['images']))).astype(int)
     masks = src['masks'] if 'masks' in src else np.zeros_like(src['images'])
     return src['images'][idx], masks[idx], what

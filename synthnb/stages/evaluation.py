@@ -226,11 +226,11 @@ def run_evaluation(cfg: EvaluationConfig, upstream_dir=None, out_dir=None) -> St
                                     'val': len(val['labels']),
                                     'halves': 'class-stratified random halves'}
         run.metrics['reference_real_halves'] = real_reference(f_real, real, cfg)
-        gens, half = [str(g) for g in np.unique(syn['generator'])], real_halves(real[
-            'labels'], cfg.seed)
-        run.metrics['generators'] = {g: generator_metrics(feats, syn, real, train, val,
-                                                          syn['generator'] == g,
-                                                          classes, cfg) for g in gens}
+        gens = [str(g) for g in np.unique(syn['generator'])]
+        half = real_halves(real['labels'], cfg.seed)
+        run.metrics['generators'] = {
+            g: generator_metrics(feats, syn, real, train, val, syn['generator'] == g, classes, cfg)
+            for g in gens}
         for g in gens:
             for s, (fs, fr) in feats.items():
                 run.metrics['generators'][g]['overall'][s]['fd_ratio'] = fd_ratio(

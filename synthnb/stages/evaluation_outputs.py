@@ -93,8 +93,9 @@ def _save_figures(run, cfg, syn, train, val):
         for j, k in enumerate(keys):
             blocks = [ref[s]] + [run.metrics['generators'][g]['overall'][s] for g in gens]
             v = np.array([b.get(k, np.nan) for b in blocks])
-            iv = np.array([b.get('intervals', {}).get(k, (np.nan,
-                                                          np.nan)) for b in blocks]).reshape(-1, 2)
+            iv = np.array(
+                [b.get('intervals', {}).get(k, (np.nan, np.nan)) for b in blocks]
+            ).reshape(-1, 2)
             ax[i, j].bar(['real halves'] + gens, v,
                          yerr=np.clip([v - iv[:, 0], iv[:, 1] - v], 0, None),
                          color=['grey'] + [f'C{n}' for n in range(len(gens))], capsize=2)

@@ -75,6 +75,14 @@ def inception_features(net: torch.nn.Module, images: np.ndarray, device='cpu',
     299×299)."""
     net, rgb = net.to(device), lambda x: torch.from_numpy(x).to(device)[:, None].expand(
         -1, 3, -1, -1).contiguous()
-    with torch.no_grad(): return torch.cat([net(rgb(images[i:i+batch_size])).cpu()
-                                            for i in range(0, len(images),
-                                                           batch_size)]).double().numpy()
+    with torch.no_grad():
+        return (
+            torch.cat(
+                [
+                    net(rgb(images[i : i + batch_size])).cpu()
+                    for i in range(0, len(images), batch_size)
+                ]
+            )
+            .double()
+            .numpy()
+        )

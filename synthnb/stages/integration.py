@@ -43,9 +43,10 @@ class IntegrationConfig:
     seed: Seed = 0  # experiment seed
     device: str = 'auto'  # 'auto', 'cpu' or 'cuda'
     def __post_init__(self):
-        if self.source not in SOURCES: raise ValueError(
-            f"source {self.source!r}{did_you_mean(self.source, SOURCES)}; "
-                                                        f"choose from {SOURCES}")
+        if self.source not in SOURCES:
+            raise ValueError(
+                f"source {self.source!r}{did_you_mean(self.source, SOURCES)}; choose from {SOURCES}"
+            )
         if not self.strategies: raise ValueError(
             f"strategies must name at least one of {STRATEGIES}")
         for s in self.strategies:
@@ -132,11 +133,15 @@ def _composition_figure(run, counts, classes, cfg):
         syn = [counts[m]['synthetic'][c] for m in counts]
         ax.bar(x + i*w, real, w, color=f'C{i}', label=f'real {c}')
         ax.bar(x + i*w, syn, w, bottom=real, color=f'C{i}', alpha=0.45, label=f'synthetic {c}')
-    ax.set_xticks(x + w*(len(classes)-1)/2,
-                  [m.replace('train_mix__', '').replace('train_mix',
-                                                        'all').replace(
-                                                            '__x', ' ×') for m in counts],
-                  fontsize=8, rotation=30 if len(counts) > 4 else 0)
+    ax.set_xticks(
+        x + w * (len(classes) - 1) / 2,
+        [
+            m.replace('train_mix__', '').replace('train_mix', 'all').replace('__x', ' ×')
+            for m in counts
+        ],
+        fontsize=8,
+        rotation=30 if len(counts) > 4 else 0,
+    )
     ax.set_title(f'training sets (ratio {cfg.ratio:g})')
     ax.legend(fontsize=6)
     fig.tight_layout()
@@ -169,10 +174,12 @@ def run_integration(cfg: IntegrationConfig, upstream_dir=None, out_dir=None) -> 
         run.metrics.update({'strategies': list(cfg.strategies), 'mixes': list(mixes), 'counts': {},
                             'n_synthetic_available': int(len(syn['labels']))})
         for name, mix in mixes.items():
-            run.metrics['counts'][name] = {kind: {classes[c]: int(((mix['labels'] == c)
-                                                                   & (mix[
-                                                                       'is_synthetic'] == s)).sum())
-                                                  for c in range(len(classes))}
-                                          for kind, s in (('real', False), ('synthetic', True))}
+            run.metrics['counts'][name] = {
+                kind: {
+                    classes[c]: int(((mix['labels'] == c) & (mix['is_synthetic'] == s)).sum())
+                    for c in range(len(classes))
+                }
+                for kind, s in (('real', False), ('synthetic', True))
+            }
         _composition_figure(run, run.metrics['counts'], classes, cfg)
     return stage_result('integration', run.out_dir)

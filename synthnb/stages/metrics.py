@@ -30,9 +30,8 @@ def covariance(f: np.ndarray, # features (N, D)
 
 # %% ../../nbs/03a_metrics.ipynb #037ce367
 def _check_sets(f1, f2, least: int = 2):
-    if len(f1) < least or len(f2) < least: raise ValueError(
-        f"need at least {least} samples per set, "
-                                                            f"got {len(f1)} and {len(f2)}")
+    if len(f1) < least or len(f2) < least:
+        raise ValueError(f"need at least {least} samples per set, got {len(f1)} and {len(f2)}")
 
 # %% ../../nbs/03a_metrics.ipynb #7169e898
 def frechet_distance(f1: np.ndarray, # features (N, D) of the first set
@@ -93,9 +92,13 @@ def kid_interval(f1: np.ndarray, f2: np.ndarray, n_boot: int = 100, seed: int = 
     pairs left out."""
     _check_sets(f1, f2)
     k = lambda a, b: (a @ b.T / a.shape[1] + coef) ** degree
-    kxx, kyy, kxy, rng, a = k(f1, f1), k(f2, f2), k(f1,
-                                                    f2), np.random.default_rng(seed), (
-                                                        1 - level) / 2
+    kxx, kyy, kxy, rng, a = (
+        k(f1, f1),
+        k(f2, f2),
+        k(f1, f2),
+        np.random.default_rng(seed),
+        (1 - level) / 2,
+    )
     within = lambda kk, i: kk[np.ix_(i, i)][i[:, None] != i[None, :]].mean()
     v = []
     for _ in range(n_boot):

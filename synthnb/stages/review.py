@@ -18,8 +18,10 @@ REVIEW_COLUMNS = ('id', 'guess', 'plausibility', 'comment')
 
 # %% ../../nbs/03b_review.ipynb #d59ca1be
 def _review_items(real, syn, generators, n_real, n_per_generator, rng) -> list:
-    items = [('real', 'real', int(i)) for i in rng.choice(len(real), min(n_real, len(real)),
-                                                          replace=False)]
+    items = [
+        ('real', 'real', int(i))
+        for i in rng.choice(len(real), min(n_real, len(real)), replace=False)
+    ]
     for g in np.unique(generators):
         idx = np.flatnonzero(generators == g)
         items += [('synthetic', str(g),

@@ -56,8 +56,9 @@ def robustness_metrics(model, test: dict, device='cpu', seed: int = 0) -> dict:
                                                      device=device))
             out[f'{kind}_{sev}'] = {'accuracy': m['accuracy'], 'roc_auc': m['roc_auc'],
                                     'balanced_accuracy': m['balanced_accuracy']}
-    m = classification_metrics(test['labels'], predict_proba(model, shift(test['images']),
-                                                             device=device))
+    m = classification_metrics(
+        test['labels'], predict_proba(model, shift(test['images']), device=device)
+    )
     out['shift'] = {'accuracy': m['accuracy'], 'roc_auc': m['roc_auc'],
                     'balanced_accuracy': m['balanced_accuracy']}
     return out

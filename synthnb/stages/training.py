@@ -75,9 +75,8 @@ class TrainingConfig:
         for a in self.arms:
             if a not in ARMS: raise ValueError(
                 f"unknown arm {a!r}{did_you_mean(a, ARMS)}; arms: {ARMS}")
-        if self.precision not in PRECISIONS: raise ValueError(
-            f"precision must be one of {PRECISIONS}, got "
-                                                              f"{self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         self.augment = list(check_augment(self.augment))
 
 # %% ../../nbs/06_training.ipynb #819fdc3b
@@ -158,8 +157,8 @@ def evaluate_unit(data: dict, strategy: str, test: dict, val: dict, n_classes: i
     if n_classes == 2:
         thr = val_threshold(val['labels'], p_val, positive)
         out['thresholded'] = classification_metrics(test['labels'], p_test, thr, positive)
-        if 'type' in test: out['per_type'] = per_type_metrics(test['labels'], test['type'], p_test,
-                                                              thr, positive)
+        if 'type' in test:
+            out['per_type'] = per_type_metrics(test['labels'], test['type'], p_test, thr, positive)
     return out
 
 # %% ../../nbs/06_training.ipynb #6d549b14

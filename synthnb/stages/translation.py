@@ -52,9 +52,10 @@ class ResnetTranslator(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x):
-        if x.shape[-1] % 4 or x.shape[-2] % 4: raise ValueError(
-            "the translator needs image sides divisible by 4, "
-                                                                f"got {tuple(x.shape[-2:])}")
+        if x.shape[-1] % 4 or x.shape[-2] % 4:
+            raise ValueError(
+                f"the translator needs image sides divisible by 4, got {tuple(x.shape[-2:])}"
+            )
         return self.body(x)
 
 # %% ../../nbs/04b_translation.ipynb #4cebbaad
@@ -122,9 +123,10 @@ def train_cyclegan(source: np.ndarray, # uint8 (N, H, W): the images to translat
     ("Fit both generators and both discriminators; return `(G, F, losses)`: source → target, "
      "target → source, "
      "loss series per step.")
-    if len(source) < 1 or len(target) < 1: raise ValueError(
-        "translation needs source and target images, "
-                                                            f"got {len(source)} and {len(target)}")
+    if len(source) < 1 or len(target) < 1:
+        raise ValueError(
+            f"translation needs source and target images, got {len(source)} and {len(target)}"
+        )
     if source.shape[1:] != target.shape[1:]:
         raise ValueError(
             f"source images are {source.shape[1:]}, "
@@ -177,15 +179,17 @@ class CycleGANTranslator:
     def fit(self, source: np.ndarray, target: np.ndarray):
         t0 = time.perf_counter()
         self.forward_net, self.backward_net, self.losses = train_cyclegan(
-            source, target, self.settings,
-                                                                          self.seed, self.device)
+            source, target, self.settings, self.seed, self.device
+        )
         self.train_seconds = round(time.perf_counter() - t0, 2)
         return self
 
     @torch.no_grad()
     def _apply(self, nets, images: np.ndarray, batch_size: int) -> np.ndarray:
-        if self.forward_net is None: raise RuntimeError("the translator is not trained: "
-                                                        "call fit() or load it with from_state()")
+        if self.forward_net is None:
+            raise RuntimeError(
+                "the translator is not trained: call fit() or load it with from_state()"
+            )
         dev, out = next(self.forward_net.parameters()).device, []
         for i in range(0, len(images), batch_size):
             x = _as_input(images[i:i + batch_size], dev)
