@@ -161,9 +161,9 @@ def _set(params: dict, path: list, value, key: str) -> None:
 # %% ../../nbs/00_config.ipynb #db56c64a
 def _shared(name: str, value, where: str):
     "A shared setting checked: `seed` an integer in [0, 2³²), `device` one of auto, cpu, cuda[:N]."
-    if name == 'seed' and not (isinstance(value,
-                                          int) and not isinstance(
-                                              value, bool) and 0 <= value < SEED_LIMIT):
+    if name == 'seed' and not (
+        isinstance(value, int) and not isinstance(value, bool) and 0 <= value < SEED_LIMIT
+    ):
         raise ValueError(f"{where}: seed = {value!r}: expected an integer ≥ 0 and < 2³² "
                          f"({SEED_LIMIT})")
     if name == 'device' and not (isinstance(value, str) and DEVICES.fullmatch(value)):

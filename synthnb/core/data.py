@@ -75,8 +75,11 @@ def verify_file(path, # file to check
                                           f"{fix_hint(dataset)}")
     size = path.stat().st_size
     if size not in {v.size for v in versions}:
-        kind = 'truncated (an interrupted download?)' if size < min(
-            v.size for v in versions) else 'the wrong size'
+        kind = (
+            'truncated (an interrupted download?)'
+            if size < min(v.size for v in versions)
+            else 'the wrong size'
+        )
         raise DataError(f"{path} is {size:,} bytes, {kind}. Expected {want}. Delete it and "
                         "download it again. "
                         f"{fix_hint(dataset)}")
@@ -119,8 +122,8 @@ PNEUMONIA_VERSIONS = (
                 'lossless rebuild, see data/pneumoniamnist/DATASET.md'))
 
 # %% ../../nbs/00d_data.ipynb #c5cd09d8
-def pneumonia_path(data_dir=None) -> Path: return data_root(
-    data_dir)/'pneumoniamnist'/'pneumoniamnist.npz'
+def pneumonia_path(data_dir=None) -> Path:
+    return data_root(data_dir) / 'pneumoniamnist' / 'pneumoniamnist.npz'
 
 # %% ../../nbs/00d_data.ipynb #279e6645
 MT_COMMIT = 'cc4eb530b57b9cb7225bf76023873043ffd50655'

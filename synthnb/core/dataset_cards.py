@@ -170,8 +170,10 @@ def _grey(im: Image.Image, path, rgb: str) -> tuple:
      "in a colour file, "
      "16-bit, or min-max scaled.")
     mode = im.mode
-    if mode.startswith('I;16'): return Image.fromarray(
-        (np.asarray(im, np.float64) / 257).round().astype(np.uint8)), '16-bit scaled by 1/257'
+    if mode.startswith('I;16'):
+        return Image.fromarray(
+            (np.asarray(im, np.float64) / 257).round().astype(np.uint8)
+        ), '16-bit scaled by 1/257'
     if mode in ('I', 'F'):
         a = np.asarray(im, np.float64)
         return Image.fromarray(
@@ -209,8 +211,14 @@ def read_image(path, # image file
     if mask:
         m = np.asarray(im.convert('L'))
         # a 0/1 mask becomes 0/255
-        im, how = (Image.fromarray((m > 0).astype(
-            np.uint8) * 255) if 0 < m.max() < 128 else Image.fromarray(m)), 'mask'
+        im, how = (
+            (
+                Image.fromarray((m > 0).astype(np.uint8) * 255)
+                if 0 < m.max() < 128
+                else Image.fromarray(m)
+            ),
+            'mask',
+        )
     else: im, how = _grey(im, path, rgb)
     fill = round(float(np.median(np.asarray(im)))) if fit == 'letterbox' and not mask else 0
     arr = np.asarray(fit_square(im, image_size, fit, fill))

@@ -109,8 +109,10 @@ def predict_proba(model: nn.Module, images: np.ndarray,
                                                     enabled=dtype is not None):
             x = to_tensor(images[i:i+batch_size], device)
             views = tta_views(x, tta)
-            probs = [model(v.contiguous(memory_format=memory_format(
-                model, device))).float().softmax(1) for v in views]
+            probs = [
+                model(v.contiguous(memory_format=memory_format(model, device))).float().softmax(1)
+                for v in views
+            ]
         out.append(torch.stack(probs).mean(0).cpu())
     return torch.cat(out).numpy()
 

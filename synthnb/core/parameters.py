@@ -22,9 +22,9 @@ class Bounds(annotated_types.Interval):
     """Allowed range of a number: `ge`/`gt` below, `le`/`lt` above (None: open); pydantic enforces
     it, `str` words it."""
     def __str__(self):
-        num = lambda x: f'{x:,}'.replace(',',
-                                         '_') if float(x).is_integer() and abs(
-                                             x) >= 1e4 else f'{x:g}'
+        num = lambda x: (
+            f'{x:,}'.replace(',', '_') if float(x).is_integer() and abs(x) >= 1e4 else f'{x:g}'
+        )
         parts = [f'{op} {num(x)}' for op, x in (('≥', self.ge), ('>', self.gt), ('≤', self.le),
                                                 ('<', self.lt))
                  if x is not None]

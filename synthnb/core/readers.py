@@ -73,8 +73,8 @@ def folder_rows(root: Path, # the source folder
                             f"({len(orphans)} such mask(s)); remove it or add its image")
         for p in images:
             row = {'image': str(p.relative_to(root)), 'label': c}
-            if mask_suffix: row['mask'] = str(masks[stem(p)].relative_to(root)) if stem(
-                p) in masks else ''
+            if mask_suffix:
+                row['mask'] = str(masks[stem(p)].relative_to(root)) if stem(p) in masks else ''
             if group:
                 if not (m := re.search(group, p.name)):
                     raise DataError(

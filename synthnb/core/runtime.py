@@ -113,11 +113,16 @@ def provenance(device: str = 'auto') -> dict:
     "Versions, commit, platform and device of this process."
     import torch
     dev = resolve_device(device)
-    return {'python': platform.python_version(), 'platform': platform.platform(),
-            'packages': package_versions(),
-            'git': git_commit(), 'device': str(dev),
-            'device_name': torch.cuda.get_device_name(
-                dev) if dev.type == 'cuda' else platform.processor() or 'cpu',
-            'torch_threads': torch.get_num_threads(),
-            'cpu_capability': torch.backends.cpu.get_cpu_capability(),
-            'bf16_native': bf16_supported(dev)}
+    return {
+        'python': platform.python_version(),
+        'platform': platform.platform(),
+        'packages': package_versions(),
+        'git': git_commit(),
+        'device': str(dev),
+        'device_name': torch.cuda.get_device_name(dev)
+        if dev.type == 'cuda'
+        else platform.processor() or 'cpu',
+        'torch_threads': torch.get_num_threads(),
+        'cpu_capability': torch.backends.cpu.get_cpu_capability(),
+        'bf16_native': bf16_supported(dev),
+    }

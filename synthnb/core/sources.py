@@ -125,8 +125,11 @@ def split_summary(data: dict, # a loaded source: labels, and group and type wher
                             n in zip(*np.unique(data['type'][m], return_counts=True))}
                         for k, m in sides.items()}
     if 'group' in data:
-        mixed = [g for g in np.unique(data['group']) if len(np.unique(data['labels'][data[
-            'group'] == g])) > 1]
+        mixed = [
+            g
+            for g in np.unique(data['group'])
+            if len(np.unique(data['labels'][data['group'] == g])) > 1
+        ]
         side = {g.item(): 'test' if is_test[data['group'] == g].any() else 'pool' for g in mixed}
         out['mixed_groups'] = {k: [g for g, s in side.items() if s == k] for k in sides}
     return out

@@ -134,14 +134,18 @@ def stale_reason(stage_dir, key: str,
     must run."""
     if not (Path(stage_dir)/MANIFEST).exists():
         return 'the last run did not finish' if Path(stage_dir).exists() else 'first run'
-    try: m = read_manifest(stage_dir)
-    except StageError as e: return str(e).split(':')[0] if 'damaged' in str(
-        e) else 'the last run did not finish'
+    try:
+        m = read_manifest(stage_dir)
+    except StageError as e:
+        return str(e).split(':')[0] if 'damaged' in str(e) else 'the last run did not finish'
     old = m.get('runner') or {}
     if not old.get('key'): return 'the last run did not finish'
     if old['key'] != key:
-        why = [_CHANGED[k] for k in _CHANGED if parts and old.get('parts') and old['parts'].get(
-            k) != parts.get(k)]
+        why = [
+            _CHANGED[k]
+            for k in _CHANGED
+            if parts and old.get('parts') and old['parts'].get(k) != parts.get(k)
+        ]
         if 'parameters changed' in why and params:
             before = m.get('parameters') or {}
             names = [f"{k} {before.get(k)!r} → {v!r}" for k,
@@ -152,8 +156,8 @@ def stale_reason(stage_dir, key: str,
     root = Path(stage_dir).parent
     for a in (a for a in m['artifacts'].values() if a['stage'] == m['stage']):
         if not (root/a['path']).exists(): return f"artifact {a['path']} is missing"
-        if sha256_file(root/a['path']) != a[
-            'sha256']: return f"artifact {a['path']} changed on disk"
+        if sha256_file(root/a['path']) != a['sha256']:
+            return f"artifact {a['path']} changed on disk"
     return None
 
 # %% ../../nbs/00i_stages.ipynb #3b05a508

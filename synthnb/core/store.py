@@ -54,8 +54,11 @@ class StageRun:
                  inputs: dict|None = None,
                 ):
         self.stage, self.cfg, self.declared = stage, cfg, inputs
-        self.out_dir = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(
-            prefix='synthnb-'))/stage_folder(stage)
+        self.out_dir = (
+            Path(out_dir)
+            if out_dir
+            else Path(tempfile.mkdtemp(prefix='synthnb-')) / stage_folder(stage)
+        )
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.root = self.out_dir.parent
         self.upstream_dir = Path(upstream_dir) if upstream_dir else None
@@ -138,16 +141,28 @@ def _write_manifest(self: StageRun, status: str, error: str|None = None):
     if self.metrics: self._register('metrics', save_json(self.out_dir/'metrics.json', self.metrics))
     artifacts = {k: {**v, 'path': self._rel(v['path'])} for k, v in self.inherited.items()}
     artifacts.update(self.artifacts)
-    m = {'stage': self.stage, 'status': status, 'error': error,
-         'parameters': dataclasses.asdict(self.cfg) if dataclasses.is_dataclass(
-             self.cfg) else dict(self.cfg),
-         'seed': getattr(self.cfg, 'seed', None), 'device': str(self.device),
-         'upstream': self._rel(self.upstream_dir) if self.upstream_dir else None,
-         'inputs': self.inputs, 'artifacts': artifacts, 'metrics': self.metrics, **self.extra,
-         'provenance': provenance(str(self.device)),
-         'timings': {'started': datetime.datetime.fromtimestamp(self.started, datetime.timezone.utc)
-                                .isoformat(timespec='seconds'),
-                     'seconds': round(time.time() - self.started, 3)}}
+    m = {
+        'stage': self.stage,
+        'status': status,
+        'error': error,
+        'parameters': dataclasses.asdict(self.cfg)
+        if dataclasses.is_dataclass(self.cfg)
+        else dict(self.cfg),
+        'seed': getattr(self.cfg, 'seed', None),
+        'device': str(self.device),
+        'upstream': self._rel(self.upstream_dir) if self.upstream_dir else None,
+        'inputs': self.inputs,
+        'artifacts': artifacts,
+        'metrics': self.metrics,
+        **self.extra,
+        'provenance': provenance(str(self.device)),
+        'timings': {
+            'started': datetime.datetime.fromtimestamp(
+                self.started, datetime.timezone.utc
+            ).isoformat(timespec='seconds'),
+            'seconds': round(time.time() - self.started, 3),
+        },
+    }
     save_json(self.out_dir/MANIFEST, m)
     from synthnb.core.tracking import mirror_stage, tracking_target
     if target := tracking_target():  # an opt-in mirror; the manifest above stays the record
@@ -221,9 +236,11 @@ class StageResult:
         m = self.manifest
         prov = m['provenance']
         own = [k for k, v in m['artifacts'].items() if v['stage'] == self.stage]
-        git = (prov['git']['commit'][:10] + (' (dirty)' if prov['git']['dirty'] else '') if prov[
-            'git']['commit']
-               else 'not a git checkout')
+        git = (
+            prov['git']['commit'][:10] + (' (dirty)' if prov['git']['dirty'] else '')
+            if prov['git']['commit']
+            else 'not a git checkout'
+        )
         rows = [f"**{stage_folder(self.stage)}** · status `{m['status']}` · "
                 f"{m['timings']['seconds']:.1f} s · "
                 f"device `{m['device']}` · seed {m['seed']}",

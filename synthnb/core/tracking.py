@@ -50,9 +50,8 @@ def flat_numbers(d: dict, prefix: str = '') -> tuple:
             scalars.update(s)
             series.update(l)
         elif _number(v) and np.isfinite(v): scalars[key] = float(v)
-        elif isinstance(v,
-                        list) and len(v) > 1 and all(_number(x) for x in v): series[key] = [float(
-                            x) for x in v]
+        elif isinstance(v, list) and len(v) > 1 and all(_number(x) for x in v):
+            series[key] = [float(x) for x in v]
     return scalars, series
 
 # %% ../../nbs/00h_tracking.ipynb #7d2abb41

@@ -87,8 +87,11 @@ def train_ddpm(unet: UNet2DModel, # model built from `unet_config`
     ema = EMAModel(unet.parameters(), decay=ema_decay) if ema_decay else None
     model, opt, loader, sched = acc.prepare(unet, opt, loader, sched)
     if ema: ema.to(acc.device)
-    noise_sched, p, null = DDPMScheduler(**SCHEDULER), patch_size(
-        unet.config), unet.config.num_class_embeds - 1
+    noise_sched, p, null = (
+        DDPMScheduler(**SCHEDULER),
+        patch_size(unet.config),
+        unet.config.num_class_embeds - 1,
+    )
     losses = []
     for x0, y in progress(loader, total=steps, desc='diffusion', leave=False,
                           disable=not acc.is_local_main_process):

@@ -46,7 +46,8 @@ def place_crop(target: np.ndarray, # uint8 (H, W) a real defect-free tile
     mask[box], inside[box] = inner, True
     source = target.astype(np.float64)
     source[box] = (source[box] if blend == 'add' else 0) + rng.uniform(
-        1 - contrast, 1 + contrast) * image
+        1 - contrast, 1 + contrast
+    ) * image
     region, weight = blend_region(mask, inside, margin)
     out = poisson_blend(target, source, region, weight, blend == 'mixed')
     return np.clip(out, 0, 255).round().astype(np.uint8), mask.astype(np.uint8), region
@@ -57,9 +58,10 @@ def crop_distances(a: np.ndarray, # (N, c, c) crops
                   ) -> np.ndarray:
     """RMS distance (N, K) between mean-removed crops, the smallest over the 8 flips and quarter
     turns of `b`."""
-    a, b = (np.asarray(x, np.float64) - np.asarray(x,
-                                                   np.float64).mean((
-                                                       1, 2), keepdims=True) for x in (a, b))
+    a, b = (
+        np.asarray(x, np.float64) - np.asarray(x, np.float64).mean((1, 2), keepdims=True)
+        for x in (a, b)
+    )
     views = [np.rot90(v, k, (1, 2)) for v in (b, b[:, :, ::-1]) for k in range(4)]
     return np.min([np.sqrt(((a[:, None] - v[None]) ** 2).mean((2, 3))) for v in views], 0)
 
@@ -112,10 +114,14 @@ class DefectDiffusionGenerator:
         self.crop, self.margin = self.settings.crop or images.shape[1] // 4, max(3, round(
             images.shape[1] / 32))
         kinds = np.asarray(kinds) if kinds is not None else np.full(len(labels), 'defect')
-        self.source_kinds, self.source_labels = [str(kinds[i]) for i in keep], [int(labels[
-            i]) for i in keep]
-        self.source_hashes, self.types = [_sha1(images[i]) for i in keep], sorted({str(kinds[
-            i]) for i in keep})
+        self.source_kinds, self.source_labels = (
+            [str(kinds[i]) for i in keep],
+            [int(labels[i]) for i in keep],
+        )
+        self.source_hashes, self.types = (
+            [_sha1(images[i]) for i in keep],
+            sorted({str(kinds[i]) for i in keep}),
+        )
         windows = [defect_window(masks[i] > 0, self.crop) for i in keep]
         self.sides = [w[2] for w in windows]
         # the class: the type, and whether its window is seen at full resolution (small defects) or
@@ -220,8 +226,11 @@ def from_state(cls: DefectDiffusionGenerator, tensors: dict, config: dict, class
     self = cls(DefectDiffusionSettings(**config['settings']), config['normal_class'],
                config['device'], config['seed'])
     for k in _KEYS: setattr(self, k, config[k])
-    self.backgrounds, self.tiles, self.windows = tensors['backgrounds'].numpy(), tensors[
-        'tiles'], tensors['windows']
+    self.backgrounds, self.tiles, self.windows = (
+        tensors['backgrounds'].numpy(),
+        tensors['tiles'],
+        tensors['windows'],
+    )
     self.unet = UNet2DModel.from_config(config['unet'])
     self.unet.load_state_dict({k[len('unet.'):]: v for k,
                                v in tensors.items() if k.startswith('unet.')})

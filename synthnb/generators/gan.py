@@ -43,9 +43,12 @@ def ada_augment(x: torch.Tensor, # images (N, C, H, W) in [-1, 1]
     a = torch.eye(3, device=dev).repeat(n, 1, 1)
     if 'xflip' in ops: a[:, 0] *= (1 - 2 * on() * (r(n) < 0.5).float())[:, None]
     if 'translate' in ops:  # whole pixels, up to 1/8 of the side
-        a[:, :2, 2] += ((r(n,
-                           2) * 2 - 1) * w / 8).round() * 2 / torch.tensor([
-                               w, h], device=dev) * on()[:, None]
+        a[:, :2, 2] += (
+            ((r(n, 2) * 2 - 1) * w / 8).round()
+            * 2
+            / torch.tensor([w, h], device=dev)
+            * on()[:, None]
+        )
     if 'scale' in ops: a[:, :2] *= torch.exp2(gauss() * 0.2 * on())[:, None, None]
     if 'rotate' in ops:
         t = (r(n) * 2 - 1) * math.pi * on()
@@ -192,8 +195,10 @@ class GANGenerator:
                          width=s.width,
                          style_dim=s.style_dim, mapping_layers=s.mapping_layers)
         torch.manual_seed(self.seed)  # the weights' initialisation too: same seed, same generator
-        G, D = StyleGenerator(**self.arch), ResidualDiscriminator(self.arch[
-            'image_size'], n_classes, s.width)
+        G, D = (
+            StyleGenerator(**self.arch),
+            ResidualDiscriminator(self.arch['image_size'], n_classes, s.width),
+        )
         self.net, self.losses = train_gan(G, D, images, check_labels(labels, n_classes, self.name),
                                           s, self.seed,
                                           self.device)

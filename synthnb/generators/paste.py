@@ -123,8 +123,9 @@ def state(self: DefectPasteGenerator) -> tuple:
 def from_state(cls: DefectPasteGenerator, tensors: dict, config: dict, classes=None):
     "Rebuild a fitted generator from `state()`."
     c = dict(config)
-    settings = PasteSettings(**{f.name: c[f.name] for f in dataclasses.fields(
-        PasteSettings) if f.name in c})
+    settings = PasteSettings(
+        **{f.name: c[f.name] for f in dataclasses.fields(PasteSettings) if f.name in c}
+    )
     self = cls(settings, c['normal_class'], c['sigma'], c['dilate'])
     self.backgrounds, self.n_classes = tensors['backgrounds'].numpy(), c['n_classes']
     self.margin = c.get('margin', c['dilate'] or 2)

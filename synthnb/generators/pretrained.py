@@ -49,9 +49,12 @@ def load_pipeline(path, data_dir=None):
                         "pipeline.save_pretrained(...) (with model_index.json). "
                         "Set generation.pretrained.path (absolute, or relative to the data "
                         "directory).")
-    try: pipe = DiffusionPipeline.from_pretrained(str(folder), local_files_only=True)
-    except Exception as e: raise DataError(
-        f"Cannot load the diffusers pipeline at {folder}: {type(e).__name__}: {e}") from e
+    try:
+        pipe = DiffusionPipeline.from_pretrained(str(folder), local_files_only=True)
+    except Exception as e:
+        raise DataError(
+            f"Cannot load the diffusers pipeline at {folder}: {type(e).__name__}: {e}"
+        ) from e
     unet = getattr(pipe, 'unet', None)
     if not isinstance(unet, UNet2DModel):
         raise DataError(f"{folder} holds a {type(pipe).__name__} whose denoiser is "
@@ -61,8 +64,9 @@ def load_pipeline(path, data_dir=None):
                         "unconditional or class-conditional). Text-to-image pipelines need their "
                         "text encoder, "
                         "which is not wired here.")
-    files = {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob(
-        '*')) if p.is_file()}
+    files = {
+        str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob('*')) if p.is_file()
+    }
     return unet, pipe.scheduler, files
 
 # %% ../../nbs/02h_pretrained.ipynb #b2b405ee
@@ -185,9 +189,11 @@ class PretrainedGenerator:
             self.settings.steps,
             generator,
         )
-        images = to_uint8(from_unet_space(x,
-                                          size)) if len(labels) else np.zeros((
-                                              0, size, size), np.uint8)
+        images = (
+            to_uint8(from_unet_space(x, size))
+            if len(labels)
+            else np.zeros((0, size, size), np.uint8)
+        )
         return {'images': images, 'labels': labels, 'masks': self.masks[src]}
 
     def provenance(self) -> dict:

@@ -149,8 +149,12 @@ class VAEGenerator:
      "(ε, δ)-private weights.")
     def __init__(self, settings: VAESettings|None = None, # `generation.vae`; None: the defaults
                  dp: bool = False, device: str = 'auto', seed: int = 0):
-        self.settings, self.dp, self.device, self.seed = settings or VAESettings(), bool(
-            dp), device, seed
+        self.settings, self.dp, self.device, self.seed = (
+            settings or VAESettings(),
+            bool(dp),
+            device,
+            seed,
+        )
         self.name = 'dp_vae' if dp else 'vae'
         self.net, self.losses, self.privacy = None, {}, None
 

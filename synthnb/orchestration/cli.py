@@ -32,8 +32,9 @@ def cmd_run(args) -> int:
     stage fails."""
     from synthnb.core.data import DataError
     from synthnb.core.store import StageError
-    if args.iterations < 1: return fail(ValueError(
-        f"--iterations {args.iterations}: give 1 or more"), 2)
+
+    if args.iterations < 1:
+        return fail(ValueError(f"--iterations {args.iterations}: give 1 or more"), 2)
     if args.iterations > 1 and args.until: return fail(ValueError(
         "--until cannot be combined with --iterations > 1: each feedback iteration needs stage 6's "
         "recommendations. Run --until first, or the whole loop without it."), 2)

@@ -117,8 +117,11 @@ def robustness(chains: dict, arms: list, level: float = 0.95) -> pd.DataFrame:
     for a in [a for a in arms if a in chains['p_test']]:
         per = {}
         for name in chains['chains']:
-            f = Path(chains['protocol']['chains'][name]['run_dir'])/stage_folder(
-                'training')/'metrics.json'
+            f = (
+                Path(chains['protocol']['chains'][name]['run_dir'])
+                / stage_folder('training')
+                / 'metrics.json'
+            )
             src = (
                 chains['stand_in'].get(a, {}).get(name, a).split(':')[-1]
                 if a in chains['stand_in']
@@ -242,16 +245,25 @@ def headline_markdown(h: dict, notes: bool = True) -> str:
                 + ('' if r['ci_low'] is None else f" [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]")
             )
         )
-        helps = '–' if 'helps' not in r else 'not tested' if r['p_holm'] is None else 'yes' if r[
-            'helps'] else 'no'
+        helps = (
+            '–'
+            if 'helps' not in r
+            else 'not tested'
+            if r['p_holm'] is None
+            else 'yes'
+            if r['helps']
+            else 'no'
+        )
         lines.append(f"| {a}{' (chosen on validation)' if a == h['selected'] else ''} | "
                      f"{r['test_mean']:.3f} | {d} | "
                      f"{helps} |")
     g, w = h['gap_closed'], h['worth']
-    gap = (f"{g['value']:.2f} [{g['low']:.2f}, {g['high']:.2f}] "
-           "(Fieller)" if g.get('low') is not None
-           else (f"{g['value']:.2f}, " if g.get('value') is not None else '') + (g.get(
-               'note') or 'n/a'))
+    gap = (
+        f"{g['value']:.2f} [{g['low']:.2f}, {g['high']:.2f}] (Fieller)"
+        if g.get('low') is not None
+        else (f"{g['value']:.2f}, " if g.get('value') is not None else '')
+        + (g.get('note') or 'n/a')
+    )
     if h['selected'] is None:
         return '\n'.join(lines + ['', '- No synthetic arm in every chain: nothing to compare.'])
     lines += [

@@ -89,8 +89,8 @@ def report_error(report) -> str|None:
     for i, c in enumerate(nb.cells):
         if c.cell_type != 'code': continue
         for o in c.get('outputs', []):
-            if o.get(
-                'output_type') == 'error': return f"cell {i}: {o.get('ename')}: {o.get('evalue')}"
+            if o.get('output_type') == 'error':
+                return f"cell {i}: {o.get('ename')}: {o.get('evalue')}"
         status = c.get('metadata', {}).get('papermill', {}).get('status')
         if status not in (None, 'completed'): return f"cell {i} has status {status!r}"
     return None
@@ -116,8 +116,11 @@ def stream_output(pipe, out, show: bool = True, traceback: bool = False) -> str:
         parts = re.split(r'(\r|\n)', pending + text)
         pending = parts.pop()
         for piece, end in zip(parts[::2], parts[1::2]):
-            in_tb = in_tb or piece.startswith(
-                'Traceback (most recent call last)') or 'PapermillExecutionError' in piece
+            in_tb = (
+                in_tb
+                or piece.startswith('Traceback (most recent call last)')
+                or 'PapermillExecutionError' in piece
+            )
             if (in_tb and not traceback) or any(n in piece for n in NOISE): continue
             out.write(piece + end)
         out.flush()
@@ -127,8 +130,8 @@ def stream_output(pipe, out, show: bool = True, traceback: bool = False) -> str:
     return ''.join(seen)
 
 # %% ../../nbs/10b_execution.ipynb #1c4fb0e1
-def _last_line(text: str) -> str: return next((l for l in reversed(
-    text.strip().splitlines()) if l.strip()), '')
+def _last_line(text: str) -> str:
+    return next((l for l in reversed(text.strip().splitlines()) if l.strip()), '')
 
 # %% ../../nbs/10b_execution.ipynb #92b5a05d
 def execute_notebook(notebook, stage_dir, params: dict, kernel: str = 'python3', cwd=None,

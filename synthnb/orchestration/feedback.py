@@ -202,11 +202,14 @@ def feedback_markdown(history: list) -> str:
         ch = '<br>'.join(f"`{a['key']}` {a['old']} → {a['new']}" for a in h['applied']) or '—'
         failed = ', '.join(g for g, v in h.get('gate',
                                                {}).items() if v['verdict'] == 'failed') or '—'
-        lines.append(f"| {h['iteration']} | {ch} | {failed} | "
-                     + ' | '.join(f"{v:.3f}" if finite(v := h['arms'].get(
-                         a)) else '–' for a in arms) + ' |')
-    return '\n'.join(lines) + '\n' + (f"\n{validation_change(history)}\n" if len(
-        history) > 1 else '')
+        lines.append(
+            f"| {h['iteration']} | {ch} | {failed} | "
+            + ' | '.join(f"{v:.3f}" if finite(v := h['arms'].get(a)) else '–' for a in arms)
+            + ' |'
+        )
+    return (
+        '\n'.join(lines) + '\n' + (f"\n{validation_change(history)}\n" if len(history) > 1 else '')
+    )
 
 # %% ../../nbs/11_feedback.ipynb #c670251d
 def feedback_figure(history: list):

@@ -149,9 +149,8 @@ def expand_sweep(spec: SweepSpec, accepted: dict|None = None) -> list:
             overrides = [*spec.overrides.items(), *point.items(), ('exp_id', exp_id)]
             try: exp = validate_experiment(load_experiment(_case_path(path), overrides, accepted),
                                            accepted)
-            except (ValueError,
-                    FileNotFoundError) as e: raise type(e)(
-                        f"case {case}, grid point {point}: {e}") from e
+            except (ValueError, FileNotFoundError) as e:
+                raise type(e)(f"case {case}, grid point {point}: {e}") from e
             points.append(SweepPoint(case, point, exp))
     return points
 

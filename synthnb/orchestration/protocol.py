@@ -114,8 +114,13 @@ def curve_points(exp: Experiment, protocol: ProtocolConfig) -> tuple:
     real = load_real(cfg) if protocol.curve else {}
     ok, skipped = [], {}
     pool, classes = real.get('pool', {}), real.get('classes', [])
-    keys = pool.get('group') if pool.get('group') is not None else image_hashes(pool[
-        'images']) if pool else None
+    keys = (
+        pool.get('group')
+        if pool.get('group') is not None
+        else image_hashes(pool['images'])
+        if pool
+        else None
+    )
     for n in protocol.curve:
         counts = class_counts(with_scarce_count(cfg.n_per_class, n), classes)
         try:

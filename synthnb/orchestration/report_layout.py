@@ -50,9 +50,8 @@ def _bindings(src: str) -> dict:
     for node in ast.parse(src).body:
         if isinstance(node, ast.ImportFrom) and node.module != '__future__':
             out.update({a.asname or a.name: (node.module, a) for a in node.names})
-        elif isinstance(node,
-                        ast.Import): out.update({a.asname or a.name.split('.')[0]: (
-                            None, a) for a in node.names})
+        elif isinstance(node, ast.Import):
+            out.update({a.asname or a.name.split('.')[0]: (None, a) for a in node.names})
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef,
                                ast.ClassDef)): out[node.name] = None
         elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):

@@ -33,8 +33,11 @@ def gate_summary(run_dir, # a run folder
     f = Path(run_dir)/stage_folder('evaluation')/'metrics.json'
     gate = json.loads(f.read_text()).get('gate') or {} if f.exists() else {}
     if not gate.get('failed'): return None
-    how = 'flagged only: its images still went on' if gate[
-        'mode'] == 'flag' else 'not mixed, not ranked'
+    how = (
+        'flagged only: its images still went on'
+        if gate['mode'] == 'flag'
+        else 'not mixed, not ranked'
+    )
     return '\n'.join(f"- generator `{g}` **failed** the quality gate ({how}): "
                      + '; '.join(gate['generators'][g]['reasons']) for g in gate['failed'])
 

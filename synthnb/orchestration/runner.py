@@ -182,8 +182,11 @@ def smoke_upstream(stage: str, cache_dir=None) -> Path:
     """Folder of the stage before `stage`, from a cached in-process smoke run with default
     parameters."""
     if STAGES.index(stage) == 0: raise ValueError("the domain stage has no upstream")
-    root = Path(cache_dir or os.environ.get(
-        'SYNTHNB_CACHE') or Path.home()/'.cache'/'synthnb')/'smoke'/code_hash()[:16]
+    root = (
+        Path(cache_dir or os.environ.get('SYNTHNB_CACHE') or Path.home() / '.cache' / 'synthnb')
+        / 'smoke'
+        / code_hash()[:16]
+    )
     key, prev = '', None
     with file_lock(root/'.lock'):
         for s in STAGES[:STAGES.index(stage)]:

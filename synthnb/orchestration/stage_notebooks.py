@@ -65,8 +65,8 @@ def notebook_parameters(stage: str) -> dict:
     return papermill.inspect_notebook(str(stage_notebook(stage)))
 
 # %% ../../nbs/10ba_stage_notebooks.ipynb #b7b81582
-class ParameterError(
-    ValueError): "An experiment names a parameter that a stage notebook does not have."
+class ParameterError(ValueError):
+    "An experiment names a parameter that a stage notebook does not have."
 
 # %% ../../nbs/10ba_stage_notebooks.ipynb #1edbd31b
 def accepted_parameters() -> dict:
@@ -127,8 +127,9 @@ def validate_experiment(exp: Experiment, accepted: dict|None = None,
             where = (f"bad value from {', '.join(mine)} (stage {s})" if mine
                      else f"{exp.source}: bad value for stage {s}")
             raise ParameterError(f"{where}: {e}") from e
-    devices = {exp.device} | {p['device'] for p in exp.stages.values() if isinstance(p.get(
-        'device'), str)}
+    devices = {exp.device} | {
+        p['device'] for p in exp.stages.values() if isinstance(p.get('device'), str)
+    }
     # before any stage: a GPU asked for must be there
     if any(d.startswith('cuda') for d in devices):
         import torch

@@ -80,9 +80,10 @@ class DomainConfig:
                               constraints=self.constraints)
         # known classes: checked before any loading
         if isinstance(self.n_per_class, dict) and self.card['classes']:
-            try: class_counts(self.n_per_class, [str(c) for c in self.card['classes']])
-            except DataError as e: raise ConfigError({
-                'n_per_class': f"{self.n_per_class!r}: {e}"}) from None
+            try:
+                class_counts(self.n_per_class, [str(c) for c in self.card['classes']])
+            except DataError as e:
+                raise ConfigError({'n_per_class': f"{self.n_per_class!r}: {e}"}) from None
 
 # %% ../../nbs/01_domain.ipynb #5ef613b0
 def load_real(cfg: DomainConfig) -> dict:

@@ -235,10 +235,9 @@ def run_evaluation(cfg: EvaluationConfig, upstream_dir=None, out_dir=None) -> St
             for s, (fs, fr) in feats.items():
                 run.metrics['generators'][g]['overall'][s]['fd_ratio'] = fd_ratio(
                     fs[syn['generator'] == g], fr, half, cfg)
-        prov = json.loads(run.artifact_path('provenance').read_text()) if run.has_artifact(
-            'provenance') else {}
-        # the formal guarantee (DP-SGD's ε), where a generator has one, beside the empirical
-        # memorisation audit
+        has_prov = run.has_artifact('provenance')
+        prov = json.loads(run.artifact_path('provenance').read_text()) if has_prov else {}
+        # the formal guarantee (DP-SGD's ε) where a generator has one, beside the memorisation audit
         for g in gens:
             run.metrics['generators'][g]['overall']['memorisation']['dp_epsilon'] = (
                 ((prov.get(g) or {}).get('privacy') or {}).get('epsilon'))

@@ -42,8 +42,11 @@ def _filter(run, cfg, clf, syn, train, val, domain_feats):
                     **{str(r): int(n) for r,
                        n in zip(*np.unique(sel['reason'][k & ~sel['keep']], return_counts=True))}}
            for g in np.unique(syn['generator'])}
-    prov = json.loads(run.artifact_path('provenance').read_text()) if run.has_artifact(
-        'provenance') else {}
+    prov = (
+        json.loads(run.artifact_path('provenance').read_text())
+        if run.has_artifact('provenance')
+        else {}
+    )
     # the kept share counts the images a generator made: not the real training images it returns for
     # some classes
     # (paste's defect-free samples are the real tiles, which the filter drops as copies by design)

@@ -191,8 +191,9 @@ def run_generation(cfg: GenerationConfig, upstream_dir=None, out_dir=None) -> St
             rows = {}
             for c, cname in enumerate(classes):
                 rows[f'real {cname}'] = train['images'][train['labels'] == c][:8]
-                rows[f'{name} {cname}'] = syn['images'][(syn['generator'] == name) & (syn[
-                    'labels'] == c)][:8]
+                rows[f'{name} {cname}'] = syn['images'][
+                    (syn['generator'] == name) & (syn['labels'] == c)
+                ][:8]
             fig = image_grid(rows, ncols=8, title=f'{name}: synthetic next to real')
             run.save_figure(f'samples_{name}', fig)
             plt.close(fig)

@@ -99,15 +99,12 @@ AUGMENTATIONS = {  # geometric: the mask moves with the image
     'contrast':   lambda p=0.5, range=(0.8, 1.2): K.RandomContrast(_pair(range), p=p),
     'gamma':      lambda p=0.5, range=(0.8, 1.25): K.RandomGamma(_pair(range), p=p),
     'noise':      lambda p=0.5, std=0.02: K.RandomGaussianNoise(std=float(std), p=p),
-    'blur':       lambda p=0.5, sigma=(0.1,
-                                       1.0): K.RandomGaussianBlur(2 * math.ceil(2 * _pair(sigma)[
-                                           1]) + 1,
-                                                                       _pair(sigma), p=p),
+    'blur':       lambda p=0.5, sigma=(0.1, 1.0): K.RandomGaussianBlur(
+                      2 * math.ceil(2 * _pair(sigma)[1]) + 1, _pair(sigma), p=p),
     'sharpen':    lambda p=0.5, sharpness=(0.2, 1.0): K.RandomSharpness(_pair(sharpness), p=p),
     # environmental: occlusion (the erased part leaves the mask too), lighting, other surfaces
-    'cutout':     lambda p=0.5, scale=(0.02, 0.1), value=0.5: K.RandomErasing(scale=_pair(scale),
-                                                                              value=float(
-                                                                                  value), p=p),
+    'cutout':     lambda p=0.5, scale=(0.02, 0.1), value=0.5: K.RandomErasing(
+                      scale=_pair(scale), value=float(value), p=p),
     'gradient':   lambda p=0.5, gain=(0.05, 0.2): K.RandomLinearIllumination(gain=_pair(gain), p=p),
     'vignette':   lambda p=0.5, strength=(0.1, 0.4): RandomOp(lambda x, m, ref,
                                                               strength: (vignette(x, strength), m),
@@ -270,6 +267,6 @@ def preview_grid(policies: dict, # row title -> policy mapping
     rows = {'source': images}
     for name, policy in policies.items():
         pipeline = build_policy(policy, targets, backgrounds).to(device)
-        for d in range(draws): rows[f'{name} {d + 1}'] = augment(
-            images, masks, pipeline, seed + d, device=device)[0]
+        for d in range(draws):
+            rows[f'{name} {d + 1}'] = augment(images, masks, pipeline, seed + d, device=device)[0]
     return image_grid(rows, ncols=len(images), size=0.8, title=title)

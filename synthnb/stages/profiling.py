@@ -47,16 +47,25 @@ def defect_stats(images: np.ndarray, masks: np.ndarray) -> dict:
 def profile_domain(pool: dict, train: dict, val: dict, test: dict, classes: list) -> dict:
     """Image counts per split and class, rare class, intensity, texture and (for defects) mask
     statistics."""
-    counts = {split: {classes[c]: int((d['labels'] == c).sum()) for c in range(len(
-        classes))} for split, d in
-              (('pool', pool), ('train', train), ('val', val), ('test', test))}
-    prof = {'classes': classes, 'counts': counts, 'image_shape': list(train['images'].shape[1:]),
-            'rare_class': min(counts['pool'], key=counts['pool'].get),
-            'imbalance_ratio': max(counts['pool'].values()) / max(1, min(counts['pool'].values())),
-            'intensity': {classes[c]: intensity_stats(train['images'][train['labels'] == c])
-                          for c in range(len(classes))},
-            'texture': {classes[c]: texture_stats(train['images'][train[
-                'labels'] == c]) for c in range(len(classes))}}
+    counts = {
+        split: {classes[c]: int((d['labels'] == c).sum()) for c in range(len(classes))}
+        for split, d in (('pool', pool), ('train', train), ('val', val), ('test', test))
+    }
+    prof = {
+        'classes': classes,
+        'counts': counts,
+        'image_shape': list(train['images'].shape[1:]),
+        'rare_class': min(counts['pool'], key=counts['pool'].get),
+        'imbalance_ratio': max(counts['pool'].values()) / max(1, min(counts['pool'].values())),
+        'intensity': {
+            classes[c]: intensity_stats(train['images'][train['labels'] == c])
+            for c in range(len(classes))
+        },
+        'texture': {
+            classes[c]: texture_stats(train['images'][train['labels'] == c])
+            for c in range(len(classes))
+        },
+    }
     if 'type' in pool:
         types, n = np.unique(pool['type'], return_counts=True)
         prof['defect_types'] = dict(zip(types.tolist(), n.tolist()))

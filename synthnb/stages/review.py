@@ -84,8 +84,10 @@ def read_review(csv_path) -> list:
     rows = []
     with open(csv_path, newline='') as f:
         for r in csv.DictReader(f):
-            guess, plaus = (r.get('guess') or '').strip().lower(), (r.get(
-                'plausibility') or '').strip()
+            guess, plaus = (
+                (r.get('guess') or '').strip().lower(),
+                (r.get('plausibility') or '').strip(),
+            )
             if not guess and not plaus: continue
             if guess not in ('real',
                              'synthetic'): raise ValueError(f"{r['id']}: guess must be 'real' or "

@@ -33,8 +33,9 @@ def sampler_grid(gen: DiffusionGenerator, # fitted diffusion generator
         "the sampler grid needs at least one step count and scale")
     r = random_features(real_images)
     f_real, m = standardise(r, r), min(100, n, len(real_images))
-    labels = torch.as_tensor(real_labels[np.random.default_rng(seed).integers(len(
-        real_labels), size=n)])
+    labels = torch.as_tensor(
+        real_labels[np.random.default_rng(seed).integers(len(real_labels), size=n)]
+    )
     rows = []
     for k in steps:
         for g in guidance:

@@ -20,10 +20,11 @@ __all__ = ['delta_figure', 'confusion_figure', 'curve_figure', 'robustness_figur
 def _label(arm: str, m: dict) -> str: return f"{arm} [{m['family']}]" if m.get('family') else arm
 
 # %% ../../nbs/06g_training_figures.ipynb #7fda1218
-def _err(s: dict) -> list: return [[s['mean'] - (s.get('ci_low') if s.get(
-    'ci_low') is not None else s['mean'])],
-                                   [(s.get('ci_high') if s.get('ci_high') is not None else s[
-                                       'mean']) - s['mean']]]
+def _err(s: dict) -> list:
+    return [
+        [s['mean'] - (s.get('ci_low') if s.get('ci_low') is not None else s['mean'])],
+        [(s.get('ci_high') if s.get('ci_high') is not None else s['mean']) - s['mean']],
+    ]
 
 # %% ../../nbs/06g_training_figures.ipynb #aac4218b
 def delta_figure(run, metrics):

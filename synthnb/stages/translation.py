@@ -172,8 +172,11 @@ class CycleGANTranslator:
      "learned by CycleGAN.")
     def __init__(self, settings: dict|None = None, # `TranslationSettings` fields
                  device: str = 'auto', seed: int = 0):
-        self.settings, self.device, self.seed = TranslationSettings(**(
-            settings or {})), device, seed
+        self.settings, self.device, self.seed = (
+            TranslationSettings(**(settings or {})),
+            device,
+            seed,
+        )
         self.forward_net, self.backward_net, self.losses, self.train_seconds = None, None, {}, None
 
     def fit(self, source: np.ndarray, target: np.ndarray):

@@ -105,13 +105,20 @@ def format_table(table: pd.DataFrame, keys=SCALARS) -> pd.DataFrame:
     f = lambda r, k: '–' if r[k] is None or r[k] != r[k] else f"{r[k]:.3f}" + (
         '' if r[f'{k}_ci_low'] is None or r[f'{k}_ci_low'] != r[f'{k}_ci_low']
         else f" [{r[f'{k}_ci_low']:.3f}, {r[f'{k}_ci_high']:.3f}]")
-    return pd.DataFrame({a: {'family': r.get('family', ''), 'n_train': int(r['n_train']),
-                             'units': int(r['units']),
-                             **{k: f(r, k) for k in keys},
-                             'bal. acc. @ val threshold': '–' if r[
-                                 'balanced_accuracy_at_val_threshold'] is None
-                             else f"{r['balanced_accuracy_at_val_threshold']:.3f}"}
-                         for a, r in table.iterrows()}).T.rename_axis('arm')
+    return pd.DataFrame(
+        {
+            a: {
+                'family': r.get('family', ''),
+                'n_train': int(r['n_train']),
+                'units': int(r['units']),
+                **{k: f(r, k) for k in keys},
+                'bal. acc. @ val threshold': '–'
+                if r['balanced_accuracy_at_val_threshold'] is None
+                else f"{r['balanced_accuracy_at_val_threshold']:.3f}",
+            }
+            for a, r in table.iterrows()
+        }
+    ).T.rename_axis('arm')
 
 # %% ../../nbs/06f_verdict.ipynb #74215378
 def _ci_text(s: dict, sign: str = '') -> str:
