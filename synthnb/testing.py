@@ -77,8 +77,7 @@ def tiny_folder(root) -> Path: # folder to create
 # %% ../nbs/00j_testing.ipynb #54db0db8
 def tiny_pipeline(folder, channels: int = 3, size: int = 32, seed: int = 0):
     ("A tiny randomly initialised DDPMPipeline saved to `folder`: the stand-in for a pretrained "
-     "model in tests "
-     "(nothing is downloaded).")
+     "model in tests (nothing is downloaded).")
     import torch
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
     torch.manual_seed(seed)

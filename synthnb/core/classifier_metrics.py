@@ -14,8 +14,7 @@ __all__ = ['roc_auc', 'classification_metrics', 'val_threshold']
 # %% ../../nbs/00eb_classifier_metrics.ipynb #a8c1f246
 def roc_auc(labels: np.ndarray, proba: np.ndarray) -> float:
     ("ROC-AUC of class probabilities (N, C): of class 1 for two classes, one-vs-rest macro "
-     "otherwise; "
-     "NaN when a class is missing.")
+     "otherwise; NaN when a class is missing.")
     try: return float(skm.roc_auc_score(labels, proba[:, 1]) if proba.shape[1] == 2
                       else skm.roc_auc_score(labels, proba, multi_class='ovr'))
     except ValueError: return float('nan')

@@ -167,8 +167,7 @@ GREY_MODES = ('1', 'L', 'LA', 'I', 'F')  # and 'I;16', 'I;16B', 'I;16L', 'I;16N'
 # %% ../../nbs/00f_dataset_cards.ipynb #d94b1e47
 def _grey(im: Image.Image, path, rgb: str) -> tuple:
     ("`im` as 8-bit greyscale, and how it was read: as is, colour content converted, grey content "
-     "in a colour file, "
-     "16-bit, or min-max scaled.")
+     "in a colour file, 16-bit, or min-max scaled.")
     mode = im.mode
     if mode.startswith('I;16'):
         return Image.fromarray(

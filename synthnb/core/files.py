@@ -46,8 +46,8 @@ def atomic_path(path):
 
 # %% ../../nbs/00aa_files.ipynb #10afedf9
 def plain_json(o):
-    ("`o` made of JSON's own types: numpy scalars and arrays, paths and dataclasses converted, "
-     "NaN and ±inf as None (JSON's null).")
+    ("`o` made of JSON's own types: numpy scalars and arrays, paths and dataclasses converted, NaN"
+     " and ±inf as None (JSON's null).")
     if isinstance(o, dict):
         return {(k.item() if isinstance(k, np.generic) else k): plain_json(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)): return [plain_json(v) for v in o]

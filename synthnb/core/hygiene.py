@@ -21,8 +21,7 @@ def strip_outputs(nb: dict) -> dict:
 # %% ../../nbs/00g_hygiene.ipynb #cc4feb35
 def source_notebook(path) -> Path|None:
     ("The nbdev project root if `path` is a notebook inside that project's notebook folder "
-     "(`nbs_path` in its "
-     "settings.ini), else None.")
+     "(`nbs_path` in its settings.ini), else None.")
     path = Path(path).resolve()
     if path.suffix != '.ipynb': return None
     for root in path.parents:
@@ -37,8 +36,7 @@ def source_notebook(path) -> Path|None:
 # %% ../../nbs/00g_hygiene.ipynb #9c4b3b37
 def clean_source_notebook(nb: dict, path) -> bool:
     ("Clean `nb` in place as `nbdev_clean` would (the project's settings.ini) and strip its "
-     "outputs, if `path` is a "
-     "source notebook; say whether it was.")
+     "outputs, if `path` is a source notebook; say whether it was.")
     root = source_notebook(path)
     if root is None: return False
     from nbdev.clean import clean_nb
@@ -53,8 +51,7 @@ def clean_source_notebook(nb: dict, path) -> bool:
 # %% ../../nbs/00g_hygiene.ipynb #cf2446ff
 def pre_save_hook(model: dict, path: str, contents_manager=None, **kwargs):
     ("Jupyter server pre-save hook: a source notebook in `nbs/` is saved clean (see "
-     "`clean_source_notebook`); "
-     "everything else as it is.")
+     "`clean_source_notebook`); everything else as it is.")
     if model.get('type') != 'notebook' or not isinstance(model.get('content'), dict): return
     root = Path(getattr(contents_manager, 'root_dir', '') or '.')
     clean_source_notebook(model['content'], root/path.lstrip('/'))

@@ -75,8 +75,8 @@ def autocast_dtype(device='cpu', # where the model runs
 
 # %% ../../nbs/00e_models.ipynb #6cb842b8
 def memory_format(model: nn.Module, device) -> torch.memory_format:
-    ("`channels_last` unless a convolution of `model` has 2-7 input channels on a CPU (see "
-     "below); then the default layout.")
+    ("`channels_last` unless a convolution of `model` has 2-7 input channels on a CPU (see below);"
+     " then the default layout.")
     small = any(isinstance(m, nn.Conv2d) and 1 < m.in_channels < 8 for m in model.modules())
     return torch.contiguous_format if small and torch.device(
         device).type == 'cpu' else torch.channels_last
@@ -155,8 +155,7 @@ def fit_classifier(images: np.ndarray, # uint8 (N, H, W)
                    tta: tuple = (), # the monitor's test-time augmentation (`predict_proba`)
                   ) -> nn.Module:
     ("Train a `SmallResNet` (or continue `model`) with AdamW and a one-cycle (or "
-     "reduce-on-plateau) schedule; "
-     "`model.history` holds the learning curve.")
+     "reduce-on-plateau) schedule; `model.history` holds the learning curve.")
     if len(images) != len(labels): raise ValueError(
         f"{len(images)} images but {len(labels)} labels")
     if len(images) == 0: raise ValueError("cannot train on an empty training set")

@@ -100,8 +100,8 @@ class Words(str):
 
 # %% ../../nbs/00_parameters.ipynb #08548d18
 def describe(hint) -> str:
-    ("What a value of type `hint` looks like, in words: "
-     "'an integer ≥ 1', 'a list of numbers > 0', 'one of 'fp32', 'bf16''.")
+    ("What a value of type `hint` looks like, in words: 'an integer ≥ 1', 'a list of numbers > 0',"
+     " 'one of 'fp32', 'bf16''.")
     if get_origin(hint) is Annotated:
         base, *meta = get_args(hint)
         own = [m for m in meta if isinstance(m, Words)]
@@ -151,9 +151,8 @@ def validate(cls, # a `stage_config` class
              key: str = '',
             ) -> None:
     ("Validate `values` against `cls` with pydantic: an unknown key raises `ValueError` with the "
-     "closest name, "
-     "wrong types and ranges raise `ConfigError` naming every bad field with its value and what "
-     "was expected.")
+     "closest name, wrong types and ranges raise `ConfigError` naming every bad field with its "
+     "value and what was expected.")
     import pydantic
     try: validator(cls).validate_python(values)
     except pydantic.ValidationError as e: errors = e.errors()
@@ -168,8 +167,8 @@ def validate(cls, # a `stage_config` class
 
 # %% ../../nbs/00_parameters.ipynb #497bb257
 def stage_config(cls):
-    ("Make `cls` a stage's config dataclass: pydantic validates every field (`validate`) "
-     "before the class's own `__post_init__` checks.")
+    ("Make `cls` a stage's config dataclass: pydantic validates every field (`validate`) before "
+     "the class's own `__post_init__` checks.")
     own = cls.__dict__.get('__post_init__')
     def __post_init__(self):
         validate(type(self), {f.name: getattr(self,
@@ -189,8 +188,8 @@ def check_settings(key: str, # the parameter that holds the mapping, e.g. 'vae'
 
 # %% ../../nbs/00_parameters.ipynb #5a644911
 def from_parameters(cls, namespace: dict):
-    ("An instance of the config class `cls` from the variables of the same names in `namespace` "
-     "(a stage notebook's `globals()`).")
+    ("An instance of the config class `cls` from the variables of the same names in `namespace` (a"
+     " stage notebook's `globals()`).")
     return cls(**{f.name: namespace[f.name] for f in dataclasses.fields(cls) if f.init})
 
 # %% ../../nbs/00_parameters.ipynb #1557bc56
@@ -227,8 +226,8 @@ def _upstream_help(stage: str) -> str:
 
 # %% ../../nbs/00_parameters.ipynb #cda174d7
 def parameters_cell(cls, stage: str) -> str:
-    ("The `parameters` cell of `stage`'s notebook, written from its config class `cls`: "
-     "one `name: type = default  # comment` line per field.")
+    ("The `parameters` cell of `stage`'s notebook, written from its config class `cls`: one `name:"
+     " type = default  # comment` line per field.")
     from fastcore.docments import docments
     hints, docs, lines = get_type_hints(cls, include_extras=True), docments(cls), []
     for f in dataclasses.fields(cls):

@@ -40,8 +40,8 @@ def resolve_device(device: str = 'auto') -> torch.device:
 
 # %% ../../nbs/00b_runtime.ipynb #67b30293
 def bf16_supported(device='cpu') -> bool:
-    ("True where bf16 runs natively: a CUDA GPU with bf16, or a CPU with AVX-512 BF16 or AMX tiles "
-     "(elsewhere it is emulated, and slow).")
+    ("True where bf16 runs natively: a CUDA GPU with bf16, or a CPU with AVX-512 BF16 or AMX tiles"
+     " (elsewhere it is emulated, and slow).")
     import torch
     device = torch.device(device)
     if device.type == 'cuda': return torch.cuda.is_bf16_supported()
@@ -87,8 +87,8 @@ def package_versions(names=PACKAGES) -> dict:
 
 # %% ../../nbs/00b_runtime.ipynb #2bce14d5
 def project_root():
-    ("The synthnb checkout (folder with `settings.ini` and `nbs/`), "
-     "searched from the package and the working directory; None if absent.")
+    ("The synthnb checkout (folder with `settings.ini` and `nbs/`), searched from the package and "
+     "the working directory; None if absent.")
     import synthnb
     for start in (Path(synthnb.__file__).resolve().parent, Path.cwd().resolve()):
         for p in (start, *start.parents):

@@ -69,8 +69,7 @@ SPLIT_VALUES = ('train', 'val', 'test')
 # %% ../../nbs/00fb_sources.ipynb #9441194d
 def split_rule(data: dict, split: str|None) -> str:
     ("The split to use: the card's, else `official` where the data has test rows, else `group` "
-     "where it has groups, "
-     "else `stratified`.")
+     "where it has groups, else `stratified`.")
     if split: return split
     if 'split' in data and (data['split'] == 'test').any(): return 'official'
     return 'group' if 'group' in data else 'stratified'
@@ -190,8 +189,15 @@ def load_source(card: dict, # a checked card (`load_card`)
         notes.append(f"{n} groups mix labels (kept whole: {len(mixed['pool'])} in the pool, "
                      f"{len(mixed['test'])} in test)")
     listing = '\n'.join(f'{k} {v}' for k, v in sorted(data['files'].items()))
-    return {'pool': pool, 'test': test, 'classes': classes, 'notes': notes,
-            'checksums': {f"listing of {len(data['files'])} files": hashlib.sha256(
-                listing.encode()).hexdigest(),
-                          **(data['files'] if len(data['files']) <= 8 else {})},
-            'files': data['files'], 'split': summary}
+    return {
+        'pool': pool,
+        'test': test,
+        'classes': classes,
+        'notes': notes,
+        'checksums': {
+            f"listing of {len(data['files'])} files": hashlib.sha256(listing.encode()).hexdigest(),
+            **(data['files'] if len(data['files']) <= 8 else {}),
+        },
+        'files': data['files'],
+        'split': summary,
+    }

@@ -60,8 +60,7 @@ def files_digest(path: Path):
 # %% ../../nbs/00i_stages.ipynb #69d5bc89
 def data_fingerprint(params: dict) -> dict:
     ("Where stage 1 reads its data and what is there: the card's source, resolved, and a hash of "
-     "every file's path, "
-     "size and mtime (files a manifest names outside the folder too).")
+     "every file's path, size and mtime (files a manifest names outside the folder too).")
     from synthnb.core.dataset_cards import load_card
     from synthnb.core.readers import _read_rows, outside_rows
     from synthnb.core.sources import source_path

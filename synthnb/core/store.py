@@ -264,8 +264,8 @@ def stage_result(stage: str, out_dir) -> StageResult:
 # %% ../../nbs/00a_store.ipynb #2836198d
 class ChainReader:
     ("The artifacts of a completed stage folder and its upstream chain, read through its manifest "
-     "(sha256 checked) "
-     "with the verbs of `StageRun`: `has_artifact`, `artifact_path`, `read_arrays`, `read_json`.")
+     "(sha256 checked) with the verbs of `StageRun`: `has_artifact`, `artifact_path`, "
+     "`read_arrays`, `read_json`.")
     def __init__(self, stage_dir):
         self.dir = Path(stage_dir)
         self.manifest = read_manifest(self.dir)

@@ -117,11 +117,12 @@ def _to_mlflow(folder: Path, r: dict):
     run = client.create_run(exp.experiment_id if exp else client.create_experiment(exp_name),
                             run_name=run_name,
                             tags={'status': str(r['status'])})
-    params = [mlflow.entities.Param(_mlflow_key(k),
-                                    json.dumps(v,
-                                               default=str)[:500] if not isinstance(v, str) else v[
-                                                   :500])
-              for k, v in _flat_params(r['parameters']).items()]
+    params = [
+        mlflow.entities.Param(
+            _mlflow_key(k), json.dumps(v, default=str)[:500] if not isinstance(v, str) else v[:500]
+        )
+        for k, v in _flat_params(r['parameters']).items()
+    ]
     for i in range(0, len(params), 100): client.log_batch(run.info.run_id, params=params[i:i + 100])
     metrics = [Metric(_mlflow_key(k), v, 0, 0) for k, v in r['scalars'].items()]
     metrics += [Metric(_mlflow_key(k), v, 0, i) for k, vs in r['series'].items() for i,
@@ -146,8 +147,7 @@ def accelerator_tracking() -> dict:
 # %% ../../nbs/00h_tracking.ipynb #a746438f
 def live_tracker(name: str):
     ("accelerate's TensorBoard or MLflow tracker for live training values (`.log(values, step)`, "
-     "`.finish()`), or None "
-     "when tracking is off.")
+     "`.finish()`), or None when tracking is off.")
     if not (args := accelerator_tracking()): return None
     from accelerate.tracking import MLflowTracker, TensorBoardTracker
     tracker = (TensorBoardTracker(name, args['project_dir']) if args['log_with'] == 'tensorboard'

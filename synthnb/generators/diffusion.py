@@ -126,8 +126,8 @@ def train_diffusion(domain_dir: str, # stage-1 run folder (holds train.npz and p
 # %% ../../nbs/02b_diffusion.ipynb #e997e05c
 def train_diffusion_cli(argv=None):
     ("python -m synthnb.generators.diffusion DOMAIN_DIR OUT_DIR [--train_steps N ...]: "
-     "`train_diffusion` from a shell; "
-     "its options are `DiffusionSettings`' fields (their defaults and comments).")
+     "`train_diffusion` from a shell; its options are `DiffusionSettings`' fields (their defaults "
+     "and comments).")
     import argparse
     from fastcore.docments import docments
     p = argparse.ArgumentParser(prog='python -m synthnb.generators.diffusion',

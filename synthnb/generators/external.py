@@ -27,8 +27,8 @@ def read_external_npz(
     classes: list, # stage 1's class names, in label order
     image_size: int, # stage 1's image side
     ) -> dict:
-    ("The images, labels and masks of an external `.npz`, "
-     "checked against stage 1's classes, size, channels and value range.")
+    ("The images, labels and masks of an external `.npz`, checked against stage 1's classes, size,"
+     " channels and value range.")
     path = Path(path)
     if not path.exists(): raise DataError(f"No external synthetic set at {path}: set "
                                           "generation.external.path "
@@ -122,8 +122,7 @@ class ExternalGenerator:
 
     def fit(self, images, labels, masks=None, profile=None, kinds=None):
         ("Read and check the set against the real training images: their classes (the profile's), "
-         "size and channels; "
-         "nothing is trained.")
+         "size and channels; nothing is trained.")
         classes = (profile or {}).get('classes') or [str(c) for c in range(int(np.max(labels)) + 1)]
         s = read_external(self.path, classes, images.shape[1], self.settings.mask_suffix,
                           self.data_dir)
@@ -141,8 +140,8 @@ class ExternalGenerator:
         return self
 
     def sample(self, labels, generator: torch.Generator) -> dict:
-        ("Images of the requested classes, drawn without replacement in a random order; "
-         "a class asked for more images than the set holds repeats them (counted in `repeats`).")
+        ("Images of the requested classes, drawn without replacement in a random order; a class "
+         "asked for more images than the set holds repeats them (counted in `repeats`).")
         labels = check_labels(labels, self.n_classes, self.name)
         idx, self.repeats = np.zeros(len(labels), np.int64), 0
         for c in np.unique(labels):
@@ -155,8 +154,8 @@ class ExternalGenerator:
         return {'images': self.images[idx], 'labels': labels, 'masks': self.masks[idx]}
 
     def provenance(self) -> dict:
-        ("Where the set came from: its path and the sha256 of every file read "
-         "(a digest of the listing when there are many).")
+        ("Where the set came from: its path and the sha256 of every file read (a digest of the "
+         "listing when there are many).")
         listing = '\n'.join(f'{k} {v}' for k, v in sorted(self.files.items()))
         return {'path': self.path, 'n_files': len(self.files),
                 'files_sha256': hashlib.sha256(listing.encode()).hexdigest(),

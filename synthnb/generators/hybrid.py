@@ -35,8 +35,7 @@ def mask_weight(masks: np.ndarray, dilate: int = 2) -> np.ndarray:
 # %% ../../nbs/02e_hybrid.ipynb #e8910066
 class HybridGenerator:
     ("Images of a base generator (simulator or paste) refined by a class-conditional diffusion "
-     "model (SDEdit), "
-     "optionally only inside their masks.")
+     "model (SDEdit), optionally only inside their masks.")
     def __init__(self, simulator, # the base generator: a simulator or paste
                  diffusion: DiffusionGenerator, # the refiner, trained or not
                  settings: HybridSettings|None = None, # `generation.hybrid`; None: the defaults

@@ -104,9 +104,12 @@ def state(self: DefectPasteGenerator) -> tuple:
     "Tensors (backgrounds, defect crops) and JSON-able settings, kinds and source hashes."
     tensors = {'backgrounds': torch.from_numpy(np.ascontiguousarray(self.backgrounds))}
     for i, s in enumerate(self.sources):
-        tensors.update({f'source{i}.{p}': torch.from_numpy(np.ascontiguousarray(s[p]).astype(
-            np.float32))
-                        for p in _PARTS})
+        tensors.update(
+            {
+                f'source{i}.{p}': torch.from_numpy(np.ascontiguousarray(s[p]).astype(np.float32))
+                for p in _PARTS
+            }
+        )
     s = self.settings
     config = {'small_area': float(s.small_area), 'contrast': float(s.contrast), 'sigma': self.sigma,
               'dilate': self.dilate, 'margin': self.margin, 'blend': s.blend,

@@ -40,8 +40,7 @@ class PretrainedSettings:
 # %% ../../nbs/02h_pretrained.ipynb #d2aee537
 def load_pipeline(path, data_dir=None):
     ("The UNet2DModel and noise scheduler of a diffusers pipeline saved on disk (never "
-     "downloaded), "
-     "and the sha256 of its files.")
+     "downloaded), and the sha256 of its files.")
     from diffusers import DiffusionPipeline, UNet2DModel
     folder = source_path(str(path), data_dir)
     if not (folder/'model_index.json').exists():
@@ -71,8 +70,8 @@ def load_pipeline(path, data_dir=None):
 
 # %% ../../nbs/02h_pretrained.ipynb #b2b405ee
 def to_unet_space(x: torch.Tensor, unet) -> torch.Tensor:
-    ("Greyscale images (N, 1, S, S) in [-1, 1] as the UNet sees them: its channels (grey "
-     "repeated) and its `sample_size`.")
+    ("Greyscale images (N, 1, S, S) in [-1, 1] as the UNet sees them: its channels (grey repeated)"
+     " and its `sample_size`.")
     c, s = unet.config.in_channels, unet.config.sample_size
     s = s if isinstance(s, int) else s[0]
     if x.shape[-1] != s: x = F.interpolate(x, size=(s, s), mode='bilinear', align_corners=False,
@@ -134,8 +133,7 @@ def img2img(unet, scheduler, init: torch.Tensor, # (N, C, S, S) in the UNet's sp
 # %% ../../nbs/02h_pretrained.ipynb #8eb14373
 class PretrainedGenerator:
     ("A diffusers pipeline the user has on disk, applied to the scarce real images by img2img "
-     "(DA-Fusion style), "
-     "optionally fine-tuned on them first.")
+     "(DA-Fusion style), optionally fine-tuned on them first.")
     name = 'pretrained'
     def __init__(
         # `generation.pretrained`; None: the defaults
@@ -170,8 +168,7 @@ class PretrainedGenerator:
 
     def sample(self, labels, generator: torch.Generator) -> dict:
         ("For each requested label, a random scarce real image of that class, repainted from "
-         "`strength` of the noise "
-         "schedule; its mask carries over.")
+         "`strength` of the noise schedule; its mask carries over.")
         labels = check_labels(labels, self.n_classes, self.name)
         src = np.zeros(len(labels), np.int64)
         for c in np.unique(labels):

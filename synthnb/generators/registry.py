@@ -107,11 +107,12 @@ def make_defect_diffusion(profile: dict, cfg, fitted=None):
 # %% ../../nbs/02k_generators.ipynb #dab2f352
 def make_paste_hybrid(profile: dict, cfg, fitted=None):
     "Paste, then masked SDEdit by the diffusion model (reused from `fitted` when there)."
-    return HybridGenerator(fitted['paste'] if 'paste' in (fitted or {}) else make_paste(
-        profile, cfg),
-                           _diffusion_of(fitted) or make_diffusion(profile, cfg),
-                           HybridSettings(**cfg.hybrid),
-                           masked=True)
+    return HybridGenerator(
+        fitted['paste'] if 'paste' in (fitted or {}) else make_paste(profile, cfg),
+        _diffusion_of(fitted) or make_diffusion(profile, cfg),
+        HybridSettings(**cfg.hybrid),
+        masked=True,
+    )
 
 # %% ../../nbs/02k_generators.ipynb #9aa0e6ae
 class CopyGenerator:

@@ -220,8 +220,8 @@ class SurfaceDefectSimulator:
 @patch
 def sample(self: ChestOpacitySimulator|SurfaceDefectSimulator, labels,
            generator: torch.Generator) -> dict:
-    ("Simulate one image per entry of `labels` (the normal class on its own backgrounds, "
-     "the other class with a simulated finding).")
+    ("Simulate one image per entry of `labels` (the normal class on its own backgrounds, the other"
+     " class with a simulated finding).")
     labels = check_labels(labels, 2, type(self).__name__)
     rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
     out = [self.sample_one(int(l), rng) for l in labels]

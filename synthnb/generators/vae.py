@@ -21,8 +21,7 @@ __all__ = ['CondVAE', 'vae_loss', 'VAESettings', 'train_vae', 'VAEGenerator']
 # %% ../../nbs/02g_vae.ipynb #cd0f05fd
 class CondVAE(nn.Module):
     ("A small convolutional conditional VAE: the class enters the encoder as extra input planes "
-     "and the "
-     "decoder beside the latent code.")
+     "and the decoder beside the latent code.")
     def __init__(self, image_size: int, n_classes: int, latent: int,
                  width: int):  # sizes: `VAESettings`
         super().__init__()
@@ -91,8 +90,7 @@ def train_vae(net: CondVAE, images: np.ndarray, labels: np.ndarray, s: VAESettin
               dp: bool = False,
              ) -> tuple:
     ("Train `net` on uint8 `images` (`s.train_steps` rounded up to whole epochs); return it in "
-     "eval mode, the losses "
-     "per step and, with `dp`, the privacy spent.")
+     "eval mode, the losses per step and, with `dp`, the privacy spent.")
     dev = resolve_device(device)
     torch.manual_seed(seed)
     x = torch.from_numpy(images).float().div(127.5).sub(1)[:, None]
@@ -145,8 +143,7 @@ def train_vae(net: CondVAE, images: np.ndarray, labels: np.ndarray, s: VAESettin
 # %% ../../nbs/02g_vae.ipynb #cce36f1d
 class VAEGenerator:
     ("Conditional VAE trained on the real images; with `dp=True`, trained by DP-SGD and sampled "
-     "only from its "
-     "(ε, δ)-private weights.")
+     "only from its (ε, δ)-private weights.")
     def __init__(self, settings: VAESettings|None = None, # `generation.vae`; None: the defaults
                  dp: bool = False, device: str = 'auto', seed: int = 0):
         self.settings, self.dp, self.device, self.seed = (

@@ -30,11 +30,9 @@ def _stand_in(have: dict, # arm -> description, of one chain's arms
               info: dict, # the description of the arm it lacks, from another chain
               reference: str) -> tuple|None:
     ("What a chain that lacks a synthetic arm trained in its place: the same set under another "
-     "name (a per-generator "
-     "mix whose generator alone passed the gate is the chain's `all` mix), else the reference "
-     "(every generator of "
-     "the arm failed the gate: the pipeline trains on the real images alone). (arm, "
-     "'alias'|'rejected'), or None.")
+     "name (a per-generator mix whose generator alone passed the gate is the chain's `all` mix), "
+     "else the reference (every generator of the arm failed the gate: the pipeline trains on the "
+     "real images alone). (arm, 'alias'|'rejected'), or None.")
     if not info.get('generators'): return None  # a real arm is never stood in for
     key = lambda i: (i.get('generators'), i.get('strategy'), i.get('ratio'))
     same = [b for b, i in have.items() if key(i) == key(info)]
@@ -51,10 +49,9 @@ def _chain_arrays(d: Path) -> tuple:
 # %% ../../nbs/13aa_evidence_chains.ipynb #d469a36a
 def load_chains(run_dir) -> dict:
     ("The complete replicate chains of a protocol run: test labels and groups, per arm the "
-     "(chains, images, "
-     "classes) test probabilities, each chain's validation labels and probabilities, arm "
-     "descriptions; where a "
-     "chain lacks a synthetic arm, what stood in for it (`_stand_in`).")
+     "(chains, images, classes) test probabilities, each chain's validation labels and "
+     "probabilities, arm descriptions; where a chain lacks a synthetic arm, what stood in for it "
+     "(`_stand_in`).")
     rec, out = (
         load_json(Path(run_dir) / 'protocol.json'),
         {'chains': [], 'val': [], 'info': {}, 'p_test': {}},

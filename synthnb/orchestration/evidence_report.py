@@ -28,8 +28,7 @@ __all__ = ['compare', 'learning_curve', 'worth', 't_interval01', 'per_type', 'pe
 # %% ../../nbs/13a_evidence_report.ipynb #3b57550e
 def compare(chains: dict, protocol: ProtocolConfig, selected: str|None) -> dict:
     ("Every arm against the reference (Δ with intervals, Holm) and the gap the selected arm "
-     "closes; with more than two "
-     "classes, no comparison (None) and a note saying why.")
+     "closes; with more than two classes, no comparison (None) and a note saying why.")
     if len(chains['classes']) != 2:
         note = (f"{len(chains['classes'])} classes: the paired intervals are for two classes "
                 "(ROC-AUC of the "
@@ -70,8 +69,7 @@ def worth(curve: dict, chains: dict, arm: str|None, protocol: ProtocolConfig) ->
 # %% ../../nbs/13a_evidence_report.ipynb #1c4524ff
 def t_interval01(x, level: float = 0.95) -> tuple:
     ("Mean and t-interval over chains of a metric in [0, 1], clipped to that range; no interval "
-     "(NaN bounds) from "
-     "one chain. Non-finite values (a type absent from a chain) are left out.")
+     "(NaN bounds) from one chain. Non-finite values (a type absent from a chain) are left out.")
     x = np.asarray(x, float)
     x = x[np.isfinite(x)]
     if len(x) < 2: return float(x.mean()) if len(x) else np.nan, np.nan, np.nan
@@ -110,9 +108,8 @@ def per_class(chains: dict, arms: list, level: float = 0.95) -> pd.DataFrame:
 # %% ../../nbs/13a_evidence_report.ipynb #9918c959
 def robustness(chains: dict, arms: list, level: float = 0.95) -> pd.DataFrame:
     ("One row per (arm, condition): ROC-AUC under a corruption at a severity, or on the shifted "
-     "test set, on each "
-     "chain's subset of test images; mean [CI] over chains. Empty where stage 6 computed no "
-     "robustness.")
+     "test set, on each chain's subset of test images; mean [CI] over chains. Empty where stage 6 "
+     "computed no robustness.")
     rows = []
     for a in [a for a in arms if a in chains['p_test']]:
         per = {}

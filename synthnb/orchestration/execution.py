@@ -20,9 +20,8 @@ LOG = logging.getLogger('synthnb')  # the runner's messages; `synthnb run -v/-q`
 
 # %% ../../nbs/10b_execution.ipynb #bf2e09a7
 def setup_logging(verbosity: int = 0) -> logging.Logger:
-    ("The `synthnb` logger on stderr, message only: `verbosity` -1 warnings and errors, 0 progress "
-     "too, 1 or more "
-     "debug (tracebacks).")
+    ("The `synthnb` logger on stderr, message only: `verbosity` -1 warnings and errors, 0 progress"
+     " too, 1 or more debug (tracebacks).")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter('%(message)s'))
     LOG.handlers[:] = [handler]
@@ -52,8 +51,8 @@ def guard_child(
     argv: list, # papermill's command-line arguments
     ) -> None:
     ("Run papermill in this process, tied to the runner: a parent-death signal (Linux) delivers "
-     "SIGTERM, which kills "
-     "every process papermill started (the kernel, in its own session) before this one exits.")
+     "SIGTERM, which kills every process papermill started (the kernel, in its own session) before"
+     " this one exits.")
     def stop(signum, frame):
         for pid in _descendants(os.getpid()):
             with contextlib.suppress(OSError): os.kill(pid, signal.SIGKILL)
@@ -105,8 +104,7 @@ NOISE = ('Warning', 'warn(', 'without encryption')
 # %% ../../nbs/10b_execution.ipynb #6febd8ee
 def stream_output(pipe, out, show: bool = True, traceback: bool = False) -> str:
     ("Copy `pipe` to `out` as it arrives (bars redraw in place), minus `NOISE` and, unless "
-     "`traceback`, papermill's "
-     "traceback; return all of it.")
+     "`traceback`, papermill's traceback; return all of it.")
     decode, seen, pending, in_tb = codecs.getincrementaldecoder('utf-8')(
         errors='replace').decode, [], '', False
     for chunk in iter(lambda: os.read(pipe.fileno(), 65536), b''):
@@ -148,8 +146,7 @@ def execute_notebook(notebook, stage_dir, params: dict, kernel: str = 'python3',
                      keep_fds: tuple = (),
                     ) -> Path:
     ("Run `notebook` with `params` into `stage_dir/report.ipynb`, streaming its progress; raise "
-     "`StageFailed` unless "
-     "it really completed.")
+     "`StageFailed` unless it really completed.")
     stage_dir = Path(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
     report, pfile = stage_dir/'report.ipynb', stage_dir/'parameters.yaml'

@@ -23,8 +23,7 @@ __all__ = ['CHANGE_OPS', 'iteration_summary', 'validation_change', 'check_recomm
 # %% ../../nbs/11_feedback.ipynb #e6838c42
 def iteration_summary(run_dir, key: str = HEADLINE_METRIC) -> dict:
     ("Per-arm validation mean of `key` (the loop never reads the test split), the quality gate's "
-     "verdicts and the "
-     "recommendations of a finished run.")
+     "verdicts and the recommendations of a finished run.")
     m = load_json(Path(run_dir)/'06_training'/'metrics.json')
     arms = {a: v['val_summary'][key]['mean'] for a,
             v in m.items() if isinstance(v, dict) and 'val_summary' in v}
@@ -37,8 +36,7 @@ def iteration_summary(run_dir, key: str = HEADLINE_METRIC) -> dict:
 # %% ../../nbs/11_feedback.ipynb #03708498
 def validation_change(history: list) -> str:
     ("One sentence: did the best arm's validation metric improve from the previous iteration to "
-     "the last? "
-     "(The ceiling, trained on the pool, is not an arm the loop can choose.)")
+     "the last? (The ceiling, trained on the pool, is not an arm the loop can choose.)")
     (a, b), key = history[-2:], history[-1].get('metric', 'metric')
     best = lambda h: max(((v, arm) for arm,
                           v in h['arms'].items() if finite(v) and not arm.startswith('ceiling')),
@@ -54,8 +52,8 @@ CHANGE_OPS = ('scale', 'set')  # multiply the current value by `factor`, or repl
 
 # %% ../../nbs/11_feedback.ipynb #95878be3
 def check_recommendations(recs) -> list:
-    ("`recs` if it is a list of well-formed recommendations for stages 2-6; "
-     "a `ValueError` naming the first bad one otherwise.")
+    ("`recs` if it is a list of well-formed recommendations for stages 2-6; a `ValueError` naming "
+     "the first bad one otherwise.")
     if not isinstance(recs,
                       list): raise ValueError(
                           f"recommendations must be a list, got {type(recs).__name__}")
@@ -77,8 +75,8 @@ def check_recommendations(recs) -> list:
 
 # %% ../../nbs/11_feedback.ipynb #6f7dacd3
 def apply_recommendations(stages: dict, recs: list, defaults: dict) -> tuple:
-    ("New stage parameters with `recs` applied, and the list of applied changes; "
-     "`defaults` (stage -> {param: default}) fills values not set.")
+    ("New stage parameters with `recs` applied, and the list of applied changes; `defaults` (stage"
+     " -> {param: default}) fills values not set.")
     import copy
     stages, applied = copy.deepcopy(stages), []
     for r in check_recommendations(recs):
@@ -191,8 +189,7 @@ def run_feedback_loop(exp: Experiment, # the experiment of iteration 1
 # %% ../../nbs/11_feedback.ipynb #a774d47a
 def feedback_markdown(history: list) -> str:
     ("A table of each arm's validation metric per iteration, the changes that led to it and the "
-     "gate's failures; "
-     "then whether validation improved.")
+     "gate's failures; then whether validation improved.")
     arms = sorted({a for h in history for a in h['arms']})
     lines = [f"Validation {history[0].get('metric', '')} per arm (the loop never reads the test "
              "split).\n",

@@ -186,9 +186,12 @@ def plan_sweep(points: list, sweep_dir, force: bool = False) -> tuple:
             if diff := config_diff({k: v for k, v in load_json(run_dir/'experiment.json').items()
                                     if k not in NOT_CONFIG}, _config(p.exp)):
                 clashes.append(f"{run_dir} holds another configuration: {'; '.join(diff)}")
-        if (not force and rec.get('status') == 'complete' and rec.get('config') == config_hash(
-            p.exp)
-                and is_finished(run_dir)): skip.append(p.exp_id)
+        if (
+            not force
+            and rec.get('status') == 'complete'
+            and rec.get('config') == config_hash(p.exp)
+            and is_finished(run_dir)
+        ): skip.append(p.exp_id)
         else: todo.append(p)
     if clashes: raise ValueError("refusing to reuse run folders (rename the sweep, or --force):\n  "
                                  + '\n  '.join(clashes))

@@ -42,8 +42,7 @@ class ProtocolConfig:
 # %% ../../nbs/12a_protocol.ipynb #3fab7525
 def load_protocol(exp: Experiment) -> ProtocolConfig:
     ("The experiment's `protocol` mapping, checked (unknown keys named with the closest one; a "
-     "generator cannot be "
-     "both run and left out).")
+     "generator cannot be both run and left out).")
     protocol = check_settings('protocol', exp.protocol, ProtocolConfig)
     both = sorted(
         set(protocol.left_out) & set(exp.stages.get('generation', {}).get('generators', []))

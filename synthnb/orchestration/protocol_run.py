@@ -113,8 +113,7 @@ def run_protocol(exp: Experiment, # the experiment (chain 0)
                  report: bool = True, # execute the evidence report afterwards
                  log=print) -> dict:
     ("Run the protocol's unfinished chains as Dask tasks (one chain alone: in this process); "
-     "return the protocol "
-     "record (`protocol.json`).")
+     "return the protocol record (`protocol.json`).")
     protocol = load_protocol(exp)
     digest = protocol_hash(exp, protocol)  # of the protocol as declared
     counts, skipped = curve_points(exp, protocol)

@@ -97,8 +97,7 @@ def report_imports(dropped, # the exported cells the report leaves out
 # %% ../../nbs/10a_report_layout.ipynb #cabc3be1
 def report_header(exp: Experiment) -> str:
     ("The Markdown that opens each executed report of `exp`: experiment, profile, seed, device, "
-     "commit; a warning on "
-     "any profile but `full`.")
+     "commit; a warning on any profile but `full`.")
     from synthnb.core.runtime import git_commit, resolve_device
     g = git_commit()
     commit = (g['commit'] or 'unknown')[:10] + (' with uncommitted changes' if g['dirty'] else '')
@@ -132,9 +131,8 @@ def report_notebook(
     notebook, dest, header: str|None = None
     ) -> Path:
     ("Write the report version of `notebook` to `dest`: title, `header`, parameters, opening "
-     "prose, one import cell "
-     "instead of the exported cells, then the run and its results without the examples; return "
-     "`dest`.")
+     "prose, one import cell instead of the exported cells, then the run and its results without "
+     "the examples; return `dest`.")
     import nbformat
     nb = nbformat.read(str(notebook), as_version=4)
     cells, module = nb.cells, default_exp(nb)
@@ -168,8 +166,7 @@ BAR_LINE = re.compile(r'\d+%\|.*\|\s*\d+/\d+|\r')  # a tqdm bar
 # %% ../../nbs/10a_report_layout.ipynb #dd5c3629
 def split_warnings(text: str) -> tuple:
     ("The stderr `text` without its Python warnings (each with the source line under it) and "
-     "progress bars; and "
-     "the warnings, as [(category, message)].")
+     "progress bars; and the warnings, as [(category, message)].")
     kept, found, under = [], [], False
     for line in text.splitlines(keepends=True):
         m = WARNING_LINE.match(line.rstrip('\n'))
@@ -194,8 +191,8 @@ def results_cells(cells) -> list:
 # %% ../../nbs/10a_report_layout.ipynb #bc324b9a
 def finish_report(report) -> list:
     ("Lay an executed report out for reading: Python warnings and bars out of its outputs, a copy "
-     "of the results "
-     "under the header, code inputs hidden. Return the warnings: [{category, message, count}].")
+     "of the results under the header, code inputs hidden. Return the warnings: [{category, "
+     "message, count}].")
     import copy, nbformat
     nb, counts = nbformat.read(str(report), as_version=4), {}
     for c in (c for c in nb.cells if c.cell_type == 'code'):

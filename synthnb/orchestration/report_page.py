@@ -28,8 +28,7 @@ def run_headline(run_dir, # a run folder
 def gate_summary(run_dir, # a run folder
                 ) -> str|None:
     ("One Markdown line per generator that failed stage 3's quality gate, with its reasons (None "
-     "when stage 3 has "
-     "not run or none failed).")
+     "when stage 3 has not run or none failed).")
     f = Path(run_dir)/stage_folder('evaluation')/'metrics.json'
     gate = json.loads(f.read_text()).get('gate') or {} if f.exists() else {}
     if not gate.get('failed'): return None
@@ -45,10 +44,8 @@ def gate_summary(run_dir, # a run folder
 def print_headline(run_dir, # a run folder whose stage 6 completed
                   ) -> str|None:
     ("Print stage 6's headline table (the answer: real-only, best synthetic arm, ceiling, paired "
-     "Δs, gap closed, data "
-     "equivalence) and the generators that failed the quality gate on stdout, where `-q` keeps "
-     "them; return the text "
-     "(None when stage 6 has not run).")
+     "Δs, gap closed, data equivalence) and the generators that failed the quality gate on stdout,"
+     " where `-q` keeps them; return the text (None when stage 6 has not run).")
     table = run_headline(run_dir)
     if table is None: return None
     failed = gate_summary(run_dir)
@@ -69,10 +66,8 @@ def output_cell(data: dict, # a mime bundle, e.g. {'text/markdown': '**bold**'}
 def report_outputs(notebook, # an executed notebook (`nbformat.NotebookNode`)
                   ) -> list:
     ("The outputs worth reading of each code cell of `notebook`, one list a cell: displays, "
-     "results and stdout; "
-     "no stderr streams (warnings, progress bars), no errors, no cells left empty, no copies (the "
-     "summary on top "
-     "of a report repeats its results cells: `SUMMARY_TAG`).")
+     "results and stdout; no stderr streams (warnings, progress bars), no errors, no cells left "
+     "empty, no copies (the summary on top of a report repeats its results cells: `SUMMARY_TAG`).")
     cells = [
         c for c in notebook.cells if c.cell_type == 'code' and SUMMARY_TAG not in c.metadata.get(
             'tags', [])]
@@ -85,9 +80,8 @@ def stage_section(run_dir, # a run folder
                   stage: str, # one of `STAGES`
                  ) -> list:
     ("The cells of `stage`'s section in the run report: a heading with the stage folder as its id "
-     "(`01_domain`), "
-     "then the outputs of its executed `report.ipynb` (`report_outputs`), or a line saying that it "
-     "is missing.")
+     "(`01_domain`), then the outputs of its executed `report.ipynb` (`report_outputs`), or a line"
+     " saying that it is missing.")
     import nbformat
     folder = stage_folder(stage)
     f = Path(run_dir)/folder/'report.ipynb'
@@ -104,10 +98,9 @@ def run_report_header(run_dir, # a run folder with its `experiment.json`
                       stages=STAGES, # the stages with a section
                      ) -> tuple:
     ("The Markdown that opens the run report: the experiment file, the header of every stage "
-     "report (exp_id, profile, "
-     "seed, device, commit; `report_layout.report_header`), the evidence headline (when chains "
-     "ran) and stage 6's "
-     "headline table; then (below its figure) the contents.")
+     "report (exp_id, profile, seed, device, commit; `report_layout.report_header`), the evidence "
+     "headline (when chains ran) and stage 6's headline table; then (below its figure) the "
+     "contents.")
     exp = Experiment(**json.loads((Path(run_dir)/'experiment.json').read_text()))
     toc = '\n'.join(f"- [{stage_folder(s)}](#{stage_folder(s)})" for s in stages)
     headline = run_headline(run_dir) or '*Stage 6 has not run: no headline.*'
@@ -141,10 +134,8 @@ def write_run_report(run_dir, # a run folder (`runs/<exp_id>`) with its `experim
                      stages=STAGES, # the stages that ran, in order
                     ) -> Path:
     ("Write `run_dir/report.html`: the header and headline (`run_report_header`), stage 6's "
-     "headline figure, the "
-     "contents, then one section per stage (`stage_section`), as one self-contained page without "
-     "code; return its "
-     "path.")
+     "headline figure, the contents, then one section per stage (`stage_section`), as one "
+     "self-contained page without code; return its path.")
     import nbformat
     from nbconvert import HTMLExporter
     top, toc = run_report_header(run_dir, stages)

@@ -60,9 +60,8 @@ def restore_stage(cache: Path, stage: str, key: str, stage_dir) -> bool:
 @contextlib.contextmanager
 def file_lock(path):
     ("An exclusive lock on `path` (created if needed), released on exit. Yields the lock's file "
-     "descriptor (None off "
-     "POSIX): a child given it (`execute_notebook(keep_fds=...)`) holds the lock for as long as it "
-     "lives.")
+     "descriptor (None off POSIX): a child given it (`execute_notebook(keep_fds=...)`) holds the "
+     "lock for as long as it lives.")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     wait = lambda: LOG.warning(f"waiting for the lock on {path} (another run of this experiment?)")
     try: import fcntl
@@ -90,8 +89,7 @@ def file_lock(path):
 # %% ../../nbs/10_runner.ipynb #a1f466c3
 def children_cpu() -> float:
     ("CPU seconds (user + system) of this process's finished children and of theirs: a stage's "
-     "papermill child and "
-     "its kernel, once reaped (0 where the platform does not say).")
+     "papermill child and its kernel, once reaped (0 where the platform does not say).")
     try: import resource
     except ImportError: return 0.0
     r = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -21,8 +21,8 @@ __all__ = ['installed_share', 'notebooks_dir', 'find_experiment', 'stage_noteboo
 
 # %% ../../nbs/10ba_stage_notebooks.ipynb #ac5b009c
 def installed_share() -> Path:
-    ("Where a wheel puts the stage notebooks and experiment templates: "
-     "`<prefix>/share/synthnb/` (setup.py's data_files).")
+    ("Where a wheel puts the stage notebooks and experiment templates: `<prefix>/share/synthnb/` "
+     "(setup.py's data_files).")
     return Path(sys.prefix)/'share'/'synthnb'
 
 # %% ../../nbs/10ba_stage_notebooks.ipynb #e2de0784

@@ -40,9 +40,8 @@ def task_environment(threads: int|None = None, # BLAS/torch threads per stage ke
                      worker: int|None = None,
                     ) -> None:
     ("Set up this Dask task's environment for the stage kernels it starts: `threads` BLAS/torch "
-     "threads, glibc "
-     "defaults, and with `gpus` the GPU of this worker (`CUDA_VISIBLE_DEVICES`, unless the worker "
-     "already has one).")
+     "threads, glibc defaults, and with `gpus` the GPU of this worker (`CUDA_VISIBLE_DEVICES`, "
+     "unless the worker already has one).")
     if threads: os.environ.update({v: str(threads) for v in THREAD_VARS})
     for v in WORKER_ONLY_VARS: os.environ.pop(v, None)
     if worker is None:
@@ -221,10 +220,8 @@ def run_report(
     what: str = 'report', # how the log names it
     log=print) -> dict:
     ("Execute a report notebook into `out_dir/report.ipynb`, laid out as a stage's report "
-     "(`report_notebook`: the "
-     "package imported, not re-defined; `finish_report`: code hidden, warnings out); {'path', "
-     "'status'} (and "
-     "'message'): it never raises.")
+     "(`report_notebook`: the package imported, not re-defined; `finish_report`: code hidden, "
+     "warnings out); {'path', 'status'} (and 'message'): it never raises.")
     out = Path(out_dir)/'report.ipynb'
     try:
         with tempfile.TemporaryDirectory() as tmp:

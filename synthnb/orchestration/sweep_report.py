@@ -45,8 +45,8 @@ def config_columns(sweep: dict) -> list:
 
 # %% ../../nbs/13_sweep_report.ipynb #4195220e
 def load_sweep_metrics(sweep_dir) -> pd.DataFrame:
-    ("One row per (complete experiment, arm, model seed) of the sweep in `sweep_dir`; "
-     "the configuration columns in `.attrs['config']`.")
+    ("One row per (complete experiment, arm, model seed) of the sweep in `sweep_dir`; the "
+     "configuration columns in `.attrs['config']`.")
     sweep, rows = load_json(Path(sweep_dir)/'sweep.json'), []
     for exp_id, e in sweep['experiments'].items():
         path = Path(sweep_dir)/exp_id/stage_folder('training')/'metrics.json'
@@ -94,9 +94,11 @@ def summary_table(summary: pd.DataFrame, metric: str = 'balanced_accuracy') -> p
         summary = summary.assign(
             arm=[f"{a} [{f}]" if f else a for a, f in zip(summary.arm, summary.family)]
         )
-    return summary.pivot(index=[c for c in summary.columns if c not in (
-        'arm', 'family', 'n', 'mean', 'ci', metric)],
-                         columns='arm', values=metric)
+    return summary.pivot(
+        index=[c for c in summary.columns if c not in ('arm', 'family', 'n', 'mean', 'ci', metric)],
+        columns='arm',
+        values=metric,
+    )
 
 # %% ../../nbs/13_sweep_report.ipynb #ebdfdab4
 _REF = {'real_only': '--', 'real_aug': '-.', 'ceiling': ':'}

@@ -20,14 +20,20 @@ __all__ = ['robustness_subset', 'per_type_metrics', 'positive_class', 'summarise
 # %% ../../nbs/06h_arm_results.ipynb #445b87c9
 def robustness_subset(test: dict, n: int, seed: int = 0) -> dict:
     ("A fixed random subset of `n` test images (stratified by class, the same for every arm and "
-     "seed); all of them "
-     "when `n` is 0 or larger.")
+     "seed); all of them when `n` is 0 or larger.")
     labels = test['labels']
     if not n or n >= len(labels): return test
     rng = np.random.default_rng(seed)
-    idx = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:max(1, round(
-        n * np.mean(labels == c)))]
-                                  for c in np.unique(labels)]))
+    idx = np.sort(
+        np.concatenate(
+            [
+                rng.permutation(np.flatnonzero(labels == c))[
+                    : max(1, round(n * np.mean(labels == c)))
+                ]
+                for c in np.unique(labels)
+            ]
+        )
+    )
     return {k: test[k][idx] for k in ('images', 'labels')}
 
 # %% ../../nbs/06h_arm_results.ipynb #8e7edb79
@@ -40,8 +46,7 @@ def per_type_metrics(labels: np.ndarray, # true labels
                      positive: int = 1, # the abnormal / defect class
                     ) -> dict:
     ("Per type: images, recall of their own class at `threshold`, and for abnormal types the "
-     "ROC-AUC of that "
-     "type's images against every normal image.")
+     "ROC-AUC of that type's images against every normal image.")
     pred, out = np.where(proba[:, positive] >= threshold, positive, 1 - positive), {}
     for t in np.unique(types):
         sel = types == t
@@ -79,8 +84,8 @@ def _per_type_summary(results: list) -> dict:
 # %% ../../nbs/06h_arm_results.ipynb #47b7b1e6
 def summarise_arm(units: list, results: list, n_train: int, strategy: str, info: dict) -> dict:
     ("An arm's record: its family, per-unit and summarised test, validation and val-threshold "
-     "metrics, recall by "
-     "class and type, the mean training curve, where early stopping settled, the policy search.")
+     "metrics, recall by class and type, the mean training curve, where early stopping settled, "
+     "the policy search.")
     recall = np.mean([r['test']['per_class_recall'] for r in results], 0)
     hist = [r['history'] for r in results]
     longest = max(hist, key=lambda h: len(h['step']))
@@ -122,8 +127,7 @@ def privacy_utility(metrics: dict, # stage 6's arms (`summarise_arms`)
                     provenance: dict,
                     key: str = HEADLINE_METRIC) -> list:
     ("One row per single-generator mixed arm (and real-only): its generator, the ε it was trained "
-     "to (None: no "
-     "guarantee) and its test `key`.")
+     "to (None: no guarantee) and its test `key`.")
     eps = lambda g: (((provenance.get(g) or {}).get('privacy') or {}).get('epsilon'))
     rows = []
     for arm, m in metrics.items():

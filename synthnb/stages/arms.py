@@ -30,9 +30,8 @@ def mix_arm(info: dict) -> str:
 # %% ../../nbs/06b_arms.ipynb #ec0766fe
 def ceiling_set(pool: dict, val: dict) -> dict:
     ("Every real pool image except the validation images and, where the data has groups, every "
-     "image of a "
-     "validation group (another lighting of a validation tile would leak): the full-data ceiling's "
-     "training set.")
+     "image of a validation group (another lighting of a validation tile would leak): the "
+     "full-data ceiling's training set.")
     keep = ~np.isin(np.arange(len(pool['labels'])), val['pool_index'])
     if 'group' in pool: keep &= ~np.isin(pool['group'], pool['group'][val['pool_index']])
     return {'images': pool['images'][keep], 'labels': pool['labels'][keep]}
@@ -79,9 +78,8 @@ def arm_family(arm: str, # an arm's name
 def load_arms(src, # the stage-5 chain's artifacts: a running stage's `StageRun`, or a `ChainReader`
               cfg, strategies: list, mixes: dict) -> dict:  # cfg: stage 6's `TrainingConfig`
     ("arm name -> (training arrays, strategy, description), as requested by `cfg.arms` and stage "
-     "5's "
-     "strategies and mixed sets; the description names the arm's family and its `fit_classifier` "
-     "options.")
+     "5's strategies and mixed sets; the description names the arm's family and its "
+     "`fit_classifier` options.")
     train, out = src.read_arrays('train'), {}
     families = src.read_json('families') if src.has_artifact('families') else {}
     real = lambda arm: {'generators': [], 'ratio': 0.0, 'family': arm_family(arm),

@@ -63,8 +63,7 @@ def translate_synthetic(syn: dict, # stage 3's kept synthetic set (images, label
                         train: dict, # the scarce real set: the target domain
                         settings: TranslationSettings, seed: int = 0, device='cpu') -> tuple:
     ("`(syn, translator)`: the synthetic set with the images of `settings.generators` translated "
-     "towards the real ones "
-     "(unchanged, and `None`, when none is named).")
+     "towards the real ones (unchanged, and `None`, when none is named).")
     if not settings.generators: return syn, None
     made = sorted(set(syn['generator'].tolist()))
     missing = [g for g in settings.generators if g not in made]
@@ -129,9 +128,8 @@ def _repeat(d: dict,
 
 # %% ../../nbs/04_augmentation.ipynb #a223829f
 def preview_images(syn: dict, train: dict, n: int = 6) -> tuple:
-    ("`(images, masks, what)`: up to `n` evenly spaced kept synthetic images to preview the policy "
-     "on, "
-     "or real training images when stage 3 kept none.")
+    ("`(images, masks, what)`: up to `n` evenly spaced kept synthetic images to preview the policy"
+     " on, or real training images when stage 3 kept none.")
     src, what = (
         (syn, 'synthetic') if len(syn['images']) else (train, 'real (no synthetic image was kept)')
     )

@@ -154,8 +154,8 @@ def carve_validation(labels: np.ndarray, # pool labels
                      classes: list|None = None, # class names, for error messages
                     ) -> np.ndarray:
     ("Sorted pool indices of the real validation set: no training image and, with groups, no "
-     "training group; "
-     "whole groups, so that leaving its groups out of the ceiling costs few other images.")
+     "training group; whole groups, so that leaving its groups out of the ceiling costs few other "
+     "images.")
     free = np.ones(len(labels), bool)
     free[train_index] = False
     if groups is not None: free &= ~np.isin(groups, groups[train_index])
@@ -225,9 +225,14 @@ def _save_domain_figures(run, pool, train, val, test, classes):
     run.save_figure('class_balance_intensity', fig)
     plt.close(fig)
     rows = {f'{name}': train['images'][train['labels'] == c][:8] for c, name in enumerate(classes)}
-    rows.update({f'mean {name}': pool['images'][pool['labels'] == c].mean(0, keepdims=True).astype(
-        np.uint8)
-                 for c, name in enumerate(classes)})
+    rows.update(
+        {
+            f'mean {name}': pool['images'][pool['labels'] == c]
+            .mean(0, keepdims=True)
+            .astype(np.uint8)
+            for c, name in enumerate(classes)
+        }
+    )
     fig = image_grid(rows, ncols=8, title='scarce training images and class means')
     run.save_figure('examples', fig)
     plt.close(fig)

@@ -88,8 +88,7 @@ class EvaluationConfig:
 # %% ../../nbs/03_evaluation.ipynb #9f2e6476
 def feature_spaces(train: dict, n_classes: int, cfg: EvaluationConfig, device='cpu') -> tuple:
     ("The domain classifier, {space: (description, images → features)} with features standardised "
-     "by `train`, "
-     "and {skipped space: reason}.")
+     "by `train`, and {skipped space: reason}.")
     small = lambda im: shrink(im, cfg.classifier_size)
     x = small(train['images'])
     clf = fit_classifier(x, train['labels'], n_classes, steps=cfg.domain_steps,
@@ -125,9 +124,8 @@ def set_distances(f_syn: np.ndarray, f_real: np.ndarray, cfg: EvaluationConfig,
                   # add bootstrap intervals of FD, KID and PRDC (`cfg.n_bootstrap` resamples)
                   intervals: bool = False,
                  ) -> dict:
-    ("Fréchet distance, KID, sliced W1, PRDC and real-hit fraction between two feature sets of one "
-     "space, "
-     "with the FD covariance used and which distances are informative at these sizes.")
+    ("Fréchet distance, KID, sliced W1, PRDC and real-hit fraction between two feature sets of one"
+     " space, with the FD covariance used and which distances are informative at these sizes.")
     n, dim = min(len(f_syn), len(f_real)), f_syn.shape[1]
     shrunk = n < cfg.fd_min_per_dim * dim
     fd = lambda a, b: frechet_distance(a, b, shrinkage=shrunk)
@@ -151,8 +149,7 @@ def set_distances(f_syn: np.ndarray, f_real: np.ndarray, cfg: EvaluationConfig,
 # %% ../../nbs/03_evaluation.ipynb #f79807ec
 def compare(feats: dict, s, t, syn_images, real_images, cfg, intervals: bool = False) -> dict:
     ("Metrics of synthetic rows `s` against real rows `t` in every feature space of `feats` "
-     "({space: (syn, real)}) "
-     "and in pixels.")
+     "({space: (syn, real)}) and in pixels.")
     out = {name: set_distances(fs[s], fr[t], cfg, intervals) for name, (fs, fr) in feats.items()}
     return {**out, 'pixel': {'w1': pixel_wasserstein(syn_images[s], real_images[t], cfg.max_pixels,
                                                      cfg.seed)}}
@@ -161,8 +158,8 @@ def compare(feats: dict, s, t, syn_images, real_images, cfg, intervals: bool = F
 def generator_metrics(feats: dict, syn: dict, real: dict, train: dict, val: dict, rows: np.ndarray,
                       classes: list, cfg: EvaluationConfig) -> dict:
     ("Metrics of the synthetic `rows` of one generator against the `real` reference (with "
-     "intervals overall), "
-     "overall and per class, with memorisation against `train` (threshold from `val`).")
+     "intervals overall), overall and per class, with memorisation against `train` (threshold from"
+     " `val`).")
     everything = np.ones(len(real['labels']), bool)
     out = {'n': int(rows.sum()), 'per_class': {},
            'overall': compare(feats, rows, everything, syn['images'], real['images'], cfg,
@@ -191,8 +188,8 @@ def fd_ratio(
     half: np.ndarray, # `real_halves` of the reference
     cfg: EvaluationConfig) -> float:
     ("FD of synthetic images against the real reference's second half over the first half's FD "
-     "against it, at equal "
-     "sizes and with the same covariance estimate: 1 = as close to real as real images are.")
+     "against it, at equal sizes and with the same covariance estimate: 1 = as close to real as "
+     "real images are.")
     a, b = f_real[half], f_real[~half]
     s = f_syn[np.random.default_rng(cfg.seed).permutation(len(f_syn))[:len(a)]]
     shrunk = min(len(a), len(b), len(s)) < cfg.fd_min_per_dim * f_real.shape[1]

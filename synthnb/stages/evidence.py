@@ -12,8 +12,8 @@ __all__ = ['t_interval', 'paired_delta']
 
 # %% ../../nbs/06c_evidence.ipynb #036a6244
 def t_interval(values, level: float = 0.95) -> tuple:
-    ("(mean, low, high) of the Student-t interval of the mean of `values`; "
-     "low and high are None for fewer than two values.")
+    ("(mean, low, high) of the Student-t interval of the mean of `values`; low and high are None "
+     "for fewer than two values.")
     v = np.asarray(values, float)
     if len(v) == 0: raise ValueError("an interval needs at least one value")
     if len(v) < 2: return float(v.mean()), None, None

@@ -54,8 +54,8 @@ class FeatureSpaceUnavailable(RuntimeError):
 def inception_network(
     weights: str = '',  # weights file; '' = `<torch hub dir>/checkpoints/` + `INCEPTION_FILE`
     ) -> torch.nn.Module:
-    ("torchmetrics' FID Inception-v3 loaded from a local weights file; "
-     "raises `FeatureSpaceUnavailable` when it cannot be.")
+    ("torchmetrics' FID Inception-v3 loaded from a local weights file; raises "
+     "`FeatureSpaceUnavailable` when it cannot be.")
     path = Path(weights) if weights else Path(torch.hub.get_dir())/'checkpoints'/INCEPTION_FILE
     missing = [] if importlib.util.find_spec('torch_fidelity') else [
         'torch-fidelity (and torchvision) not installed']

@@ -26,8 +26,8 @@ def shrink(images: np.ndarray, # uint8 (N, H, W)
 # %% ../../nbs/03c_filtering.ipynb #f9549f96
 def knn_realism(f_syn: np.ndarray, f_real: np.ndarray, # features in one space
                 k: int = 5) -> tuple:
-    ("Distance of each synthetic sample to its k-th nearest real sample, "
-     "and each real sample's k-th nearest other real distance.")
+    ("Distance of each synthetic sample to its k-th nearest real sample, and each real sample's "
+     "k-th nearest other real distance.")
     s, r = torch.as_tensor(f_syn, dtype=torch.float64), torch.as_tensor(f_real, dtype=torch.float64)
     if len(r) <= k: raise ValueError(f"need more than k={k} real samples, got {len(r)}")
     return torch.cdist(s, r).kthvalue(k,

@@ -33,10 +33,9 @@ def detector_auc(f_real: np.ndarray, # real features (N, D)
                  # classes of both sets: real and synthetic matched class by class
                  real_labels=None, syn_labels=None,
                 ) -> dict:
-    ("Real-vs-synthetic detector: logistic regression on the features of equal numbers of real and "
-     "synthetic images "
-     "(of each class, when labels are given), its out-of-fold ROC-AUC with a Hanley–McNeil 95 % "
-     "interval.")
+    ("Real-vs-synthetic detector: logistic regression on the features of equal numbers of real and"
+     " synthetic images (of each class, when labels are given), its out-of-fold ROC-AUC with a "
+     "Hanley–McNeil 95 % interval.")
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     rng = np.random.default_rng(seed)

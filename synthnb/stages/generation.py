@@ -124,8 +124,7 @@ def plot_losses(losses: dict, # generator -> {series: [loss per step]}
 # %% ../../nbs/02_generation.ipynb #99471481
 def _tune(run: StageRun, cfg: GenerationConfig, gen) -> dict|None:
     ("Choose a fitted diffusion model's DDIM steps and guidance on KID against the validation "
-     "images "
-     "(`tune_sampler`), if asked.")
+     "images (`tune_sampler`), if asked.")
     s = DiffusionSettings(**cfg.diffusion)
     if not (isinstance(gen, DiffusionGenerator) and s.tune_ddim_steps): return None
     # held out from the generator: copying its training images earns nothing
@@ -165,13 +164,14 @@ def run_generation(cfg: GenerationConfig, upstream_dir=None, out_dir=None) -> St
                                 train['images'].shape[1:], name)
             save_generator(run, gen)
             parts.append({**out, 'generator': np.full(len(labels), name)})
-            run.metrics[name] = {'n': int(len(labels)),
-                                 'per_class': {classes[c]: int((labels == c).sum()) for c in range(
-                                     len(classes))},
-                                 'fit_seconds': round(t1 - t0, 2),
-                                 'sample_seconds': round(time.time() - t1, 2),
-                                 'fit_cpu_seconds': round(c1 - c0, 2),
-                                 'sample_cpu_seconds': round(time.process_time() - c1, 2)}
+            run.metrics[name] = {
+                'n': int(len(labels)),
+                'per_class': {classes[c]: int((labels == c).sum()) for c in range(len(classes))},
+                'fit_seconds': round(t1 - t0, 2),
+                'sample_seconds': round(time.time() - t1, 2),
+                'fit_cpu_seconds': round(c1 - c0, 2),
+                'sample_cpu_seconds': round(time.process_time() - c1, 2),
+            }
             # e.g. the files an external set came from
             if hasattr(gen, 'provenance'): run.metrics[name]['provenance'] = gen.provenance()
             if tuned: run.metrics[name]['sampler'] = tuned

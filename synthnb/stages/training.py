@@ -86,9 +86,8 @@ def train_model(data: dict, strategy: str, n_classes: int, cfg: TrainingConfig, 
                 options: dict|None = None,
                ):
     ("A classifier trained on `data` by `strategy` with at most `cfg.steps` steps in total; "
-     "`monitor` (images, "
-     "labels) gives its training curve and, with `cfg.restore_best`/`cfg.patience`, its early "
-     "stopping.")
+     "`monitor` (images, labels) gives its training curve and, with "
+     "`cfg.restore_best`/`cfg.patience`, its early stopping.")
     opts = dict(options or {})
     if opts.pop('sampling', 'balanced') == 'natural': opts['weights'] = np.ones(len(data['labels']))
     def fit(x, y, steps, model=None, last=False):
@@ -129,8 +128,8 @@ def evaluate_unit(data: dict, strategy: str, test: dict, val: dict, n_classes: i
                   options: dict|None = None,
                  ) -> dict:
     ("Train one model (with a search: one per candidate, the best on validation kept); its test "
-     "metrics (argmax, at "
-     "the validation-chosen threshold, per type), validation metrics and training curve.")
+     "metrics (argmax, at the validation-chosen threshold, per type), validation metrics and "
+     "training curve.")
     opts = dict(options or {})
     grid = opts.pop('search', None) or [{}]
     fits, tta = [], tuple(cfg.augment) if cfg.tta else ()
@@ -167,8 +166,7 @@ def train_arms(src, cfg: TrainingConfig, strategies: list, test: dict, n_classes
                robust: bool = False, rename=None, only=None, reuse=None,
                positive: int = 1) -> tuple:
     ("Every arm of one replicate (`src`: its stage-5 chain), one model per seed: arm -> (units, "
-     "results, n_train, "
-     "strategy, info); the last model of each arm.")
+     "results, n_train, strategy, info); the last model of each arm.")
     val, out, models = src.read_arrays('val'), {}, {}
     for arm, (data, strategy, info) in load_arms(src, cfg, strategies,
                                                  src.read_json('mixes')['sets']).items():

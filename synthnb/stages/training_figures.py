@@ -141,8 +141,8 @@ def training_figures(
 
 # %% ../../nbs/06g_training_figures.ipynb #e15d1bb0
 def privacy_figure(run, rows: list):
-    ("Test ROC-AUC of each single-generator arm at its ε (no guarantee: drawn at the right edge, ε "
-     "= ∞), real-only as a band.")
+    ("Test ROC-AUC of each single-generator arm at its ε (no guarantee: drawn at the right edge, ε"
+     " = ∞), real-only as a band.")
     fig, ax = plt.subplots(figsize=(6, 3))
     dp = [r for r in rows if r['epsilon'] is not None]
     right = 2 * max(r['epsilon'] for r in dp)

@@ -121,8 +121,7 @@ def train_cyclegan(source: np.ndarray, # uint8 (N, H, W): the images to translat
                    target: np.ndarray,
                    s: TranslationSettings, seed: int = 0, device: str = 'auto') -> tuple:
     ("Fit both generators and both discriminators; return `(G, F, losses)`: source → target, "
-     "target → source, "
-     "loss series per step.")
+     "target → source, loss series per step.")
     if len(source) < 1 or len(target) < 1:
         raise ValueError(
             f"translation needs source and target images, got {len(source)} and {len(target)}"
@@ -168,8 +167,7 @@ def train_cyclegan(source: np.ndarray, # uint8 (N, H, W): the images to translat
 # %% ../../nbs/04b_translation.ipynb #282835d8
 class CycleGANTranslator:
     ("Unpaired translation from a source domain (synthetic images) to a target domain (real "
-     "images), "
-     "learned by CycleGAN.")
+     "images), learned by CycleGAN.")
     def __init__(self, settings: dict|None = None, # `TranslationSettings` fields
                  device: str = 'auto', seed: int = 0):
         self.settings, self.device, self.seed = (

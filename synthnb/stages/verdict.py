@@ -49,8 +49,7 @@ def _scores(m: dict, key: str) -> list: return [u[key] for u in m['per_seed']]
 # %% ../../nbs/06f_verdict.ipynb #b31c20ac
 def headline(metrics: dict, key: str = HEADLINE_METRIC) -> dict:
     ("This chain's real-only vs its best synthetic arm (chosen on validation `key`) vs ceiling on "
-     "test `key`: "
-     "paired Δs over model seeds (across scarce draws: the evidence step).")
+     "test `key`: paired Δs over model seeds (across scarce draws: the evidence step).")
     syn = synthetic_arms(metrics)
     if 'real_only' not in metrics or not syn: return {}
     best = max(syn, key=lambda a: syn[a]['val_summary'][key]['mean']
@@ -74,8 +73,7 @@ def headline(metrics: dict, key: str = HEADLINE_METRIC) -> dict:
 # %% ../../nbs/06f_verdict.ipynb #fa885f65
 def results_table(metrics: dict) -> pd.DataFrame:
     ("One row per arm: n_train and, per scalar test metric, the mean and its 95 % CI bounds "
-     "(numbers); the "
-     "val-threshold balanced accuracy.")
+     "(numbers); the val-threshold balanced accuracy.")
     rows = {}
     for a, m in metrics.items():
         if not (isinstance(m, dict) and 'summary' in m): continue
@@ -83,9 +81,11 @@ def results_table(metrics: dict) -> pd.DataFrame:
         for k in SCALARS: r.update({k: m['summary'][k]['mean'],
                                     f'{k}_ci_low': m['summary'][k].get('ci_low'),
                                     f'{k}_ci_high': m['summary'][k].get('ci_high')})
-        r['balanced_accuracy_at_val_threshold'] = (m['thresholded_summary']['balanced_accuracy'][
-            'mean']
-                                                   if 'thresholded_summary' in m else None)
+        r['balanced_accuracy_at_val_threshold'] = (
+            m['thresholded_summary']['balanced_accuracy']['mean']
+            if 'thresholded_summary' in m
+            else None
+        )
         r['class_recall_gap'] = m['recall_gap']
         rows[a] = r
     return pd.DataFrame(rows).T.rename_axis('arm')

@@ -74,8 +74,7 @@ def chains_needed(delta: float, # true Δ to detect (> 0)
                   n_groups: int = 0,
                   max_chains: int = 100_000) -> int|None:
     ("Fewest chains for a two-sided t-test at `level` to detect `delta` with `power`; None when "
-     "the test split's "
-     "own error leaves the power out of reach.")
+     "the test split's own error leaves the power out of reach.")
     if delta <= 0 or sd <= 0 or test_se < 0: raise ValueError(
         f"need delta, sd > 0, test_se ≥ 0: {delta=}, {sd=}")
     z = stats.norm.ppf
