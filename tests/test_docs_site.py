@@ -195,13 +195,16 @@ def test_navigation_between_stages(site, browser):
     page.wait_for_load_state('load')
     assert page.url.endswith('/domain.html'), page.url
     assert 'Domain' in page.locator('h1').first.inner_text()
-    page.locator('a.next-page').first.click()  # furo's "next" link follows the notebook order
+    page.locator('a.next-page').first.click()  # furo's "next" link follows the notebook order: 01a_profiling
+    page.wait_for_load_state('load')
+    assert page.url.endswith('/profiling.html'), page.url  # stage 1's helper notebook, then stage 2
+    page.locator('a.next-page').first.click()
     page.wait_for_load_state('load')
     assert page.url.endswith('/generation.html'), page.url
     assert 'Generation' in page.locator('h1').first.inner_text()
     page.go_back()
     page.wait_for_load_state('load')
-    assert page.url.endswith('/domain.html')
+    assert page.url.endswith('/profiling.html')
     assert not problems, problems
     page.close()
 
