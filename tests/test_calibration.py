@@ -10,7 +10,8 @@ control that must fail the same target. Pure numpy; seeds fixed.
 import numpy as np
 import pytest
 
-from synthnb.stages.inference import compare_arms, gap_closed, simulate_experiment
+from synthnb.stages.inference import compare_arms, gap_closed
+from synthnb.stages.simulated_experiment import simulate_experiment
 from synthnb.stages.worth import data_equivalence
 
 N_EXPERIMENTS, CHAINS, N_BOOT, TARGET = 600, 10, 200, 0.93

@@ -18,7 +18,8 @@ LAYERS = [
     {'core.runtime', 'core.tracking', 'core.hygiene', 'testing'},  # foundations that import no synthnb module (testing: the fixtures)
     {'core.config', 'core.images'},  # stages and experiment files; uint8 images and tensors
     {'core.parameters', 'core.files'},  # typed stage parameters: every stage's config class; atomic files, JSON, checksums
-    {'core.store', 'core.models', 'core.data', 'core.augments', 'core.classifier_metrics'},  # the artifact store; the classifier, its augmentations and metrics; datasets
+    {'core.store', 'core.models', 'core.data', 'core.augments', 'core.classifier_metrics',
+     'core.chain_reader'},  # the artifact store; the classifier, its augmentations and metrics; datasets
     {'core.dataset_cards'},  # dataset cards and how an image file is read
     {'core.readers', 'core.npz'},  # image folders; .npz files
     {'core.sources', 'core.stage_registry'},  # any dataset's pool and test split; the stage registry
@@ -28,7 +29,8 @@ LAYERS = [
     {'generators.hybrid', 'generators.defect_diffusion', 'generators.defect_crops'},  # simulation or paste refined by diffusion; learned defect crops
     {'generators.registry'},  # the generator registry: every generator declared once, its contract, the controls
     {'stages.metrics', 'stages.features', 'stages.gate', 'stages.style', 'stages.translation', 'stages.evidence',
-     'stages.inference', 'stages.worth', 'stages.robustness', 'stages.review'},  # stage helpers
+     'stages.inference', 'stages.simulated_experiment', 'stages.worth', 'stages.robustness',
+     'stages.review'},  # stage helpers
     {'stages.filtering', 'stages.policies', 'stages.profiling',
      'stages.evaluation_outputs'},  # the filter; augmentation operations and policies; stage 1's profile; stage 3's outputs
     {'stages.domain', 'stages.generation', 'stages.augmentation', 'stages.evaluation', 'stages.integration',
@@ -162,14 +164,14 @@ def _definitions(source: str) -> int:
 
 def test_notebooks_at_nbdev_density():
     """STYLE: one definition per exported cell (the imports cell aside), a (non-exported) example cell under
-    each before the next exported one, and at most 250 exported lines per notebook."""
+    each before the next exported one, and at most 250 lines of exported cells per notebook."""
     crowded, no_example, long = [], [], []
     for path in sorted(NBS.glob('[0-9]*.ipynb')):
         cells, total = nbformat.read(path, as_version=4).cells, 0
         for i, cell in enumerate(cells):
             src = _exported_source(cell)
             if src is None: continue
-            total += len(src.splitlines())
+            total += len(cell.source.splitlines())  # the cell as written, its `#|` lines too
             n = _definitions(src)
             if n > 1: crowded.append(f'{path.stem}[{i}]: {n}')
             following = next((c for c in cells[i + 1:] if c.cell_type == 'code'), None)

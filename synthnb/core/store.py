@@ -16,8 +16,7 @@ from .files import (atomic_path, load_json, save_json, sha256_file, write_model,
 from .runtime import provenance, resolve_device, seed_everything
 
 # %% auto #0
-__all__ = ['MANIFEST', 'HELD_OUT_READERS', 'StageError', 'read_manifest', 'StageRun', 'StageResult', 'stage_result',
-           'ChainReader']
+__all__ = ['MANIFEST', 'HELD_OUT_READERS', 'StageError', 'read_manifest', 'StageRun', 'StageResult', 'stage_result']
 
 # %% ../../nbs/00a_store.ipynb #2afa1fb8
 MANIFEST = 'manifest.json'
@@ -260,27 +259,3 @@ class StageResult:
 def stage_result(stage: str, out_dir) -> StageResult:
     "The `StageResult` of a finished stage folder."
     return StageResult(stage, Path(out_dir), read_manifest(out_dir))
-
-# %% ../../nbs/00a_store.ipynb #2836198d
-class ChainReader:
-    ("The artifacts of a completed stage folder and its upstream chain, read through its manifest "
-     "(sha256 checked) with the verbs of `StageRun`: `has_artifact`, `artifact_path`, "
-     "`read_arrays`, `read_json`.")
-    def __init__(self, stage_dir):
-        self.dir = Path(stage_dir)
-        self.manifest = read_manifest(self.dir)
-        self.artifacts = self.manifest['artifacts']
-    def has_artifact(self, name: str) -> bool: return name in self.artifacts
-    def artifact_path(self, name: str) -> Path:
-        if name not in self.artifacts: raise KeyError(
-            f"no artifact {name!r} in {self.dir} or upstream; "
-                                                      f"available: {sorted(self.artifacts)}")
-        a = self.artifacts[name]
-        p = self.dir.parent / a['path']
-        if sha256_file(p) != a['sha256']:
-            raise StageError(f"{p} changed since {self.dir.name} recorded it (sha256 mismatch)")
-        return p
-    def read_arrays(self, name: str) -> dict:
-        with np.load(self.artifact_path(name),
-                     allow_pickle=False) as z: return {k: z[k] for k in z.files}
-    def read_json(self, name: str): return load_json(self.artifact_path(name))

@@ -18,7 +18,7 @@ from typing import Annotated
 from ..core.parameters import Bounds, Count, NonNegative, Positive, PositiveInt, stage_config
 from ..core.images import check_labels, to_uint8
 from ..core.files import write_model
-from ..core.store import ChainReader
+from ..core.chain_reader import ChainReader
 from .ddpm import ddim_sample, train_ddpm, unet_config
 
 # %% auto #0

@@ -78,8 +78,7 @@ def t_interval01(x, level: float = 0.95) -> tuple:
 
 # %% ../../nbs/13a_evidence_report.ipynb #47f611e3
 def per_type(chains: dict, arms: list, level: float = 0.95) -> pd.DataFrame:
-    "One row per (arm, type): images, recall and ROC-AUC, mean [CI] over chains."
-    # thresholds: two classes
+    "One row per (arm, type): images, recall and ROC-AUC, mean [CI] over chains; two classes only."
     if chains.get('type') is None or len(chains['classes']) != 2: return pd.DataFrame()
     rows, pos = [], chains['positive']
     for a in [a for a in arms if a in chains['p_test']]:
@@ -97,13 +96,11 @@ def per_type(chains: dict, arms: list, level: float = 0.95) -> pd.DataFrame:
 
 # %% ../../nbs/13a_evidence_report.ipynb #b067099b
 def per_class(chains: dict, arms: list, level: float = 0.95) -> pd.DataFrame:
-    """One row per (arm, class): test images and recall at the validation-chosen threshold, mean
-    [CI] over chains."""
+    "One row per (arm, class): test images and recall at the val threshold, mean [CI] over chains."
     if len(chains['classes']) != 2: return pd.DataFrame()  # thresholds: two classes
     named = {**chains, 'type': np.asarray(chains['classes'])[chains['labels']]}
     rows = per_type(named, arms, level).rename(columns={'type': 'class'})
-    # a class against the other: the AUC
-    return rows.drop(columns=[c for c in rows if c.startswith('roc_auc')])
+    return rows.drop(columns=[c for c in rows if c.startswith('roc_auc')])  # AUC: not per class
 
 # %% ../../nbs/13a_evidence_report.ipynb #9918c959
 def robustness(chains: dict, arms: list, level: float = 0.95) -> pd.DataFrame:

@@ -48,27 +48,21 @@ def class_counts(
 @stage_config
 class DomainConfig:
     "Parameters of stage 1 (names match the notebook's `parameters` cell)."
-    # built-in 'pneumoniamnist'/'magnetic-tiles', a card YAML, or your own (`source`)
-    dataset: str = 'pneumoniamnist'
+    dataset: str = 'pneumoniamnist'  # a built-in card's name, a card YAML, or your own (`source`)
     # how to read your data: {format: npz|folder, path, …}; {} → the card's
     source: dict = field(default_factory=dict)
     # class names in label order; [] → card's, .npz's or folder names
     classes: list[str] = field(default_factory=list)
     normal_class: str = ''  # the defect-free / normal class ('' → the card's, else none)
-    # simulator fitting the images: 'chest_opacity', 'surface_defects' ('' → the card's, else none)
-    simulator: str = ''
+    simulator: str = ''  # 'chest_opacity', 'surface_defects' ('' → the card's, else none)
     description: str = ''  # one paragraph on the data for the reports ('' → the card's)
-    # licence, privacy, intended_use, known_issues ({} → the card's)
-    constraints: dict = field(default_factory=dict)
+    constraints: dict = field(default_factory=dict)  # licence, privacy, use, issues ({} → card's)
     data_dir: str = ''  # data directory; '' → $SYNTHNB_DATA or the checkout's data/
     # square side every image is resized to (PneumoniaMNIST: 28)
     image_size: Annotated[int, Bounds(ge=16, le=256)] = 28
-    # scarce training images per class, or per class name ({ok: all, defect: 10})
-    n_per_class: ClassCounts = 20
-    # real val images per class, apart from train and test: stage 3 and 6 checks only
-    n_val_per_class: PositiveInt = 20
-    # group or stratified splits: fraction of groups (images) held out for testing
-    test_fraction: Fraction = 0.3
+    n_per_class: ClassCounts = 20  # scarce training images per class, or by name ({defect: 10})
+    n_val_per_class: PositiveInt = 20  # real val images per class (stage 3 and 6 checks only)
+    test_fraction: Fraction = 0.3  # group or stratified splits: share of groups (images) held out
     split_seed: Seed = 0  # group or stratified splits: seed of the fixed test split
     seed: Seed = 0  # experiment seed: which scarce training and validation images are drawn
     device: str = 'auto'  # 'auto', 'cpu' or 'cuda'

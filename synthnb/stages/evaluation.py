@@ -34,31 +34,24 @@ __all__ = ['INPUTS', 'EvaluationConfig', 'feature_spaces', 'set_distances', 'com
 class EvaluationConfig:
     "Parameters of stage 3."
     feature_seed: Seed = 1234  # seed of the fixed random CNN feature space
-    # domain classifier steps (real train only): features and label checks
-    domain_steps: PositiveInt = 60
+    domain_steps: PositiveInt = 60  # domain classifier steps (real train): features, label checks
     # its TRAIN_AUGMENTS
     domain_augment: list[str] = field(default_factory=lambda: ['shift', 'photometric'])
     proxy_steps: PositiveInt = 60  # training steps of each train-on-synthetic proxy classifier
     classifier_width: PositiveInt = 8  # channel width of the domain and proxy SmallResNets
-    # the domain and proxy classifiers see images average-pooled to about this side
-    classifier_size: PositiveInt = 32
+    classifier_size: PositiveInt = 32  # images average-pooled to about this side (domain, proxy)
     batch_size: PositiveInt = 32  # batch size of the domain and proxy classifiers
     # local Inception-v3 FID weights file, empty for the torch hub cache; skipped if absent
     inception_weights: str = ''
     kid_subsets: PositiveInt = 20  # random subsets for KID mean ± std
     kid_subset_size: PositiveInt = 1000  # samples per KID subset, capped by the smaller set
-    # random 1-D projections for the sliced feature Wasserstein distance
-    n_projections: PositiveInt = 64
-    # nearest neighbours for precision/recall/density/coverage and the realism filter
-    prdc_k: PositiveInt = 5
-    # bootstrap resamples behind the FD, KID and PRDC intervals (0: no intervals)
-    n_bootstrap: Count = 100
-    # a distance is marked informative only with at least this many images per set
-    min_informative_n: PositiveInt = 50
+    n_projections: PositiveInt = 64  # random 1-D projections of the sliced feature Wasserstein
+    prdc_k: PositiveInt = 5  # k of precision/recall/density/coverage and of the realism filter
+    n_bootstrap: Count = 100  # bootstrap resamples of the FD, KID and PRDC intervals (0: none)
+    min_informative_n: PositiveInt = 50  # images per set a distance needs to count as informative
     # FD: Ledoit–Wolf covariances below this many images per feature dimension
     fd_min_per_dim: NonNegative = 2.0
-    # pixel values sampled per set for the pixel Wasserstein distance
-    max_pixels: PositiveInt = 200_000
+    max_pixels: PositiveInt = 200_000  # pixel values sampled per set for the pixel Wasserstein
     # memorisation flag: train-NN distance below this quantile of held-out (val) ones
     copy_quantile: Probability = 0.05
     # filter: drop as near-duplicate below copy_factor × that quantile

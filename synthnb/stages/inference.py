@@ -9,9 +9,9 @@ import numpy as np
 from scipy import stats
 
 # %% auto #0
-__all__ = ['METHOD', 'roc_auc', 'group_strata', 'group_resample_weights', 'resampled_metric', 'simulate_experiment',
-           'ChainDeltas', 'chain_deltas', 'delta_covariance', 'satterthwaite_df', 'delta_interval', 'holm',
-           'Comparison', 'compare_arms', 'fieller', 'gap_closed']
+__all__ = ['METHOD', 'roc_auc', 'group_strata', 'group_resample_weights', 'resampled_metric', 'ChainDeltas', 'chain_deltas',
+           'delta_covariance', 'satterthwaite_df', 'delta_interval', 'holm', 'Comparison', 'compare_arms', 'fieller',
+           'gap_closed']
 
 # %% ../../nbs/06d_inference.ipynb #f7d2560c
 def roc_auc(y, # binary labels (0/1), n
@@ -79,39 +79,6 @@ def resampled_metric(y, # test labels, n
         return np.stack([_weighted_auc(y, s, weights) for s in scores], 1)
     picks = [np.repeat(np.arange(len(y)), row) for row in weights]
     return np.array([[metric(y[p], s[p]) for s in scores] for p in picks])
-
-# %% ../../nbs/06d_inference.ipynb #0a843b3e
-def simulate_experiment(rng: np.random.Generator, # source of the whole experiment
-                        R: int = 10, # chains
-                        n_test: int = 150, # test images (half positive), in groups of `group_size`
-                        delta: float|dict = 0.03, # true Δ AUC of 'synthetic' (or arm -> true Δ)
-                        ceiling_delta: float = 0.08, # true Δ AUC of 'ceiling'
-                        chain_sd: float = 0.3, # separation shift of a chain, shared by its arms
-                        arm_chain_sd: float = 0.1, # separation shift of an arm in a chain
-                        arm_image_sd: float = 0.4, # an arm's view of an image, shared by its chains
-                        base_auc: float = 0.75, # true mean AUC of real_only
-                        group_size: int = 3, group_sd: float = 0.5, image_sd: float = 0.7,
-                        model_sd: float = 0.5, # each model's own noise on each image
-                       ) -> dict:
-    "A toy experiment with known truth: labels, groups, every arm's per-chain scores, true Δ and θ."
-    deltas = {'synthetic': delta} if np.isscalar(delta) else dict(delta)
-    aucs = {'real_only': base_auc, **{a: base_auc + v for a, v in deltas.items()},
-            'ceiling': base_auc + ceiling_delta}
-    sigma2 = group_sd ** 2 + image_sd ** 2 + arm_image_sd ** 2 + model_sd ** 2
-    scale = np.sqrt(2 * sigma2 + chain_sd ** 2 + arm_chain_sd ** 2)
-    y, groups = rng.permutation(np.arange(n_test) % 2), np.arange(n_test) // group_size
-    hard = rng.normal(0, group_sd, groups[-1] + 1)[groups] + rng.normal(0, image_sd, n_test)
-    chain = rng.normal(0, chain_sd, (R, 1))
-    separation = {a: stats.norm.ppf(auc) * scale + chain + rng.normal(0, arm_chain_sd, (R, 1))
-                  for a, auc in aucs.items()}
-    scores = {}
-    for arm, d in separation.items():  # the arm's view of each image, then each model's own noise
-        view = rng.normal(0, arm_image_sd, n_test)
-        scores[arm] = d * y + hard + view + rng.normal(0, model_sd, (R, n_test))
-    truth = {a: aucs[a] - base_auc for a in aucs if a != 'real_only'}
-    gap = {a: truth[a] / ceiling_delta if ceiling_delta else None for a in deltas}
-    truth = dict(delta=truth, gap_closed=gap, auc=aucs)
-    return dict(y=y, groups=groups, scores=scores, truth=truth)
 
 # %% ../../nbs/06d_inference.ipynb #5dc5468e
 @dataclass
